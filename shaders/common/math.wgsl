@@ -1,0 +1,30 @@
+// Shared numerics. Prepended to every kernel by `shader::compose`.
+
+const F32_LOWEST: f32 = -3.40282347e38;
+
+// Running log-sum-exp state: x = running max, y = sum of exp(v - max).
+// One exp per element: the smaller of (max, v) is scaled into the larger.
+// A NaN input makes the sum NaN and so propagates to the row's result.
+fn lse_push(st: vec2<f32>, v: f32) -> vec2<f32> {
+    let d = v - st.x;
+    let e = exp(-abs(d));
+    let bigger = d > 0.0;
+    return vec2<f32>(select(st.x, v, bigger), select(st.y + e, st.y * e + 1.0, bigger));
+}
+
+// Merges two running log-sum-exp states.
+fn lse_merge(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
+    let m = max(a.x, b.x);
+    return vec2<f32>(m, a.y * exp(a.x - m) + b.y * exp(b.x - m));
+}
+
+// tanh that never overflows: some drivers evaluate tanh through exp(2v) and return NaN for
+// large |v|; beyond |v| = 10 tanh is ±1 in f32. NaN fails the comparison and goes to tanh.
+fn safe_tanh(v: f32) -> f32 {
+    return select(tanh(v), sign(v), abs(v) >= 10.0);
+}
+
+// Linear workgroup index of a 1-D launch spread over a 2-D grid (past 65,535 workgroups).
+fn group_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.y * nwg.x + wid.x;
+}

@@ -1,0 +1,225 @@
+// Fused softmax cross-entropy, forward and backward (semantics: LOSSES.md).
+//
+// ROW_THREADS invocations share one row; a workgroup holds WG_SIZE / ROW_THREADS rows.
+// Pass 1 reads the row once for the online log-sum-exp and the sums that the loss needs;
+// pass 2 re-reads it (from cache for all but the largest rows) and writes the gradient.
+// `row_weights` is the pre-pass of the mean over class targets: it writes w[y_n] (0 when
+// ignored) per row, which the reduce kernel sums into the denominator.
+
+override WG_SIZE: u32 = 256u;
+override ROW_THREADS: u32 = 256u;
+
+struct Params {
+    n: u32,
+    c: u32,
+    row_base: u32,
+    flags: u32,
+    ignore_index: i32,
+    smoothing: f32,
+    z_loss: f32,
+    softcap: f32,
+    grad_output: f32,
+    denom: f32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+const PROB_TARGETS: u32 = 1u;
+const HAS_WEIGHT: u32 = 2u;
+const DENOM_FROM_BUFFER: u32 = 4u;
+const UPSTREAM_PER_ROW: u32 = 8u;
+const WANT_GRAD: u32 = 16u;
+const SOFTCAP: u32 = 32u;
+
+@group(0) @binding(0) var<uniform> params: Params;
+// Class indices (bitcast i32) [n] or probabilities (bitcast f32) [n, c].
+@group(0) @binding(1) var<storage, read> targets: array<u32>;
+@group(0) @binding(2) var<storage, read> weight: array<f32>;
+@group(0) @binding(3) var<storage, read> upstream: array<f32>;
+@group(0) @binding(4) var<storage, read> denom_buf: array<f32>;
+@group(0) @binding(5) var<storage, read_write> loss_rows: array<f32>;
+// status[0] = 0xffffffff - (first bad row), 0 when every target is valid.
+@group(0) @binding(6) var<storage, read_write> status: array<atomic<u32>>;
+
+// (max, sum, x[target], unused) and the weighted sums, per invocation.
+var<workgroup> shared_stat: array<vec4<f32>, WG_SIZE>;
+var<workgroup> shared_acc: array<vec4<f32>, WG_SIZE>;
+
+fn has(flag: u32) -> bool {
+    return (params.flags & flag) != 0u;
+}
+
+fn class_weight(k: u32) -> f32 {
+    if (has(HAS_WEIGHT)) {
+        return weight[k];
+    }
+    return 1.0;
+}
+
+fn capped(x: f32) -> f32 {
+    if (has(SOFTCAP)) {
+        return params.softcap * safe_tanh(x / params.softcap);
+    }
+    return x;
+}
+
+fn report_bad_row(row: u32) {
+    atomicMax(&status[0], 0xffffffffu - (params.row_base + row));
+}
+
+// The row's class, or -1 when the row is ignored or its target is out of range (reported).
+fn row_class(row: u32) -> i32 {
+    let y = bitcast<i32>(targets[row]);
+    if (y == params.ignore_index) {
+        return -1;
+    }
+    if (y < 0 || u32(y) >= params.c) {
+        report_bad_row(row);
+        return -1;
+    }
+    return y;
+}
+
+fn row_scale(row: u32) -> f32 {
+    var s = params.grad_output;
+    if (has(UPSTREAM_PER_ROW)) {
+        s = upstream[row];
+    }
+    var d = params.denom;
+    if (has(DENOM_FROM_BUFFER)) {
+        d = denom_buf[0];
+    }
+    return select(0.0, s / d, d != 0.0);
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn row_weights(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let row = group_index(wid, nwg) * WG_SIZE + lid;
+    if (row >= params.n) {
+        return;
+    }
+    let y = row_class(row);
+    loss_rows[row] = select(0.0, class_weight(u32(max(y, 0))), y >= 0);
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn main(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let lane = lid % ROW_THREADS;
+    let first = lid - lane;
+    let row = group_index(wid, nwg) * (WG_SIZE / ROW_THREADS) + lid / ROW_THREADS;
+    let live = row < params.n;
+    let c = params.c;
+    let base = row * c;
+    let probs = has(PROB_TARGETS);
+    let eps = params.smoothing;
+    let eps_c = eps / f32(c);
+
+    // Pass 1: online log-sum-exp and, relative to x_ref = x[0] (which keeps the sums exact
+    // when a whole row sits at a large offset): sum w*t*(x - x_ref), sum w*t,
+    // sum w*(x - x_ref), sum w. The lane owning the target class keeps its logit.
+    var y = -1;
+    var keep = true;
+    var st = vec2<f32>(F32_LOWEST, 0.0);
+    var x_y = 0.0;
+    var acc = vec4<f32>(0.0);
+    var x_ref = 0.0;
+    if (live) {
+        if (!probs) {
+            y = bitcast<i32>(targets[row]);
+            keep = y != params.ignore_index && y >= 0 && u32(y) < c;
+        }
+        x_ref = capped(load_logit(base));
+        for (var k = lane; k < c; k += ROW_THREADS) {
+            let x = capped(load_logit(base + k));
+            st = lse_push(st, x);
+            let w = class_weight(k);
+            let dx = x - x_ref;
+            var t = 0.0;
+            if (probs) {
+                t = bitcast<f32>(targets[base + k]);
+            }
+            acc += vec4<f32>(w * t * dx, w * t, w * dx, w);
+            if (i32(k) == y) {
+                x_y = x;
+            }
+        }
+    }
+
+    // Tree over the row's invocations, in a fixed order.
+    shared_stat[lid] = vec4<f32>(st, x_y, 0.0);
+    shared_acc[lid] = acc;
+    for (var stride = ROW_THREADS / 2u; stride > 0u; stride /= 2u) {
+        workgroupBarrier();
+        if (lane < stride) {
+            let a = shared_stat[lid];
+            let b = shared_stat[lid + stride];
+            shared_stat[lid] = vec4<f32>(lse_merge(a.xy, b.xy), a.z + b.z, 0.0);
+            shared_acc[lid] += shared_acc[lid + stride];
+        }
+    }
+    workgroupBarrier();
+    if (!live) {
+        return;
+    }
+    let stat = shared_stat[first];
+    acc = shared_acc[first];
+    x_y = stat.z;
+    let lse = stat.x + log(stat.y);
+
+    // Row loss; the gradient is p * coef - target_term, times the row's scale.
+    var loss = 0.0;
+    var coef = 0.0;
+    var w_y = 0.0;
+    var scale = 0.0;
+    if (!probs && !keep && y != params.ignore_index && lane == 0u) {
+        report_bad_row(row);
+    }
+    if (keep) {
+        let lse_rel = lse - x_ref;
+        if (probs) {
+            let a = (1.0 - eps) * acc.y + eps_c * acc.w;
+            loss = lse_rel * a - ((1.0 - eps) * acc.x + eps_c * acc.z);
+            coef = a;
+        } else {
+            w_y = class_weight(u32(y));
+            loss = (1.0 - eps) * w_y * (lse - x_y) + eps_c * (lse_rel * acc.w - acc.z);
+            coef = (1.0 - eps) * w_y + eps_c * acc.w;
+        }
+        loss += params.z_loss * lse * lse;
+        coef += 2.0 * params.z_loss * lse;
+        scale = row_scale(row);
+    }
+    if (lane == 0u) {
+        loss_rows[row] = loss;
+    }
+    if (!has(WANT_GRAD)) {
+        return;
+    }
+
+    // Pass 2: gradient. Dropped rows (ignored, bad target, zero scale) get exact zeros.
+    for (var k = lane; k < c; k += ROW_THREADS) {
+        let raw = load_logit(base + k);
+        let x = capped(raw);
+        let w = class_weight(k);
+        var tt = eps_c * w;
+        if (probs) {
+            tt += (1.0 - eps) * w * bitcast<f32>(targets[base + k]);
+        } else if (i32(k) == y) {
+            tt += (1.0 - eps) * w_y;
+        }
+        var g = (exp(x - lse) * coef - tt) * scale;
+        if (has(SOFTCAP)) {
+            let t = x / params.softcap;
+            g *= 1.0 - t * t;
+        }
+        store_grad(base + k, select(g, 0.0, scale == 0.0));
+    }
+}

@@ -1,0 +1,74 @@
+// Deterministic two-level sum: `partial_sums` gives one partial per contiguous block,
+// `finish` adds the partials in one workgroup and applies the scale and optional divisor.
+// The order of additions depends only on the sizes, so the same inputs give the same bits.
+
+override WG_SIZE: u32 = 256u;
+
+struct ReduceParams {
+    len: u32,
+    block: u32,
+    groups: u32,
+    flags: u32,
+    scale: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+const DIVIDE_BY_BUFFER: u32 = 1u;
+
+@group(0) @binding(0) var<uniform> params: ReduceParams;
+@group(0) @binding(1) var<storage, read> values: array<f32>;
+@group(0) @binding(2) var<storage, read_write> partials: array<f32>;
+@group(0) @binding(3) var<storage, read> divisor: array<f32>;
+@group(0) @binding(4) var<storage, read_write> result: array<f32>;
+
+var<workgroup> shared_sum: array<f32, WG_SIZE>;
+
+fn workgroup_sum(lid: u32, v: f32) -> f32 {
+    shared_sum[lid] = v;
+    for (var stride = WG_SIZE / 2u; stride > 0u; stride /= 2u) {
+        workgroupBarrier();
+        if (lid < stride) {
+            shared_sum[lid] += shared_sum[lid + stride];
+        }
+    }
+    workgroupBarrier();
+    return shared_sum[0];
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn partial_sums(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let g = group_index(wid, nwg);
+    let start = g * params.block;
+    let end = min(start + params.block, params.len);
+    var v = 0.0;
+    for (var i = start + lid; i < end; i += WG_SIZE) {
+        v += values[i];
+    }
+    let total = workgroup_sum(lid, v);
+    if (lid == 0u && g < params.groups) {
+        partials[g] = total;
+    }
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn finish(@builtin(local_invocation_index) lid: u32) {
+    var v = 0.0;
+    for (var i = lid; i < params.groups; i += WG_SIZE) {
+        v += partials[i];
+    }
+    let total = workgroup_sum(lid, v) * params.scale;
+    if (lid == 0u) {
+        var out = total;
+        if ((params.flags & DIVIDE_BY_BUFFER) != 0u) {
+            let d = divisor[0];
+            out = select(0.0, total / d, d != 0.0);
+        }
+        result[0] = out;
+    }
+}

@@ -1,0 +1,34 @@
+//! Deep-learning loss functions and their gradients, fused in WGSL compute shaders, on any
+//! wgpu adapter (Vulkan, Metal, DX12, GL, or a software Vulkan device).
+//!
+//! ```no_run
+//! use wgpu_losses::{CrossEntropy, CrossEntropyInputs, Engine, Target};
+//!
+//! # fn main() -> Result<(), wgpu_losses::Error> {
+//! let engine = Engine::new()?;
+//! let logits = engine.upload(&[2.0, 0.5, -1.0, 0.0, 1.0, 3.0], &[2, 3])?;
+//! let target = engine.upload_i32(&[0, 2], &[2])?;
+//! let out = CrossEntropy::new()
+//!     .label_smoothing(0.1)
+//!     .run(&engine, &CrossEntropyInputs::new(&logits, Target::Classes(&target)))?;
+//! println!("loss {} grad {:?}", out.loss[0], out.grad("logits"));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Semantics follow PyTorch; see the README for each loss and the deliberate deviations.
+
+pub mod engine;
+pub mod error;
+pub(crate) mod launch;
+pub mod losses;
+pub mod reference;
+pub mod shader;
+pub mod tensor;
+
+pub use engine::{adapters, Engine, EngineOptions};
+pub use error::{Error, Result};
+pub use losses::cross_entropy::{CrossEntropy, CrossEntropyInputs, Target};
+pub use losses::{LossOutput, LossValues, Reduction, Upstream};
+pub use tensor::{DType, Tensor};
+pub use wgpu;

@@ -1,0 +1,442 @@
+//! Fused softmax cross-entropy (`shaders/cross_entropy.wgsl`; f64 twin in
+//! `reference::cross_entropy`).
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::launch::KernelKey;
+use crate::losses::{expect_shape, finite, LossOutput, LossValues, Reduction, Status, Upstream};
+use crate::shader::Shader;
+use crate::tensor::{DType, Tensor};
+
+/// Softmax cross-entropy options. Defaults are PyTorch's `F.cross_entropy` defaults.
+///
+/// ```
+/// use wgpu_losses::{CrossEntropy, Reduction};
+/// let ce = CrossEntropy::new().label_smoothing(0.1).reduction(Reduction::Sum);
+/// assert_eq!(ce.ignore_index, -100);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct CrossEntropy {
+    /// Combination of the per-row losses (default mean, weighted by `w[y]`).
+    pub reduction: Reduction,
+    /// Class-index rows with this target contribute nothing (default -100).
+    pub ignore_index: i32,
+    /// ε in [0, 1]: the target is mixed with the uniform distribution (default 0).
+    pub label_smoothing: f32,
+    /// z-loss coefficient: adds `z * lse²` per row (default 0).
+    pub z_loss: f32,
+    /// Logit soft-capping `x ← c·tanh(x/c)` before the softmax (default off).
+    pub softcap: Option<f32>,
+    /// Write the gradient over the logits buffer instead of a new buffer (default false).
+    pub in_place: bool,
+    /// Compute the gradient (default true); false gives the loss alone.
+    pub gradient: bool,
+}
+
+impl Default for CrossEntropy {
+    fn default() -> Self {
+        Self {
+            reduction: Reduction::Mean,
+            ignore_index: -100,
+            label_smoothing: 0.0,
+            z_loss: 0.0,
+            softcap: None,
+            in_place: false,
+            gradient: true,
+        }
+    }
+}
+
+/// The target of a cross-entropy call.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    /// Class indices, i32 `[N]`.
+    Classes(&'a Tensor),
+    /// Class probabilities, f32 `[N, C]`.
+    Probabilities(&'a Tensor),
+}
+
+/// The device inputs of one cross-entropy call.
+#[derive(Debug, Clone, Copy)]
+pub struct CrossEntropyInputs<'a> {
+    /// f32 `[N, C]`.
+    pub logits: &'a Tensor,
+    /// Class indices or probabilities.
+    pub target: Target<'a>,
+    /// Optional per-class weight, f32 `[C]`.
+    pub weight: Option<&'a Tensor>,
+    /// Upstream gradient (default ones).
+    pub upstream: Upstream<'a>,
+}
+
+impl<'a> CrossEntropyInputs<'a> {
+    /// Logits and target, no weight, upstream gradient of ones.
+    pub fn new(logits: &'a Tensor, target: Target<'a>) -> Self {
+        Self {
+            logits,
+            target,
+            weight: None,
+            upstream: Upstream::Ones,
+        }
+    }
+
+    /// Adds per-class weights.
+    pub fn weight(mut self, weight: &'a Tensor) -> Self {
+        self.weight = Some(weight);
+        self
+    }
+
+    /// Sets the upstream gradient.
+    pub fn upstream(mut self, upstream: Upstream<'a>) -> Self {
+        self.upstream = upstream;
+        self
+    }
+}
+
+/// Mirrors `Params` in `shaders/cross_entropy.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct CeParams {
+    pub n: u32,
+    pub c: u32,
+    pub row_base: u32,
+    pub flags: u32,
+    pub ignore_index: i32,
+    pub smoothing: f32,
+    pub z_loss: f32,
+    pub softcap: f32,
+    pub grad_output: f32,
+    pub denom: f32,
+    pub _pad: [u32; 2],
+}
+
+const PROB_TARGETS: u32 = 1;
+const HAS_WEIGHT: u32 = 2;
+const DENOM_FROM_BUFFER: u32 = 4;
+const UPSTREAM_PER_ROW: u32 = 8;
+const WANT_GRAD: u32 = 16;
+const SOFTCAP: u32 = 32;
+
+/// Invocations per row: enough for ~8 elements each, a power of two up to the workgroup.
+fn row_threads(c: usize, wg: u32) -> u32 {
+    (c.div_ceil(8).next_power_of_two() as u32).min(wg)
+}
+
+impl CrossEntropy {
+    /// PyTorch's defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the reduction.
+    pub fn reduction(mut self, r: Reduction) -> Self {
+        self.reduction = r;
+        self
+    }
+
+    /// Sets the ignored target value.
+    pub fn ignore_index(mut self, i: i32) -> Self {
+        self.ignore_index = i;
+        self
+    }
+
+    /// Sets label smoothing ε.
+    pub fn label_smoothing(mut self, eps: f32) -> Self {
+        self.label_smoothing = eps;
+        self
+    }
+
+    /// Sets the z-loss coefficient.
+    pub fn z_loss(mut self, z: f32) -> Self {
+        self.z_loss = z;
+        self
+    }
+
+    /// Caps logits at `c·tanh(x/c)`; `None` turns capping off.
+    pub fn softcap(mut self, c: Option<f32>) -> Self {
+        self.softcap = c;
+        self
+    }
+
+    /// Writes the gradient over the logits.
+    pub fn in_place(mut self, yes: bool) -> Self {
+        self.in_place = yes;
+        self
+    }
+
+    /// Whether to compute the gradient at all.
+    pub fn gradient(mut self, yes: bool) -> Self {
+        self.gradient = yes;
+        self
+    }
+
+    /// Checks the options.
+    ///
+    /// # Errors
+    /// [`Error::Option`] for ε outside [0, 1], a negative or non-finite z-loss, or a softcap
+    /// that is not a positive finite number.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |option, value: f32, reason| {
+            Err(Error::Option {
+                option,
+                value: value.to_string(),
+                reason,
+            })
+        };
+        if !(0.0..=1.0).contains(&self.label_smoothing) {
+            return bad("label_smoothing", self.label_smoothing, "must be in [0, 1]");
+        }
+        if !(self.z_loss.is_finite() && self.z_loss >= 0.0) {
+            return bad("z_loss", self.z_loss, "must be finite and >= 0");
+        }
+        if let Some(c) = self.softcap {
+            if !(c.is_finite() && c > 0.0) {
+                return bad("softcap", c, "must be finite and > 0");
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the inputs' types and shapes against each other; returns (N, C).
+    fn check_inputs(&self, inputs: &CrossEntropyInputs<'_>) -> Result<(usize, usize)> {
+        self.validate()?;
+        let logits = inputs.logits;
+        logits.expect_dtype("logits", DType::F32)?;
+        let &[n, c] = logits.shape() else {
+            return Err(Error::Shape {
+                input: "logits",
+                expected: "[N, C]".into(),
+                got: logits.shape().to_vec(),
+            });
+        };
+        if n == 0 {
+            return Err(Error::Empty("logits"));
+        }
+        if c == 0 {
+            return Err(Error::Shape {
+                input: "logits",
+                expected: "[N, C] with C >= 1".into(),
+                got: vec![n, c],
+            });
+        }
+        match inputs.target {
+            Target::Classes(t) => {
+                t.expect_dtype("target", DType::I32)?;
+                expect_shape("target", t, &[n])?;
+            }
+            Target::Probabilities(t) => {
+                t.expect_dtype("target", DType::F32)?;
+                expect_shape("target", t, &[n, c])?;
+            }
+        }
+        if let Some(w) = inputs.weight {
+            w.expect_dtype("weight", DType::F32)?;
+            expect_shape("weight", w, &[c])?;
+        }
+        match inputs.upstream {
+            Upstream::Ones => {}
+            Upstream::Scalar(g) => finite("grad_output", g)?,
+            Upstream::PerItem(g) => {
+                if self.reduction != Reduction::None {
+                    return Err(Error::Option {
+                        option: "grad_output",
+                        value: format!("{:?}", g.shape()),
+                        reason: "a per-item upstream gradient needs reduction none",
+                    });
+                }
+                g.expect_dtype("grad_output", DType::F32)?;
+                expect_shape("grad_output", g, &[n])?;
+            }
+        }
+        Ok((n, c))
+    }
+
+    /// Records the loss (and gradient) into `encoder`. Submit the encoder, then read the
+    /// results with [`Engine::read_output`] (which also reports invalid targets) or use the
+    /// device tensors directly; call [`Engine::check_status`] to validate targets.
+    ///
+    /// # Errors
+    /// Invalid options or shapes ([`Error::Option`], [`Error::Shape`], [`Error::DType`],
+    /// [`Error::Empty`]), sizes past the adapter's limits, wgpu errors.
+    pub fn record(
+        &self,
+        engine: &Engine,
+        encoder: &mut wgpu::CommandEncoder,
+        inputs: &CrossEntropyInputs<'_>,
+    ) -> Result<LossOutput> {
+        let (n, c) = self.check_inputs(inputs)?;
+        engine.scoped(|| self.record_checked(engine, encoder, inputs, n, c))
+    }
+
+    fn record_checked(
+        &self,
+        engine: &Engine,
+        encoder: &mut wgpu::CommandEncoder,
+        inputs: &CrossEntropyInputs<'_>,
+        n: usize,
+        c: usize,
+    ) -> Result<LossOutput> {
+        let wg = engine.workgroup_size();
+        let threads = row_threads(c, wg);
+        let rows_per_group = (wg / threads) as usize;
+        let probs = matches!(inputs.target, Target::Probabilities(_));
+        let target = match inputs.target {
+            Target::Classes(t) | Target::Probabilities(t) => t,
+        };
+        let windows = engine.row_windows(n, c as u64 * 4)?;
+
+        let loss_rows = engine.zeros(&[n], DType::F32)?;
+        let loss = match self.reduction {
+            Reduction::None => loss_rows.clone(),
+            _ => engine.zeros(&[], DType::F32)?,
+        };
+        let grad = match (self.gradient, self.in_place) {
+            (false, _) => None,
+            (true, true) => Some(inputs.logits.clone()),
+            (true, false) => Some(engine.zeros(&[n, c], DType::F32)?),
+        };
+        let status = engine.scratch(1);
+        let denom = engine.scratch(1);
+        let dummy = engine.scratch(4);
+
+        let mut flags = 0;
+        let mut set = |flag, on: bool| {
+            if on {
+                flags |= flag;
+            }
+        };
+        set(PROB_TARGETS, probs);
+        set(HAS_WEIGHT, inputs.weight.is_some());
+        set(
+            UPSTREAM_PER_ROW,
+            matches!(inputs.upstream, Upstream::PerItem(_)),
+        );
+        set(WANT_GRAD, grad.is_some());
+        set(SOFTCAP, self.softcap.is_some());
+        let denom_from_buffer = self.reduction == Reduction::Mean && !probs;
+        set(DENOM_FROM_BUFFER, denom_from_buffer);
+        let host_denom = match self.reduction {
+            Reduction::Mean if probs => n as f32,
+            _ => 1.0,
+        };
+        let grad_output = match inputs.upstream {
+            Upstream::Scalar(g) => g,
+            _ => 1.0,
+        };
+
+        let shader = if self.in_place && grad.is_some() {
+            Shader::CrossEntropyInPlace
+        } else {
+            Shader::CrossEntropy
+        };
+        let key = |entry, threads| KernelKey {
+            shader,
+            entry,
+            overrides: vec![("WG_SIZE", wg), ("ROW_THREADS", threads)],
+        };
+        let row_elems = if probs { c } else { 1 };
+        let launch = |entry, encoder: &mut wgpu::CommandEncoder| -> Result<()> {
+            for w in &windows {
+                let rows = w.len();
+                let params = CeParams {
+                    n: rows as u32,
+                    c: c as u32,
+                    row_base: w.start as u32,
+                    flags,
+                    ignore_index: self.ignore_index,
+                    smoothing: self.label_smoothing,
+                    z_loss: self.z_loss,
+                    softcap: self.softcap.unwrap_or(1.0),
+                    grad_output,
+                    denom: host_denom,
+                    _pad: [0; 2],
+                };
+                let uniform = engine.uniform(&params);
+                let mut resources = vec![
+                    uniform.as_entire_binding(),
+                    target.window(w.start * row_elems, rows * row_elems),
+                    match inputs.weight {
+                        Some(t) => t.binding(),
+                        None => dummy.as_entire_binding(),
+                    },
+                    match inputs.upstream {
+                        Upstream::PerItem(t) => t.window(w.start, rows),
+                        _ => dummy.as_entire_binding(),
+                    },
+                    denom.as_entire_binding(),
+                    loss_rows.window(w.start, rows),
+                    status.as_entire_binding(),
+                    inputs.logits.window(w.start * c, rows * c),
+                ];
+                if shader == Shader::CrossEntropy {
+                    resources.push(match &grad {
+                        Some(g) => g.window(w.start * c, rows * c),
+                        None => dummy.as_entire_binding(),
+                    });
+                }
+                let (groups, threads) = if entry == "row_weights" {
+                    (rows.div_ceil(wg as usize), wg)
+                } else {
+                    (rows.div_ceil(rows_per_group), threads)
+                };
+                engine.dispatch(encoder, key(entry, threads), &resources, groups as u32)?;
+            }
+            Ok(())
+        };
+
+        if denom_from_buffer {
+            launch("row_weights", encoder)?;
+            engine.record_sum(encoder, loss_rows.buffer(), n, 1.0, None, &denom)?;
+        }
+        launch("main", encoder)?;
+        match self.reduction {
+            Reduction::None => {}
+            Reduction::Sum => {
+                engine.record_sum(encoder, loss_rows.buffer(), n, 1.0, None, loss.buffer())?
+            }
+            Reduction::Mean if probs => engine.record_sum(
+                encoder,
+                loss_rows.buffer(),
+                n,
+                1.0 / n as f32,
+                None,
+                loss.buffer(),
+            )?,
+            Reduction::Mean => engine.record_sum(
+                encoder,
+                loss_rows.buffer(),
+                n,
+                1.0,
+                Some(&denom),
+                loss.buffer(),
+            )?,
+        }
+
+        let status = (!probs).then(|| Status {
+            flag: status,
+            input: "target",
+            values: target.clone(),
+            reason: format!(
+                "class index outside [0, {c}) and not ignore_index {}",
+                self.ignore_index
+            ),
+        });
+        Ok(LossOutput {
+            loss,
+            grads: grad.into_iter().map(|g| ("logits", g)).collect(),
+            status,
+        })
+    }
+
+    /// Records, submits, waits and reads back: the one-call convenience.
+    ///
+    /// # Errors
+    /// As [`CrossEntropy::record`], plus [`Error::Value`] for a class index outside `[0, C)`
+    /// that is not `ignore_index` (naming the first such row and its value).
+    pub fn run(&self, engine: &Engine, inputs: &CrossEntropyInputs<'_>) -> Result<LossValues> {
+        let mut encoder = engine.encoder();
+        let out = self.record(engine, &mut encoder, inputs)?;
+        engine.submit(encoder)?;
+        engine.read_output(&out)
+    }
+}

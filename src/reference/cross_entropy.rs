@@ -1,0 +1,115 @@
+//! f64 softmax cross-entropy, the twin of `shaders/cross_entropy.wgsl`.
+
+use crate::error::{Error, Result};
+use crate::losses::cross_entropy::CrossEntropy;
+use crate::reference::{reduce, RefOutput};
+
+/// Target of the reference cross-entropy.
+#[derive(Debug, Clone, Copy)]
+pub enum RefTarget<'a> {
+    /// Class indices `[N]`.
+    Classes(&'a [i64]),
+    /// Probabilities `[N, C]`.
+    Probabilities(&'a [f64]),
+}
+
+/// Cross-entropy of `logits` `[n, c]` per LOSSES.md. `upstream` holds one value (a scalar
+/// upstream gradient) or one per row (reduction none).
+///
+/// # Errors
+/// [`Error::Value`] for a class index outside `[0, c)` that is not `ignore_index`; option
+/// errors as [`CrossEntropy::validate`].
+pub fn cross_entropy(
+    opts: &CrossEntropy,
+    logits: &[f64],
+    (n, c): (usize, usize),
+    target: RefTarget<'_>,
+    weight: Option<&[f64]>,
+    upstream: &[f64],
+) -> Result<RefOutput> {
+    opts.validate()?;
+    let eps = opts.label_smoothing as f64;
+    let z = opts.z_loss as f64;
+    let cap = opts.softcap.map(|c| c as f64);
+    let w = |k: usize| weight.map_or(1.0, |w| w[k]);
+    let w_sum: f64 = (0..c).map(w).sum();
+
+    let mut per_row = vec![0.0; n];
+    let mut local = vec![0.0; n * c]; // d l_n / d x_nc
+    let mut denom = 0.0;
+    for i in 0..n {
+        let row = &logits[i * c..(i + 1) * c];
+        let x: Vec<f64> = row
+            .iter()
+            .map(|&v| cap.map_or(v, |cv| cv * (v / cv).tanh()))
+            .collect();
+        let m = x.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let lse = m + x.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
+        let logp: Vec<f64> = x.iter().map(|v| v - lse).collect();
+        let p: Vec<f64> = logp.iter().map(|v| v.exp()).collect();
+        let g = &mut local[i * c..(i + 1) * c];
+        match target {
+            RefTarget::Classes(t) => {
+                let y = t[i];
+                if y == opts.ignore_index as i64 {
+                    continue;
+                }
+                if y < 0 || y >= c as i64 {
+                    return Err(Error::Value {
+                        input: "target",
+                        row: i,
+                        value: y.to_string(),
+                        reason: format!(
+                            "class index outside [0, {c}) and not ignore_index {}",
+                            opts.ignore_index
+                        ),
+                    });
+                }
+                let y = y as usize;
+                denom += w(y);
+                let smooth: f64 = (0..c).map(|k| -w(k) * logp[k]).sum();
+                per_row[i] = (1.0 - eps) * (-w(y) * logp[y]) + eps / c as f64 * smooth;
+                for k in 0..c {
+                    let hit = if k == y { 1.0 } else { 0.0 };
+                    g[k] =
+                        (1.0 - eps) * w(y) * (p[k] - hit) + eps / c as f64 * (p[k] * w_sum - w(k));
+                }
+            }
+            RefTarget::Probabilities(t) => {
+                denom += 1.0;
+                let tp: Vec<f64> = (0..c)
+                    .map(|k| (1.0 - eps) * t[i * c + k] + eps / c as f64)
+                    .collect();
+                per_row[i] = (0..c).map(|k| -w(k) * tp[k] * logp[k]).sum();
+                let a: f64 = (0..c).map(|k| w(k) * tp[k]).sum();
+                for k in 0..c {
+                    g[k] = a * p[k] - w(k) * tp[k];
+                }
+            }
+        }
+        per_row[i] += z * lse * lse;
+        for k in 0..c {
+            g[k] += 2.0 * z * lse * p[k];
+            if let Some(cv) = cap {
+                g[k] *= 1.0 - (row[k] / cv).tanh().powi(2);
+            }
+        }
+    }
+    let (loss, scale) = reduce(&per_row, opts.reduction, denom, upstream);
+    let grad = local
+        .iter()
+        .enumerate()
+        .map(|(j, g)| {
+            let s = scale(j / c);
+            if s == 0.0 {
+                0.0
+            } else {
+                g * s
+            }
+        })
+        .collect();
+    Ok(RefOutput {
+        loss,
+        grads: vec![("logits", grad)],
+    })
+}

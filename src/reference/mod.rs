@@ -1,0 +1,50 @@
+//! f64 references: plain loops written to be obviously right, used to prove GPU results.
+//! Gradients are derived by hand and checked against finite differences in the tests.
+
+pub mod cross_entropy;
+
+use crate::losses::Reduction;
+
+/// Loss (one value for mean/sum, per item for none) and gradients, in f64.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefOutput {
+    /// As [`crate::LossValues::loss`].
+    pub loss: Vec<f64>,
+    /// Gradient of each differentiable input, by name.
+    pub grads: Vec<(&'static str, Vec<f64>)>,
+}
+
+/// Applies the reduction to per-item losses `l` with mean denominator `denom` (0 when the
+/// denominator is zero, LOSSES.md's deliberate deviation), and gives the factor by which
+/// item `i`'s local gradient is scaled: upstream / denominator.
+pub(crate) fn reduce<'u>(
+    l: &[f64],
+    reduction: Reduction,
+    denom: f64,
+    upstream: &'u [f64],
+) -> (Vec<f64>, impl Fn(usize) -> f64 + 'u) {
+    let d = match reduction {
+        Reduction::Mean => denom,
+        _ => 1.0,
+    };
+    let loss = match reduction {
+        Reduction::None => l.to_vec(),
+        _ => {
+            let s: f64 = l.iter().sum();
+            vec![if d == 0.0 { 0.0 } else { s / d }]
+        }
+    };
+    let scale = move |i: usize| {
+        let u = if upstream.len() == 1 {
+            upstream[0]
+        } else {
+            upstream[i]
+        };
+        if d == 0.0 {
+            0.0
+        } else {
+            u / d
+        }
+    };
+    (loss, scale)
+}
