@@ -172,7 +172,11 @@ fn main(
     let stat = shared_stat[first];
     acc = shared_acc[first];
     x_y = stat.z;
-    let lse = stat.x + log(stat.y);
+    // x - lse is formed as (x - max) - log(sum): exact differences near the max keep the
+    // probabilities accurate to f32 rounding even for logits of magnitude 1e4.
+    let row_max = stat.x;
+    let log_sum = log(stat.y);
+    let lse = row_max + log_sum;
 
     // Row loss; the gradient is p * coef - target_term, times the row's scale.
     var loss = 0.0;
@@ -183,14 +187,14 @@ fn main(
         report_bad_row(row);
     }
     if (keep) {
-        let lse_rel = lse - x_ref;
+        let lse_rel = (row_max - x_ref) + log_sum;
         if (probs) {
             let a = (1.0 - eps) * acc.y + eps_c * acc.w;
             loss = lse_rel * a - ((1.0 - eps) * acc.x + eps_c * acc.z);
             coef = a;
         } else {
             w_y = class_weight(u32(y));
-            loss = (1.0 - eps) * w_y * (lse - x_y) + eps_c * (lse_rel * acc.w - acc.z);
+            loss = (1.0 - eps) * w_y * (log_sum - (x_y - row_max)) + eps_c * (lse_rel * acc.w - acc.z);
             coef = (1.0 - eps) * w_y + eps_c * acc.w;
         }
         loss += params.z_loss * lse * lse;
@@ -215,10 +219,9 @@ fn main(
         } else if (i32(k) == y) {
             tt += (1.0 - eps) * w_y;
         }
-        var g = (exp(x - lse) * coef - tt) * scale;
+        var g = (exp((x - row_max) - log_sum) * coef - tt) * scale;
         if (has(SOFTCAP)) {
-            let t = x / params.softcap;
-            g *= 1.0 - t * t;
+            g *= sech2(raw / params.softcap);
         }
         store_grad(base + k, select(g, 0.0, scale == 0.0));
     }

@@ -18,14 +18,20 @@
 //!
 //! Semantics follow PyTorch; see the README for each loss and the deliberate deviations.
 
+pub mod bench;
+pub mod compare;
 pub mod engine;
 pub mod error;
 pub(crate) mod launch;
 pub mod losses;
+pub mod npy;
+pub mod random;
 pub mod reference;
+pub mod registry;
 pub mod shader;
 pub mod tensor;
 
+pub use compare::{compare, Comparison, Tolerance};
 pub use engine::{adapters, Engine, EngineOptions};
 pub use error::{Error, Result};
 pub use losses::cross_entropy::{CrossEntropy, CrossEntropyInputs, Target};

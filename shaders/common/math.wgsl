@@ -24,6 +24,12 @@ fn safe_tanh(v: f32) -> f32 {
     return select(tanh(v), sign(v), abs(v) >= 10.0);
 }
 
+// 1 - tanh²(v), without the cancellation of forming it from tanh(v) near ±1.
+fn sech2(v: f32) -> f32 {
+    let e = exp(-2.0 * abs(v));
+    return 4.0 * e / ((1.0 + e) * (1.0 + e));
+}
+
 // Linear workgroup index of a 1-D launch spread over a 2-D grid (past 65,535 workgroups).
 fn group_index(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.y * nwg.x + wid.x;

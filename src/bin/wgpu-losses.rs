@@ -1,1 +1,310 @@
-fn main() {}
+//! Command line: `info`, `eval`, `check`, `bench`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use wgpu_losses::bench::{copy_gbps, median_secs};
+use wgpu_losses::random::Rng;
+use wgpu_losses::registry::{self, Case, Evaluated};
+use wgpu_losses::{compare, npy, Engine, Error, Result, Tolerance};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Fused loss functions and gradients on any wgpu adapter"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Backend {
+    /// The fused WGSL kernels on the best adapter.
+    Gpu,
+    /// The f64 CPU reference.
+    Reference,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List adapters, the one chosen, its limits and features.
+    Info,
+    /// Evaluate one loss on .npy inputs; writes DIR/loss.npy and DIR/grad_NAME.npy.
+    Eval {
+        /// Loss name, e.g. cross-entropy.
+        loss: String,
+        /// Input as NAME=FILE.npy (repeat).
+        #[arg(long = "in", value_name = "NAME=FILE")]
+        inputs: Vec<String>,
+        /// Option as KEY=VALUE (repeat).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        options: Vec<String>,
+        #[arg(long, value_enum, default_value = "gpu")]
+        backend: Backend,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Run every loss on random inputs on the GPU and the reference; non-zero exit on a mismatch.
+    Check {
+        /// Random cases per loss.
+        #[arg(long, default_value_t = 20)]
+        cases: usize,
+        /// Seed (default: from the clock, printed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Only this loss.
+        #[arg(long)]
+        loss: Option<String>,
+    },
+    /// Time the GPU kernels against the reference, with the adapter's copy bandwidth.
+    Bench {
+        /// A short run.
+        #[arg(long)]
+        quick: bool,
+    },
+}
+
+fn split_pair(s: &str) -> Result<(&str, &str)> {
+    s.split_once('=').ok_or_else(|| Error::Option {
+        option: "argument",
+        value: s.into(),
+        reason: "expected NAME=VALUE",
+    })
+}
+
+fn info() -> Result<()> {
+    println!("adapters (best first):");
+    for a in wgpu_losses::adapters() {
+        let i = a.get_info();
+        println!(
+            "  {} [{:?}, {:?}] {} {}",
+            i.name, i.backend, i.device_type, i.driver, i.driver_info
+        );
+    }
+    let engine = Engine::new()?;
+    let i = engine.adapter_info();
+    let l = engine.limits();
+    println!("chosen: {} ({:?})", i.name, i.backend);
+    println!(
+        "  max_storage_buffer_binding_size {}",
+        l.max_storage_buffer_binding_size
+    );
+    println!("  max_buffer_size {}", l.max_buffer_size);
+    println!(
+        "  max_compute_invocations_per_workgroup {}",
+        l.max_compute_invocations_per_workgroup
+    );
+    println!(
+        "  max_compute_workgroups_per_dimension {}",
+        l.max_compute_workgroups_per_dimension
+    );
+    println!(
+        "  max_compute_workgroup_storage_size {}",
+        l.max_compute_workgroup_storage_size
+    );
+    println!(
+        "  min_storage_buffer_offset_alignment {}",
+        l.min_storage_buffer_offset_alignment
+    );
+    println!(
+        "  subgroup size {}..{}",
+        i.subgroup_min_size, i.subgroup_max_size
+    );
+    println!("  features {:?}", engine.features());
+    Ok(())
+}
+
+fn to_f32(e: Evaluated<f64>) -> Evaluated<f32> {
+    let f = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect();
+    Evaluated {
+        loss: f(e.loss),
+        loss_shape: e.loss_shape,
+        grads: e.grads.into_iter().map(|(n, g, s)| (n, f(g), s)).collect(),
+    }
+}
+
+fn eval(
+    loss: &str,
+    inputs: &[String],
+    options: &[String],
+    backend: Backend,
+    out: &PathBuf,
+) -> Result<()> {
+    let def = registry::find(loss)?;
+    let mut case = Case::default();
+    for arg in inputs {
+        let (name, file) = split_pair(arg)?;
+        case.inputs.insert(name.into(), npy::read(file.as_ref())?);
+    }
+    for arg in options {
+        let (key, value) = split_pair(arg)?;
+        case.options.insert(key.into(), value.into());
+    }
+    case.check_names(def)?;
+    let result = match backend {
+        Backend::Gpu => def.gpu(&Engine::new()?, &case)?,
+        Backend::Reference => to_f32(def.reference(&case)?),
+    };
+    std::fs::create_dir_all(out).map_err(|e| Error::Io {
+        path: out.display().to_string(),
+        message: e.to_string(),
+    })?;
+    npy::write_f32(&out.join("loss.npy"), &result.loss_shape, &result.loss)?;
+    for (name, g, shape) in &result.grads {
+        npy::write_f32(&out.join(format!("grad_{name}.npy")), shape, g)?;
+    }
+    Ok(())
+}
+
+fn shape_of(case: &Case) -> String {
+    case.inputs
+        .iter()
+        .map(|(n, a)| format!("{n}{:?}", a.shape))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn check(cases: usize, seed: Option<u64>, only: Option<&str>) -> Result<bool> {
+    let engine = Engine::new()?;
+    let seed = seed.unwrap_or_else(|| Rng::from_time().next_u64());
+    println!("adapter: {}; seed {seed}", engine.adapter_info().name);
+    let tol = Tolerance::default();
+    println!(
+        "tolerance: |gpu - ref| <= {} * max|ref| + {} * |ref|",
+        tol.atol, tol.rtol
+    );
+    let mut rng = Rng::new(seed);
+    let mut all_ok = true;
+    for def in registry::losses() {
+        if only.is_some_and(|o| o != def.name()) {
+            continue;
+        }
+        let (mut worst_loss, mut worst_grad, mut bad) = (0.0f64, 0.0f64, 0);
+        for i in 0..cases {
+            let case = def.random_case(&mut rng);
+            let gpu = def.gpu(&engine, &case)?;
+            let want = def.reference(&case)?;
+            let mut report = vec![("loss", compare(&gpu.loss, &want.loss, tol))];
+            for ((name, g, _), (_, w, _)) in gpu.grads.iter().zip(&want.grads) {
+                report.push((name, compare(g, w, tol)));
+            }
+            for (name, c) in &report {
+                if *name == "loss" {
+                    worst_loss = worst_loss.max(c.max_rel);
+                } else {
+                    worst_grad = worst_grad.max(c.max_rel);
+                }
+                if let Some((idx, got, want)) = c.first_bad {
+                    bad += 1;
+                    println!(
+                        "  MISMATCH {} case {i} ({}; options {:?}): {name}[{idx}] gpu {got} ref {want}",
+                        def.name(),
+                        shape_of(&case),
+                        case.options
+                    );
+                }
+            }
+        }
+        let verdict = if bad == 0 { "ok" } else { "FAIL" };
+        println!(
+            "{:<16} {cases} cases  worst loss err {worst_loss:.2e}  worst grad err {worst_grad:.2e}  {verdict}",
+            def.name()
+        );
+        all_ok &= bad == 0;
+    }
+    Ok(all_ok)
+}
+
+fn bench(quick: bool) -> Result<()> {
+    use wgpu_losses::{CrossEntropy, CrossEntropyInputs, Target};
+    let engine = Engine::new()?;
+    println!(
+        "adapter: {} ({:?})",
+        engine.adapter_info().name,
+        engine.adapter_info().backend
+    );
+    let reps = if quick { 5 } else { 15 };
+    let copy = copy_gbps(&engine, 64 << 20, reps)?;
+    println!("copy kernel: {copy:.2} GB/s (read + write)");
+    let shapes: &[(usize, usize)] = if quick {
+        &[(32, 10), (1024, 4096), (64, 32000)]
+    } else {
+        &[
+            (32, 10),
+            (1024, 4096),
+            (4096, 4096),
+            (256, 32000),
+            (64, 131072),
+        ]
+    };
+    println!(
+        "{:<14} {:>14} {:>10} {:>10} {:>10} {:>10} {:>12}",
+        "loss", "shape", "gpu ms", "GB/s", "of copy", "ref ms", "ref / gpu"
+    );
+    let mut rng = Rng::new(7);
+    for &(n, c) in shapes {
+        let logits_host = rng.normals(n * c, 2.0);
+        let y: Vec<i32> = (0..n).map(|_| rng.below(c) as i32).collect();
+        let logits = engine.upload(&logits_host, &[n, c])?;
+        let target = engine.upload_i32(&y, &[n])?;
+        let ce = CrossEntropy::new();
+        let inputs = CrossEntropyInputs::new(&logits, Target::Classes(&target));
+        let gpu = median_secs(2, reps, || {
+            let mut encoder = engine.encoder();
+            ce.record(&engine, &mut encoder, &inputs)?;
+            engine.submit(encoder)
+        })?;
+        let x64: Vec<f64> = logits_host.iter().map(|&v| v as f64).collect();
+        let y64: Vec<i64> = y.iter().map(|&v| v as i64).collect();
+        let reference = median_secs(0, if quick { 1 } else { 3 }, || {
+            wgpu_losses::reference::cross_entropy::cross_entropy(
+                &ce,
+                &x64,
+                (n, c),
+                wgpu_losses::reference::cross_entropy::RefTarget::Classes(&y64),
+                None,
+                &[1.0],
+            )
+            .map(|_| ())
+        })?;
+        let gbps = (2 * n * c * 4) as f64 / gpu / 1e9;
+        println!(
+            "{:<14} {:>14} {:>10.3} {:>10.2} {:>9.0}% {:>10.3} {:>11.1}x",
+            "cross-entropy",
+            format!("{n}x{c}"),
+            gpu * 1e3,
+            gbps,
+            100.0 * gbps / copy,
+            reference * 1e3,
+            reference / gpu
+        );
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Info => info().map(|_| true),
+        Command::Eval {
+            loss,
+            inputs,
+            options,
+            backend,
+            out,
+        } => eval(loss, inputs, options, *backend, out).map(|_| true),
+        Command::Check { cases, seed, loss } => check(*cases, *seed, loss.as_deref()),
+        Command::Bench { quick } => bench(*quick).map(|_| true),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {}", e.to_string().replace('\n', " "));
+            ExitCode::from(2)
+        }
+    }
+}

@@ -5,6 +5,9 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::launch::KernelKey;
 use crate::losses::{expect_shape, finite, LossOutput, LossValues, Reduction, Status, Upstream};
+use crate::random::Rng;
+use crate::reference::cross_entropy::{self as reference, RefTarget};
+use crate::registry::{labels_i32, Case, Evaluated, HostArray, HostData, InputSpec, LossDef};
 use crate::shader::Shader;
 use crate::tensor::{DType, Tensor};
 
@@ -298,6 +301,8 @@ impl CrossEntropy {
         let status = engine.scratch(1);
         let denom = engine.scratch(1);
         let dummy = engine.scratch(4);
+        // A read-write binding cannot share a buffer with read-only ones.
+        let unused_grad = engine.scratch(1);
 
         let mut flags = 0;
         let mut set = |flag, on: bool| {
@@ -371,7 +376,7 @@ impl CrossEntropy {
                 if shader == Shader::CrossEntropy {
                     resources.push(match &grad {
                         Some(g) => g.window(w.start * c, rows * c),
-                        None => dummy.as_entire_binding(),
+                        None => unused_grad.as_entire_binding(),
                     });
                 }
                 let (groups, threads) = if entry == "row_weights" {
@@ -438,5 +443,269 @@ impl CrossEntropy {
         let out = self.record(engine, &mut encoder, inputs)?;
         engine.submit(encoder)?;
         engine.read_output(&out)
+    }
+}
+
+/// `cross-entropy` for the command line (see [`crate::registry`]).
+pub(crate) struct CrossEntropyDef;
+
+/// A cross-entropy problem on the host, checked for consistent shapes.
+struct HostProblem {
+    opts: CrossEntropy,
+    logits: Vec<f32>,
+    n: usize,
+    c: usize,
+    classes: Option<Vec<i32>>,
+    probs: Option<Vec<f32>>,
+    weight: Option<Vec<f32>>,
+    upstream: Option<Vec<f32>>,
+}
+
+fn shape_err(input: &'static str, expected: String, got: &[usize]) -> Error {
+    Error::Shape {
+        input,
+        expected,
+        got: got.to_vec(),
+    }
+}
+
+impl HostProblem {
+    fn from_case(case: &Case) -> Result<Self> {
+        case.check_names(&CrossEntropyDef)?;
+        let softcap = match case.options.get("softcap").map(String::as_str) {
+            None | Some("none") | Some("off") => None,
+            Some(_) => Some(case.option("softcap", 0.0f32)?),
+        };
+        let ignore: i64 = case.option("ignore_index", -100)?;
+        let ignore = i32::try_from(ignore).map_err(|_| Error::Option {
+            option: "ignore_index",
+            value: ignore.to_string(),
+            reason: "must fit in i32",
+        })?;
+        let opts = CrossEntropy::new()
+            .reduction(case.option("reduction", Reduction::Mean)?)
+            .ignore_index(ignore)
+            .label_smoothing(case.option("label_smoothing", 0.0)?)
+            .z_loss(case.option("z_loss", 0.0)?)
+            .softcap(softcap);
+        opts.validate()?;
+        let (logits, shape) = case.floats("logits").unwrap_or_default();
+        let &[n, c] = shape.as_slice() else {
+            return Err(shape_err("logits", "[N, C]".into(), &shape));
+        };
+        if n == 0 {
+            return Err(Error::Empty("logits"));
+        }
+        if c == 0 {
+            return Err(shape_err("logits", "[N, C] with C >= 1".into(), &shape));
+        }
+        let target = case.input("target").expect("checked: required");
+        let (mut classes, mut probs) = (None, None);
+        match (&target.data, target.shape.as_slice()) {
+            (_, [m]) if *m == n => classes = Some(labels_i32("target", target)?),
+            (HostData::F32(p), [m, k]) if *m == n && *k == c => probs = Some(p.clone()),
+            _ => {
+                return Err(shape_err(
+                    "target",
+                    format!("[{n}] class indices or [{n}, {c}] float probabilities"),
+                    &target.shape,
+                ))
+            }
+        }
+        let weight = match case.floats("weight") {
+            Some((w, s)) if s == [c] => Some(w),
+            Some((_, s)) => return Err(shape_err("weight", format!("[{c}]"), &s)),
+            None => None,
+        };
+        let upstream = match case.floats("grad_output") {
+            Some((g, s)) if s.iter().product::<usize>() == 1 => Some(g),
+            Some((g, s)) if s == [n] && opts.reduction == Reduction::None => Some(g),
+            Some((_, s)) => {
+                return Err(shape_err(
+                    "grad_output",
+                    format!("a scalar, or [{n}] with reduction none"),
+                    &s,
+                ))
+            }
+            None => None,
+        };
+        Ok(Self {
+            opts,
+            logits,
+            n,
+            c,
+            classes,
+            probs,
+            weight,
+            upstream,
+        })
+    }
+
+    fn loss_shape(&self) -> Vec<usize> {
+        match self.opts.reduction {
+            Reduction::None => vec![self.n],
+            _ => vec![],
+        }
+    }
+}
+
+impl LossDef for CrossEntropyDef {
+    fn name(&self) -> &'static str {
+        "cross-entropy"
+    }
+
+    fn inputs(&self) -> &'static [InputSpec] {
+        const INPUTS: [InputSpec; 4] = [
+            InputSpec {
+                name: "logits",
+                differentiable: true,
+                required: true,
+            },
+            InputSpec {
+                name: "target",
+                differentiable: false,
+                required: true,
+            },
+            InputSpec {
+                name: "weight",
+                differentiable: false,
+                required: false,
+            },
+            InputSpec {
+                name: "grad_output",
+                differentiable: false,
+                required: false,
+            },
+        ];
+        &INPUTS
+    }
+
+    fn options(&self) -> &'static [&'static str] {
+        &[
+            "reduction",
+            "ignore_index",
+            "label_smoothing",
+            "z_loss",
+            "softcap",
+        ]
+    }
+
+    fn gpu(&self, engine: &Engine, case: &Case) -> Result<Evaluated<f32>> {
+        let p = HostProblem::from_case(case)?;
+        let (n, c) = (p.n, p.c);
+        let logits = engine.upload(&p.logits, &[n, c])?;
+        let target = match (&p.classes, &p.probs) {
+            (Some(y), _) => engine.upload_i32(y, &[n])?,
+            (_, Some(t)) => engine.upload(t, &[n, c])?,
+            _ => unreachable!("one target kind is set"),
+        };
+        let target = match p.classes {
+            Some(_) => Target::Classes(&target),
+            None => Target::Probabilities(&target),
+        };
+        let weight = p
+            .weight
+            .as_ref()
+            .map(|w| engine.upload(w, &[c]))
+            .transpose()?;
+        let upstream = match &p.upstream {
+            Some(g) if g.len() == n && p.opts.reduction == Reduction::None => {
+                Some(engine.upload(g, &[n])?)
+            }
+            _ => None,
+        };
+        let mut inputs = CrossEntropyInputs::new(&logits, target);
+        inputs.weight = weight.as_ref();
+        inputs.upstream = match (&upstream, &p.upstream) {
+            (Some(t), _) => Upstream::PerItem(t),
+            (None, Some(g)) => Upstream::Scalar(g[0]),
+            (None, None) => Upstream::Ones,
+        };
+        let out = p.opts.run(engine, &inputs)?;
+        Ok(Evaluated {
+            loss: out.loss,
+            loss_shape: p.loss_shape(),
+            grads: out
+                .grads
+                .into_iter()
+                .map(|(name, g)| (name, g, vec![n, c]))
+                .collect(),
+        })
+    }
+
+    fn reference(&self, case: &Case) -> Result<Evaluated<f64>> {
+        let p = HostProblem::from_case(case)?;
+        let to64 = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
+        let classes: Option<Vec<i64>> = p
+            .classes
+            .as_ref()
+            .map(|y| y.iter().map(|&v| v as i64).collect());
+        let probs = p.probs.as_deref().map(to64);
+        let target = match (&classes, &probs) {
+            (Some(y), _) => RefTarget::Classes(y),
+            (_, Some(t)) => RefTarget::Probabilities(t),
+            _ => unreachable!("one target kind is set"),
+        };
+        let weight = p.weight.as_deref().map(to64);
+        let upstream = p.upstream.as_deref().map_or(vec![1.0], to64);
+        let out = reference::cross_entropy(
+            &p.opts,
+            &to64(&p.logits),
+            (p.n, p.c),
+            target,
+            weight.as_deref(),
+            &upstream,
+        )?;
+        Ok(Evaluated {
+            loss: out.loss,
+            loss_shape: p.loss_shape(),
+            grads: out
+                .grads
+                .into_iter()
+                .map(|(name, g)| (name, g, vec![p.n, p.c]))
+                .collect(),
+        })
+    }
+
+    fn random_case(&self, rng: &mut Rng) -> Case {
+        let n = 1 + rng.below(64);
+        let c = (rng.range(0.0, 12.0).exp2() as usize).max(1);
+        let scale = *[1.0, 5.0, 100.0].get(rng.below(3)).unwrap_or(&1.0);
+        let mut case = Case::default()
+            .with("logits", HostArray::f32(&[n, c], rng.normals(n * c, scale)))
+            .set("reduction", ["mean", "sum", "none"][rng.below(3)]);
+        if rng.chance(0.3) {
+            let mut t: Vec<f32> = (0..n * c).map(|_| rng.uniform() as f32).collect();
+            for row in t.chunks_mut(c) {
+                let s: f32 = row.iter().sum();
+                row.iter_mut().for_each(|v| *v /= s);
+            }
+            case = case.with("target", HostArray::f32(&[n, c], t));
+        } else {
+            let y = (0..n)
+                .map(|_| {
+                    if rng.chance(0.2) {
+                        -100
+                    } else {
+                        rng.below(c) as i64
+                    }
+                })
+                .collect();
+            case = case.with("target", HostArray::i64(&[n], y));
+        }
+        if rng.chance(0.5) {
+            let w = (0..c).map(|_| rng.range(0.1, 2.0) as f32).collect();
+            case = case.with("weight", HostArray::f32(&[c], w));
+        }
+        if rng.chance(0.5) {
+            case = case.set("label_smoothing", rng.range(0.0, 1.0) as f32);
+        }
+        if rng.chance(0.3) {
+            case = case.set("z_loss", rng.range(0.0, 1e-3) as f32);
+        }
+        if rng.chance(0.3) {
+            case = case.set("softcap", rng.range(1.0, 50.0) as f32);
+        }
+        case
     }
 }

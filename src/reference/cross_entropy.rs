@@ -91,7 +91,7 @@ pub fn cross_entropy(
         for k in 0..c {
             g[k] += 2.0 * z * lse * p[k];
             if let Some(cv) = cap {
-                g[k] *= 1.0 - (row[k] / cv).tanh().powi(2);
+                g[k] *= (row[k] / cv).cosh().powi(-2); // d/dx c·tanh(x/c)
             }
         }
     }

@@ -1,0 +1,98 @@
+//! Measurement helpers shared by `wgpu-losses bench` and the criterion benches: the copy
+//! kernel that sets the adapter's bandwidth yardstick, and median wall-clock timing.
+
+use std::time::Instant;
+
+use crate::engine::Engine;
+use crate::error::Result;
+use crate::launch::KernelKey;
+use crate::shader::Shader;
+use crate::tensor::{DType, Tensor};
+
+/// A source and destination for the copy kernel, `bytes` each (a multiple of 16).
+pub struct CopyJob {
+    src: Tensor,
+    dst: Tensor,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct CopyParams {
+    len: u32,
+    _pad: [u32; 3],
+}
+
+impl CopyJob {
+    /// Allocates the two buffers.
+    ///
+    /// # Errors
+    /// Allocation failures.
+    pub fn new(engine: &Engine, bytes: u64) -> Result<Self> {
+        let elems = (bytes / 16 * 4) as usize;
+        Ok(Self {
+            src: engine.upload(&vec![1.0; elems], &[elems])?,
+            dst: engine.zeros(&[elems], DType::F32)?,
+        })
+    }
+
+    /// Bytes moved by one copy (read plus write).
+    pub fn bytes_moved(&self) -> u64 {
+        2 * self.src.bytes()
+    }
+
+    /// Records one copy.
+    ///
+    /// # Errors
+    /// wgpu errors.
+    pub fn record(&self, engine: &Engine, encoder: &mut wgpu::CommandEncoder) -> Result<()> {
+        let vec4s = self.src.len() / 4;
+        let wg = engine.workgroup_size();
+        let uniform = engine.uniform(&CopyParams {
+            len: vec4s as u32,
+            _pad: [0; 3],
+        });
+        let key = KernelKey {
+            shader: Shader::Copy,
+            entry: "main",
+            overrides: vec![("WG_SIZE", wg)],
+        };
+        let resources = [
+            uniform.as_entire_binding(),
+            self.src.binding(),
+            self.dst.binding(),
+        ];
+        engine.dispatch(encoder, key, &resources, vec4s.div_ceil(wg as usize) as u32)
+    }
+}
+
+/// Median seconds of `reps` runs of `f`, after `warmup` unmeasured runs.
+///
+/// # Errors
+/// The first error of `f`.
+pub fn median_secs(warmup: usize, reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    let mut times = Vec::with_capacity(reps);
+    for _ in 0..reps.max(1) {
+        let t = Instant::now();
+        f()?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    Ok(times[times.len() / 2])
+}
+
+/// Copy bandwidth of the adapter in GB/s (read + write bytes), median of `reps`.
+///
+/// # Errors
+/// wgpu errors.
+pub fn copy_gbps(engine: &Engine, bytes: u64, reps: usize) -> Result<f64> {
+    let job = CopyJob::new(engine, bytes)?;
+    let secs = median_secs(2, reps, || {
+        let mut encoder = engine.encoder();
+        job.record(engine, &mut encoder)?;
+        engine.submit(encoder)
+    })?;
+    Ok(job.bytes_moved() as f64 / secs / 1e9)
+}

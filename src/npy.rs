@@ -1,0 +1,77 @@
+//! `.npy` files for `eval`, through the npyz crate: floats and integers in, f32 out.
+
+use std::path::Path;
+
+use npyz::WriterBuilder;
+
+use crate::error::{Error, Result};
+use crate::registry::HostArray;
+
+fn io_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// Reads an array: f32/f64 become floats (f32), int32/int64 (and bool/uint) become integers.
+///
+/// # Errors
+/// [`Error::Io`] for unreadable files, Fortran order, or element types other than these.
+pub fn read(path: &Path) -> Result<HostArray> {
+    let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
+    let npy = npyz::NpyFile::new(&bytes[..]).map_err(|e| io_err(path, e))?;
+    if npy.order() == npyz::Order::Fortran && npy.shape().len() > 1 {
+        return Err(io_err(
+            path,
+            "Fortran-order arrays are not supported (use np.ascontiguousarray)",
+        ));
+    }
+    let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
+    let npyz::DType::Plain(ts) = npy.dtype() else {
+        return Err(io_err(path, "structured arrays are not supported"));
+    };
+    use npyz::TypeChar::{Bool, Float, Int, Uint};
+    let fail = |e: std::io::Error| io_err(path, e);
+    let array = match (ts.type_char(), ts.size_field()) {
+        (Float, 4) => HostArray::f32(&shape, npy.into_vec::<f32>().map_err(fail)?),
+        (Float, 8) => {
+            let v = npy.into_vec::<f64>().map_err(fail)?;
+            HostArray::f32(&shape, v.into_iter().map(|x| x as f32).collect())
+        }
+        (Int, 4) => {
+            let v = npy.into_vec::<i32>().map_err(fail)?;
+            HostArray::i64(&shape, v.into_iter().map(i64::from).collect())
+        }
+        (Int, 8) => HostArray::i64(&shape, npy.into_vec::<i64>().map_err(fail)?),
+        (Uint, 1) | (Bool, 1) => {
+            let v = npy.into_vec::<u8>().map_err(fail)?;
+            HostArray::i64(&shape, v.into_iter().map(i64::from).collect())
+        }
+        _ => {
+            return Err(io_err(
+                path,
+                format!("dtype {ts} is not supported (use float32/64 or int32/64)"),
+            ))
+        }
+    };
+    Ok(array)
+}
+
+/// Writes an f32 array of `shape` (`[]` for a scalar).
+///
+/// # Errors
+/// [`Error::Io`].
+pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
+    let file = std::fs::File::create(path).map_err(|e| io_err(path, e))?;
+    let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+    let mut w = npyz::WriteOptions::new()
+        .default_dtype()
+        .shape(&shape)
+        .writer(std::io::BufWriter::new(file))
+        .begin_nd()
+        .map_err(|e| io_err(path, e))?;
+    w.extend(data.iter().copied())
+        .map_err(|e| io_err(path, e))?;
+    w.finish().map_err(|e| io_err(path, e))
+}

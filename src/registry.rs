@@ -1,0 +1,243 @@
+//! Losses by name, on host arrays: what the command line (`eval`, `check`, `bench`) drives.
+//! A loss registers itself here once, in [`losses`]; it describes its inputs and options and
+//! runs on the GPU and on the reference.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::random::Rng;
+
+/// Element data of a host array.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HostData {
+    /// Floats (f32 and f64 files are read as f32).
+    F32(Vec<f32>),
+    /// Integers (int32 and int64 files).
+    I64(Vec<i64>),
+}
+
+/// A host array with its shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostArray {
+    /// Outermost first; `[]` for a scalar.
+    pub shape: Vec<usize>,
+    /// The elements, row-major.
+    pub data: HostData,
+}
+
+impl HostArray {
+    /// A float array.
+    pub fn f32(shape: &[usize], data: Vec<f32>) -> Self {
+        Self {
+            shape: shape.to_vec(),
+            data: HostData::F32(data),
+        }
+    }
+
+    /// An integer array.
+    pub fn i64(shape: &[usize], data: Vec<i64>) -> Self {
+        Self {
+            shape: shape.to_vec(),
+            data: HostData::I64(data),
+        }
+    }
+}
+
+/// One problem: named inputs and options (values as text, as on the command line).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Case {
+    /// Inputs by name (LOSSES.md spellings).
+    pub inputs: BTreeMap<String, HostArray>,
+    /// Options by name.
+    pub options: BTreeMap<String, String>,
+}
+
+/// Results on the host: the loss and the gradient of each differentiable input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluated<T> {
+    /// One value for mean/sum (`loss_shape` `[]`), one per item for none.
+    pub loss: Vec<T>,
+    /// Shape of the loss.
+    pub loss_shape: Vec<usize>,
+    /// (input name, gradient, shape) for each differentiable input.
+    pub grads: Vec<(&'static str, Vec<T>, Vec<usize>)>,
+}
+
+/// Declared input of a loss.
+#[derive(Debug, Clone, Copy)]
+pub struct InputSpec {
+    /// LOSSES.md name.
+    pub name: &'static str,
+    /// Whether a gradient is returned for it.
+    pub differentiable: bool,
+    /// Whether it must be given.
+    pub required: bool,
+}
+
+/// A loss as the command line sees it.
+pub trait LossDef: Sync {
+    /// The LOSSES.md name, e.g. `cross-entropy`.
+    fn name(&self) -> &'static str;
+    /// Its inputs.
+    fn inputs(&self) -> &'static [InputSpec];
+    /// Its option names.
+    fn options(&self) -> &'static [&'static str];
+    /// Runs on the GPU.
+    ///
+    /// # Errors
+    /// Bad inputs or options, device errors.
+    fn gpu(&self, engine: &Engine, case: &Case) -> Result<Evaluated<f32>>;
+    /// Runs the f64 reference.
+    ///
+    /// # Errors
+    /// Bad inputs or options.
+    fn reference(&self, case: &Case) -> Result<Evaluated<f64>>;
+    /// A random problem covering the loss's options, for `check`.
+    fn random_case(&self, rng: &mut Rng) -> Case;
+}
+
+/// Every registered loss.
+pub fn losses() -> &'static [&'static dyn LossDef] {
+    &[&crate::losses::cross_entropy::CrossEntropyDef]
+}
+
+/// The loss called `name`.
+///
+/// # Errors
+/// [`Error::Unknown`] listing the known names.
+pub fn find(name: &str) -> Result<&'static dyn LossDef> {
+    losses()
+        .iter()
+        .copied()
+        .find(|l| l.name() == name)
+        .ok_or_else(|| Error::Unknown {
+            kind: "loss",
+            name: name.into(),
+            hint: format!(
+                " (known: {})",
+                losses()
+                    .iter()
+                    .map(|l| l.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })
+}
+
+impl Case {
+    /// Checks that every input and option is known to `def` and the required inputs are here.
+    ///
+    /// # Errors
+    /// [`Error::Unknown`] for a stray name, [`Error::Shape`] for a missing input.
+    pub fn check_names(&self, def: &dyn LossDef) -> Result<()> {
+        for name in self.inputs.keys() {
+            if !def.inputs().iter().any(|s| s.name == name) {
+                let known: Vec<_> = def.inputs().iter().map(|s| s.name).collect();
+                return Err(Error::Unknown {
+                    kind: "input",
+                    name: name.clone(),
+                    hint: format!(" for {} (inputs: {})", def.name(), known.join(", ")),
+                });
+            }
+        }
+        for name in self.options.keys() {
+            if !def.options().contains(&name.as_str()) {
+                return Err(Error::Unknown {
+                    kind: "option",
+                    name: name.clone(),
+                    hint: format!(
+                        " for {} (options: {})",
+                        def.name(),
+                        def.options().join(", ")
+                    ),
+                });
+            }
+        }
+        for spec in def.inputs().iter().filter(|s| s.required) {
+            if !self.inputs.contains_key(spec.name) {
+                return Err(Error::Shape {
+                    input: spec.name,
+                    expected: "an array (required input is missing)".into(),
+                    got: vec![],
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The input `name`, if given.
+    pub fn input(&self, name: &str) -> Option<&HostArray> {
+        self.inputs.get(name)
+    }
+
+    /// The float input `name` (integers are converted), if given.
+    pub fn floats(&self, name: &'static str) -> Option<(Vec<f32>, Vec<usize>)> {
+        self.input(name).map(|a| {
+            let data = match &a.data {
+                HostData::F32(v) => v.clone(),
+                HostData::I64(v) => v.iter().map(|&x| x as f32).collect(),
+            };
+            (data, a.shape.clone())
+        })
+    }
+
+    /// The option `name` parsed, or `default`.
+    ///
+    /// # Errors
+    /// [`Error::Option`] when the text does not parse.
+    pub fn option<T: FromStr>(&self, name: &'static str, default: T) -> Result<T> {
+        match self.options.get(name) {
+            None => Ok(default),
+            Some(text) => text.parse().map_err(|_| Error::Option {
+                option: name,
+                value: text.clone(),
+                reason: "does not parse as the option's type",
+            }),
+        }
+    }
+
+    /// Adds an input (builder style).
+    pub fn with(mut self, name: &str, a: HostArray) -> Self {
+        self.inputs.insert(name.into(), a);
+        self
+    }
+
+    /// Adds an option (builder style).
+    pub fn set(mut self, name: &str, value: impl ToString) -> Self {
+        self.options.insert(name.into(), value.to_string());
+        self
+    }
+}
+
+/// Integer labels as i32, from an integer array or a float array of whole numbers.
+///
+/// # Errors
+/// [`Error::Value`] naming the first value that is not a whole number in i32's range.
+pub fn labels_i32(input: &'static str, a: &HostArray) -> Result<Vec<i32>> {
+    let bad = |row: usize, value: String| Error::Value {
+        input,
+        row,
+        value,
+        reason: "labels must be whole numbers in i32's range".into(),
+    };
+    match &a.data {
+        HostData::I64(v) => v
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| i32::try_from(x).map_err(|_| bad(i, x.to_string())))
+            .collect(),
+        HostData::F32(v) => v
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| {
+                if x.fract() == 0.0 && x.abs() < 2.1e9 {
+                    Ok(x as i32)
+                } else {
+                    Err(bad(i, x.to_string()))
+                }
+            })
+            .collect(),
+    }
+}

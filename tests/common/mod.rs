@@ -1,0 +1,70 @@
+//! Shared test helpers. GPU tests fail loudly when no adapter exists: they never skip.
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use wgpu_losses::random::Rng;
+use wgpu_losses::registry::{Case, Evaluated, LossDef};
+use wgpu_losses::{compare, Engine, Tolerance};
+
+/// The shared engine on the best adapter. Panics with instructions when there is none.
+pub fn engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        Engine::new().unwrap_or_else(|e| {
+            panic!(
+                "GPU tests need a wgpu adapter and found none ({e}). \
+                 On a machine without a GPU: apt-get install -y mesa-vulkan-drivers"
+            )
+        })
+    })
+}
+
+/// A generator with a fresh seed, printed so a failure can be replayed.
+pub fn fresh_rng(test: &str) -> Rng {
+    let seed = std::env::var("WGPU_LOSSES_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| Rng::from_time().next_u64());
+    eprintln!("{test}: seed {seed} (set WGPU_LOSSES_SEED to replay)");
+    Rng::new(seed)
+}
+
+/// Asserts that `got` is within `tol` of `want`, naming the first bad index.
+pub fn assert_close(what: &str, got: &[f32], want: &[f64], tol: Tolerance) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let c = compare(got, want, tol);
+    if let Some((i, g, w)) = c.first_bad {
+        panic!(
+            "{what}: index {i}: got {g}, want {w} (max abs err {:.3e}, rel to max {:.3e}, tol {tol:?})",
+            c.max_abs, c.max_rel
+        );
+    }
+}
+
+/// Asserts GPU and reference agree on loss and every gradient.
+pub fn assert_evaluated(what: &str, gpu: &Evaluated<f32>, want: &Evaluated<f64>, tol: Tolerance) {
+    assert_eq!(gpu.loss_shape, want.loss_shape, "{what}: loss shape");
+    assert_close(&format!("{what}: loss"), &gpu.loss, &want.loss, tol);
+    assert_eq!(gpu.grads.len(), want.grads.len(), "{what}: gradient count");
+    for ((name, g, s), (wname, w, ws)) in gpu.grads.iter().zip(&want.grads) {
+        assert_eq!((name, s), (wname, ws), "{what}: gradient name/shape");
+        assert_close(&format!("{what}: grad {name}"), g, w, tol);
+    }
+}
+
+/// Runs `case` on the GPU and the reference and asserts they agree.
+pub fn check_case(def: &dyn LossDef, engine: &Engine, case: &Case, tol: Tolerance) {
+    let gpu = def
+        .gpu(engine, case)
+        .unwrap_or_else(|e| panic!("gpu failed on {:?}: {e}", case.options));
+    let want = def
+        .reference(case)
+        .unwrap_or_else(|e| panic!("reference failed on {:?}: {e}", case.options));
+    assert_evaluated(
+        &format!("{} {:?}", def.name(), case.options),
+        &gpu,
+        &want,
+        tol,
+    );
+}
