@@ -65,14 +65,20 @@ fn adapter_rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
     (kind, backend)
 }
 
-fn instance() -> wgpu::Instance {
-    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+fn enumerate(backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    desc.backends = wgpu::Backends::from_env().unwrap_or(backends);
+    let instance = wgpu::Instance::new(desc);
+    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
 }
 
-/// Every adapter wgpu can see (honouring `WGPU_BACKEND`), best first.
+/// Every adapter wgpu can see, best first. `WGPU_BACKEND` picks the backends; otherwise GL
+/// is only probed when Vulkan, Metal and DX12 have no adapter (probing EGL is slow and noisy).
 pub fn adapters() -> Vec<wgpu::Adapter> {
-    let instance = instance();
-    let mut all = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+    let mut all = enumerate(wgpu::Backends::PRIMARY);
+    if all.is_empty() && wgpu::Backends::from_env().is_none() {
+        all = enumerate(wgpu::Backends::all());
+    }
     all.sort_by_key(|a| adapter_rank(&a.get_info()));
     all
 }

@@ -286,6 +286,12 @@ fn bench(quick: bool) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    // We rank adapters ourselves. Mesa's implicit device-select layer would also probe for a
+    // Wayland/X display and print errors on headless machines; turn it off unless the user
+    // set it. Done first, while the process has one thread.
+    if std::env::var_os("NODEVICE_SELECT").is_none() {
+        std::env::set_var("NODEVICE_SELECT", "1");
+    }
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Info => info().map(|_| true),
