@@ -1,0 +1,193 @@
+//! The f64 reference on its own: its hand-derived gradients against central finite
+//! differences of its own loss, and closed forms. No GPU.
+
+mod common;
+
+use common::fresh_rng;
+use wgpu_losses::reference::cross_entropy::{cross_entropy, RefTarget};
+use wgpu_losses::{CrossEntropy, Reduction};
+
+/// Sum of the loss outputs weighted by `upstream` (what the gradient is the gradient of).
+fn objective(
+    opts: &CrossEntropy,
+    x: &[f64],
+    nc: (usize, usize),
+    t: RefTarget<'_>,
+    w: Option<&[f64]>,
+    up: &[f64],
+) -> f64 {
+    let out = cross_entropy(opts, x, nc, t, w, &[1.0]).unwrap();
+    out.loss
+        .iter()
+        .enumerate()
+        .map(|(i, l)| l * if up.len() == 1 { up[0] } else { up[i] })
+        .sum()
+}
+
+/// Central differences with step h; the O(h²) truncation and f64 rounding bound the error.
+fn check_fd(
+    opts: &CrossEntropy,
+    x: &[f64],
+    nc: (usize, usize),
+    t: RefTarget<'_>,
+    w: Option<&[f64]>,
+    up: &[f64],
+) {
+    let analytic = cross_entropy(opts, x, nc, t, w, up).unwrap().grads[0]
+        .1
+        .clone();
+    let h = 1e-5;
+    let mut xp = x.to_vec();
+    for i in 0..x.len() {
+        xp[i] = x[i] + h;
+        let fp = objective(opts, &xp, nc, t, w, up);
+        xp[i] = x[i] - h;
+        let fm = objective(opts, &xp, nc, t, w, up);
+        xp[i] = x[i];
+        let fd = (fp - fm) / (2.0 * h);
+        assert!(
+            (fd - analytic[i]).abs() <= 1e-6 * (1.0 + fd.abs()),
+            "{opts:?}: d/dx[{i}] finite difference {fd} vs analytic {}",
+            analytic[i]
+        );
+    }
+}
+
+#[test]
+fn gradients_match_finite_differences() {
+    let mut rng = fresh_rng("gradients_match_finite_differences");
+    for trial in 0..60 {
+        let n = 1 + rng.below(5);
+        let c = 1 + rng.below(9);
+        let x: Vec<f64> = (0..n * c).map(|_| rng.normal() * 2.0).collect();
+        let mut opts = CrossEntropy::new()
+            .reduction([Reduction::Mean, Reduction::Sum, Reduction::None][trial % 3])
+            .label_smoothing(if rng.chance(0.5) {
+                rng.uniform() as f32
+            } else {
+                0.0
+            })
+            .z_loss(if rng.chance(0.5) { 0.01 } else { 0.0 })
+            .softcap(rng.chance(0.4).then_some(1.5));
+        if rng.chance(0.3) {
+            opts = opts.ignore_index(0);
+        }
+        let w: Vec<f64> = (0..c).map(|_| rng.range(0.2, 2.0)).collect();
+        let w = rng.chance(0.5).then_some(w.as_slice());
+        let up: Vec<f64> = if opts.reduction == Reduction::None && rng.chance(0.5) {
+            (0..n).map(|_| rng.normal()).collect()
+        } else {
+            vec![rng.range(0.5, 2.0)]
+        };
+        if trial % 2 == 0 {
+            let y: Vec<i64> = (0..n).map(|_| rng.below(c) as i64).collect();
+            check_fd(&opts, &x, (n, c), RefTarget::Classes(&y), w, &up);
+        } else {
+            let mut t: Vec<f64> = (0..n * c).map(|_| rng.uniform()).collect();
+            for row in t.chunks_mut(c) {
+                let s: f64 = row.iter().sum();
+                row.iter_mut().for_each(|v| *v /= s);
+            }
+            check_fd(&opts, &x, (n, c), RefTarget::Probabilities(&t), w, &up);
+        }
+    }
+}
+
+#[test]
+fn closed_forms() {
+    // Uniform logits: loss = ln C for any target, gradient p - onehot = 1/C - [c = y].
+    let (n, c) = (3, 5);
+    let out = cross_entropy(
+        &CrossEntropy::new(),
+        &vec![0.7; n * c],
+        (n, c),
+        RefTarget::Classes(&[0, 4, 2]),
+        None,
+        &[1.0],
+    )
+    .unwrap();
+    assert!((out.loss[0] - (c as f64).ln()).abs() < 1e-12);
+    let g = &out.grads[0].1;
+    assert!((g[0] - (0.2 - 1.0) / 3.0).abs() < 1e-12 && (g[1] - 0.2 / 3.0).abs() < 1e-12);
+
+    // One class: softmax is 1, loss 0, gradient 0; z-loss adds z * x².
+    let out = cross_entropy(
+        &CrossEntropy::new().z_loss(0.5),
+        &[3.0],
+        (1, 1),
+        RefTarget::Classes(&[0]),
+        None,
+        &[1.0],
+    )
+    .unwrap();
+    assert!((out.loss[0] - 0.5 * 9.0).abs() < 1e-12);
+
+    // One-hot probabilities equal class targets (without weights the means agree too).
+    let x = [0.3, -1.2, 2.5, 0.0, 0.1, 0.2];
+    let opts = CrossEntropy::new().label_smoothing(0.2);
+    let a = cross_entropy(&opts, &x, (2, 3), RefTarget::Classes(&[2, 0]), None, &[1.0]).unwrap();
+    let b = cross_entropy(
+        &opts,
+        &x,
+        (2, 3),
+        RefTarget::Probabilities(&[0.0, 0.0, 1.0, 1.0, 0.0, 0.0]),
+        None,
+        &[1.0],
+    )
+    .unwrap();
+    assert!((a.loss[0] - b.loss[0]).abs() < 1e-12);
+    for (u, v) in a.grads[0].1.iter().zip(&b.grads[0].1) {
+        assert!((u - v).abs() < 1e-12);
+    }
+
+    // Full smoothing (ε = 1) ignores the target: loss = mean of -log p over classes.
+    let full = cross_entropy(
+        &CrossEntropy::new().label_smoothing(1.0),
+        &x,
+        (2, 3),
+        RefTarget::Classes(&[2, 0]),
+        None,
+        &[1.0],
+    )
+    .unwrap();
+    let lse = |r: &[f64]| r.iter().map(|v| v.exp()).sum::<f64>().ln();
+    let want = (x[..3].iter().map(|v| lse(&x[..3]) - v).sum::<f64>()
+        + x[3..].iter().map(|v| lse(&x[3..]) - v).sum::<f64>())
+        / 6.0;
+    assert!((full.loss[0] - want).abs() < 1e-12);
+
+    // Weighted mean divides by the sum of the targets' weights.
+    let w = [2.0, 1.0, 0.5];
+    let m = cross_entropy(
+        &CrossEntropy::new(),
+        &x,
+        (2, 3),
+        RefTarget::Classes(&[2, 0]),
+        Some(&w),
+        &[1.0],
+    )
+    .unwrap();
+    let s = cross_entropy(
+        &CrossEntropy::new().reduction(Reduction::Sum),
+        &x,
+        (2, 3),
+        RefTarget::Classes(&[2, 0]),
+        Some(&w),
+        &[1.0],
+    )
+    .unwrap();
+    assert!((m.loss[0] - s.loss[0] / 2.5).abs() < 1e-12);
+
+    // All rows ignored: mean is 0 with a zero gradient (deliberate deviation from PyTorch's NaN).
+    let z = cross_entropy(
+        &CrossEntropy::new(),
+        &x,
+        (2, 3),
+        RefTarget::Classes(&[-100, -100]),
+        None,
+        &[1.0],
+    )
+    .unwrap();
+    assert_eq!(z.loss, vec![0.0]);
+    assert!(z.grads[0].1.iter().all(|&g| g == 0.0));
+}
