@@ -1,1 +1,48 @@
-fn main() {}
+//! Criterion: fused cross-entropy forward+backward against the copy kernel on the same adapter,
+//! in one run. Bytes = logits read + gradient written (the copy: source read + destination
+//! written), so the two throughputs compare directly.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use wgpu_losses::bench::CopyJob;
+use wgpu_losses::random::Rng;
+use wgpu_losses::{CrossEntropy, CrossEntropyInputs, Engine, Target};
+
+fn cross_entropy(c: &mut Criterion) {
+    let engine = Engine::new().expect("benchmarks need a wgpu adapter");
+    let name = engine.adapter_info().name.clone();
+    let mut group = c.benchmark_group(format!("cross_entropy [{name}]"));
+    group.sample_size(20);
+
+    let copy = CopyJob::new(&engine, 64 << 20).unwrap();
+    group.throughput(Throughput::Bytes(copy.bytes_moved()));
+    group.bench_function("copy 64MiB", |b| {
+        b.iter(|| {
+            let mut encoder = engine.encoder();
+            copy.record(&engine, &mut encoder).unwrap();
+            engine.submit(encoder).unwrap();
+        })
+    });
+
+    let mut rng = Rng::new(1);
+    for (n, classes) in [(1024usize, 4096usize), (4096, 4096), (256, 32000), (32, 10)] {
+        let logits = engine
+            .upload(&rng.normals(n * classes, 2.0), &[n, classes])
+            .unwrap();
+        let y: Vec<i32> = (0..n).map(|_| rng.below(classes) as i32).collect();
+        let target = engine.upload_i32(&y, &[n]).unwrap();
+        let inputs = CrossEntropyInputs::new(&logits, Target::Classes(&target));
+        let ce = CrossEntropy::new();
+        group.throughput(Throughput::Bytes(2 * 4 * (n * classes) as u64));
+        group.bench_function(format!("fwd+bwd {n}x{classes}"), |b| {
+            b.iter(|| {
+                let mut encoder = engine.encoder();
+                ce.record(&engine, &mut encoder, &inputs).unwrap();
+                engine.submit(encoder).unwrap();
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, cross_entropy);
+criterion_main!(benches);

@@ -1,6 +1,8 @@
 // Fused softmax cross-entropy, forward and backward (semantics: LOSSES.md).
 //
 // ROW_THREADS invocations share one row; a workgroup holds WG_SIZE / ROW_THREADS rows.
+// Rows are read in chunks of LANES elements (4 when C is a multiple of 4: vector loads are
+// several times faster on some adapters, lavapipe among them).
 // Pass 1 reads the row once for the online log-sum-exp and the sums that the loss needs;
 // pass 2 re-reads it (from cache for all but the largest rows) and writes the gradient.
 // `row_weights` is the pre-pass of the mean over class targets: it writes w[y_n] (0 when
@@ -8,6 +10,15 @@
 
 override WG_SIZE: u32 = 256u;
 override ROW_THREADS: u32 = 256u;
+// Invocations that read consecutive chunks together (the subgroup width, at most
+// ROW_THREADS). Each such team streams its own contiguous block of the row: coalesced on
+// GPUs, and sequential per SIMD group on CPU adapters, whose caches a row-wide stride defeats.
+override TEAM: u32 = 8u;
+// Specialization: each pipeline carries only the work its options need.
+override PROBS: bool = false;      // probability targets (else class indices)
+override WEIGHTED: bool = false;   // per-class weights
+override SUMS: bool = false;       // the weighted sums of pass 1 (label smoothing, PROBS)
+override CAPPED: bool = false;     // logit softcap
 
 struct Params {
     n: u32,
@@ -24,12 +35,9 @@ struct Params {
     _pad1: u32,
 }
 
-const PROB_TARGETS: u32 = 1u;
-const HAS_WEIGHT: u32 = 2u;
 const DENOM_FROM_BUFFER: u32 = 4u;
 const UPSTREAM_PER_ROW: u32 = 8u;
 const WANT_GRAD: u32 = 16u;
-const SOFTCAP: u32 = 32u;
 
 @group(0) @binding(0) var<uniform> params: Params;
 // Class indices (bitcast i32) [n] or probabilities (bitcast f32) [n, c].
@@ -50,14 +58,14 @@ fn has(flag: u32) -> bool {
 }
 
 fn class_weight(k: u32) -> f32 {
-    if (has(HAS_WEIGHT)) {
+    if (WEIGHTED) {
         return weight[k];
     }
     return 1.0;
 }
 
 fn capped(x: f32) -> f32 {
-    if (has(SOFTCAP)) {
+    if (CAPPED) {
         return params.softcap * safe_tanh(x / params.softcap);
     }
     return x;
@@ -118,7 +126,13 @@ fn main(
     let live = row < params.n;
     let c = params.c;
     let base = row * c;
-    let probs = has(PROB_TARGETS);
+    let chunks = c / LANES;
+    // This invocation's chunks: j = start, start + TEAM, ... below end.
+    let teams = ROW_THREADS / TEAM;
+    let block = (chunks + teams - 1u) / teams;
+    let team_start = (lane / TEAM) * block;
+    let start = team_start + lane % TEAM;
+    let end = min(team_start + block, chunks);
     let eps = params.smoothing;
     let eps_c = eps / f32(c);
 
@@ -132,37 +146,47 @@ fn main(
     var acc = vec4<f32>(0.0);
     var x_ref = 0.0;
     if (live) {
-        if (!probs) {
+        if (!PROBS) {
             y = bitcast<i32>(targets[row]);
             keep = y != params.ignore_index && y >= 0 && u32(y) < c;
         }
-        x_ref = capped(load_logit(base));
-        for (var k = lane; k < c; k += ROW_THREADS) {
-            let x = capped(load_logit(base + k));
-            st = lse_push(st, x);
-            let w = class_weight(k);
-            let dx = x - x_ref;
-            var t = 0.0;
-            if (probs) {
-                t = bitcast<f32>(targets[base + k]);
-            }
-            acc += vec4<f32>(w * t * dx, w * t, w * dx, w);
-            if (i32(k) == y) {
-                x_y = x;
+        x_ref = capped(load_chunk(row * chunks)[0]);
+        for (var j = start; j < end; j += TEAM) {
+            let v = load_chunk(row * chunks + j);
+            for (var e = 0u; e < LANES; e++) {
+                let k = j * LANES + e;
+                let x = capped(v[e]);
+                st = lse_push(st, x);
+                if (SUMS) {
+                    let w = class_weight(k);
+                    let dx = x - x_ref;
+                    var t = 0.0;
+                    if (PROBS) {
+                        t = bitcast<f32>(targets[base + k]);
+                    }
+                    acc += vec4<f32>(w * t * dx, w * t, w * dx, w);
+                }
+                if (i32(k) == y) {
+                    x_y = x;
+                }
             }
         }
     }
 
     // Tree over the row's invocations, in a fixed order.
     shared_stat[lid] = vec4<f32>(st, x_y, 0.0);
-    shared_acc[lid] = acc;
+    if (SUMS) {
+        shared_acc[lid] = acc;
+    }
     for (var stride = ROW_THREADS / 2u; stride > 0u; stride /= 2u) {
         workgroupBarrier();
         if (lane < stride) {
             let a = shared_stat[lid];
             let b = shared_stat[lid + stride];
             shared_stat[lid] = vec4<f32>(lse_merge(a.xy, b.xy), a.z + b.z, 0.0);
-            shared_acc[lid] += shared_acc[lid + stride];
+            if (SUMS) {
+                shared_acc[lid] += shared_acc[lid + stride];
+            }
         }
     }
     workgroupBarrier();
@@ -170,7 +194,9 @@ fn main(
         return;
     }
     let stat = shared_stat[first];
-    acc = shared_acc[first];
+    if (SUMS) {
+        acc = shared_acc[first];
+    }
     x_y = stat.z;
     // x - lse is formed as (x - max) - log(sum): exact differences near the max keep the
     // probabilities accurate to f32 rounding even for logits of magnitude 1e4.
@@ -183,12 +209,12 @@ fn main(
     var coef = 0.0;
     var w_y = 0.0;
     var scale = 0.0;
-    if (!probs && !keep && y != params.ignore_index && lane == 0u) {
+    if (!PROBS && !keep && y != params.ignore_index && lane == 0u) {
         report_bad_row(row);
     }
     if (keep) {
         let lse_rel = (row_max - x_ref) + log_sum;
-        if (probs) {
+        if (PROBS) {
             let a = (1.0 - eps) * acc.y + eps_c * acc.w;
             loss = lse_rel * a - ((1.0 - eps) * acc.x + eps_c * acc.z);
             coef = a;
@@ -209,20 +235,24 @@ fn main(
     }
 
     // Pass 2: gradient. Dropped rows (ignored, bad target, zero scale) get exact zeros.
-    for (var k = lane; k < c; k += ROW_THREADS) {
-        let raw = load_logit(base + k);
-        let x = capped(raw);
-        let w = class_weight(k);
-        var tt = eps_c * w;
-        if (probs) {
-            tt += (1.0 - eps) * w * bitcast<f32>(targets[base + k]);
-        } else if (i32(k) == y) {
-            tt += (1.0 - eps) * w_y;
+    for (var j = start; j < end; j += TEAM) {
+        let v = load_chunk(row * chunks + j);
+        var g = vec4<f32>(0.0);
+        for (var e = 0u; e < LANES; e++) {
+            let k = j * LANES + e;
+            let x = capped(v[e]);
+            let w = class_weight(k);
+            var tt = eps_c * w;
+            if (PROBS) {
+                tt += (1.0 - eps) * w * bitcast<f32>(targets[base + k]);
+            } else if (i32(k) == y) {
+                tt += (1.0 - eps) * w_y;
+            }
+            g[e] = (exp((x - row_max) - log_sum) * coef - tt) * scale;
+            if (CAPPED) {
+                g[e] *= sech2(v[e] / params.softcap);
+            }
         }
-        var g = (exp((x - row_max) - log_sum) * coef - tt) * scale;
-        if (has(SOFTCAP)) {
-            g *= sech2(raw / params.softcap);
-        }
-        store_grad(base + k, select(g, 0.0, scale == 0.0));
+        store_chunk(row * chunks + j, select(g, vec4<f32>(0.0), scale == 0.0));
     }
 }

@@ -221,6 +221,14 @@ impl Engine {
             .min(self.limits.max_compute_workgroup_size_x)
     }
 
+    /// Invocations that execute in lockstep (the smallest subgroup size), 8 when unknown.
+    pub fn subgroup_width(&self) -> u32 {
+        match self.info.subgroup_min_size {
+            0 => 8,
+            s => s.clamp(1, self.workgroup_size()),
+        }
+    }
+
     /// The cached kernel for `key`, built on first use.
     pub(crate) fn kernel(&self, key: KernelKey) -> Result<Arc<Kernel>> {
         if let Some(k) = self.kernels.lock().unwrap().get(&key) {

@@ -6,8 +6,6 @@
 use crate::launch::Access;
 
 const MATH: &str = include_str!("../shaders/common/math.wgsl");
-const GRAD_SEPARATE: &str = include_str!("../shaders/common/grad_separate.wgsl");
-const GRAD_IN_PLACE: &str = include_str!("../shaders/common/grad_in_place.wgsl");
 const CROSS_ENTROPY: &str = include_str!("../shaders/cross_entropy.wgsl");
 const REDUCE: &str = include_str!("../shaders/reduce.wgsl");
 const COPY: &str = include_str!("../shaders/copy.wgsl");
@@ -15,10 +13,8 @@ const COPY: &str = include_str!("../shaders/copy.wgsl");
 /// One compiled shader module (a kernel family in one of its I/O variants).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Shader {
-    /// Softmax cross-entropy writing the gradient to its own buffer.
-    CrossEntropy,
-    /// Softmax cross-entropy writing the gradient over the logits.
-    CrossEntropyInPlace,
+    /// Softmax cross-entropy.
+    CrossEntropy(RowIo),
     /// Deterministic two-level sum.
     Reduce,
     /// vec4 copy, the bandwidth yardstick.
@@ -27,34 +23,92 @@ pub enum Shader {
 
 use Access::{Read, ReadWrite, Uniform};
 
+/// How a row kernel reads logits and writes their gradient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RowIo {
+    /// The gradient overwrites the logits (else it goes to its own buffer).
+    pub in_place: bool,
+    /// Rows are read and written as `vec4<f32>` (needs C to be a multiple of 4).
+    pub vec4: bool,
+}
+
+impl RowIo {
+    /// The four variants.
+    pub const ALL: [RowIo; 4] = [
+        RowIo {
+            in_place: false,
+            vec4: false,
+        },
+        RowIo {
+            in_place: false,
+            vec4: true,
+        },
+        RowIo {
+            in_place: true,
+            vec4: false,
+        },
+        RowIo {
+            in_place: true,
+            vec4: true,
+        },
+    ];
+
+    /// WGSL declaring the logits (binding 7) and gradient (binding 8 unless in place), and
+    /// `load_chunk` / `store_chunk` over LANES-element chunks.
+    fn header(self) -> String {
+        let (ty, lanes, get, put) = if self.vec4 {
+            ("vec4<f32>", 4, "v", "g")
+        } else {
+            ("f32", 1, "vec4<f32>(v, 0.0, 0.0, 0.0)", "g.x")
+        };
+        let (access, dst, grad_decl) = if self.in_place {
+            ("read_write", "logits", String::new())
+        } else {
+            (
+                "read",
+                "grad",
+                format!("@group(0) @binding(8) var<storage, read_write> grad: array<{ty}>;\n"),
+            )
+        };
+        format!(
+            "const LANES: u32 = {lanes}u;\n\
+             @group(0) @binding(7) var<storage, {access}> logits: array<{ty}>;\n\
+             {grad_decl}\
+             fn load_chunk(j: u32) -> vec4<f32> {{ let v = logits[j]; return {get}; }}\n\
+             fn store_chunk(j: u32, g: vec4<f32>) {{ {dst}[j] = {put}; }}\n"
+        )
+    }
+}
+
 /// Bindings of the row kernels up to the logits (see `shaders/cross_entropy.wgsl`).
 const ROW_BINDINGS: [Access; 7] = [Uniform, Read, Read, Read, Read, ReadWrite, ReadWrite];
 
 impl Shader {
-    /// Every module, for validation.
-    pub const ALL: [Shader; 4] = [
-        Shader::CrossEntropy,
-        Shader::CrossEntropyInPlace,
-        Shader::Reduce,
-        Shader::Copy,
-    ];
+    /// Every module in every variant, for validation.
+    pub fn all() -> Vec<Shader> {
+        let mut all: Vec<Shader> = RowIo::ALL.into_iter().map(Shader::CrossEntropy).collect();
+        all.extend([Shader::Reduce, Shader::Copy]);
+        all
+    }
 
     /// The composed WGSL source.
     pub fn source(self) -> String {
-        let parts: &[&str] = match self {
-            Shader::CrossEntropy => &[MATH, GRAD_SEPARATE, CROSS_ENTROPY],
-            Shader::CrossEntropyInPlace => &[MATH, GRAD_IN_PLACE, CROSS_ENTROPY],
-            Shader::Reduce => &[MATH, REDUCE],
-            Shader::Copy => &[MATH, COPY],
-        };
-        parts.join("\n")
+        match self {
+            Shader::CrossEntropy(io) => [MATH, &io.header(), CROSS_ENTROPY].join("\n"),
+            Shader::Reduce => [MATH, REDUCE].join("\n"),
+            Shader::Copy => [MATH, COPY].join("\n"),
+        }
     }
 
     /// Binding access, by binding index, of group 0.
     pub(crate) fn bindings(self) -> Vec<Access> {
         match self {
-            Shader::CrossEntropy => [&ROW_BINDINGS[..], &[Read, ReadWrite]].concat(),
-            Shader::CrossEntropyInPlace => [&ROW_BINDINGS[..], &[ReadWrite]].concat(),
+            Shader::CrossEntropy(RowIo {
+                in_place: false, ..
+            }) => [&ROW_BINDINGS[..], &[Read, ReadWrite]].concat(),
+            Shader::CrossEntropy(RowIo { in_place: true, .. }) => {
+                [&ROW_BINDINGS[..], &[ReadWrite]].concat()
+            }
             Shader::Reduce => vec![Uniform, Read, ReadWrite, Read, ReadWrite],
             Shader::Copy => vec![Uniform, Read, ReadWrite],
         }
@@ -63,7 +117,7 @@ impl Shader {
     /// Entry points of the module.
     pub fn entry_points(self) -> &'static [&'static str] {
         match self {
-            Shader::CrossEntropy | Shader::CrossEntropyInPlace => &["main", "row_weights"],
+            Shader::CrossEntropy(_) => &["main", "row_weights"],
             Shader::Reduce => &["partial_sums", "finish"],
             Shader::Copy => &["main"],
         }

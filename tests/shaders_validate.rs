@@ -5,7 +5,7 @@ use wgpu_losses::shader::Shader;
 
 #[test]
 fn every_shader_validates() {
-    for shader in Shader::ALL {
+    for shader in Shader::all() {
         let source = shader.source();
         let module = naga::front::wgsl::parse_str(&source)
             .unwrap_or_else(|e| panic!("{shader:?}: {}", e.emit_to_string(&source)));

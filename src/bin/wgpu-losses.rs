@@ -251,7 +251,8 @@ fn bench(quick: bool) -> Result<()> {
         let logits = engine.upload(&logits_host, &[n, c])?;
         let target = engine.upload_i32(&y, &[n])?;
         let ce = CrossEntropy::new();
-        let inputs = CrossEntropyInputs::new(&logits, Target::Classes(&target));
+        let grad = engine.zeros(&[n, c], wgpu_losses::DType::F32)?;
+        let inputs = CrossEntropyInputs::new(&logits, Target::Classes(&target)).grad_out(&grad);
         let gpu = median_secs(2, reps, || {
             let mut encoder = engine.encoder();
             ce.record(&engine, &mut encoder, &inputs)?;

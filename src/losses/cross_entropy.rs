@@ -8,7 +8,7 @@ use crate::losses::{expect_shape, finite, LossOutput, LossValues, Reduction, Sta
 use crate::random::Rng;
 use crate::reference::cross_entropy::{self as reference, RefTarget};
 use crate::registry::{labels_i32, Case, Evaluated, HostArray, HostData, InputSpec, LossDef};
-use crate::shader::Shader;
+use crate::shader::{RowIo, Shader};
 use crate::tensor::{DType, Tensor};
 
 /// Softmax cross-entropy options. Defaults are PyTorch's `F.cross_entropy` defaults.
@@ -70,6 +70,9 @@ pub struct CrossEntropyInputs<'a> {
     pub weight: Option<&'a Tensor>,
     /// Upstream gradient (default ones).
     pub upstream: Upstream<'a>,
+    /// Where to write the gradient, f32 `[N, C]` (default: a new tensor). Reusing one
+    /// buffer across calls saves an allocation and its zero-fill per call.
+    pub grad_out: Option<&'a Tensor>,
 }
 
 impl<'a> CrossEntropyInputs<'a> {
@@ -80,7 +83,14 @@ impl<'a> CrossEntropyInputs<'a> {
             target,
             weight: None,
             upstream: Upstream::Ones,
+            grad_out: None,
         }
+    }
+
+    /// Writes the gradient into `grad` instead of a new tensor.
+    pub fn grad_out(mut self, grad: &'a Tensor) -> Self {
+        self.grad_out = Some(grad);
+        self
     }
 
     /// Adds per-class weights.
@@ -113,16 +123,20 @@ pub(crate) struct CeParams {
     pub _pad: [u32; 2],
 }
 
-const PROB_TARGETS: u32 = 1;
-const HAS_WEIGHT: u32 = 2;
 const DENOM_FROM_BUFFER: u32 = 4;
 const UPSTREAM_PER_ROW: u32 = 8;
 const WANT_GRAD: u32 = 16;
-const SOFTCAP: u32 = 32;
 
-/// Invocations per row: enough for ~8 elements each, a power of two up to the workgroup.
-fn row_threads(c: usize, wg: u32) -> u32 {
-    (c.div_ceil(8).next_power_of_two() as u32).min(wg)
+/// Invocations per row: a power of two up to the workgroup size, with about `per_thread`
+/// elements each. Software adapters run a workgroup's invocations in turn and pay for each
+/// barrier, so they get long runs per invocation and many rows per workgroup.
+fn row_threads(engine: &Engine, c: usize) -> u32 {
+    let per_thread = if engine.adapter_info().device_type == wgpu::DeviceType::Cpu {
+        1024
+    } else {
+        16
+    };
+    (c.div_ceil(per_thread).next_power_of_two() as u32).min(engine.workgroup_size())
 }
 
 impl CrossEntropy {
@@ -236,6 +250,17 @@ impl CrossEntropy {
             w.expect_dtype("weight", DType::F32)?;
             expect_shape("weight", w, &[c])?;
         }
+        if let Some(g) = inputs.grad_out {
+            g.expect_dtype("grad_out", DType::F32)?;
+            expect_shape("grad_out", g, &[n, c])?;
+            if self.in_place || !self.gradient {
+                return Err(Error::Option {
+                    option: "grad_out",
+                    value: "given".into(),
+                    reason: "conflicts with in_place and with gradient(false)",
+                });
+            }
+        }
         match inputs.upstream {
             Upstream::Ones => {}
             Upstream::Scalar(g) => finite("grad_output", g)?,
@@ -280,7 +305,8 @@ impl CrossEntropy {
         c: usize,
     ) -> Result<LossOutput> {
         let wg = engine.workgroup_size();
-        let threads = row_threads(c, wg);
+        let threads = row_threads(engine, c);
+        let team = engine.subgroup_width().min(threads);
         let rows_per_group = (wg / threads) as usize;
         let probs = matches!(inputs.target, Target::Probabilities(_));
         let target = match inputs.target {
@@ -296,7 +322,10 @@ impl CrossEntropy {
         let grad = match (self.gradient, self.in_place) {
             (false, _) => None,
             (true, true) => Some(inputs.logits.clone()),
-            (true, false) => Some(engine.zeros(&[n, c], DType::F32)?),
+            (true, false) => match inputs.grad_out {
+                Some(g) => Some(g.clone()),
+                None => Some(engine.zeros(&[n, c], DType::F32)?),
+            },
         };
         let status = engine.scratch(1);
         let denom = engine.scratch(1);
@@ -310,14 +339,11 @@ impl CrossEntropy {
                 flags |= flag;
             }
         };
-        set(PROB_TARGETS, probs);
-        set(HAS_WEIGHT, inputs.weight.is_some());
         set(
             UPSTREAM_PER_ROW,
             matches!(inputs.upstream, Upstream::PerItem(_)),
         );
         set(WANT_GRAD, grad.is_some());
-        set(SOFTCAP, self.softcap.is_some());
         let denom_from_buffer = self.reduction == Reduction::Mean && !probs;
         set(DENOM_FROM_BUFFER, denom_from_buffer);
         let host_denom = match self.reduction {
@@ -329,15 +355,23 @@ impl CrossEntropy {
             _ => 1.0,
         };
 
-        let shader = if self.in_place && grad.is_some() {
-            Shader::CrossEntropyInPlace
-        } else {
-            Shader::CrossEntropy
+        let io = RowIo {
+            in_place: self.in_place && grad.is_some(),
+            vec4: c % 4 == 0,
         };
+        let shader = Shader::CrossEntropy(io);
         let key = |entry, threads| KernelKey {
             shader,
             entry,
-            overrides: vec![("WG_SIZE", wg), ("ROW_THREADS", threads)],
+            overrides: vec![
+                ("WG_SIZE", wg),
+                ("ROW_THREADS", threads),
+                ("TEAM", team),
+                ("PROBS", probs as u32),
+                ("WEIGHTED", inputs.weight.is_some() as u32),
+                ("SUMS", (probs || self.label_smoothing > 0.0) as u32),
+                ("CAPPED", self.softcap.is_some() as u32),
+            ],
         };
         let row_elems = if probs { c } else { 1 };
         let launch = |entry, encoder: &mut wgpu::CommandEncoder| -> Result<()> {
@@ -373,7 +407,7 @@ impl CrossEntropy {
                     status.as_entire_binding(),
                     inputs.logits.window(w.start * c, rows * c),
                 ];
-                if shader == Shader::CrossEntropy {
+                if !io.in_place {
                     resources.push(match &grad {
                         Some(g) => g.window(w.start * c, rows * c),
                         None => unused_grad.as_entire_binding(),
