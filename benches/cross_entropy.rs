@@ -1,11 +1,12 @@
 //! Criterion: fused cross-entropy forward+backward against the copy kernel on the same adapter,
 //! in one run. Bytes = logits read + gradient written (the copy: source read + destination
-//! written), so the two throughputs compare directly.
+//! written), so the two throughputs compare directly. A second row per shape allocates the
+//! gradient buffer on every call, which adds wgpu's zero-fill of the new buffer.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use wgpu_losses::bench::CopyJob;
 use wgpu_losses::random::Rng;
-use wgpu_losses::{CrossEntropy, CrossEntropyInputs, Engine, Target};
+use wgpu_losses::{CrossEntropy, CrossEntropyInputs, DType, Engine, Target};
 
 fn cross_entropy(c: &mut Criterion) {
     let engine = Engine::new().expect("benchmarks need a wgpu adapter");
@@ -30,16 +31,21 @@ fn cross_entropy(c: &mut Criterion) {
             .unwrap();
         let y: Vec<i32> = (0..n).map(|_| rng.below(classes) as i32).collect();
         let target = engine.upload_i32(&y, &[n]).unwrap();
-        let inputs = CrossEntropyInputs::new(&logits, Target::Classes(&target));
+        // Like the copy's destination, the gradient buffer is allocated once and reused.
+        let grad = engine.zeros(&[n, classes], DType::F32).unwrap();
+        let reused = CrossEntropyInputs::new(&logits, Target::Classes(&target)).grad_out(&grad);
+        let fresh = CrossEntropyInputs::new(&logits, Target::Classes(&target));
         let ce = CrossEntropy::new();
         group.throughput(Throughput::Bytes(2 * 4 * (n * classes) as u64));
-        group.bench_function(format!("fwd+bwd {n}x{classes}"), |b| {
-            b.iter(|| {
-                let mut encoder = engine.encoder();
-                ce.record(&engine, &mut encoder, &inputs).unwrap();
-                engine.submit(encoder).unwrap();
-            })
-        });
+        for (label, inputs) in [("fwd+bwd", reused), ("fwd+bwd new grad buffer", fresh)] {
+            group.bench_function(format!("{label} {n}x{classes}"), |b| {
+                b.iter(|| {
+                    let mut encoder = engine.encoder();
+                    ce.record(&engine, &mut encoder, &inputs).unwrap();
+                    engine.submit(encoder).unwrap();
+                })
+            });
+        }
     }
     group.finish();
 }

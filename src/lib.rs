@@ -38,3 +38,8 @@ pub use losses::cross_entropy::{CrossEntropy, CrossEntropyInputs, Target};
 pub use losses::{LossOutput, LossValues, Reduction, Upstream};
 pub use tensor::{DType, Tensor};
 pub use wgpu;
+
+/// The README's examples, compiled as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -63,6 +63,19 @@ pub struct Evaluated<T> {
     pub loss_shape: Vec<usize>,
     /// (input name, gradient, shape) for each differentiable input.
     pub grads: Vec<(&'static str, Vec<T>, Vec<usize>)>,
+    /// The reference's [`crate::reference::RefOutput::grad_terms`]; 0 for GPU results.
+    pub grad_terms: f64,
+}
+
+impl Evaluated<f64> {
+    /// `tol` for this result's gradients: their error is measured against the scale of the
+    /// terms they are summed from.
+    pub fn grad_tolerance(&self, tol: crate::Tolerance) -> crate::Tolerance {
+        crate::Tolerance {
+            floor: tol.floor.max(self.grad_terms),
+            ..tol
+        }
+    }
 }
 
 /// Declared input of a loss.

@@ -123,6 +123,7 @@ fn to_f32(e: Evaluated<f64>) -> Evaluated<f32> {
         loss: f(e.loss),
         loss_shape: e.loss_shape,
         grads: e.grads.into_iter().map(|(n, g, s)| (n, f(g), s)).collect(),
+        grad_terms: e.grad_terms,
     }
 }
 
@@ -189,7 +190,7 @@ fn check(cases: usize, seed: Option<u64>, only: Option<&str>) -> Result<bool> {
             let want = def.reference(&case)?;
             let mut report = vec![("loss", compare(&gpu.loss, &want.loss, tol))];
             for ((name, g, _), (_, w, _)) in gpu.grads.iter().zip(&want.grads) {
-                report.push((name, compare(g, w, tol)));
+                report.push((name, compare(g, w, want.grad_tolerance(tol))));
             }
             for (name, c) in &report {
                 if *name == "loss" {

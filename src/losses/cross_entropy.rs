@@ -357,7 +357,7 @@ impl CrossEntropy {
 
         let io = RowIo {
             in_place: self.in_place && grad.is_some(),
-            vec4: c % 4 == 0,
+            vec4: c.is_multiple_of(4),
         };
         let shader = Shader::CrossEntropy(io);
         let key = |entry, threads| KernelKey {
@@ -664,6 +664,7 @@ impl LossDef for CrossEntropyDef {
                 .into_iter()
                 .map(|(name, g)| (name, g, vec![n, c]))
                 .collect(),
+            grad_terms: 0.0,
         })
     }
 
@@ -698,6 +699,7 @@ impl LossDef for CrossEntropyDef {
                 .into_iter()
                 .map(|(name, g)| (name, g, vec![p.n, p.c]))
                 .collect(),
+            grad_terms: out.grad_terms,
         })
     }
 

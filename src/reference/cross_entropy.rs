@@ -36,6 +36,7 @@ pub fn cross_entropy(
 
     let mut per_row = vec![0.0; n];
     let mut local = vec![0.0; n * c]; // d l_n / d x_nc
+    let mut terms = vec![0.0; n * c]; // sum of the magnitudes of its terms
     let mut denom = 0.0;
     for i in 0..n {
         let row = &logits[i * c..(i + 1) * c];
@@ -48,6 +49,7 @@ pub fn cross_entropy(
         let logp: Vec<f64> = x.iter().map(|v| v - lse).collect();
         let p: Vec<f64> = logp.iter().map(|v| v.exp()).collect();
         let g = &mut local[i * c..(i + 1) * c];
+        let mag = &mut terms[i * c..(i + 1) * c];
         match target {
             RefTarget::Classes(t) => {
                 let y = t[i];
@@ -84,14 +86,18 @@ pub fn cross_entropy(
                 let a: f64 = (0..c).map(|k| w(k) * tp[k]).sum();
                 for k in 0..c {
                     g[k] = a * p[k] - w(k) * tp[k];
+                    mag[k] = (a * p[k]).abs() + (w(k) * tp[k]).abs();
                 }
             }
         }
         per_row[i] += z * lse * lse;
         for k in 0..c {
             g[k] += 2.0 * z * lse * p[k];
+            mag[k] += (2.0 * z * lse * p[k]).abs();
             if let Some(cv) = cap {
-                g[k] *= (row[k] / cv).cosh().powi(-2); // d/dx c·tanh(x/c)
+                let d = (row[k] / cv).cosh().powi(-2); // d/dx c·tanh(x/c)
+                g[k] *= d;
+                mag[k] *= d;
             }
         }
     }
@@ -108,8 +114,13 @@ pub fn cross_entropy(
             }
         })
         .collect();
+    let grad_terms = terms
+        .iter()
+        .enumerate()
+        .fold(0.0f64, |m, (j, t)| m.max((t * scale(j / c)).abs()));
     Ok(RefOutput {
         loss,
         grads: vec![("logits", grad)],
+        grad_terms,
     })
 }

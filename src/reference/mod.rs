@@ -12,6 +12,10 @@ pub struct RefOutput {
     pub loss: Vec<f64>,
     /// Gradient of each differentiable input, by name.
     pub grads: Vec<(&'static str, Vec<f64>)>,
+    /// Largest magnitude of the terms summed into any gradient element. f32 cancellation
+    /// between such terms (p·coef against the target term, say) is absolute at this scale,
+    /// so comparisons measure gradient error against it, not against the result's size.
+    pub grad_terms: f64,
 }
 
 /// Applies the reduction to per-item losses `l` with mean denominator `denom` (0 when the

@@ -49,7 +49,12 @@ pub fn assert_evaluated(what: &str, gpu: &Evaluated<f32>, want: &Evaluated<f64>,
     assert_eq!(gpu.grads.len(), want.grads.len(), "{what}: gradient count");
     for ((name, g, s), (wname, w, ws)) in gpu.grads.iter().zip(&want.grads) {
         assert_eq!((name, s), (wname, ws), "{what}: gradient name/shape");
-        assert_close(&format!("{what}: grad {name}"), g, w, tol);
+        assert_close(
+            &format!("{what}: grad {name}"),
+            g,
+            w,
+            want.grad_tolerance(tol),
+        );
     }
 }
 
