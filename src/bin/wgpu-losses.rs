@@ -174,7 +174,8 @@ fn check(cases: usize, seed: Option<u64>, only: Option<&str>) -> Result<bool> {
     println!("adapter: {}; seed {seed}", engine.adapter_info().name);
     let tol = Tolerance::default();
     println!(
-        "tolerance: |gpu - ref| <= {} * max|ref| + {} * |ref|",
+        "tolerance: |gpu - ref| <= {} * scale + {} * |ref|; scale = max|ref| for the loss, \
+         the largest term summed into an element for gradients",
         tol.atol, tol.rtol
     );
     let mut rng = Rng::new(seed);
