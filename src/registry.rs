@@ -113,7 +113,21 @@ pub trait LossDef: Sync {
 
 /// Every registered loss.
 pub fn losses() -> &'static [&'static dyn LossDef] {
-    &[&crate::losses::cross_entropy::CrossEntropyDef]
+    use crate::losses::cross_entropy::CrossEntropyDef;
+    use crate::losses::elementwise::DEFS as E;
+    static LOSSES: [&dyn LossDef; 10] = [
+        &CrossEntropyDef,
+        &E[0],
+        &E[1],
+        &E[2],
+        &E[3],
+        &E[4],
+        &E[5],
+        &E[6],
+        &E[7],
+        &E[8],
+    ];
+    &LOSSES
 }
 
 /// The loss called `name`.
@@ -207,6 +221,23 @@ impl Case {
                 option: name,
                 value: text.clone(),
                 reason: "does not parse as the option's type",
+            }),
+        }
+    }
+
+    /// The boolean option `name` (true/false/1/0), or `default`.
+    ///
+    /// # Errors
+    /// [`Error::Option`] for other text.
+    pub fn flag(&self, name: &'static str, default: bool) -> Result<bool> {
+        match self.options.get(name).map(|s| s.to_ascii_lowercase()) {
+            None => Ok(default),
+            Some(t) if t == "true" || t == "1" => Ok(true),
+            Some(t) if t == "false" || t == "0" => Ok(false),
+            Some(t) => Err(Error::Option {
+                option: name,
+                value: t,
+                reason: "expected true or false",
             }),
         }
     }

@@ -7,6 +7,7 @@ use crate::launch::Access;
 
 const MATH: &str = include_str!("../shaders/common/math.wgsl");
 const CROSS_ENTROPY: &str = include_str!("../shaders/cross_entropy.wgsl");
+const ELEMENTWISE: &str = include_str!("../shaders/elementwise.wgsl");
 const REDUCE: &str = include_str!("../shaders/reduce.wgsl");
 const COPY: &str = include_str!("../shaders/copy.wgsl");
 
@@ -15,6 +16,8 @@ const COPY: &str = include_str!("../shaders/copy.wgsl");
 pub enum Shader {
     /// Softmax cross-entropy.
     CrossEntropy(RowIo),
+    /// Elementwise losses.
+    Elementwise,
     /// Deterministic two-level sum.
     Reduce,
     /// vec4 copy, the bandwidth yardstick.
@@ -87,7 +90,7 @@ impl Shader {
     /// Every module in every variant, for validation.
     pub fn all() -> Vec<Shader> {
         let mut all: Vec<Shader> = RowIo::ALL.into_iter().map(Shader::CrossEntropy).collect();
-        all.extend([Shader::Reduce, Shader::Copy]);
+        all.extend([Shader::Elementwise, Shader::Reduce, Shader::Copy]);
         all
     }
 
@@ -95,6 +98,7 @@ impl Shader {
     pub fn source(self) -> String {
         match self {
             Shader::CrossEntropy(io) => [MATH, &io.header(), CROSS_ENTROPY].join("\n"),
+            Shader::Elementwise => [MATH, ELEMENTWISE].join("\n"),
             Shader::Reduce => [MATH, REDUCE].join("\n"),
             Shader::Copy => [MATH, COPY].join("\n"),
         }
@@ -109,6 +113,11 @@ impl Shader {
             Shader::CrossEntropy(RowIo { in_place: true, .. }) => {
                 [&ROW_BINDINGS[..], &[ReadWrite]].concat()
             }
+            Shader::Elementwise => [
+                &[Uniform, Read, Read, Read, Read, Read][..],
+                &[ReadWrite, ReadWrite, ReadWrite, ReadWrite],
+            ]
+            .concat(),
             Shader::Reduce => vec![Uniform, Read, ReadWrite, Read, ReadWrite],
             Shader::Copy => vec![Uniform, Read, ReadWrite],
         }
@@ -118,6 +127,7 @@ impl Shader {
     pub fn entry_points(self) -> &'static [&'static str] {
         match self {
             Shader::CrossEntropy(_) => &["main", "row_weights"],
+            Shader::Elementwise => &["main"],
             Shader::Reduce => &["partial_sums", "finish"],
             Shader::Copy => &["main"],
         }

@@ -71,6 +71,15 @@ impl Tensor {
         Ok(t)
     }
 
+    /// The same buffer seen with another shape of the same size.
+    pub(crate) fn reshaped(t: Tensor, shape: &[usize]) -> Tensor {
+        debug_assert_eq!(t.len(), shape.iter().product::<usize>());
+        Tensor {
+            shape: shape.to_vec(),
+            ..t
+        }
+    }
+
     /// The underlying buffer.
     pub fn buffer(&self) -> &wgpu::Buffer {
         &self.buffer

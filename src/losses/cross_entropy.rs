@@ -200,6 +200,13 @@ impl CrossEntropy {
                 reason,
             })
         };
+        if self.reduction == Reduction::BatchMean {
+            return Err(Error::Option {
+                option: "reduction",
+                value: "batchmean".into(),
+                reason: "batchmean is for kl-div; use mean",
+            });
+        }
         if !(0.0..=1.0).contains(&self.label_smoothing) {
             return bad("label_smoothing", self.label_smoothing, "must be in [0, 1]");
         }
@@ -441,7 +448,7 @@ impl CrossEntropy {
                 None,
                 loss.buffer(),
             )?,
-            Reduction::Mean => engine.record_sum(
+            Reduction::Mean | Reduction::BatchMean => engine.record_sum(
                 encoder,
                 loss_rows.buffer(),
                 n,

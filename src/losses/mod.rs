@@ -1,6 +1,7 @@
 //! Loss options, inputs and outputs shared by every loss, and the losses themselves.
 
 pub mod cross_entropy;
+pub mod elementwise;
 
 use std::str::FromStr;
 
@@ -18,6 +19,8 @@ pub enum Reduction {
     /// Mean (weighted, where the loss defines weights).
     #[default]
     Mean,
+    /// Sum divided by the batch size (the first dimension); `kl-div` only, as in PyTorch.
+    BatchMean,
 }
 
 impl FromStr for Reduction {
@@ -27,10 +30,11 @@ impl FromStr for Reduction {
             "none" => Ok(Reduction::None),
             "sum" => Ok(Reduction::Sum),
             "mean" => Ok(Reduction::Mean),
+            "batchmean" => Ok(Reduction::BatchMean),
             _ => Err(Error::Option {
                 option: "reduction",
                 value: s.into(),
-                reason: "expected none, sum or mean",
+                reason: "expected none, sum, mean (or batchmean for kl-div)",
             }),
         }
     }
@@ -120,11 +124,14 @@ impl Engine {
             return Ok(());
         }
         let row = (u32::MAX - flag) as usize;
-        let values = self.download_i32(&status.values)?;
+        let value = match status.values.dtype() {
+            crate::DType::I32 => self.download_i32(&status.values)?[row].to_string(),
+            crate::DType::F32 => self.download(&status.values)?[row].to_string(),
+        };
         Err(Error::Value {
             input: status.input,
             row,
-            value: values[row].to_string(),
+            value,
             reason: status.reason.clone(),
         })
     }

@@ -2,6 +2,7 @@
 //! Gradients are derived by hand and checked against finite differences in the tests.
 
 pub mod cross_entropy;
+pub mod elementwise;
 
 use crate::losses::Reduction;
 
@@ -28,7 +29,7 @@ pub(crate) fn reduce<'u>(
     upstream: &'u [f64],
 ) -> (Vec<f64>, impl Fn(usize) -> f64 + 'u) {
     let d = match reduction {
-        Reduction::Mean => denom,
+        Reduction::Mean | Reduction::BatchMean => denom,
         _ => 1.0,
     };
     let loss = match reduction {

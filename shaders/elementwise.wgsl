@@ -1,0 +1,259 @@
+// Elementwise losses, forward and backward in one pass (semantics: LOSSES.md).
+//
+// Each loss is one function returning its term and derivatives, selected by the LOSS
+// override. Every invocation handles ITEMS elements of its workgroup's block; the gradient
+// is written directly (its scale is known before the launch), and per-element losses go
+// either to `out` (reduction none) or into one partial sum per workgroup that `reduce.wgsl`'s
+// `finish` adds in a fixed order.
+
+override WG_SIZE: u32 = 256u;
+override ITEMS: u32 = 4u;
+override LOSS: u32 = 0u;
+
+struct Params {
+    len: u32,        // elements in this window
+    base: u32,       // global index of the window's first element
+    inner: u32,      // size of the broadcast (last) dimension, for per-class inputs
+    flags: u32,
+    scale: f32,      // gradient scale: upstream / denominator
+    p0: f32,         // loss parameter (delta, beta, alpha, margin)
+    p1: f32,         // second loss parameter (gamma)
+    _pad: u32,
+}
+
+const PER_ELEMENT_OUT: u32 = 1u;   // write per-element losses (reduction none)
+const UPSTREAM_PER_ELEMENT: u32 = 2u;
+const C_PER_CLASS: u32 = 4u;       // c is indexed by the last dimension
+const HAS_C: u32 = 8u;
+const HAS_D: u32 = 16u;
+const WANT_GRAD: u32 = 32u;
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> in_a: array<f32>;   // the differentiable input
+@group(0) @binding(2) var<storage, read> in_b: array<f32>;   // target, or x2
+@group(0) @binding(3) var<storage, read> in_c: array<f32>;   // y (margin-ranking) or weight
+@group(0) @binding(4) var<storage, read> in_d: array<f32>;   // pos_weight, per class
+@group(0) @binding(5) var<storage, read> upstream: array<f32>;
+@group(0) @binding(6) var<storage, read_write> grad_a: array<f32>;
+@group(0) @binding(7) var<storage, read_write> grad_b: array<f32>;
+@group(0) @binding(8) var<storage, read_write> out: array<f32>;
+// status[0] = 0xffffffff - (first element whose label is outside its allowed set), else 0.
+@group(0) @binding(9) var<storage, read_write> status: array<atomic<u32>>;
+
+var<workgroup> shared_sum: array<f32, WG_SIZE>;
+
+fn has(flag: u32) -> bool {
+    return (params.flags & flag) != 0u;
+}
+
+// A loss term: x = loss, y = d/da, z = d/db.
+alias Term = vec3<f32>;
+
+const MSE: u32 = 0u;
+const L1: u32 = 1u;
+const HUBER: u32 = 2u;
+const SMOOTH_L1: u32 = 3u;
+const KL_DIV: u32 = 4u;
+const KL_DIV_LOG_TARGET: u32 = 5u;
+const HINGE: u32 = 6u;
+const MARGIN_RANKING: u32 = 7u;
+const BCE_WITH_LOGITS: u32 = 8u;
+const SIGMOID_FOCAL: u32 = 9u;
+
+// sign with sign(0) = 0, as torch.sign.
+fn sgn(d: f32) -> f32 {
+    return select(select(0.0, -1.0, d < 0.0), 1.0, d > 0.0);
+}
+
+fn mse(x: f32, y: f32) -> Term {
+    let d = x - y;
+    return Term(d * d, 2.0 * d, 0.0);
+}
+
+fn l1(x: f32, y: f32) -> Term {
+    let d = x - y;
+    return Term(abs(d), sgn(d), 0.0);
+}
+
+fn huber(x: f32, y: f32, delta: f32) -> Term {
+    let d = x - y;
+    if (abs(d) < delta) {
+        return Term(0.5 * d * d, d, 0.0);
+    }
+    return Term(delta * (abs(d) - 0.5 * delta), delta * sgn(d), 0.0);
+}
+
+fn smooth_l1(x: f32, y: f32, beta: f32) -> Term {
+    let d = x - y;
+    if (abs(d) < beta) {
+        return Term(0.5 * d * d / beta, d / beta, 0.0);
+    }
+    return Term(abs(d) - 0.5 * beta, sgn(d), 0.0);
+}
+
+// input x is a log-probability; target y a probability (0 contributes 0).
+fn kl_div(x: f32, y: f32) -> Term {
+    if (y > 0.0) {
+        return Term(y * (log(y) - x), -y, 0.0);
+    }
+    return Term(0.0, 0.0, 0.0);
+}
+
+// target y is a log-probability.
+fn kl_div_log_target(x: f32, y: f32) -> Term {
+    let e = exp(y);
+    return Term(e * (y - x), -e, 0.0);
+}
+
+fn hinge(x: f32, y: f32) -> Term {
+    let m = 1.0 - y * x;
+    if (m > 0.0) {
+        return Term(m, -y, 0.0);
+    }
+    return Term(0.0, 0.0, 0.0);
+}
+
+fn margin_ranking(x1: f32, x2: f32, y: f32, margin: f32) -> Term {
+    let m = -y * (x1 - x2) + margin;
+    if (m > 0.0) {
+        return Term(m, -y, y);
+    }
+    return Term(0.0, 0.0, 0.0);
+}
+
+// log(1 + z) for z in [0, 1], accurate for small z.
+fn log1p_small(z: f32) -> f32 {
+    let u = 1.0 + z;
+    if (u == 1.0) {
+        return z;
+    }
+    return log(u) * z / (u - 1.0);
+}
+
+// softplus(-x) = log(1 + e^-x), stably; its derivative is -sigmoid(-x).
+fn softplus_neg(x: f32) -> f32 {
+    return log1p_small(exp(-abs(x))) + max(-x, 0.0);
+}
+
+// sigmoid(x), stably for either sign.
+fn sigmoid(x: f32) -> f32 {
+    let e = exp(-abs(x));
+    return select(e / (1.0 + e), 1.0 / (1.0 + e), x >= 0.0);
+}
+
+// w·[(1 - y)·x + (1 + (pw - 1)·y)·softplus(-x)]; w and pw are applied by the caller.
+fn bce_with_logits(x: f32, y: f32, pw: f32) -> Term {
+    let lw = 1.0 + (pw - 1.0) * y;
+    return Term((1.0 - y) * x + lw * softplus_neg(x), (1.0 - y) - lw * sigmoid(-x), 0.0);
+}
+
+// torchvision.ops.sigmoid_focal_loss: ce·(1 - p_t)^γ, times α_t when α >= 0.
+fn sigmoid_focal(x: f32, y: f32, alpha: f32, gamma: f32) -> Term {
+    let p = sigmoid(x);
+    let q = sigmoid(-x); // 1 - p without cancellation
+    let ce = (1.0 - y) * x + softplus_neg(x);
+    let dce = p - y;
+    // 1 - p_t = p·(1 - y) + (1 - p)·y, formed from p and q.
+    let m = p * (1.0 - y) + q * y;
+    var f = 1.0;
+    var df = 0.0; // d(m^γ)/dx = γ·m^(γ-1)·dm/dx, dm/dx = p·q·(1 - 2y)
+    if (gamma != 0.0) {
+        f = pow(m, gamma);
+        if (m > 0.0) {
+            df = gamma * pow(m, gamma - 1.0) * p * q * (1.0 - 2.0 * y);
+        }
+    }
+    var a = 1.0;
+    if (alpha >= 0.0) {
+        a = alpha * y + (1.0 - alpha) * (1.0 - y);
+    }
+    return Term(a * ce * f, a * (dce * f + ce * df), 0.0);
+}
+
+fn term(i: u32, g: u32) -> Term {
+    let x = in_a[i];
+    let y = in_b[i];
+    switch LOSS {
+        case MSE: { return mse(x, y); }
+        case L1: { return l1(x, y); }
+        case HUBER: { return huber(x, y, params.p0); }
+        case SMOOTH_L1: { return smooth_l1(x, y, params.p0); }
+        case KL_DIV: { return kl_div(x, y); }
+        case KL_DIV_LOG_TARGET: { return kl_div_log_target(x, y); }
+        case HINGE: {
+            check_label(i, y);
+            return hinge(x, y);
+        }
+        case MARGIN_RANKING: {
+            let label = in_c[i];
+            check_label(i, label);
+            return margin_ranking(x, y, label, params.p0);
+        }
+        case BCE_WITH_LOGITS: {
+            var pw = 1.0;
+            if (has(HAS_D)) {
+                pw = in_d[g % params.inner];
+            }
+            var w = 1.0;
+            if (has(HAS_C)) {
+                w = in_c[select(i, g % params.inner, has(C_PER_CLASS))];
+            }
+            return w * bce_with_logits(x, y, pw);
+        }
+        case SIGMOID_FOCAL: { return sigmoid_focal(x, y, params.p0, params.p1); }
+        default: { return Term(0.0); }
+    }
+}
+
+// Labels of hinge and margin-ranking must be -1 or +1.
+fn check_label(i: u32, y: f32) {
+    if (y != 1.0 && y != -1.0) {
+        atomicMax(&status[0], 0xffffffffu - (params.base + i));
+    }
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn main(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let group = group_index(wid, nwg);
+    let start = group * WG_SIZE * ITEMS;
+    var sum = 0.0;
+    for (var k = 0u; k < ITEMS; k++) {
+        let i = start + k * WG_SIZE + lid;
+        if (i < params.len) {
+            let t = term(i, params.base + i);
+            var s = params.scale;
+            if (has(UPSTREAM_PER_ELEMENT)) {
+                s *= upstream[i];
+            }
+            if (has(WANT_GRAD)) {
+                grad_a[i] = t.y * s;
+                if (LOSS == MARGIN_RANKING) {
+                    grad_b[i] = t.z * s;
+                }
+            }
+            if (has(PER_ELEMENT_OUT)) {
+                out[i] = t.x;
+            }
+            sum += t.x;
+        }
+    }
+    if (has(PER_ELEMENT_OUT)) {
+        return;
+    }
+    // One partial per workgroup, in a fixed order.
+    shared_sum[lid] = sum;
+    for (var stride = WG_SIZE / 2u; stride > 0u; stride /= 2u) {
+        workgroupBarrier();
+        if (lid < stride) {
+            shared_sum[lid] += shared_sum[lid + stride];
+        }
+    }
+    // Groups past the end (a 2-D grid's overshoot) own no partial.
+    if (lid == 0u && start < params.len) {
+        out[group] = shared_sum[0];
+    }
+}
