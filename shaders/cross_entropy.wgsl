@@ -19,6 +19,7 @@ override PROBS: bool = false;      // probability targets (else class indices)
 override WEIGHTED: bool = false;   // per-class weights
 override SUMS: bool = false;       // the weighted sums of pass 1 (label smoothing, PROBS)
 override CAPPED: bool = false;     // logit softcap
+override FOCAL: bool = false;      // softmax focal loss (class targets; weight holds alpha)
 
 struct Params {
     n: u32,
@@ -31,8 +32,8 @@ struct Params {
     softcap: f32,
     grad_output: f32,
     denom: f32,
-    _pad0: u32,
-    _pad1: u32,
+    gamma: f32,
+    _pad: u32,
 }
 
 const DENOM_FROM_BUFFER: u32 = 4u;
@@ -111,7 +112,12 @@ fn row_weights(
         return;
     }
     let y = row_class(row);
-    loss_rows[row] = select(0.0, class_weight(u32(max(y, 0))), y >= 0);
+    // The mean divides by sum w[y] (cross-entropy) or by the kept rows (focal).
+    var w = 1.0;
+    if (!FOCAL) {
+        w = class_weight(u32(max(y, 0)));
+    }
+    loss_rows[row] = select(0.0, w, y >= 0);
 }
 
 @compute @workgroup_size(WG_SIZE)
@@ -208,6 +214,7 @@ fn main(
     var loss = 0.0;
     var coef = 0.0;
     var w_y = 0.0;
+    var hit = 0.0; // the target term at the target class
     var scale = 0.0;
     if (!PROBS && !keep && y != params.ignore_index && lane == 0u) {
         report_bad_row(row);
@@ -220,8 +227,24 @@ fn main(
             coef = a;
         } else {
             w_y = class_weight(u32(y));
-            loss = (1.0 - eps) * w_y * (log_sum - (x_y - row_max)) + eps_c * (lse_rel * acc.w - acc.z);
-            coef = (1.0 - eps) * w_y + eps_c * acc.w;
+            if (FOCAL) {
+                // l = -α q^γ log p with p = p_y, q = 1 - p; ∂l/∂x_c = F·(p_c - [c = y]) with
+                // F = α q^γ (1 - γ p log p / q), and p log p / q → -1 as q → 0.
+                let log_p = (x_y - row_max) - log_sum;
+                let q = one_minus_exp(log_p);
+                var qg = 1.0;
+                if (params.gamma != 0.0) {
+                    qg = pow(q, params.gamma);
+                }
+                let r = select(-1.0, exp(log_p) * log_p / q, q > 0.0);
+                loss = -w_y * qg * log_p;
+                coef = w_y * qg * (1.0 - params.gamma * r);
+                hit = coef;
+            } else {
+                loss = (1.0 - eps) * w_y * (log_sum - (x_y - row_max)) + eps_c * (lse_rel * acc.w - acc.z);
+                coef = (1.0 - eps) * w_y + eps_c * acc.w;
+                hit = (1.0 - eps) * w_y;
+            }
         }
         loss += params.z_loss * lse * lse;
         coef += 2.0 * params.z_loss * lse;
@@ -246,7 +269,7 @@ fn main(
             if (PROBS) {
                 tt += (1.0 - eps) * w * bitcast<f32>(targets[base + k]);
             } else if (i32(k) == y) {
-                tt += (1.0 - eps) * w_y;
+                tt += hit;
             }
             g[e] = (exp((x - row_max) - log_sum) * coef - tt) * scale;
             if (CAPPED) {

@@ -36,6 +36,7 @@ pub use engine::{adapters, Engine, EngineOptions};
 pub use error::{Error, Result};
 pub use losses::cross_entropy::{CrossEntropy, CrossEntropyInputs, Target};
 pub use losses::elementwise::{ElementwiseInputs, ElementwiseLoss, Pointwise};
+pub use losses::softmax_focal::SoftmaxFocal;
 pub use losses::{LossOutput, LossValues, Reduction, Upstream};
 pub use tensor::{DType, Tensor};
 pub use wgpu;

@@ -113,10 +113,11 @@ pub trait LossDef: Sync {
 
 /// Every registered loss.
 pub fn losses() -> &'static [&'static dyn LossDef] {
-    use crate::losses::cross_entropy::CrossEntropyDef;
+    use crate::losses::cross_entropy::RowDef;
     use crate::losses::elementwise::DEFS as E;
-    static LOSSES: [&dyn LossDef; 10] = [
-        &CrossEntropyDef,
+    static LOSSES: [&dyn LossDef; 11] = [
+        &RowDef::CROSS_ENTROPY,
+        &RowDef::SOFTMAX_FOCAL,
         &E[0],
         &E[1],
         &E[2],

@@ -24,6 +24,14 @@ fn safe_tanh(v: f32) -> f32 {
     return select(tanh(v), sign(v), abs(v) >= 10.0);
 }
 
+// 1 - exp(v) for v <= 0, without cancellation near 0 (WGSL has no expm1).
+fn one_minus_exp(v: f32) -> f32 {
+    if (v > -0.01) {
+        return -v * (1.0 + v * (0.5 + v * (1.0 / 6.0 + v / 24.0)));
+    }
+    return 1.0 - exp(v);
+}
+
 // 1 - tanh²(v), without the cancellation of forming it from tanh(v) near ±1.
 fn sech2(v: f32) -> f32 {
     let e = exp(-2.0 * abs(v));

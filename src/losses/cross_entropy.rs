@@ -4,9 +4,11 @@
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::launch::KernelKey;
+use crate::losses::softmax_focal::SoftmaxFocal;
 use crate::losses::{expect_shape, finite, LossOutput, LossValues, Reduction, Status, Upstream};
 use crate::random::Rng;
 use crate::reference::cross_entropy::{self as reference, RefTarget};
+use crate::reference::softmax_focal::softmax_focal as focal_reference;
 use crate::registry::{labels_i32, Case, Evaluated, HostArray, HostData, InputSpec, LossDef};
 use crate::shader::{RowIo, Shader};
 use crate::tensor::{DType, Tensor};
@@ -34,6 +36,8 @@ pub struct CrossEntropy {
     pub in_place: bool,
     /// Compute the gradient (default true); false gives the loss alone.
     pub gradient: bool,
+    /// Softmax focal loss's γ: set by [`crate::SoftmaxFocal`], which shares this row kernel.
+    pub(crate) focal: Option<f32>,
 }
 
 impl Default for CrossEntropy {
@@ -46,6 +50,7 @@ impl Default for CrossEntropy {
             softcap: None,
             in_place: false,
             gradient: true,
+            focal: None,
         }
     }
 }
@@ -120,7 +125,8 @@ pub(crate) struct CeParams {
     pub softcap: f32,
     pub grad_output: f32,
     pub denom: f32,
-    pub _pad: [u32; 2],
+    pub gamma: f32,
+    pub _pad: u32,
 }
 
 const DENOM_FROM_BUFFER: u32 = 4;
@@ -378,6 +384,7 @@ impl CrossEntropy {
                 ("WEIGHTED", inputs.weight.is_some() as u32),
                 ("SUMS", (probs || self.label_smoothing > 0.0) as u32),
                 ("CAPPED", self.softcap.is_some() as u32),
+                ("FOCAL", self.focal.is_some() as u32),
             ],
         };
         let row_elems = if probs { c } else { 1 };
@@ -395,7 +402,8 @@ impl CrossEntropy {
                     softcap: self.softcap.unwrap_or(1.0),
                     grad_output,
                     denom: host_denom,
-                    _pad: [0; 2],
+                    gamma: self.focal.unwrap_or(0.0),
+                    _pad: 0,
                 };
                 let uniform = engine.uniform(&params);
                 let mut resources = vec![
@@ -487,8 +495,16 @@ impl CrossEntropy {
     }
 }
 
-/// `cross-entropy` for the command line (see [`crate::registry`]).
-pub(crate) struct CrossEntropyDef;
+/// `cross-entropy` and `softmax-focal` (which runs on the same row kernel) for the command
+/// line (see [`crate::registry`]).
+pub(crate) struct RowDef {
+    focal: bool,
+}
+
+impl RowDef {
+    pub(crate) const CROSS_ENTROPY: RowDef = RowDef { focal: false };
+    pub(crate) const SOFTMAX_FOCAL: RowDef = RowDef { focal: true };
+}
 
 /// A cross-entropy problem on the host, checked for consistent shapes.
 struct HostProblem {
@@ -511,24 +527,33 @@ fn shape_err(input: &'static str, expected: String, got: &[usize]) -> Error {
 }
 
 impl HostProblem {
-    fn from_case(case: &Case) -> Result<Self> {
-        case.check_names(&CrossEntropyDef)?;
-        let softcap = match case.options.get("softcap").map(String::as_str) {
-            None | Some("none") | Some("off") => None,
-            Some(_) => Some(case.option("softcap", 0.0f32)?),
-        };
+    fn from_case(def: &RowDef, case: &Case) -> Result<Self> {
+        case.check_names(def)?;
         let ignore: i64 = case.option("ignore_index", -100)?;
         let ignore = i32::try_from(ignore).map_err(|_| Error::Option {
             option: "ignore_index",
             value: ignore.to_string(),
             reason: "must fit in i32",
         })?;
-        let opts = CrossEntropy::new()
-            .reduction(case.option("reduction", Reduction::Mean)?)
-            .ignore_index(ignore)
-            .label_smoothing(case.option("label_smoothing", 0.0)?)
-            .z_loss(case.option("z_loss", 0.0)?)
-            .softcap(softcap);
+        let reduction = case.option("reduction", Reduction::Mean)?;
+        let opts = if def.focal {
+            SoftmaxFocal::new()
+                .reduction(reduction)
+                .ignore_index(ignore)
+                .gamma(case.option("gamma", 2.0)?)
+                .row_kernel()
+        } else {
+            let softcap = match case.options.get("softcap").map(String::as_str) {
+                None | Some("none") | Some("off") => None,
+                Some(_) => Some(case.option("softcap", 0.0f32)?),
+            };
+            CrossEntropy::new()
+                .reduction(reduction)
+                .ignore_index(ignore)
+                .label_smoothing(case.option("label_smoothing", 0.0)?)
+                .z_loss(case.option("z_loss", 0.0)?)
+                .softcap(softcap)
+        };
         opts.validate()?;
         let (logits, shape) = case.floats("logits").unwrap_or_default();
         let &[n, c] = shape.as_slice() else {
@@ -544,18 +569,25 @@ impl HostProblem {
         let (mut classes, mut probs) = (None, None);
         match (&target.data, target.shape.as_slice()) {
             (_, [m]) if *m == n => classes = Some(labels_i32("target", target)?),
-            (HostData::F32(p), [m, k]) if *m == n && *k == c => probs = Some(p.clone()),
+            (HostData::F32(p), [m, k]) if *m == n && *k == c && !def.focal => {
+                probs = Some(p.clone())
+            }
             _ => {
                 return Err(shape_err(
                     "target",
-                    format!("[{n}] class indices or [{n}, {c}] float probabilities"),
+                    if def.focal {
+                        format!("[{n}] class indices")
+                    } else {
+                        format!("[{n}] class indices or [{n}, {c}] float probabilities")
+                    },
                     &target.shape,
                 ))
             }
         }
-        let weight = match case.floats("weight") {
+        let weight_name = if def.focal { "alpha" } else { "weight" };
+        let weight = match case.floats(weight_name) {
             Some((w, s)) if s == [c] => Some(w),
-            Some((_, s)) => return Err(shape_err("weight", format!("[{c}]"), &s)),
+            Some((_, s)) => return Err(shape_err(weight_name, format!("[{c}]"), &s)),
             None => None,
         };
         let upstream = match case.floats("grad_output") {
@@ -590,12 +622,41 @@ impl HostProblem {
     }
 }
 
-impl LossDef for CrossEntropyDef {
+impl LossDef for RowDef {
     fn name(&self) -> &'static str {
-        "cross-entropy"
+        if self.focal {
+            "softmax-focal"
+        } else {
+            "cross-entropy"
+        }
     }
 
     fn inputs(&self) -> &'static [InputSpec] {
+        const FOCAL: [InputSpec; 4] = [
+            InputSpec {
+                name: "logits",
+                differentiable: true,
+                required: true,
+            },
+            InputSpec {
+                name: "target",
+                differentiable: false,
+                required: true,
+            },
+            InputSpec {
+                name: "alpha",
+                differentiable: false,
+                required: false,
+            },
+            InputSpec {
+                name: "grad_output",
+                differentiable: false,
+                required: false,
+            },
+        ];
+        if self.focal {
+            return &FOCAL;
+        }
         const INPUTS: [InputSpec; 4] = [
             InputSpec {
                 name: "logits",
@@ -622,6 +683,9 @@ impl LossDef for CrossEntropyDef {
     }
 
     fn options(&self) -> &'static [&'static str] {
+        if self.focal {
+            return &["reduction", "gamma", "ignore_index"];
+        }
         &[
             "reduction",
             "ignore_index",
@@ -632,7 +696,7 @@ impl LossDef for CrossEntropyDef {
     }
 
     fn gpu(&self, engine: &Engine, case: &Case) -> Result<Evaluated<f32>> {
-        let p = HostProblem::from_case(case)?;
+        let p = HostProblem::from_case(self, case)?;
         let (n, c) = (p.n, p.c);
         let logits = engine.upload(&p.logits, &[n, c])?;
         let target = match (&p.classes, &p.probs) {
@@ -676,7 +740,7 @@ impl LossDef for CrossEntropyDef {
     }
 
     fn reference(&self, case: &Case) -> Result<Evaluated<f64>> {
-        let p = HostProblem::from_case(case)?;
+        let p = HostProblem::from_case(self, case)?;
         let to64 = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
         let classes: Option<Vec<i64>> = p
             .classes
@@ -690,14 +754,24 @@ impl LossDef for CrossEntropyDef {
         };
         let weight = p.weight.as_deref().map(to64);
         let upstream = p.upstream.as_deref().map_or(vec![1.0], to64);
-        let out = reference::cross_entropy(
-            &p.opts,
-            &to64(&p.logits),
-            (p.n, p.c),
-            target,
-            weight.as_deref(),
-            &upstream,
-        )?;
+        let out = match (p.opts.focal, &classes) {
+            (Some(gamma), Some(y)) => {
+                let focal = SoftmaxFocal::new()
+                    .reduction(p.opts.reduction)
+                    .ignore_index(p.opts.ignore_index)
+                    .gamma(gamma);
+                let logits = to64(&p.logits);
+                focal_reference(&focal, &logits, (p.n, p.c), y, weight.as_deref(), &upstream)?
+            }
+            _ => reference::cross_entropy(
+                &p.opts,
+                &to64(&p.logits),
+                (p.n, p.c),
+                target,
+                weight.as_deref(),
+                &upstream,
+            )?,
+        };
         Ok(Evaluated {
             loss: out.loss,
             loss_shape: p.loss_shape(),
@@ -717,6 +791,25 @@ impl LossDef for CrossEntropyDef {
         let mut case = Case::default()
             .with("logits", HostArray::f32(&[n, c], rng.normals(n * c, scale)))
             .set("reduction", ["mean", "sum", "none"][rng.below(3)]);
+        if self.focal {
+            let y = (0..n)
+                .map(|_| {
+                    if rng.chance(0.2) {
+                        -100
+                    } else {
+                        rng.below(c) as i64
+                    }
+                })
+                .collect();
+            case = case
+                .with("target", HostArray::i64(&[n], y))
+                .set("gamma", [0.0, 0.5, 1.0, 2.0, 3.0][rng.below(5)]);
+            if rng.chance(0.5) {
+                let a = (0..c).map(|_| rng.range(0.1, 1.0) as f32).collect();
+                case = case.with("alpha", HostArray::f32(&[c], a));
+            }
+            return case;
+        }
         if rng.chance(0.3) {
             let mut t: Vec<f32> = (0..n * c).map(|_| rng.uniform() as f32).collect();
             for row in t.chunks_mut(c) {

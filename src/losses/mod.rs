@@ -2,6 +2,7 @@
 
 pub mod cross_entropy;
 pub mod elementwise;
+pub mod softmax_focal;
 
 use std::str::FromStr;
 

@@ -3,6 +3,7 @@
 
 pub mod cross_entropy;
 pub mod elementwise;
+pub mod softmax_focal;
 
 use crate::losses::Reduction;
 
