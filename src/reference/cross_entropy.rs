@@ -75,6 +75,9 @@ pub fn cross_entropy(
                     let hit = if k == y { 1.0 } else { 0.0 };
                     g[k] =
                         (1.0 - eps) * w(y) * (p[k] - hit) + eps / c as f64 * (p[k] * w_sum - w(k));
+                    mag[k] = ((1.0 - eps) * w(y) + eps / c as f64 * w_sum) * p[k]
+                        + (1.0 - eps) * w(y) * hit
+                        + eps / c as f64 * w(k);
                 }
             }
             RefTarget::Probabilities(t) => {
