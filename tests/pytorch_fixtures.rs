@@ -1,5 +1,5 @@
-//! PyTorch float64 results (tests/fixtures/make_cross_entropy.py) against the reference, and
-//! against `wgpu-losses eval` on both backends, end to end through .npy files.
+//! PyTorch float64 results (tests/fixtures/make_fixtures.py) for every loss against the
+//! reference, and against `wgpu-losses eval` on both backends, end to end through .npy files.
 
 mod common;
 
@@ -17,17 +17,32 @@ const REFERENCE_TOL: Tolerance = Tolerance {
     floor: 1e-12,
 };
 
-fn fixtures(loss_dir: &str) -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(loss_dir);
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
-        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
+/// Every fixture case, as (loss name, case directory).
+fn fixtures() -> Vec<(String, PathBuf)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut cases = Vec::new();
+    for loss in sorted_dirs(&root) {
+        let name = loss.file_name().unwrap().to_str().unwrap().to_string();
+        registry::find(&name).unwrap_or_else(|e| panic!("fixture folder {name}: {e}"));
+        for case in sorted_dirs(&loss) {
+            cases.push((name.clone(), case));
+        }
+    }
+    assert!(
+        cases.len() >= 40,
+        "fixtures missing under {}",
+        root.display()
+    );
+    cases
+}
+
+fn sorted_dirs(dir: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
         .filter(|p| p.is_dir())
         .collect();
     dirs.sort();
-    assert!(!dirs.is_empty(), "no fixtures under {}", root.display());
     dirs
 }
 
@@ -40,14 +55,27 @@ fn options(dir: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
-const EXPECTED: [&str; 2] = ["loss.npy", "grad_logits.npy"];
+fn is_expected(file: &str) -> bool {
+    file == "loss.npy" || file.starts_with("grad_")
+}
+
+/// The expected outputs of a case: loss.npy and each grad_NAME.npy.
+fn expected(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_str().unwrap().to_string())
+        .filter(|f| is_expected(f))
+        .collect();
+    v.sort();
+    v
+}
 
 fn inputs(dir: &Path) -> Vec<(String, PathBuf)> {
     let mut v: Vec<(String, PathBuf)> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "npy"))
-        .filter(|p| !EXPECTED.contains(&p.file_name().unwrap().to_str().unwrap()))
+        .filter(|p| !is_expected(p.file_name().unwrap().to_str().unwrap()))
         .map(|p| (p.file_stem().unwrap().to_str().unwrap().to_string(), p))
         .collect();
     v.sort();
@@ -72,8 +100,8 @@ fn floats32(path: &Path) -> (Vec<f32>, Vec<usize>) {
 
 #[test]
 fn reference_matches_pytorch() {
-    let def = registry::find("cross-entropy").unwrap();
-    for dir in fixtures("cross_entropy") {
+    for (loss, dir) in fixtures() {
+        let def = registry::find(&loss).unwrap();
         let mut case = Case::default();
         for (name, path) in inputs(&dir) {
             case.inputs.insert(name, npy::read(&path).unwrap());
@@ -82,43 +110,46 @@ fn reference_matches_pytorch() {
             case.options.insert(k, v);
         }
         let got = def.reference(&case).unwrap();
-        let (loss, loss_shape) = floats64(&dir.join("loss.npy"));
-        let (grad, _) = floats64(&dir.join("grad_logits.npy"));
+        let (loss_want, loss_shape) = floats64(&dir.join("loss.npy"));
         assert_eq!(got.loss_shape, loss_shape, "{}", dir.display());
-        let as32 = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<_>>();
-        // Compare in f64 by checking the f32-rounded reference against PyTorch at f32
-        // resolution, and the raw f64 values tightly.
-        let c = wgpu_losses::compare(&as32(&got.loss), &loss, Tolerance::default());
-        assert!(c.ok(), "{}: loss {c:?}", dir.display());
-        for (g, w) in got.loss.iter().zip(&loss) {
-            assert!(
-                (g - w).abs() <= REFERENCE_TOL.atol * w.abs().max(1.0),
-                "{}: loss {g} vs {w}",
-                dir.display()
-            );
+        assert_tight(&format!("{} loss", dir.display()), &got.loss, &loss_want);
+        let files = expected(&dir);
+        assert_eq!(
+            files.len(),
+            1 + got.grads.len(),
+            "{}: gradients",
+            dir.display()
+        );
+        for (name, g, _) in &got.grads {
+            let (want, _) = floats64(&dir.join(format!("grad_{name}.npy")));
+            assert_tight(&format!("{} grad_{name}", dir.display()), g, &want);
         }
-        let scale = grad.iter().fold(1e-12f64, |m, v| m.max(v.abs()));
-        for (i, (g, w)) in got.grads[0].1.iter().zip(&grad).enumerate() {
-            assert!(
-                (g - w).abs() <= REFERENCE_TOL.atol * scale + REFERENCE_TOL.rtol * w.abs(),
-                "{}: grad[{i}] {g} vs {w}",
-                dir.display()
-            );
-        }
+    }
+}
+
+/// f64 against f64: agreement to 1e-9 of the array's scale.
+fn assert_tight(what: &str, got: &[f64], want: &[f64]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let scale = want.iter().fold(1e-12f64, |m, v| m.max(v.abs()));
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= REFERENCE_TOL.atol * scale + REFERENCE_TOL.rtol * w.abs(),
+            "{what}[{i}]: {g} vs {w}"
+        );
     }
 }
 
 #[test]
 fn eval_command_matches_pytorch_on_both_backends() {
     for backend in ["gpu", "reference"] {
-        for dir in fixtures("cross_entropy") {
+        for (loss, dir) in fixtures() {
             let out = std::env::temp_dir().join(format!(
-                "wgpu-losses-eval-{}-{backend}-{}",
+                "wgpu-losses-eval-{}-{backend}-{loss}-{}",
                 std::process::id(),
                 dir.file_name().unwrap().to_str().unwrap()
             ));
             let mut cmd = Command::new(env!("CARGO_BIN_EXE_wgpu-losses"));
-            cmd.args(["eval", "cross-entropy", "--backend", backend, "--out"])
+            cmd.args(["eval", &loss, "--backend", backend, "--out"])
                 .arg(&out);
             for (name, path) in inputs(&dir) {
                 cmd.arg("--in").arg(format!("{name}={}", path.display()));
@@ -133,9 +164,9 @@ fn eval_command_matches_pytorch_on_both_backends() {
                 dir.display(),
                 String::from_utf8_lossy(&status.stderr)
             );
-            for file in EXPECTED {
-                let (got, got_shape) = floats32(&out.join(file));
-                let (want, want_shape) = floats64(&dir.join(file));
+            for file in expected(&dir) {
+                let (got, got_shape) = floats32(&out.join(&file));
+                let (want, want_shape) = floats64(&dir.join(&file));
                 assert_eq!(got_shape, want_shape, "{} {backend} {file}", dir.display());
                 assert_close(
                     &format!("{} {backend} {file}", dir.display()),
@@ -151,7 +182,11 @@ fn eval_command_matches_pytorch_on_both_backends() {
 
 #[test]
 fn eval_rejects_bad_input_with_one_line_and_nonzero_exit() {
-    let dir = &fixtures("cross_entropy")[0];
+    let dir = &fixtures()
+        .into_iter()
+        .find(|(loss, _)| loss == "cross-entropy")
+        .unwrap()
+        .1;
     let logits = dir.join("logits.npy");
     let run = |args: &[&str]| {
         let o = Command::new(env!("CARGO_BIN_EXE_wgpu-losses"))
