@@ -147,6 +147,23 @@ fn bce_with_logits(x: f32, y: f32, pw: f32) -> Term {
     return Term((1.0 - y) * x + lw * softplus_neg(x), (1.0 - y) - lw * sigmoid(-x), 0.0);
 }
 
+// x^e as C's pow: whole exponents take negative bases (targets outside [0, 1] make
+// 1 - p_t negative, and torch's (1 - p_t) ** 2 is then still defined); 0^0 = 1.
+fn real_pow(x: f32, e: f32) -> f32 {
+    if (e == 0.0) {
+        return 1.0;
+    }
+    let r = pow(abs(x), e);
+    if (x < 0.0) {
+        if (e != floor(e)) {
+            return bitcast<f32>(0x7fc00000u); // NaN, as C's pow
+        }
+        let odd = (e * 0.5) != floor(e * 0.5);
+        return select(r, -r, odd);
+    }
+    return r;
+}
+
 // torchvision.ops.sigmoid_focal_loss: ce·(1 - p_t)^γ, times α_t when α >= 0.
 fn sigmoid_focal(x: f32, y: f32, alpha: f32, gamma: f32) -> Term {
     let p = sigmoid(x);
@@ -158,9 +175,9 @@ fn sigmoid_focal(x: f32, y: f32, alpha: f32, gamma: f32) -> Term {
     var f = 1.0;
     var df = 0.0; // d(m^γ)/dx = γ·m^(γ-1)·dm/dx, dm/dx = p·q·(1 - 2y)
     if (gamma != 0.0) {
-        f = pow(m, gamma);
-        if (m > 0.0) {
-            df = gamma * pow(m, gamma - 1.0) * p * q * (1.0 - 2.0 * y);
+        f = real_pow(m, gamma);
+        if (m != 0.0) {
+            df = gamma * real_pow(m, gamma - 1.0) * p * q * (1.0 - 2.0 * y);
         }
     }
     var a = 1.0;

@@ -191,3 +191,72 @@ fn closed_forms() {
     assert_eq!(z.loss, vec![0.0]);
     assert!(z.grads[0].1.iter().all(|&g| g == 0.0));
 }
+
+/// Central differences of every registered loss's reference at random small problems.
+/// Steps are taken in f32 (the inputs' type) and divided by the step actually taken; points
+/// where the one-sided differences disagree by over 1% (a kink in the loss within a step)
+/// are skipped and counted.
+#[test]
+fn every_reference_gradient_matches_finite_differences() {
+    use wgpu_losses::registry::{self, Case, HostData};
+    let mut rng = fresh_rng("every_reference_gradient_matches_finite_differences");
+    for def in registry::losses() {
+        let (mut checked, mut kinks) = (0, 0);
+        for _ in 0..4 {
+            // A small random problem: few enough elements for O(len²) differences.
+            let mut case = (0..1000)
+                .map(|_| def.random_case(&mut rng))
+                .find(|c| {
+                    c.inputs
+                        .values()
+                        .all(|a| a.shape.iter().product::<usize>() <= 120)
+                })
+                .unwrap_or_else(|| panic!("{}: no small random case", def.name()));
+            case.inputs.remove("grad_output");
+            let base = def.reference(&case).unwrap();
+            let objective = |c: &Case| def.reference(c).unwrap().loss.iter().sum::<f64>();
+            for (name, grad, _) in &base.grads {
+                let HostData::F32(x) = case.inputs[*name].data.clone() else {
+                    panic!("{name} is differentiable, so floats");
+                };
+                let at = |i: usize, v: f32| {
+                    let mut c = case.clone();
+                    if let HostData::F32(d) = &mut c.inputs.get_mut(*name).unwrap().data {
+                        d[i] = v;
+                    }
+                    objective(&c)
+                };
+                let mid = objective(&case);
+                for i in 0..x.len() {
+                    let h = 1e-4 * (1.0 + x[i].abs());
+                    let (lo, hi) = (x[i] - h, x[i] + h);
+                    let (f_lo, f_hi) = (at(i, lo), at(i, hi));
+                    let left = (mid - f_lo) / (x[i] - lo) as f64;
+                    let right = (f_hi - mid) / (hi - x[i]) as f64;
+                    if (left - right).abs() > 1e-2 * (left.abs() + right.abs()) + 1e-12 {
+                        kinks += 1;
+                        continue;
+                    }
+                    let fd = (f_hi - f_lo) / (hi - lo) as f64;
+                    checked += 1;
+                    // Central differences are O(h²) accurate where the loss is smooth; within
+                    // a step of a kink in the second derivative (huber, smooth-l1) the true
+                    // derivative still lies between the one-sided differences.
+                    assert!(
+                        (fd - grad[i]).abs()
+                            <= 1e-4 * (1.0 + fd.abs()) + 0.5 * (left - right).abs(),
+                        "{} d/d{name}[{i}]: finite difference {fd} vs analytic {} ({:?})",
+                        def.name(),
+                        grad[i],
+                        case.options
+                    );
+                }
+            }
+        }
+        assert!(
+            checked > 4 * kinks,
+            "{}: {checked} checked, {kinks} at kinks",
+            def.name()
+        );
+    }
+}

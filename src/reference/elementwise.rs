@@ -105,6 +105,8 @@ fn term(kind: Pointwise, x: f64, y: f64, label: f64, w: f64, pw: f64) -> (f64, f
             };
             let f = m.powf(gamma);
             // d(1 - p_t)/dx = p(1 - p)(1 - 2y); the γ term vanishes at γ = 0 or m = 0.
+            // f64::powf is C's pow: whole exponents accept negative bases (targets outside
+            // [0, 1] make m negative), as torch's ** does.
             let df = if gamma == 0.0 || m == 0.0 {
                 0.0
             } else {
