@@ -8,43 +8,39 @@
 
 override WG_SIZE: u32 = 256u;
 override ITEMS: u32 = 4u;
+override TEAM: u32 = 8u;
 override LOSS: u32 = 0u;
+// Specialization: each pipeline carries only the work its inputs and reduction need.
+override PER_ELEMENT_OUT: bool = false;      // write per-element losses (reduction none)
+override UPSTREAM_PER_ELEMENT: bool = false;
+override C_PER_CLASS: bool = false;          // in_c is indexed by the last dimension
+override HAS_C: bool = false;
+override HAS_D: bool = false;
+override WANT_GRAD: bool = true;
 
 struct Params {
     len: u32,        // elements in this window
     base: u32,       // global index of the window's first element
     inner: u32,      // size of the broadcast (last) dimension, for per-class inputs
-    flags: u32,
     scale: f32,      // gradient scale: upstream / denominator
     p0: f32,         // loss parameter (delta, beta, alpha, margin)
     p1: f32,         // second loss parameter (gamma)
+    group_base: u32, // index of this window's first partial sum
     _pad: u32,
 }
 
-const PER_ELEMENT_OUT: u32 = 1u;   // write per-element losses (reduction none)
-const UPSTREAM_PER_ELEMENT: u32 = 2u;
-const C_PER_CLASS: u32 = 4u;       // c is indexed by the last dimension
-const HAS_C: u32 = 8u;
-const HAS_D: u32 = 16u;
-const WANT_GRAD: u32 = 32u;
-
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> in_a: array<f32>;   // the differentiable input
-@group(0) @binding(2) var<storage, read> in_b: array<f32>;   // target, or x2
+// Bindings 1 (in_a: the differentiable input), 2 (in_b: target or x2), 6 (grad_a) and
+// 7 (grad_b) come from the I/O header (`ElementIo` in src/shader.rs): f32 or vec4<f32>
+// arrays, read and written LANES elements at a time through load_a/load_b/store_ga/store_gb.
 @group(0) @binding(3) var<storage, read> in_c: array<f32>;   // y (margin-ranking) or weight
 @group(0) @binding(4) var<storage, read> in_d: array<f32>;   // pos_weight, per class
 @group(0) @binding(5) var<storage, read> upstream: array<f32>;
-@group(0) @binding(6) var<storage, read_write> grad_a: array<f32>;
-@group(0) @binding(7) var<storage, read_write> grad_b: array<f32>;
 @group(0) @binding(8) var<storage, read_write> out: array<f32>;
 // status[0] = 0xffffffff - (first element whose label is outside its allowed set), else 0.
 @group(0) @binding(9) var<storage, read_write> status: array<atomic<u32>>;
 
 var<workgroup> shared_sum: array<f32, WG_SIZE>;
-
-fn has(flag: u32) -> bool {
-    return (params.flags & flag) != 0u;
-}
 
 // A loss term: x = loss, y = d/da, z = d/db.
 alias Term = vec3<f32>;
@@ -130,21 +126,29 @@ fn log1p_small(z: f32) -> f32 {
     return log(u) * z / (u - 1.0);
 }
 
-// softplus(-x) = log(1 + e^-x), stably; its derivative is -sigmoid(-x).
-fn softplus_neg(x: f32) -> f32 {
-    return log1p_small(exp(-abs(x))) + max(-x, 0.0);
+// The logistic pieces of x from one exp: sigmoid(x), sigmoid(-x) and softplus(-x) =
+// log(1 + e^-x), all stable for either sign.
+struct Logistic {
+    p: f32,
+    q: f32,
+    softplus_neg: f32,
 }
 
-// sigmoid(x), stably for either sign.
-fn sigmoid(x: f32) -> f32 {
+fn logistic(x: f32) -> Logistic {
     let e = exp(-abs(x));
-    return select(e / (1.0 + e), 1.0 / (1.0 + e), x >= 0.0);
+    let r = 1.0 / (1.0 + e);
+    return Logistic(
+        select(e * r, r, x >= 0.0),
+        select(r, e * r, x >= 0.0),
+        log1p_small(e) + max(-x, 0.0),
+    );
 }
 
 // w·[(1 - y)·x + (1 + (pw - 1)·y)·softplus(-x)]; w and pw are applied by the caller.
 fn bce_with_logits(x: f32, y: f32, pw: f32) -> Term {
+    let s = logistic(x);
     let lw = 1.0 + (pw - 1.0) * y;
-    return Term((1.0 - y) * x + lw * softplus_neg(x), (1.0 - y) - lw * sigmoid(-x), 0.0);
+    return Term((1.0 - y) * x + lw * s.softplus_neg, (1.0 - y) - lw * s.q, 0.0);
 }
 
 // x^e as C's pow: whole exponents take negative bases (targets outside [0, 1] make
@@ -166,18 +170,17 @@ fn real_pow(x: f32, e: f32) -> f32 {
 
 // torchvision.ops.sigmoid_focal_loss: ce·(1 - p_t)^γ, times α_t when α >= 0.
 fn sigmoid_focal(x: f32, y: f32, alpha: f32, gamma: f32) -> Term {
-    let p = sigmoid(x);
-    let q = sigmoid(-x); // 1 - p without cancellation
-    let ce = (1.0 - y) * x + softplus_neg(x);
-    let dce = p - y;
-    // 1 - p_t = p·(1 - y) + (1 - p)·y, formed from p and q.
-    let m = p * (1.0 - y) + q * y;
+    let s = logistic(x);
+    let ce = (1.0 - y) * x + s.softplus_neg;
+    let dce = s.p - y;
+    // 1 - p_t = p·(1 - y) + (1 - p)·y, formed from p and q = 1 - p.
+    let m = s.p * (1.0 - y) + s.q * y;
     var f = 1.0;
     var df = 0.0; // d(m^γ)/dx = γ·m^(γ-1)·dm/dx, dm/dx = p·q·(1 - 2y)
     if (gamma != 0.0) {
         f = real_pow(m, gamma);
         if (m != 0.0) {
-            df = gamma * real_pow(m, gamma - 1.0) * p * q * (1.0 - 2.0 * y);
+            df = gamma * real_pow(m, gamma - 1.0) * s.p * s.q * (1.0 - 2.0 * y);
         }
     }
     var a = 1.0;
@@ -187,9 +190,7 @@ fn sigmoid_focal(x: f32, y: f32, alpha: f32, gamma: f32) -> Term {
     return Term(a * ce * f, a * (dce * f + ce * df), 0.0);
 }
 
-fn term(i: u32, g: u32) -> Term {
-    let x = in_a[i];
-    let y = in_b[i];
+fn term(x: f32, y: f32, i: u32, g: u32) -> Term {
     switch LOSS {
         case MSE: { return mse(x, y); }
         case L1: { return l1(x, y); }
@@ -208,18 +209,32 @@ fn term(i: u32, g: u32) -> Term {
         }
         case BCE_WITH_LOGITS: {
             var pw = 1.0;
-            if (has(HAS_D)) {
+            if (HAS_D) {
                 pw = in_d[g % params.inner];
             }
             var w = 1.0;
-            if (has(HAS_C)) {
-                w = in_c[select(i, g % params.inner, has(C_PER_CLASS))];
+            if (HAS_C) {
+                w = in_c[select(i, g % params.inner, C_PER_CLASS)];
             }
             return w * bce_with_logits(x, y, pw);
         }
         case SIGMOID_FOCAL: { return sigmoid_focal(x, y, params.p0, params.p1); }
         default: { return Term(0.0); }
     }
+}
+
+// Element i of the window: its loss, and its derivatives times the gradient scale; writes
+// the per-element loss for reduction none.
+fn element(i: u32, x: f32, y: f32) -> Term {
+    let t = term(x, y, i, params.base + i);
+    var s = params.scale;
+    if (UPSTREAM_PER_ELEMENT) {
+        s *= upstream[i];
+    }
+    if (PER_ELEMENT_OUT) {
+        out[i] = t.x;
+    }
+    return Term(t.x, t.y * s, t.z * s);
 }
 
 // Labels of hinge and margin-ranking must be -1 or +1.
@@ -236,29 +251,42 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
     let group = group_index(wid, nwg);
+    // Chunks of LANES elements; this workgroup owns ITEMS * WG_SIZE of them.
+    let chunks = (params.len + LANES - 1u) / LANES;
     let start = group * WG_SIZE * ITEMS;
     var sum = 0.0;
+    // Each team of TEAM invocations (the subgroup width) streams its own contiguous run of
+    // ITEMS * TEAM chunks: coalesced on GPUs, sequential per SIMD group on CPU adapters.
+    let run = start + (lid / TEAM) * ITEMS * TEAM + lid % TEAM;
     for (var k = 0u; k < ITEMS; k++) {
-        let i = start + k * WG_SIZE + lid;
-        if (i < params.len) {
-            let t = term(i, params.base + i);
-            var s = params.scale;
-            if (has(UPSTREAM_PER_ELEMENT)) {
-                s *= upstream[i];
+        let j = run + k * TEAM;
+        if (j < chunks) {
+            let a = load_a(j);
+            let b = load_b(j);
+            // Written out rather than looped: drivers do not all unroll a LANES loop, and
+            // one that does not spills the vec4s (lavapipe runs 1.6x slower).
+            let i = j * LANES;
+            let t0 = element(i, a.x, b.x);
+            var t1 = Term(0.0);
+            var t2 = Term(0.0);
+            var t3 = Term(0.0);
+            if (LANES == 4u) {
+                t1 = element(i + 1u, a.y, b.y);
+                t2 = element(i + 2u, a.z, b.z);
+                t3 = element(i + 3u, a.w, b.w);
             }
-            if (has(WANT_GRAD)) {
-                grad_a[i] = t.y * s;
+            sum += (t0.x + t1.x) + (t2.x + t3.x);
+            let ga = vec4<f32>(t0.y, t1.y, t2.y, t3.y);
+            let gb = vec4<f32>(t0.z, t1.z, t2.z, t3.z);
+            if (WANT_GRAD) {
+                store_ga(j, ga);
                 if (LOSS == MARGIN_RANKING) {
-                    grad_b[i] = t.z * s;
+                    store_gb(j, gb);
                 }
             }
-            if (has(PER_ELEMENT_OUT)) {
-                out[i] = t.x;
-            }
-            sum += t.x;
         }
     }
-    if (has(PER_ELEMENT_OUT)) {
+    if (PER_ELEMENT_OUT) {
         return;
     }
     // One partial per workgroup, in a fixed order.
@@ -270,7 +298,7 @@ fn main(
         }
     }
     // Groups past the end (a 2-D grid's overshoot) own no partial.
-    if (lid == 0u && start < params.len) {
-        out[group] = shared_sum[0];
+    if (lid == 0u && start < chunks) {
+        out[params.group_base + group] = shared_sum[0];
     }
 }

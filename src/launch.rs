@@ -152,9 +152,24 @@ impl Engine {
     }
 
     /// Splits `rows` rows of `row_bytes` bytes into windows that each fit one binding and
-    /// start at an offset every per-row and per-element binding accepts.
-    pub(crate) fn row_windows(&self, rows: usize, row_bytes: u64) -> Result<Vec<Range<usize>>> {
-        let align = (self.limits().min_storage_buffer_offset_alignment as usize / 4).max(1);
+    /// start at an offset the adapter accepts, for the row data and, with `per_row_scalars`,
+    /// for arrays of one 4-byte value per row bound alongside.
+    pub(crate) fn row_windows(
+        &self,
+        rows: usize,
+        row_bytes: u64,
+        per_row_scalars: bool,
+    ) -> Result<Vec<Range<usize>>> {
+        let a = self.limits().min_storage_buffer_offset_alignment.max(4) as u64;
+        let gcd = |mut x: u64, mut y: u64| {
+            while y != 0 {
+                (x, y) = (y, x % y);
+            }
+            x
+        };
+        let row_align = a / gcd(a, row_bytes);
+        let scalar_align = if per_row_scalars { a / 4 } else { 1 };
+        let align = (row_align * scalar_align / gcd(row_align, scalar_align)) as usize;
         let fit = (self.max_binding_bytes() / row_bytes.max(4)) as usize;
         let per = fit - fit % align;
         if per == 0 {

@@ -17,7 +17,7 @@ pub enum Shader {
     /// Softmax cross-entropy.
     CrossEntropy(RowIo),
     /// Elementwise losses.
-    Elementwise,
+    Elementwise(ElementIo),
     /// Deterministic two-level sum.
     Reduce,
     /// vec4 copy, the bandwidth yardstick.
@@ -83,6 +83,35 @@ impl RowIo {
     }
 }
 
+/// How the elementwise kernel reads its two main inputs and writes their gradients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ElementIo {
+    /// As `vec4<f32>` (needs the element count to be a multiple of 4).
+    pub vec4: bool,
+}
+
+impl ElementIo {
+    /// WGSL declaring bindings 1, 2, 6 and 7 with LANES-element accessors.
+    fn header(self) -> String {
+        let (ty, lanes, get, put) = if self.vec4 {
+            ("vec4<f32>", 4, "v", "g")
+        } else {
+            ("f32", 1, "vec4<f32>(v, 0.0, 0.0, 0.0)", "g.x")
+        };
+        format!(
+            "const LANES: u32 = {lanes}u;\n\
+             @group(0) @binding(1) var<storage, read> in_a: array<{ty}>;\n\
+             @group(0) @binding(2) var<storage, read> in_b: array<{ty}>;\n\
+             @group(0) @binding(6) var<storage, read_write> grad_a: array<{ty}>;\n\
+             @group(0) @binding(7) var<storage, read_write> grad_b: array<{ty}>;\n\
+             fn load_a(j: u32) -> vec4<f32> {{ let v = in_a[j]; return {get}; }}\n\
+             fn load_b(j: u32) -> vec4<f32> {{ let v = in_b[j]; return {get}; }}\n\
+             fn store_ga(j: u32, g: vec4<f32>) {{ grad_a[j] = {put}; }}\n\
+             fn store_gb(j: u32, g: vec4<f32>) {{ grad_b[j] = {put}; }}\n"
+        )
+    }
+}
+
 /// Bindings of the row kernels up to the logits (see `shaders/cross_entropy.wgsl`).
 const ROW_BINDINGS: [Access; 7] = [Uniform, Read, Read, Read, Read, ReadWrite, ReadWrite];
 
@@ -90,7 +119,12 @@ impl Shader {
     /// Every module in every variant, for validation.
     pub fn all() -> Vec<Shader> {
         let mut all: Vec<Shader> = RowIo::ALL.into_iter().map(Shader::CrossEntropy).collect();
-        all.extend([Shader::Elementwise, Shader::Reduce, Shader::Copy]);
+        all.extend([
+            Shader::Elementwise(ElementIo { vec4: false }),
+            Shader::Elementwise(ElementIo { vec4: true }),
+            Shader::Reduce,
+            Shader::Copy,
+        ]);
         all
     }
 
@@ -98,7 +132,7 @@ impl Shader {
     pub fn source(self) -> String {
         match self {
             Shader::CrossEntropy(io) => [MATH, &io.header(), CROSS_ENTROPY].join("\n"),
-            Shader::Elementwise => [MATH, ELEMENTWISE].join("\n"),
+            Shader::Elementwise(io) => [MATH, &io.header(), ELEMENTWISE].join("\n"),
             Shader::Reduce => [MATH, REDUCE].join("\n"),
             Shader::Copy => [MATH, COPY].join("\n"),
         }
@@ -113,7 +147,7 @@ impl Shader {
             Shader::CrossEntropy(RowIo { in_place: true, .. }) => {
                 [&ROW_BINDINGS[..], &[ReadWrite]].concat()
             }
-            Shader::Elementwise => [
+            Shader::Elementwise(_) => [
                 &[Uniform, Read, Read, Read, Read, Read][..],
                 &[ReadWrite, ReadWrite, ReadWrite, ReadWrite],
             ]
@@ -127,7 +161,7 @@ impl Shader {
     pub fn entry_points(self) -> &'static [&'static str] {
         match self {
             Shader::CrossEntropy(_) => &["main", "row_weights"],
-            Shader::Elementwise => &["main"],
+            Shader::Elementwise(_) => &["main"],
             Shader::Reduce => &["partial_sums", "finish"],
             Shader::Copy => &["main"],
         }

@@ -325,7 +325,7 @@ impl CrossEntropy {
         let target = match inputs.target {
             Target::Classes(t) | Target::Probabilities(t) => t,
         };
-        let windows = engine.row_windows(n, c as u64 * 4)?;
+        let windows = engine.row_windows(n, c as u64 * 4, true)?;
 
         let loss_rows = engine.zeros(&[n], DType::F32)?;
         let loss = match self.reduction {

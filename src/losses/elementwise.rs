@@ -11,7 +11,7 @@ use crate::losses::{expect_shape, finite, LossOutput, LossValues, Reduction, Sta
 use crate::random::Rng;
 use crate::reference::elementwise as reference;
 use crate::registry::{labels_i32, Case, Evaluated, HostArray, InputSpec, LossDef};
-use crate::shader::Shader;
+use crate::shader::{ElementIo, Shader};
 use crate::tensor::{DType, Tensor};
 
 /// Which elementwise loss, with its parameters (PyTorch / torchvision defaults in
@@ -158,6 +158,10 @@ pub struct ElementwiseInputs<'a> {
     pub pos_weight: Option<&'a Tensor>,
     /// Upstream gradient (default ones); per element only with reduction none.
     pub upstream: Upstream<'a>,
+    /// Where to write the gradient of `input` (and of `x2` for margin ranking), in the
+    /// input's shape (default: new tensors). Reusing buffers saves an allocation and its
+    /// zero-fill per call.
+    pub grad_out: [Option<&'a Tensor>; 2],
 }
 
 impl<'a> ElementwiseInputs<'a> {
@@ -170,7 +174,20 @@ impl<'a> ElementwiseInputs<'a> {
             weight: None,
             pos_weight: None,
             upstream: Upstream::Ones,
+            grad_out: [None, None],
         }
+    }
+
+    /// Writes the gradient of `input` (`x1`) into `grad`.
+    pub fn grad_out(mut self, grad: &'a Tensor) -> Self {
+        self.grad_out[0] = Some(grad);
+        self
+    }
+
+    /// Writes the gradient of margin ranking's `x2` into `grad`.
+    pub fn grad_out_x2(mut self, grad: &'a Tensor) -> Self {
+        self.grad_out[1] = Some(grad);
+        self
     }
 
     /// Margin ranking's `x1`, `x2` and labels `y`.
@@ -207,22 +224,16 @@ struct Params {
     len: u32,
     base: u32,
     inner: u32,
-    flags: u32,
     scale: f32,
     p0: f32,
     p1: f32,
+    group_base: u32,
     _pad: u32,
 }
 
-const PER_ELEMENT_OUT: u32 = 1;
-const UPSTREAM_PER_ELEMENT: u32 = 2;
-const C_PER_CLASS: u32 = 4;
-const HAS_C: u32 = 8;
-const HAS_D: u32 = 16;
-const WANT_GRAD: u32 = 32;
-
-/// Elements per invocation.
-const ITEMS: u32 = 4;
+/// Chunks (of 1 or 4 elements) per invocation: long runs amortize the workgroup's one
+/// partial-sum tree, whose barriers software adapters pay for dearly.
+const ITEMS: u32 = 16;
 
 impl ElementwiseLoss {
     /// The loss with mean reduction and a gradient.
@@ -320,6 +331,15 @@ impl ElementwiseLoss {
             pw.expect_dtype("pos_weight", DType::F32)?;
             expect_shape("pos_weight", pw, &[inner])?;
         }
+        for (k, g) in inputs.grad_out.iter().enumerate() {
+            if let Some(g) = g {
+                if k >= names.len() || !self.gradient {
+                    return Err(unused("grad_out"));
+                }
+                g.expect_dtype("grad_out", DType::F32)?;
+                expect_shape("grad_out", g, shape)?;
+            }
+        }
         match inputs.upstream {
             Upstream::Ones => Ok(()),
             Upstream::Scalar(g) => finite("grad_output", g),
@@ -362,9 +382,12 @@ impl ElementwiseLoss {
         let len = inputs.input.len();
         let inner = shape.last().copied().unwrap_or(1);
         let wg = engine.workgroup_size();
-        let block = (wg * ITEMS) as usize;
+        let vec4 = len.is_multiple_of(4);
+        let block = (wg * ITEMS) as usize * if vec4 { 4 } else { 1 };
         let blocks = len.div_ceil(block);
-        let windows = engine.row_windows(blocks, block as u64 * 4)?;
+        // Partials are bound whole (their index is offset by `group_base`), so windows align
+        // for the element arrays alone.
+        let windows = engine.row_windows(blocks, block as u64 * 4, false)?;
         let names = self.kind.grad_names();
         let ranking = names.len() == 2;
 
@@ -378,7 +401,11 @@ impl ElementwiseLoss {
         let grads: Vec<Tensor> = if self.gradient {
             names
                 .iter()
-                .map(|_| engine.zeros(shape, DType::F32))
+                .zip(inputs.grad_out)
+                .map(|(_, given)| match given {
+                    Some(g) => Ok(g.clone()),
+                    None => engine.zeros(shape, DType::F32),
+                })
                 .collect::<Result<_>>()?
         } else {
             Vec::new()
@@ -388,22 +415,17 @@ impl ElementwiseLoss {
         let dummy_rw = engine.scratch(4);
 
         let weight_full = inputs.weight.is_some_and(|w| w.shape() == shape);
-        let mut flags = 0;
-        for (flag, on) in [
-            (PER_ELEMENT_OUT, per_element),
+        let specialize = [
+            ("PER_ELEMENT_OUT", per_element),
             (
-                UPSTREAM_PER_ELEMENT,
+                "UPSTREAM_PER_ELEMENT",
                 matches!(inputs.upstream, Upstream::PerItem(_)),
             ),
-            (C_PER_CLASS, inputs.weight.is_some() && !weight_full),
-            (HAS_C, inputs.weight.is_some() || ranking),
-            (HAS_D, inputs.pos_weight.is_some()),
-            (WANT_GRAD, self.gradient),
-        ] {
-            if on {
-                flags |= flag;
-            }
-        }
+            ("C_PER_CLASS", inputs.weight.is_some() && !weight_full),
+            ("HAS_C", inputs.weight.is_some() || ranking),
+            ("HAS_D", inputs.pos_weight.is_some()),
+            ("WANT_GRAD", self.gradient),
+        ];
         let upstream = match inputs.upstream {
             Upstream::Scalar(g) => g as f64,
             _ => 1.0,
@@ -411,13 +433,17 @@ impl ElementwiseLoss {
         let scale = (upstream / self.denominator(shape)) as f32;
         let (p0, p1) = self.kind.params();
         let key = KernelKey {
-            shader: Shader::Elementwise,
+            shader: Shader::Elementwise(ElementIo { vec4 }),
             entry: "main",
-            overrides: vec![
+            overrides: [
                 ("WG_SIZE", wg),
                 ("ITEMS", ITEMS),
+                ("TEAM", engine.subgroup_width()),
                 ("LOSS", self.kind.shader_id()),
-            ],
+            ]
+            .into_iter()
+            .chain(specialize.map(|(name, on)| (name, on as u32)))
+            .collect(),
         };
         for w in &windows {
             let (start, count) = (w.start * block, (w.end * block).min(len) - w.start * block);
@@ -425,10 +451,10 @@ impl ElementwiseLoss {
                 len: count as u32,
                 base: start as u32,
                 inner: inner as u32,
-                flags,
                 scale,
                 p0,
                 p1,
+                group_base: w.start as u32,
                 _pad: 0,
             });
             let c = match (inputs.labels, inputs.weight) {
@@ -458,7 +484,7 @@ impl ElementwiseLoss {
                 if per_element {
                     out.window(start, count)
                 } else {
-                    out.window(w.start, w.len())
+                    out.binding()
                 },
                 status.as_entire_binding(),
             ];
@@ -786,6 +812,7 @@ impl LossDef for ElementwiseDef {
             labels: labels.as_ref(),
             weight: weight.as_ref(),
             pos_weight: pos_weight.as_ref(),
+            grad_out: [None, None],
             upstream: match (&per_item, &p.upstream) {
                 (Some(t), _) => Upstream::PerItem(t),
                 (None, Some(g)) => Upstream::Scalar(g[0]),

@@ -1,0 +1,58 @@
+//! Criterion: elementwise losses forward+backward on 4M elements against the copy kernel on
+//! the same adapter, in one run. Bytes = inputs read + gradient written (the copy: source
+//! read + destination written).
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use wgpu_losses::bench::CopyJob;
+use wgpu_losses::random::Rng;
+use wgpu_losses::{ElementwiseInputs, ElementwiseLoss, Engine, Pointwise};
+
+fn elementwise(c: &mut Criterion) {
+    let engine = Engine::new().expect("benchmarks need a wgpu adapter");
+    let name = engine.adapter_info().name.clone();
+    let mut group = c.benchmark_group(format!("elementwise [{name}]"));
+    group.sample_size(20);
+
+    let n = 4 << 20;
+    let copy = CopyJob::new(&engine, (n * 4) as u64).unwrap();
+    group.throughput(Throughput::Bytes(copy.bytes_moved()));
+    group.bench_function("copy 16MiB", |b| {
+        b.iter(|| {
+            let mut encoder = engine.encoder();
+            copy.record(&engine, &mut encoder).unwrap();
+            engine.submit(encoder).unwrap();
+        })
+    });
+
+    let mut rng = Rng::new(3);
+    let x = engine.upload(&rng.normals(n, 2.0), &[n]).unwrap();
+    let unit: Vec<f32> = (0..n).map(|_| rng.uniform() as f32).collect();
+    let y = engine.upload(&unit, &[n]).unwrap();
+    // Like the copy's destination, the gradient buffer is allocated once and reused.
+    let grad = engine.zeros(&[n], wgpu_losses::DType::F32).unwrap();
+    for kind in [
+        Pointwise::Mse,
+        Pointwise::Huber { delta: 1.0 },
+        Pointwise::KlDiv { log_target: false },
+        Pointwise::BceWithLogits,
+        Pointwise::SigmoidFocal {
+            alpha: 0.25,
+            gamma: 2.0,
+        },
+    ] {
+        let loss = ElementwiseLoss::new(kind);
+        let inputs = ElementwiseInputs::new(&x, &y).grad_out(&grad);
+        group.throughput(Throughput::Bytes(3 * 4 * n as u64));
+        group.bench_function(format!("{kind:?} fwd+bwd 4M"), |b| {
+            b.iter(|| {
+                let mut encoder = engine.encoder();
+                loss.record(&engine, &mut encoder, &inputs).unwrap();
+                engine.submit(encoder).unwrap();
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, elementwise);
+criterion_main!(benches);
