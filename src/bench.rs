@@ -51,17 +51,23 @@ impl CopyJob {
             len: vec4s as u32,
             _pad: [0; 3],
         });
+        const ITEMS: u32 = 16;
         let key = KernelKey {
             shader: Shader::Copy,
             entry: "main",
-            overrides: vec![("WG_SIZE", wg)],
+            overrides: vec![
+                ("WG_SIZE", wg),
+                ("ITEMS", ITEMS),
+                ("TEAM", engine.subgroup_width()),
+            ],
         };
         let resources = [
             uniform.as_entire_binding(),
             self.src.binding(),
             self.dst.binding(),
         ];
-        engine.dispatch(encoder, key, &resources, vec4s.div_ceil(wg as usize) as u32)
+        let groups = vec4s.div_ceil((wg * ITEMS) as usize) as u32;
+        engine.dispatch(encoder, key, &resources, groups)
     }
 }
 
