@@ -14,8 +14,8 @@ use crate::registry::{labels_i32, Case, Evaluated, HostArray, InputSpec, LossDef
 use crate::shader::{ElementIo, Shader};
 use crate::tensor::{DType, Tensor};
 
-/// Which elementwise loss, with its parameters (PyTorch / torchvision defaults in
-/// [`Pointwise::default_for`]).
+/// Which elementwise loss, with its parameters (each field documents the PyTorch /
+/// torchvision default that the command line uses).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Pointwise {
     /// `(x − y)²`.
