@@ -484,10 +484,12 @@ fn bad_options_and_shapes_are_errors() {
 
 #[test]
 fn focal_targets_outside_unit_interval_follow_c_pow() {
-    // torch's (1 - p_t) ** γ: whole γ accepts a negative base; a fractional γ gives NaN.
+    // torch's (1 - p_t) ** γ: a whole γ accepts a negative base. (A fractional γ gives NaN
+    // there, and near 1 - p_t = 0+ its gradient γ·m^(γ-1) is ill-conditioned in any float
+    // precision, so only whole exponents are compared.)
     let mut rng = fresh_rng("focal_targets_outside_unit_interval");
     let n = 500;
-    for gamma in [2.0, 3.0, 0.5] {
+    for gamma in [1.0, 2.0, 3.0] {
         let case = Case::default()
             .with("logits", HostArray::f32(&[n], rng.normals(n, 2.0)))
             .with("target", HostArray::f32(&[n], rng.normals(n, 2.0)))

@@ -488,10 +488,7 @@ impl CrossEntropy {
     /// As [`CrossEntropy::record`], plus [`Error::Value`] for a class index outside `[0, C)`
     /// that is not `ignore_index` (naming the first such row and its value).
     pub fn run(&self, engine: &Engine, inputs: &CrossEntropyInputs<'_>) -> Result<LossValues> {
-        let mut encoder = engine.encoder();
-        let out = self.record(engine, &mut encoder, inputs)?;
-        engine.submit(encoder)?;
-        engine.read_output(&out)
+        engine.execute(|e| self.record(engine, e, inputs))
     }
 }
 

@@ -516,10 +516,7 @@ impl ElementwiseLoss {
     /// # Errors
     /// As [`ElementwiseLoss::record`], plus [`Error::Value`] for a label outside ±1.
     pub fn run(&self, engine: &Engine, inputs: &ElementwiseInputs<'_>) -> Result<LossValues> {
-        let mut encoder = engine.encoder();
-        let out = self.record(engine, &mut encoder, inputs)?;
-        engine.submit(encoder)?;
-        engine.read_output(&out)
+        engine.execute(|e| self.record(engine, e, inputs))
     }
 }
 

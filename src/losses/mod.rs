@@ -112,6 +112,21 @@ impl Engine {
         })
     }
 
+    /// Records with `record` into a new encoder, submits, waits and reads the results back:
+    /// the body of every loss's `run`.
+    ///
+    /// # Errors
+    /// Those of `record`, submission, the kernels' input report and readback.
+    pub fn execute(
+        &self,
+        record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<LossOutput>,
+    ) -> Result<LossValues> {
+        let mut encoder = self.encoder();
+        let out = record(&mut encoder)?;
+        self.submit(encoder)?;
+        self.read_output(&out)
+    }
+
     /// `Err` naming the first bad input row that a kernel reported, if any.
     ///
     /// # Errors

@@ -131,9 +131,6 @@ impl SoftmaxFocal {
     /// # Errors
     /// As [`SoftmaxFocal::record`], plus [`Error::Value`] for a target out of range.
     pub fn run(&self, engine: &Engine, inputs: &CrossEntropyInputs<'_>) -> Result<LossValues> {
-        let mut encoder = engine.encoder();
-        let out = self.record(engine, &mut encoder, inputs)?;
-        engine.submit(encoder)?;
-        engine.read_output(&out)
+        engine.execute(|e| self.record(engine, e, inputs))
     }
 }

@@ -1,8 +1,8 @@
 //! f64 softmax cross-entropy, the twin of `shaders/cross_entropy.wgsl`.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::losses::cross_entropy::CrossEntropy;
-use crate::reference::{reduce, RefOutput};
+use crate::reference::{reduce, row_output, target_class, RefOutput};
 
 /// Target of the reference cross-entropy.
 #[derive(Debug, Clone, Copy)]
@@ -52,22 +52,9 @@ pub fn cross_entropy(
         let mag = &mut terms[i * c..(i + 1) * c];
         match target {
             RefTarget::Classes(t) => {
-                let y = t[i];
-                if y == opts.ignore_index as i64 {
+                let Some(y) = target_class(t[i], i, c, opts.ignore_index)? else {
                     continue;
-                }
-                if y < 0 || y >= c as i64 {
-                    return Err(Error::Value {
-                        input: "target",
-                        row: i,
-                        value: y.to_string(),
-                        reason: format!(
-                            "class index outside [0, {c}) and not ignore_index {}",
-                            opts.ignore_index
-                        ),
-                    });
-                }
-                let y = y as usize;
+                };
                 denom += w(y);
                 let smooth: f64 = (0..c).map(|k| -w(k) * logp[k]).sum();
                 per_row[i] = (1.0 - eps) * (-w(y) * logp[y]) + eps / c as f64 * smooth;
@@ -105,25 +92,5 @@ pub fn cross_entropy(
         }
     }
     let (loss, scale) = reduce(&per_row, opts.reduction, denom, upstream);
-    let grad = local
-        .iter()
-        .enumerate()
-        .map(|(j, g)| {
-            let s = scale(j / c);
-            if s == 0.0 {
-                0.0
-            } else {
-                g * s
-            }
-        })
-        .collect();
-    let grad_terms = terms
-        .iter()
-        .enumerate()
-        .fold(0.0f64, |m, (j, t)| m.max((t * scale(j / c)).abs()));
-    Ok(RefOutput {
-        loss,
-        grads: vec![("logits", grad)],
-        grad_terms,
-    })
+    Ok(row_output(loss, (&local, &terms), c, scale, opts.gradient))
 }

@@ -5,6 +5,7 @@ pub mod cross_entropy;
 pub mod elementwise;
 pub mod softmax_focal;
 
+use crate::error::{Error, Result};
 use crate::losses::Reduction;
 
 /// Loss (one value for mean/sum, per item for none) and gradients, in f64.
@@ -53,4 +54,61 @@ pub(crate) fn reduce<'u>(
         }
     };
     (loss, scale)
+}
+
+/// The class of row `row`'s target `y`: `None` when it is `ignore_index`.
+///
+/// # Errors
+/// [`Error::Value`] for a class outside `[0, c)`.
+pub(crate) fn target_class(
+    y: i64,
+    row: usize,
+    c: usize,
+    ignore_index: i32,
+) -> Result<Option<usize>> {
+    if y == ignore_index as i64 {
+        return Ok(None);
+    }
+    if y < 0 || y >= c as i64 {
+        return Err(Error::Value {
+            input: "target",
+            row,
+            value: y.to_string(),
+            reason: format!("class index outside [0, {c}) and not ignore_index {ignore_index}"),
+        });
+    }
+    Ok(Some(y as usize))
+}
+
+/// The output of a row loss: `local` (d l_row / d x, rows of `c`) and `terms` (the magnitudes
+/// summed into each element) scaled by their row's factor, with exact zeros where the factor
+/// is 0 (dropped rows, whatever their logits hold).
+pub(crate) fn row_output(
+    loss: Vec<f64>,
+    (local, terms): (&[f64], &[f64]),
+    c: usize,
+    scale: impl Fn(usize) -> f64,
+    gradient: bool,
+) -> RefOutput {
+    let grad = local
+        .iter()
+        .enumerate()
+        .map(|(j, g)| match scale(j / c) {
+            0.0 => 0.0,
+            s => g * s,
+        })
+        .collect();
+    let grad_terms = terms
+        .iter()
+        .enumerate()
+        .fold(0.0f64, |m, (j, t)| m.max((t * scale(j / c)).abs()));
+    RefOutput {
+        loss,
+        grads: if gradient {
+            vec![("logits", grad)]
+        } else {
+            Vec::new()
+        },
+        grad_terms,
+    }
 }

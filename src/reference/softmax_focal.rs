@@ -1,8 +1,8 @@
 //! f64 softmax focal loss, the twin of the FOCAL path of `shaders/cross_entropy.wgsl`.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::losses::softmax_focal::SoftmaxFocal;
-use crate::reference::{reduce, RefOutput};
+use crate::reference::{reduce, row_output, target_class, RefOutput};
 
 /// `−α_y (1 − p_y)^γ log p_y` per row of `logits` `[n, c]`; ignored rows give 0 and the mean
 /// divides by the number of kept rows. `upstream`: one value, or one per row.
@@ -24,22 +24,9 @@ pub fn softmax_focal(
     let mut terms = vec![0.0; n * c];
     let mut kept = 0.0;
     for i in 0..n {
-        let y = target[i];
-        if y == opts.ignore_index as i64 {
+        let Some(y) = target_class(target[i], i, c, opts.ignore_index)? else {
             continue;
-        }
-        if y < 0 || y >= c as i64 {
-            return Err(Error::Value {
-                input: "target",
-                row: i,
-                value: y.to_string(),
-                reason: format!(
-                    "class index outside [0, {c}) and not ignore_index {}",
-                    opts.ignore_index
-                ),
-            });
-        }
-        let y = y as usize;
+        };
         kept += 1.0;
         let x = &logits[i * c..(i + 1) * c];
         let m = x.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -66,24 +53,5 @@ pub fn softmax_focal(
         }
     }
     let (loss, scale) = reduce(&per_row, opts.reduction, kept, upstream);
-    let grad = (0..n * c)
-        .map(|j| {
-            let s = scale(j / c);
-            if s == 0.0 {
-                0.0
-            } else {
-                local[j] * s
-            }
-        })
-        .collect();
-    let grad_terms = (0..n * c).fold(0.0f64, |m, j| m.max((terms[j] * scale(j / c)).abs()));
-    Ok(RefOutput {
-        loss,
-        grads: if opts.gradient {
-            vec![("logits", grad)]
-        } else {
-            Vec::new()
-        },
-        grad_terms,
-    })
+    Ok(row_output(loss, (&local, &terms), c, scale, opts.gradient))
 }
