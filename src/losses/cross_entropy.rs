@@ -346,19 +346,18 @@ impl CrossEntropy {
         // A read-write binding cannot share a buffer with read-only ones.
         let unused_grad = engine.scratch(1);
 
-        let mut flags = 0;
-        let mut set = |flag, on: bool| {
-            if on {
-                flags |= flag;
-            }
-        };
-        set(
-            UPSTREAM_PER_ROW,
-            matches!(inputs.upstream, Upstream::PerItem(_)),
-        );
-        set(WANT_GRAD, grad.is_some());
         let denom_from_buffer = self.reduction == Reduction::Mean && !probs;
-        set(DENOM_FROM_BUFFER, denom_from_buffer);
+        let flags = [
+            (
+                UPSTREAM_PER_ROW,
+                matches!(inputs.upstream, Upstream::PerItem(_)),
+            ),
+            (WANT_GRAD, grad.is_some()),
+            (DENOM_FROM_BUFFER, denom_from_buffer),
+        ]
+        .into_iter()
+        .filter(|&(_, on)| on)
+        .fold(0, |flags, (flag, _)| flags | flag);
         let host_denom = match self.reduction {
             Reduction::Mean if probs => n as f32,
             _ => 1.0,
