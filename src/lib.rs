@@ -20,6 +20,7 @@
 
 pub mod bench;
 pub mod compare;
+pub mod cpu;
 pub mod engine;
 pub mod error;
 pub(crate) mod launch;

@@ -102,6 +102,11 @@ pub trait LossDef: Sync {
     /// # Errors
     /// Bad inputs or options, device errors.
     fn gpu(&self, engine: &Engine, case: &Case) -> Result<Evaluated<f32>>;
+    /// Runs the multi-threaded CPU backend.
+    ///
+    /// # Errors
+    /// Bad inputs or options.
+    fn cpu(&self, case: &Case) -> Result<Evaluated<f32>>;
     /// Runs the f64 reference.
     ///
     /// # Errors

@@ -140,8 +140,8 @@ fn assert_tight(what: &str, got: &[f64], want: &[f64]) {
 }
 
 #[test]
-fn eval_command_matches_pytorch_on_both_backends() {
-    for backend in ["gpu", "reference"] {
+fn eval_command_matches_pytorch_on_every_backend() {
+    for backend in ["gpu", "cpu", "reference"] {
         for (loss, dir) in fixtures() {
             let out = std::env::temp_dir().join(format!(
                 "wgpu-losses-eval-{}-{backend}-{loss}-{}",

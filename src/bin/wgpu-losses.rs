@@ -23,6 +23,8 @@ struct Cli {
 enum Backend {
     /// The fused WGSL kernels on the best adapter.
     Gpu,
+    /// The multi-threaded CPU backend.
+    Cpu,
     /// The f64 CPU reference.
     Reference,
 }
@@ -47,8 +49,12 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Run every loss on random inputs on the GPU and the reference; non-zero exit on a mismatch.
+    /// Run every loss on random inputs on a backend and the reference; non-zero exit on a
+    /// mismatch.
     Check {
+        /// The backend compared with the reference (gpu or cpu).
+        #[arg(long, value_enum, default_value = "gpu")]
+        backend: Backend,
         /// Random cases per loss.
         #[arg(long, default_value_t = 20)]
         cases: usize,
@@ -147,6 +153,7 @@ fn eval(
     case.check_names(def)?;
     let result = match backend {
         Backend::Gpu => def.gpu(&Engine::new()?, &case)?,
+        Backend::Cpu => def.cpu(&case)?,
         Backend::Reference => to_f32(def.reference(&case)?),
     };
     std::fs::create_dir_all(out).map_err(|e| Error::Io {
@@ -168,13 +175,29 @@ fn shape_of(case: &Case) -> String {
         .join(" ")
 }
 
-fn check(cases: usize, seed: Option<u64>, only: Option<&str>) -> Result<bool> {
-    let engine = Engine::new()?;
+fn check(backend: Backend, cases: usize, seed: Option<u64>, only: Option<&str>) -> Result<bool> {
+    let engine = match backend {
+        Backend::Gpu => Some(Engine::new()?),
+        Backend::Cpu => None,
+        Backend::Reference => {
+            return Err(Error::Option {
+                option: "backend",
+                value: "reference".into(),
+                reason: "check compares gpu or cpu with the reference",
+            })
+        }
+    };
     let seed = seed.unwrap_or_else(|| Rng::from_time().next_u64());
-    println!("adapter: {}; seed {seed}", engine.adapter_info().name);
+    match &engine {
+        Some(e) => println!("backend: gpu on {}; seed {seed}", e.adapter_info().name),
+        None => println!(
+            "backend: cpu ({} threads); seed {seed}",
+            rayon::current_num_threads()
+        ),
+    }
     let tol = Tolerance::default();
     println!(
-        "tolerance: |gpu - ref| <= {} * scale + {} * |ref|; scale = max|ref| for the loss, \
+        "tolerance: |got - ref| <= {} * scale + {} * |ref|; scale = max|ref| for the loss, \
          the largest term summed into an element for gradients",
         tol.atol, tol.rtol
     );
@@ -187,7 +210,10 @@ fn check(cases: usize, seed: Option<u64>, only: Option<&str>) -> Result<bool> {
         let (mut worst_loss, mut worst_grad, mut bad) = (0.0f64, 0.0f64, 0);
         for i in 0..cases {
             let case = def.random_case(&mut rng);
-            let gpu = def.gpu(&engine, &case)?;
+            let gpu = match &engine {
+                Some(e) => def.gpu(e, &case)?,
+                None => def.cpu(&case)?,
+            };
             let want = def.reference(&case)?;
             let mut report = vec![("loss", compare(&gpu.loss, &want.loss, tol))];
             for ((name, g, _), (_, w, _)) in gpu.grads.iter().zip(&want.grads) {
@@ -418,7 +444,12 @@ fn main() -> ExitCode {
             backend,
             out,
         } => eval(loss, inputs, options, *backend, out).map(|_| true),
-        Command::Check { cases, seed, loss } => check(*cases, *seed, loss.as_deref()),
+        Command::Check {
+            backend,
+            cases,
+            seed,
+            loss,
+        } => check(*backend, *cases, *seed, loss.as_deref()),
         Command::Bench { quick } => bench(*quick).map(|_| true),
     };
     match result {

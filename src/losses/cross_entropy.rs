@@ -1,6 +1,7 @@
 //! Fused softmax cross-entropy (`shaders/cross_entropy.wgsl`; f64 twin in
 //! `reference::cross_entropy`).
 
+use crate::cpu::cross_entropy::{cross_entropy as cpu_cross_entropy, HostRowInputs, HostTarget};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::launch::KernelKey;
@@ -616,6 +617,19 @@ impl HostProblem {
             _ => vec![],
         }
     }
+
+    fn evaluated(&self, out: LossValues) -> Evaluated<f32> {
+        Evaluated {
+            loss: out.loss,
+            loss_shape: self.loss_shape(),
+            grads: out
+                .grads
+                .into_iter()
+                .map(|(name, g)| (name, g, vec![self.n, self.c]))
+                .collect(),
+            grad_terms: 0.0,
+        }
+    }
 }
 
 impl LossDef for RowDef {
@@ -723,16 +737,24 @@ impl LossDef for RowDef {
             (None, None) => Upstream::Ones,
         };
         let out = p.opts.run(engine, &inputs)?;
-        Ok(Evaluated {
-            loss: out.loss,
-            loss_shape: p.loss_shape(),
-            grads: out
-                .grads
-                .into_iter()
-                .map(|(name, g)| (name, g, vec![n, c]))
-                .collect(),
-            grad_terms: 0.0,
-        })
+        Ok(p.evaluated(out))
+    }
+
+    fn cpu(&self, case: &Case) -> Result<Evaluated<f32>> {
+        let p = HostProblem::from_case(self, case)?;
+        let target = match (&p.classes, &p.probs) {
+            (Some(y), _) => HostTarget::Classes(y),
+            (_, Some(t)) => HostTarget::Probabilities(t),
+            _ => unreachable!("one target kind is set"),
+        };
+        let inputs = HostRowInputs {
+            logits: &p.logits,
+            shape: (p.n, p.c),
+            target,
+            weight: p.weight.as_deref(),
+            upstream: p.upstream.as_deref().unwrap_or(&[]),
+        };
+        Ok(p.evaluated(cpu_cross_entropy(&p.opts, &inputs)?))
     }
 
     fn reference(&self, case: &Case) -> Result<Evaluated<f64>> {

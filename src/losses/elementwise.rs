@@ -4,6 +4,7 @@
 //! One kernel serves them all: a per-element term with its derivative, the gradient written
 //! in the same pass, and one deterministic two-level sum of the loss.
 
+use crate::cpu::elementwise::{elementwise as cpu_elementwise, HostElementInputs};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::launch::KernelKey;
@@ -744,6 +745,19 @@ impl HostProblem {
         }
     }
 
+    fn evaluated(&self, out: LossValues) -> Evaluated<f32> {
+        Evaluated {
+            loss: out.loss,
+            loss_shape: self.loss_shape(),
+            grads: out
+                .grads
+                .into_iter()
+                .map(|(name, g)| (name, g, self.shape.clone()))
+                .collect(),
+            grad_terms: 0.0,
+        }
+    }
+
     /// Host-side label check, so `eval` names the offending element before any dispatch.
     fn check_labels(&self) -> Result<()> {
         let (input, values) = match (self.loss.kind, &self.labels) {
@@ -817,16 +831,21 @@ impl LossDef for ElementwiseDef {
             },
         };
         let out = p.loss.run(engine, &inputs)?;
-        Ok(Evaluated {
-            loss: out.loss,
-            loss_shape: p.loss_shape(),
-            grads: out
-                .grads
-                .into_iter()
-                .map(|(name, g)| (name, g, shape.clone()))
-                .collect(),
-            grad_terms: 0.0,
-        })
+        Ok(p.evaluated(out))
+    }
+
+    fn cpu(&self, case: &Case) -> Result<Evaluated<f32>> {
+        let p = self.problem(case)?;
+        let inputs = HostElementInputs {
+            shape: &p.shape,
+            input: &p.a,
+            target: &p.b,
+            labels: p.labels.as_deref(),
+            weight: p.weight.as_ref().map(|(w, _)| w.as_slice()),
+            pos_weight: p.pos_weight.as_deref(),
+            upstream: p.upstream.as_deref().unwrap_or(&[]),
+        };
+        Ok(p.evaluated(cpu_elementwise(&p.loss, &inputs)?))
     }
 
     fn reference(&self, case: &Case) -> Result<Evaluated<f64>> {

@@ -1,0 +1,302 @@
+//! Cross-entropy and softmax focal on the CPU: the twin of `shaders/cross_entropy.wgsl`,
+//! rows in parallel, three passes over each row (max, sum of exponentials, gradient).
+
+use rayon::prelude::*;
+
+use crate::cpu::{exp, sech2, CHUNK_ELEMENTS};
+use crate::error::{Error, Result};
+use crate::losses::cross_entropy::CrossEntropy;
+use crate::losses::{LossValues, Reduction};
+use crate::reference::target_class;
+
+/// Target of a CPU row loss.
+#[derive(Debug, Clone, Copy)]
+pub enum HostTarget<'a> {
+    /// Class indices `[N]`.
+    Classes(&'a [i32]),
+    /// Probabilities `[N, C]`.
+    Probabilities(&'a [f32]),
+}
+
+/// Host inputs of a CPU row loss (cross-entropy, softmax focal).
+#[derive(Debug, Clone, Copy)]
+pub struct HostRowInputs<'a> {
+    /// Logits `[n, c]`, row-major.
+    pub logits: &'a [f32],
+    /// (N, C).
+    pub shape: (usize, usize),
+    /// Class indices or probabilities.
+    pub target: HostTarget<'a>,
+    /// Per-class weight `[C]` (α for softmax focal).
+    pub weight: Option<&'a [f32]>,
+    /// Upstream gradient: one value, or one per row with reduction none. Empty means ones.
+    pub upstream: &'a [f32],
+}
+
+fn shape_err(input: &'static str, expected: String, got: usize) -> Error {
+    Error::Shape {
+        input,
+        expected,
+        got: vec![got],
+    }
+}
+
+/// Cross-entropy (or, with `opts.focal`, softmax focal) of `inputs` on the CPU.
+///
+/// # Errors
+/// Option, shape and target errors as the GPU path.
+pub fn cross_entropy(opts: &CrossEntropy, inputs: &HostRowInputs<'_>) -> Result<LossValues> {
+    opts.validate()?;
+    let (n, c) = inputs.shape;
+    if n == 0 {
+        return Err(Error::Empty("logits"));
+    }
+    if c == 0 || inputs.logits.len() != n * c {
+        return Err(shape_err(
+            "logits",
+            format!("{n}x{c} values"),
+            inputs.logits.len(),
+        ));
+    }
+    if let Some(w) = inputs.weight {
+        if w.len() != c {
+            return Err(shape_err("weight", format!("[{c}]"), w.len()));
+        }
+    }
+    let ups = inputs.upstream;
+    if !(ups.is_empty() || ups.len() == 1 || (ups.len() == n && opts.reduction == Reduction::None))
+    {
+        return Err(shape_err(
+            "grad_output",
+            format!("a scalar or [{n}] with reduction none"),
+            ups.len(),
+        ));
+    }
+    // Targets are checked (and the mean's denominator formed) before any work.
+    let mut classes = Vec::new();
+    let denom = match inputs.target {
+        HostTarget::Classes(t) => {
+            if t.len() != n {
+                return Err(shape_err("target", format!("[{n}]"), t.len()));
+            }
+            let mut d = 0.0f64;
+            for (row, &y) in t.iter().enumerate() {
+                let class = target_class(y as i64, row, c, opts.ignore_index)?;
+                if let Some(k) = class {
+                    d += match (opts.focal, inputs.weight) {
+                        (None, Some(w)) => w[k] as f64,
+                        _ => 1.0,
+                    };
+                }
+                classes.push(class);
+            }
+            d
+        }
+        HostTarget::Probabilities(p) => {
+            if opts.focal.is_some() {
+                return Err(Error::DType {
+                    input: "target",
+                    expected: "class indices (i32) for softmax-focal",
+                    got: "probabilities",
+                });
+            }
+            if p.len() != n * c {
+                return Err(shape_err("target", format!("{n}x{c} values"), p.len()));
+            }
+            n as f64
+        }
+    };
+    let denom = match opts.reduction {
+        Reduction::Mean => denom,
+        _ => 1.0,
+    };
+    let upstream = |row: usize| match ups.len() {
+        0 => 1.0,
+        1 => ups[0] as f64,
+        _ => ups[row] as f64,
+    };
+    let scale = |row: usize| {
+        if denom == 0.0 {
+            0.0
+        } else {
+            upstream(row) / denom
+        }
+    };
+
+    let rows_per_task = (CHUNK_ELEMENTS / c).max(1);
+    let mut per_row = vec![0.0f64; n];
+    let mut grad = if opts.gradient {
+        vec![0.0f32; n * c]
+    } else {
+        Vec::new()
+    };
+    let task = |first: usize, losses: &mut [f64], grads: &mut [f32]| {
+        for (r, loss) in losses.iter_mut().enumerate() {
+            let i = first + r;
+            let g = if grads.is_empty() {
+                &mut [][..]
+            } else {
+                &mut grads[r * c..(r + 1) * c]
+            };
+            *loss = row(opts, inputs, i, classes.get(i).copied(), scale(i), g);
+        }
+    };
+    if opts.gradient {
+        per_row
+            .par_chunks_mut(rows_per_task)
+            .zip(grad.par_chunks_mut(rows_per_task * c))
+            .enumerate()
+            .for_each(|(t, (l, g))| task(t * rows_per_task, l, g));
+    } else {
+        per_row
+            .par_chunks_mut(rows_per_task)
+            .enumerate()
+            .for_each(|(t, l)| task(t * rows_per_task, l, &mut []));
+    }
+    let loss = match opts.reduction {
+        Reduction::None => per_row.iter().map(|&l| l as f32).collect(),
+        _ => {
+            let total: f64 = per_row.iter().sum();
+            vec![if denom == 0.0 {
+                0.0
+            } else {
+                (total / denom) as f32
+            }]
+        }
+    };
+    Ok(LossValues {
+        loss,
+        grads: if opts.gradient {
+            vec![("logits", grad)]
+        } else {
+            Vec::new()
+        },
+    })
+}
+
+/// One row: returns its loss and writes its gradient (times `scale`) into `g` if non-empty.
+fn row(
+    opts: &CrossEntropy,
+    inputs: &HostRowInputs<'_>,
+    i: usize,
+    class: Option<Option<usize>>,
+    scale: f64,
+    g: &mut [f32],
+) -> f64 {
+    let c = inputs.shape.1;
+    let raw = &inputs.logits[i * c..(i + 1) * c];
+    let cap = opts.softcap;
+    let capped: Vec<f32>;
+    let x: &[f32] = match cap {
+        Some(cv) => {
+            capped = raw.iter().map(|&v| cv * (v / cv).tanh()).collect();
+            &capped
+        }
+        None => raw,
+    };
+    // A dropped row (ignored target) has loss 0 and an exact zero gradient.
+    let y = match class {
+        Some(None) => {
+            g.fill(0.0);
+            return 0.0;
+        }
+        Some(Some(y)) => Some(y),
+        None => None,
+    };
+    let m = x.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let m = if x.iter().any(|v| v.is_nan()) {
+        f32::NAN
+    } else {
+        m
+    };
+    let s: f64 = x.iter().map(|&v| exp(v - m) as f64).sum();
+    let log_sum = s.ln();
+    let lse = m as f64 + log_sum;
+    let eps = opts.label_smoothing as f64;
+    let eps_c = eps / c as f64;
+    let w = |k: usize| inputs.weight.map_or(1.0, |w| w[k] as f64);
+    // −log p_k = (m − x_k) + log_sum, exact near the max.
+    let nll = |k: usize| (m - x[k]) as f64 + log_sum;
+    let (mut loss, mut coef, mut hit) = (0.0, 0.0, 0.0);
+    let probs = match inputs.target {
+        HostTarget::Probabilities(p) => Some(&p[i * c..(i + 1) * c]),
+        HostTarget::Classes(_) => None,
+    };
+    match (y, probs, opts.focal) {
+        (Some(y), _, Some(gamma)) => {
+            let gamma = gamma as f64;
+            let log_p = -nll(y);
+            let q = -log_p.exp_m1();
+            let qg = if gamma == 0.0 { 1.0 } else { q.powf(gamma) };
+            let r = if q > 0.0 {
+                log_p.exp() * log_p / q
+            } else {
+                -1.0
+            };
+            loss = -w(y) * qg * log_p;
+            coef = w(y) * qg * (1.0 - gamma * r);
+            hit = coef;
+        }
+        (Some(y), _, None) => {
+            loss = (1.0 - eps) * w(y) * nll(y);
+            coef = (1.0 - eps) * w(y);
+            hit = coef;
+            if eps > 0.0 {
+                let (mut smooth, mut w_sum) = (0.0, 0.0);
+                for k in 0..c {
+                    smooth += w(k) * nll(k);
+                    w_sum += w(k);
+                }
+                loss += eps_c * smooth;
+                coef += eps_c * w_sum;
+            }
+        }
+        (None, Some(t), _) => {
+            for (k, &tk) in t.iter().enumerate() {
+                let wt = w(k) * ((1.0 - eps) * tk as f64 + eps_c);
+                loss += wt * nll(k);
+                coef += wt;
+            }
+        }
+        (None, None, _) => unreachable!("class targets always carry a class"),
+    }
+    loss += opts.z_loss as f64 * lse * lse;
+    coef += 2.0 * opts.z_loss as f64 * lse;
+    if g.is_empty() {
+        return loss;
+    }
+    if scale == 0.0 {
+        g.fill(0.0);
+        return loss;
+    }
+    // g_k = (p_k·coef − target term_k)·scale, the target term being w_k·t'_k.
+    // exp((x − max) − log_sum): x − max is exact near the max, as in the shader.
+    let ls = log_sum as f32;
+    let (coef_s, hit_s) = ((coef * scale) as f32, (hit * scale) as f32);
+    match (probs, inputs.weight) {
+        (None, None) => {
+            let smooth = (eps_c * scale) as f32;
+            for (gk, &xk) in g.iter_mut().zip(x) {
+                *gk = exp((xk - m) - ls) * coef_s - smooth;
+            }
+        }
+        _ => {
+            for k in 0..c {
+                let t_term = match probs {
+                    Some(t) => w(k) * ((1.0 - eps) * t[k] as f64 + eps_c),
+                    None => eps_c * w(k),
+                };
+                g[k] = exp((x[k] - m) - ls) * coef_s - (t_term * scale) as f32;
+            }
+        }
+    }
+    if let Some(y) = y {
+        g[y] -= hit_s;
+    }
+    if let Some(cv) = cap {
+        for (gk, &v) in g.iter_mut().zip(raw) {
+            *gk *= sech2(v / cv);
+        }
+    }
+    loss
+}

@@ -1,0 +1,287 @@
+//! Elementwise losses on the CPU: the twin of `shaders/elementwise.wgsl`, element chunks in
+//! parallel with one f64 partial sum each, added in order.
+
+use rayon::prelude::*;
+
+use crate::cpu::{exp, CHUNK_ELEMENTS};
+use crate::error::{Error, Result};
+use crate::losses::elementwise::{ElementwiseLoss, Pointwise};
+use crate::losses::{LossValues, Reduction};
+
+/// Host inputs of a CPU elementwise loss; the fields mirror
+/// [`crate::ElementwiseInputs`]. `upstream`: empty (ones), one value, or one per element
+/// with reduction none.
+#[derive(Debug, Clone, Copy)]
+pub struct HostElementInputs<'a> {
+    /// The input's shape.
+    pub shape: &'a [usize],
+    /// Input, logits or x1.
+    pub input: &'a [f32],
+    /// Target or x2.
+    pub target: &'a [f32],
+    /// Margin ranking's y.
+    pub labels: Option<&'a [f32]>,
+    /// BCE weight: full shape or last dimension.
+    pub weight: Option<&'a [f32]>,
+    /// BCE positive weight, last dimension.
+    pub pos_weight: Option<&'a [f32]>,
+    /// Upstream gradient.
+    pub upstream: &'a [f32],
+}
+
+fn sgn(d: f32) -> f32 {
+    if d > 0.0 {
+        1.0
+    } else if d < 0.0 {
+        -1.0
+    } else {
+        0.0
+    }
+}
+
+/// sigmoid(x), sigmoid(−x) and softplus(−x) from one exp.
+fn logistic(x: f32) -> (f32, f32, f32) {
+    let e = exp(-x.abs());
+    let r = 1.0 / (1.0 + e);
+    let (p, q) = if x >= 0.0 { (r, e * r) } else { (e * r, r) };
+    (p, q, e.ln_1p() + (-x).max(0.0))
+}
+
+/// C's pow (f32::powf): whole exponents take negative bases; 0^0 = 1.
+fn real_pow(x: f32, e: f32) -> f32 {
+    if e == 0.0 {
+        1.0
+    } else {
+        x.powf(e)
+    }
+}
+
+/// (loss, d/da, d/db) of one element.
+#[inline]
+fn term(kind: Pointwise, x: f32, y: f32, label: f32, w: f32, pw: f32) -> (f32, f32, f32) {
+    match kind {
+        Pointwise::Mse => ((x - y) * (x - y), 2.0 * (x - y), 0.0),
+        Pointwise::L1 | Pointwise::SmoothL1 { beta: 0.0 } => ((x - y).abs(), sgn(x - y), 0.0),
+        Pointwise::Huber { delta } => {
+            let d = x - y;
+            if d.abs() < delta {
+                (0.5 * d * d, d, 0.0)
+            } else {
+                (delta * (d.abs() - 0.5 * delta), delta * sgn(d), 0.0)
+            }
+        }
+        Pointwise::SmoothL1 { beta } => {
+            let d = x - y;
+            if d.abs() < beta {
+                (0.5 * d * d / beta, d / beta, 0.0)
+            } else {
+                (d.abs() - 0.5 * beta, sgn(d), 0.0)
+            }
+        }
+        Pointwise::KlDiv { log_target: false } => {
+            if y > 0.0 {
+                (y * (y.ln() - x), -y, 0.0)
+            } else {
+                (0.0, 0.0, 0.0)
+            }
+        }
+        Pointwise::KlDiv { log_target: true } => {
+            let e = exp(y);
+            (e * (y - x), -e, 0.0)
+        }
+        Pointwise::Hinge => {
+            let m = 1.0 - y * x;
+            if m > 0.0 {
+                (m, -y, 0.0)
+            } else {
+                (0.0, 0.0, 0.0)
+            }
+        }
+        Pointwise::MarginRanking { margin } => {
+            let m = -label * (x - y) + margin;
+            if m > 0.0 {
+                (m, -label, label)
+            } else {
+                (0.0, 0.0, 0.0)
+            }
+        }
+        Pointwise::BceWithLogits => {
+            let (_, q, sp) = logistic(x);
+            let lw = 1.0 + (pw - 1.0) * y;
+            (w * ((1.0 - y) * x + lw * sp), w * ((1.0 - y) - lw * q), 0.0)
+        }
+        Pointwise::SigmoidFocal { alpha, gamma } => {
+            let (p, q, sp) = logistic(x);
+            let ce = (1.0 - y) * x + sp;
+            let m = p * (1.0 - y) + q * y;
+            let f = real_pow(m, gamma);
+            let df = if gamma == 0.0 || m == 0.0 {
+                0.0
+            } else {
+                gamma * real_pow(m, gamma - 1.0) * p * q * (1.0 - 2.0 * y)
+            };
+            let a = if alpha >= 0.0 {
+                alpha * y + (1.0 - alpha) * (1.0 - y)
+            } else {
+                1.0
+            };
+            (a * ce * f, a * ((p - y) * f + ce * df), 0.0)
+        }
+    }
+}
+
+fn shape_err(input: &'static str, expected: String, got: usize) -> Error {
+    Error::Shape {
+        input,
+        expected,
+        got: vec![got],
+    }
+}
+
+/// The elementwise loss of `inputs` on the CPU.
+///
+/// # Errors
+/// Option, shape and label errors as the GPU path.
+pub fn elementwise(loss: &ElementwiseLoss, inputs: &HostElementInputs<'_>) -> Result<LossValues> {
+    loss.validate()?;
+    let names = loss.kind.grad_names();
+    let len: usize = inputs.shape.iter().product();
+    let inner = inputs.shape.last().copied().unwrap_or(1);
+    if len == 0 {
+        return Err(Error::Empty(names[0]));
+    }
+    for (name, v) in [
+        (names[0], Some(inputs.input)),
+        ("target", Some(inputs.target)),
+        ("y", inputs.labels),
+    ] {
+        if let Some(v) = v {
+            if v.len() != len {
+                return Err(shape_err(name, format!("{:?}", inputs.shape), v.len()));
+            }
+        }
+    }
+    let ranking = names.len() == 2;
+    if ranking != inputs.labels.is_some() {
+        return Err(Error::Empty("y"));
+    }
+    if let Some(w) = inputs.weight {
+        if w.len() != len && w.len() != inner {
+            return Err(shape_err(
+                "weight",
+                format!("{:?} or [{inner}]", inputs.shape),
+                w.len(),
+            ));
+        }
+    }
+    if let Some(pw) = inputs.pos_weight {
+        if pw.len() != inner {
+            return Err(shape_err("pos_weight", format!("[{inner}]"), pw.len()));
+        }
+    }
+    let ups = inputs.upstream;
+    if !(ups.is_empty()
+        || ups.len() == 1
+        || (ups.len() == len && loss.reduction == Reduction::None))
+    {
+        return Err(shape_err(
+            "grad_output",
+            "a scalar or per element with reduction none".into(),
+            ups.len(),
+        ));
+    }
+    let checked = match loss.kind {
+        Pointwise::Hinge => Some(("target", inputs.target)),
+        Pointwise::MarginRanking { .. } => inputs.labels.map(|y| ("y", y)),
+        _ => None,
+    };
+    if let Some((input, v)) = checked {
+        if let Some(row) = v.iter().position(|&l| l != 1.0 && l != -1.0) {
+            return Err(Error::Value {
+                input,
+                row,
+                value: v[row].to_string(),
+                reason: "labels must be -1 or +1".into(),
+            });
+        }
+    }
+    let denom = match loss.reduction {
+        Reduction::Mean => len as f64,
+        Reduction::BatchMean => inputs.shape.first().copied().unwrap_or(1) as f64,
+        _ => 1.0,
+    };
+    let base_scale = (match ups.len() {
+        1 => ups[0] as f64,
+        _ => 1.0,
+    } / denom) as f32;
+    let per_element = loss.reduction == Reduction::None;
+    let kind = loss.kind;
+
+    let mut out = vec![0.0f32; if per_element { len } else { 0 }];
+    let mut ga = vec![0.0f32; if loss.gradient { len } else { 0 }];
+    let mut gb = vec![0.0f32; if loss.gradient && ranking { len } else { 0 }];
+    let tasks = len.div_ceil(CHUNK_ELEMENTS);
+    let slices: Vec<_> = chunks(&mut out, tasks)
+        .into_iter()
+        .zip(chunks(&mut ga, tasks))
+        .zip(chunks(&mut gb, tasks))
+        .enumerate()
+        .collect();
+    let partials: Vec<f64> = slices
+        .into_par_iter()
+        .map(|(t, ((out, ga), gb))| {
+            let start = t * CHUNK_ELEMENTS;
+            let end = (start + CHUNK_ELEMENTS).min(len);
+            let mut sum = 0.0f64;
+            for i in start..end {
+                let w = inputs
+                    .weight
+                    .map_or(1.0, |w| if w.len() == len { w[i] } else { w[i % inner] });
+                let pw = inputs.pos_weight.map_or(1.0, |p| p[i % inner]);
+                let label = inputs.labels.map_or(0.0, |y| y[i]);
+                let (l, da, db) = term(kind, inputs.input[i], inputs.target[i], label, w, pw);
+                let s = if ups.len() > 1 {
+                    base_scale * ups[i]
+                } else {
+                    base_scale
+                };
+                let j = i - start;
+                if !ga.is_empty() {
+                    ga[j] = da * s;
+                }
+                if !gb.is_empty() {
+                    gb[j] = db * s;
+                }
+                if !out.is_empty() {
+                    out[j] = l;
+                }
+                sum += l as f64;
+            }
+            sum
+        })
+        .collect();
+    let loss_values = if per_element {
+        out
+    } else {
+        vec![(partials.iter().sum::<f64>() / denom) as f32]
+    };
+    let mut grads = Vec::new();
+    if loss.gradient {
+        grads.push((names[0], ga));
+        if ranking {
+            grads.push((names[1], gb));
+        }
+    }
+    Ok(LossValues {
+        loss: loss_values,
+        grads,
+    })
+}
+
+/// `v` cut into `tasks` chunks of CHUNK_ELEMENTS (empty slices when `v` is empty).
+fn chunks(v: &mut [f32], tasks: usize) -> Vec<&mut [f32]> {
+    if v.is_empty() {
+        return (0..tasks).map(|_| &mut [][..]).collect();
+    }
+    v.chunks_mut(CHUNK_ELEMENTS).collect()
+}

@@ -1,0 +1,154 @@
+//! The multi-threaded CPU backend, tested like the GPU backend: every loss against the f64
+//! reference over random problems, edge cases, bad input, and results that do not depend on
+//! the number of threads. Tolerances as in tests/cross_entropy.rs. No GPU.
+
+mod common;
+
+use common::{assert_evaluated, fresh_rng};
+use proptest::prelude::*;
+use wgpu_losses::random::Rng;
+use wgpu_losses::registry::{self, Case, HostArray, LossDef};
+use wgpu_losses::{Error, Tolerance};
+
+fn check_cpu(def: &dyn LossDef, case: &Case) {
+    let got = def
+        .cpu(case)
+        .unwrap_or_else(|e| panic!("cpu failed on {:?}: {e}", case.options));
+    let want = def.reference(case).unwrap();
+    assert_evaluated(
+        &format!("cpu {} {:?}", def.name(), case.options),
+        &got,
+        &want,
+        Tolerance::default(),
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(160))]
+    #[test]
+    fn cpu_matches_reference_for_every_loss(which in 0usize..11, seed in any::<u64>()) {
+        let defs = registry::losses();
+        let def = defs[which % defs.len()];
+        check_cpu(def, &def.random_case(&mut Rng::new(seed)));
+    }
+}
+
+#[test]
+fn cross_entropy_edge_cases() {
+    let ce = registry::find("cross-entropy").unwrap();
+    let mut rng = fresh_rng("cpu cross_entropy_edge_cases");
+    let (n, c) = (6, 300);
+    let mut x: Vec<f32> = (0..n * c).map(|_| rng.range(-1e4, 1e4) as f32).collect();
+    for k in 0..c {
+        x[c + k] = if k % 3 == 0 { 1e4 } else { 1e-30 };
+        x[2 * c + k] = 1e4 + rng.normal() as f32;
+    }
+    for (target, smoothing) in [
+        (HostArray::i64(&[n], vec![0, 5, 299, -100, 7, 3]), "0.2"),
+        (HostArray::i64(&[n], vec![-100; 6]), "0.1"),
+    ] {
+        for reduction in ["mean", "sum", "none"] {
+            let case = Case::default()
+                .with("logits", HostArray::f32(&[n, c], x.clone()))
+                .with("target", target.clone())
+                .set("label_smoothing", smoothing)
+                .set("softcap", 20.0)
+                .set("reduction", reduction);
+            check_cpu(ce, &case);
+        }
+    }
+    // One row with NaN: that row's loss and gradient are NaN, the others finite.
+    let mut x = rng.normals(3 * 10, 1.0);
+    x[12] = f32::NAN;
+    let case = Case::default()
+        .with("logits", HostArray::f32(&[3, 10], x))
+        .with("target", HostArray::i64(&[3], vec![1, 2, 3]))
+        .set("reduction", "none");
+    let got = ce.cpu(&case).unwrap();
+    assert!(got.loss[1].is_nan() && got.loss[0].is_finite() && got.loss[2].is_finite());
+    assert!(got.grads[0].1[10..20].iter().all(|v| v.is_nan()));
+    assert!(got.grads[0].1[..10]
+        .iter()
+        .chain(&got.grads[0].1[20..])
+        .all(|v| v.is_finite()));
+}
+
+#[test]
+fn bad_input_is_an_error_naming_it() {
+    let ce = registry::find("cross-entropy").unwrap();
+    let case = Case::default()
+        .with("logits", HostArray::f32(&[3, 4], vec![0.5; 12]))
+        .with("target", HostArray::i64(&[3], vec![0, 4, 1]));
+    assert!(matches!(
+        ce.cpu(&case),
+        Err(Error::Value {
+            input: "target",
+            row: 1,
+            ..
+        })
+    ));
+    let case = case
+        .with("target", HostArray::i64(&[3], vec![0, 1, 1]))
+        .set("label_smoothing", 2);
+    assert!(matches!(
+        ce.cpu(&case),
+        Err(Error::Option {
+            option: "label_smoothing",
+            ..
+        })
+    ));
+    let hinge = registry::find("hinge").unwrap();
+    let case = Case::default()
+        .with("input", HostArray::f32(&[3], vec![0.1, 0.2, 0.3]))
+        .with("target", HostArray::f32(&[3], vec![1.0, -1.0, 0.5]));
+    assert!(matches!(
+        hinge.cpu(&case),
+        Err(Error::Value {
+            input: "target",
+            row: 2,
+            ..
+        })
+    ));
+    let bce = registry::find("bce-with-logits").unwrap();
+    let case = Case::default()
+        .with("logits", HostArray::f32(&[2, 3], vec![0.0; 6]))
+        .with("target", HostArray::f32(&[2, 3], vec![0.0; 6]))
+        .with("pos_weight", HostArray::f32(&[2], vec![1.0; 2]));
+    assert!(matches!(
+        bce.cpu(&case),
+        Err(Error::Shape {
+            input: "pos_weight",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn results_do_not_depend_on_the_thread_count() {
+    let mut rng = fresh_rng("cpu thread count");
+    let big = |rng: &mut Rng| {
+        let (n, c) = (700, 1000);
+        Case::default()
+            .with("logits", HostArray::f32(&[n, c], rng.normals(n * c, 2.0)))
+            .with(
+                "target",
+                HostArray::i64(&[n], (0..n).map(|i| (i % c) as i64).collect()),
+            )
+            .set("label_smoothing", 0.1)
+    };
+    let ce_case = big(&mut rng);
+    let n = 300_000;
+    let mse_case = Case::default()
+        .with("input", HostArray::f32(&[n], rng.normals(n, 1.0)))
+        .with("target", HostArray::f32(&[n], rng.normals(n, 1.0)));
+    for (name, case) in [("cross-entropy", &ce_case), ("mse", &mse_case)] {
+        let def = registry::find(name).unwrap();
+        let many = def.cpu(case).unwrap();
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap()
+            .install(|| def.cpu(case).unwrap());
+        assert_eq!(many, one, "{name}");
+    }
+}
