@@ -65,11 +65,15 @@ enum Command {
         #[arg(long)]
         loss: Option<String>,
     },
-    /// Time the GPU kernels against the reference, with the adapter's copy bandwidth.
+    /// Time every loss family on the GPU and the CPU backend, with the adapter's copy
+    /// bandwidth.
     Bench {
         /// A short run.
         #[arg(long)]
         quick: bool,
+        /// Also write the results as JSON.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
     },
 }
 
@@ -246,56 +250,73 @@ fn check(backend: Backend, cases: usize, seed: Option<u64>, only: Option<&str>) 
     Ok(all_ok)
 }
 
-/// One benchmark row: GPU time (resident inputs, reused gradient buffers) against the f64
-/// reference, with bytes = inputs read + gradients written.
+/// The benchmark: each row times the GPU (resident inputs, reused gradient buffers, median
+/// of repeats after warm-up) and the CPU backend on the same problem; bytes = inputs read +
+/// gradients written.
 struct Bench<'a> {
     engine: &'a Engine,
     copy_gbps: f64,
     reps: usize,
-    ref_reps: usize,
+    results: Vec<serde_json::Value>,
 }
 
 impl Bench<'_> {
     fn row(
-        &self,
+        &mut self,
         loss: &str,
         shape: &str,
         bytes: usize,
         mut gpu: impl FnMut(&mut wgpu::CommandEncoder) -> Result<()>,
-        mut reference: impl FnMut() -> Result<()>,
+        mut cpu: impl FnMut() -> Result<()>,
     ) -> Result<()> {
         let gpu = median_secs(2, self.reps, || {
             let mut encoder = self.engine.encoder();
             gpu(&mut encoder)?;
             self.engine.submit(encoder)
         })?;
-        let reference = median_secs(0, self.ref_reps, &mut reference)?;
-        let gbps = bytes as f64 / gpu / 1e9;
-        println!(
-            "{loss:<16} {shape:>12} {:>10.3} {gbps:>8.2} {:>8.0}% {:>10.3} {:>10.1}x",
-            gpu * 1e3,
-            100.0 * gbps / self.copy_gbps,
-            reference * 1e3,
-            reference / gpu
-        );
+        let cpu = median_secs(1, self.reps, &mut cpu)?;
+        for (backend, secs) in [("gpu", gpu), ("cpu", cpu)] {
+            let gbps = bytes as f64 / secs / 1e9;
+            let fraction = gbps / self.copy_gbps;
+            let speedup = if backend == "gpu" {
+                format!("{:.2}x", cpu / gpu)
+            } else {
+                String::new()
+            };
+            println!(
+                "{loss:<16} {shape:>12} {backend:>4} {:>10.3} {gbps:>8.2} {:>8.0}% {speedup:>9}",
+                secs * 1e3,
+                100.0 * fraction,
+            );
+            self.results.push(serde_json::json!({
+                "loss": loss,
+                "shape": shape,
+                "backend": backend,
+                "median_ms": secs * 1e3,
+                "gbps": gbps,
+                "roofline_fraction": if backend == "gpu" { Some(fraction) } else { None },
+            }));
+        }
         Ok(())
     }
 }
 
-fn bench(quick: bool) -> Result<()> {
-    use wgpu_losses::reference::cross_entropy::{cross_entropy, RefTarget};
-    use wgpu_losses::reference::elementwise::{elementwise, RefInputs};
-    use wgpu_losses::reference::softmax_focal::softmax_focal;
+fn bench(quick: bool, json: Option<&std::path::Path>) -> Result<()> {
+    use wgpu_losses::cpu::cross_entropy::{
+        cross_entropy, softmax_focal, HostRowInputs, HostTarget,
+    };
+    use wgpu_losses::cpu::elementwise::{elementwise, HostElementInputs};
     use wgpu_losses::{
         CrossEntropy, CrossEntropyInputs, DType, ElementwiseInputs, ElementwiseLoss, Pointwise,
         SoftmaxFocal, Target,
     };
     let engine = Engine::new()?;
-    let info = engine.adapter_info();
+    let info = engine.adapter_info().clone();
     println!(
         "adapter: {} ({:?}, {:?})",
         info.name, info.backend, info.device_type
     );
+    println!("cpu: {} threads", rayon::current_num_threads());
     let reps = if quick { 5 } else { 15 };
     // The yardstick is the better of two sizes, so no row looks good against a copy that
     // fell out of (or into) the cache differently.
@@ -305,19 +326,18 @@ fn bench(quick: bool) -> Result<()> {
     println!(
         "copy kernel: {copy_16:.2} GB/s at 16 MiB, {copy_64:.2} GB/s at 64 MiB (read + write)"
     );
-    println!("gpu: median ms per call, resident inputs, no readback; ref: the f64 reference");
+    println!("median ms per call; gpu: resident inputs, no readback; of copy: GB/s / copy GB/s");
     println!(
-        "{:<16} {:>12} {:>10} {:>8} {:>9} {:>10} {:>11}",
-        "loss", "shape", "gpu ms", "GB/s", "of copy", "ref ms", "ref / gpu"
+        "{:<16} {:>12} {:>4} {:>10} {:>8} {:>9} {:>9}",
+        "loss", "shape", "", "median ms", "GB/s", "of copy", "cpu/gpu"
     );
-    let b = Bench {
+    let mut b = Bench {
         engine: &engine,
         copy_gbps,
         reps,
-        ref_reps: if quick { 1 } else { 3 },
+        results: Vec::new(),
     };
     let mut rng = Rng::new(7);
-    let f64s = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
 
     let shapes: &[(usize, usize)] = if quick {
         &[(32, 10), (1024, 4096), (64, 32000)]
@@ -327,24 +347,31 @@ fn bench(quick: bool) -> Result<()> {
             (1024, 4096),
             (4096, 4096),
             (256, 32000),
+            (512, 50257),
             (64, 131072),
         ]
     };
     for &(n, c) in shapes {
         let x = rng.normals(n * c, 2.0);
         let y: Vec<i32> = (0..n).map(|_| rng.below(c) as i32).collect();
-        let (x64, y64) = (f64s(&x), y.iter().map(|&v| v as i64).collect::<Vec<_>>());
         let logits = engine.upload(&x, &[n, c])?;
         let target = engine.upload_i32(&y, &[n])?;
         let grad = engine.zeros(&[n, c], DType::F32)?;
         let inputs = CrossEntropyInputs::new(&logits, Target::Classes(&target)).grad_out(&grad);
+        let host = HostRowInputs {
+            logits: &x,
+            shape: (n, c),
+            target: HostTarget::Classes(&y),
+            weight: None,
+            upstream: &[],
+        };
         let ce = CrossEntropy::new();
         b.row(
             "cross-entropy",
             &format!("{n}x{c}"),
             2 * n * c * 4,
             |e| ce.record(&engine, e, &inputs).map(|_| ()),
-            || cross_entropy(&ce, &x64, (n, c), RefTarget::Classes(&y64), None, &[1.0]).map(|_| ()),
+            || cross_entropy(&ce, &host).map(|_| ()),
         )?;
         if c == 4096 {
             let focal = SoftmaxFocal::new();
@@ -353,20 +380,18 @@ fn bench(quick: bool) -> Result<()> {
                 &format!("{n}x{c}"),
                 2 * n * c * 4,
                 |e| focal.record(&engine, e, &inputs).map(|_| ()),
-                || softmax_focal(&focal, &x64, (n, c), &y64, None, &[1.0]).map(|_| ()),
+                || softmax_focal(&focal, &host).map(|_| ()),
             )?;
         }
     }
 
-    // 4M elements: 48 MB moved, past the last-level cache of most CPUs (so a software
-    // adapter's rows compare fairly with its 64 MiB copy).
+    // 4M elements: 48 MB moved, past the last-level cache of most CPUs.
     let n = 4 << 20;
     let x = rng.normals(n, 2.0);
     let unit: Vec<f32> = (0..n).map(|_| rng.uniform() as f32).collect();
     let signs: Vec<f32> = (0..n)
         .map(|_| if rng.chance(0.5) { 1.0 } else { -1.0 })
         .collect();
-    let (x64, unit64, signs64) = (f64s(&x), f64s(&unit), f64s(&signs));
     let (xt, ut, st) = (
         engine.upload(&x, &[n])?,
         engine.upload(&unit, &[n])?,
@@ -395,34 +420,52 @@ fn bench(quick: bool) -> Result<()> {
     ] {
         let loss = ElementwiseLoss::new(kind);
         let ranking = matches!(kind, Pointwise::MarginRanking { .. });
-        let target = if kind == Pointwise::Hinge { &st } else { &ut };
-        let target64 = if kind == Pointwise::Hinge {
-            &signs64
-        } else {
-            &unit64
-        };
+        let hinge = kind == Pointwise::Hinge;
+        let (target, target_host) = if hinge { (&st, &signs) } else { (&ut, &unit) };
         let mut inputs = ElementwiseInputs::new(&xt, target).grad_out(&g1);
         if ranking {
             inputs = ElementwiseInputs::ranking(&xt, &ut, &st)
                 .grad_out(&g1)
                 .grad_out_x2(&g2);
         }
-        // Inputs read (2, or 3 with labels) and gradients written (1, or 2 for ranking).
-        let arrays = if ranking { 5 } else { 3 };
-        let ref_inputs = RefInputs {
-            a: &x64,
-            b: target64,
-            labels: ranking.then_some(signs64.as_slice()),
+        let host = HostElementInputs {
+            shape: &[n],
+            input: &x,
+            target: target_host,
+            labels: ranking.then_some(signs.as_slice()),
             weight: None,
             pos_weight: None,
+            upstream: &[],
         };
+        // Inputs read (2, or 3 with labels) and gradients written (1, or 2 for ranking).
+        let arrays = if ranking { 5 } else { 3 };
         b.row(
             name,
             &format!("{}M", n >> 20),
             arrays * n * 4,
             |e| loss.record(&engine, e, &inputs).map(|_| ()),
-            || elementwise(&loss, &[n], ref_inputs, &[1.0]).map(|_| ()),
+            || elementwise(&loss, &host).map(|_| ()),
         )?;
+    }
+    if let Some(path) = json {
+        let doc = serde_json::json!({
+            "adapter": {
+                "name": info.name,
+                "backend": format!("{:?}", info.backend),
+                "device_type": format!("{:?}", info.device_type),
+                "driver": info.driver,
+                "driver_info": info.driver_info,
+            },
+            "cpu_threads": rayon::current_num_threads(),
+            "copy_gbps": copy_gbps,
+            "results": b.results,
+        });
+        let text = serde_json::to_string_pretty(&doc).expect("JSON of plain values");
+        std::fs::write(path, text).map_err(|e| Error::Io {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        println!("wrote {}", path.display());
     }
     Ok(())
 }
@@ -450,7 +493,7 @@ fn main() -> ExitCode {
             seed,
             loss,
         } => check(*backend, *cases, *seed, loss.as_deref()),
-        Command::Bench { quick } => bench(*quick).map(|_| true),
+        Command::Bench { quick, json } => bench(*quick, json.as_deref()).map(|_| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

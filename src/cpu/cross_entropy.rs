@@ -6,6 +6,7 @@ use rayon::prelude::*;
 use crate::cpu::{exp, sech2, CHUNK_ELEMENTS};
 use crate::error::{Error, Result};
 use crate::losses::cross_entropy::CrossEntropy;
+use crate::losses::softmax_focal::SoftmaxFocal;
 use crate::losses::{LossValues, Reduction};
 use crate::reference::target_class;
 
@@ -172,6 +173,15 @@ pub fn cross_entropy(opts: &CrossEntropy, inputs: &HostRowInputs<'_>) -> Result<
             Vec::new()
         },
     })
+}
+
+/// Softmax focal loss of `inputs` on the CPU (α in `inputs.weight`).
+///
+/// # Errors
+/// As [`cross_entropy`]; probability targets are an [`Error::DType`].
+pub fn softmax_focal(opts: &SoftmaxFocal, inputs: &HostRowInputs<'_>) -> Result<LossValues> {
+    opts.validate()?;
+    cross_entropy(&opts.row_kernel(), inputs)
 }
 
 /// One row: returns its loss and writes its gradient (times `scale`) into `g` if non-empty.
