@@ -57,77 +57,87 @@ fn real_pow(x: f32, e: f32) -> f32 {
 }
 
 /// (loss, d/da, d/db) of one element.
-#[inline]
-fn term(kind: Pointwise, x: f32, y: f32, label: f32, w: f32, pw: f32) -> (f32, f32, f32) {
-    match kind {
-        Pointwise::Mse => ((x - y) * (x - y), 2.0 * (x - y), 0.0),
-        Pointwise::L1 | Pointwise::SmoothL1 { beta: 0.0 } => ((x - y).abs(), sgn(x - y), 0.0),
-        Pointwise::Huber { delta } => {
-            let d = x - y;
-            if d.abs() < delta {
-                (0.5 * d * d, d, 0.0)
-            } else {
-                (delta * (d.abs() - 0.5 * delta), delta * sgn(d), 0.0)
-            }
-        }
-        Pointwise::SmoothL1 { beta } => {
-            let d = x - y;
-            if d.abs() < beta {
-                (0.5 * d * d / beta, d / beta, 0.0)
-            } else {
-                (d.abs() - 0.5 * beta, sgn(d), 0.0)
-            }
-        }
-        Pointwise::KlDiv { log_target: false } => {
-            if y > 0.0 {
-                (y * (y.ln() - x), -y, 0.0)
-            } else {
-                (0.0, 0.0, 0.0)
-            }
-        }
-        Pointwise::KlDiv { log_target: true } => {
-            let e = exp(y);
-            (e * (y - x), -e, 0.0)
-        }
-        Pointwise::Hinge => {
-            let m = 1.0 - y * x;
-            if m > 0.0 {
-                (m, -y, 0.0)
-            } else {
-                (0.0, 0.0, 0.0)
-            }
-        }
-        Pointwise::MarginRanking { margin } => {
-            let m = -label * (x - y) + margin;
-            if m > 0.0 {
-                (m, -label, label)
-            } else {
-                (0.0, 0.0, 0.0)
-            }
-        }
-        Pointwise::BceWithLogits => {
-            let (_, q, sp) = logistic(x);
-            let lw = 1.0 + (pw - 1.0) * y;
-            (w * ((1.0 - y) * x + lw * sp), w * ((1.0 - y) - lw * q), 0.0)
-        }
-        Pointwise::SigmoidFocal { alpha, gamma } => {
-            let (p, q, sp) = logistic(x);
-            let ce = (1.0 - y) * x + sp;
-            let m = p * (1.0 - y) + q * y;
-            let f = real_pow(m, gamma);
-            let df = if gamma == 0.0 || m == 0.0 {
-                0.0
-            } else {
-                gamma * real_pow(m, gamma - 1.0) * p * q * (1.0 - 2.0 * y)
-            };
-            let a = if alpha >= 0.0 {
-                alpha * y + (1.0 - alpha) * (1.0 - y)
-            } else {
-                1.0
-            };
-            (a * ce * f, a * ((p - y) * f + ce * df), 0.0)
-        }
+type Term = (f32, f32, f32);
+
+fn mse(x: f32, y: f32) -> Term {
+    ((x - y) * (x - y), 2.0 * (x - y), 0.0)
+}
+
+fn l1(x: f32, y: f32) -> Term {
+    ((x - y).abs(), sgn(x - y), 0.0)
+}
+
+fn huber(x: f32, y: f32, delta: f32) -> Term {
+    let d = x - y;
+    if d.abs() < delta {
+        (0.5 * d * d, d, 0.0)
+    } else {
+        (delta * (d.abs() - 0.5 * delta), delta * sgn(d), 0.0)
     }
+}
+
+fn smooth_l1(x: f32, y: f32, beta: f32) -> Term {
+    let d = x - y;
+    if d.abs() < beta {
+        (0.5 * d * d / beta, d / beta, 0.0)
+    } else {
+        (d.abs() - 0.5 * beta, sgn(d), 0.0)
+    }
+}
+
+fn kl_div(x: f32, y: f32) -> Term {
+    if y > 0.0 {
+        (y * (y.ln() - x), -y, 0.0)
+    } else {
+        (0.0, 0.0, 0.0)
+    }
+}
+
+fn kl_div_log_target(x: f32, y: f32) -> Term {
+    let e = exp(y);
+    (e * (y - x), -e, 0.0)
+}
+
+fn hinge(x: f32, y: f32) -> Term {
+    let m = 1.0 - y * x;
+    if m > 0.0 {
+        (m, -y, 0.0)
+    } else {
+        (0.0, 0.0, 0.0)
+    }
+}
+
+fn margin_ranking(x1: f32, x2: f32, y: f32, margin: f32) -> Term {
+    let m = -y * (x1 - x2) + margin;
+    if m > 0.0 {
+        (m, -y, y)
+    } else {
+        (0.0, 0.0, 0.0)
+    }
+}
+
+fn bce_with_logits(x: f32, y: f32, w: f32, pw: f32) -> Term {
+    let (_, q, sp) = logistic(x);
+    let lw = 1.0 + (pw - 1.0) * y;
+    (w * ((1.0 - y) * x + lw * sp), w * ((1.0 - y) - lw * q), 0.0)
+}
+
+fn sigmoid_focal(x: f32, y: f32, alpha: f32, gamma: f32) -> Term {
+    let (p, q, sp) = logistic(x);
+    let ce = (1.0 - y) * x + sp;
+    let m = p * (1.0 - y) + q * y;
+    let f = real_pow(m, gamma);
+    let df = if gamma == 0.0 || m == 0.0 {
+        0.0
+    } else {
+        gamma * real_pow(m, gamma - 1.0) * p * q * (1.0 - 2.0 * y)
+    };
+    let a = if alpha >= 0.0 {
+        alpha * y + (1.0 - alpha) * (1.0 - y)
+    } else {
+        1.0
+    };
+    (a * ce * f, a * ((p - y) * f + ce * df), 0.0)
 }
 
 fn shape_err(input: &'static str, expected: String, got: usize) -> Error {
@@ -215,8 +225,66 @@ pub fn elementwise(loss: &ElementwiseLoss, inputs: &HostElementInputs<'_>) -> Re
         _ => 1.0,
     } / denom) as f32;
     let per_element = loss.reduction == Reduction::None;
-    let kind = loss.kind;
+    // One instance of the loop per loss, so that each compiles (and vectorizes) on its own.
+    macro_rules! run {
+        ($term:expr) => {
+            sweep(loss, inputs, len, base_scale, per_element, $term)
+        };
+    }
+    let labels = inputs.labels.unwrap_or(&[]);
+    let class = |i: usize| i % inner;
+    let (out, partials, ga, gb) = match loss.kind {
+        Pointwise::Mse => run!(|_, x, y| mse(x, y)),
+        Pointwise::L1 | Pointwise::SmoothL1 { beta: 0.0 } => run!(|_, x, y| l1(x, y)),
+        Pointwise::Huber { delta } => run!(move |_, x, y| huber(x, y, delta)),
+        Pointwise::SmoothL1 { beta } => run!(move |_, x, y| smooth_l1(x, y, beta)),
+        Pointwise::KlDiv { log_target: false } => run!(|_, x, y| kl_div(x, y)),
+        Pointwise::KlDiv { log_target: true } => run!(|_, x, y| kl_div_log_target(x, y)),
+        Pointwise::Hinge => run!(|_, x, y| hinge(x, y)),
+        Pointwise::MarginRanking { margin } => {
+            run!(move |i, x, y| margin_ranking(x, y, labels[i], margin))
+        }
+        Pointwise::BceWithLogits => run!(|i, x, y| {
+            let w = inputs
+                .weight
+                .map_or(1.0, |w| if w.len() == len { w[i] } else { w[class(i)] });
+            let pw = inputs.pos_weight.map_or(1.0, |p| p[class(i)]);
+            bce_with_logits(x, y, w, pw)
+        }),
+        Pointwise::SigmoidFocal { alpha, gamma } => {
+            run!(move |_, x, y| sigmoid_focal(x, y, alpha, gamma))
+        }
+    };
+    let loss_values = if per_element {
+        out
+    } else {
+        vec![(partials.iter().sum::<f64>() / denom) as f32]
+    };
+    let mut grads = Vec::new();
+    if loss.gradient {
+        grads.push((names[0], ga));
+        if ranking {
+            grads.push((names[1], gb));
+        }
+    }
+    Ok(LossValues {
+        loss: loss_values,
+        grads,
+    })
+}
 
+/// Per-element outputs, per-chunk partial sums and the gradients of `term` over all
+/// elements, chunks in parallel.
+fn sweep(
+    loss: &ElementwiseLoss,
+    inputs: &HostElementInputs<'_>,
+    len: usize,
+    base_scale: f32,
+    per_element: bool,
+    term: impl Fn(usize, f32, f32) -> Term + Sync,
+) -> (Vec<f32>, Vec<f64>, Vec<f32>, Vec<f32>) {
+    let ranking = inputs.labels.is_some();
+    let ups = inputs.upstream;
     let mut out = vec![0.0f32; if per_element { len } else { 0 }];
     let mut ga = vec![0.0f32; if loss.gradient { len } else { 0 }];
     let mut gb = vec![0.0f32; if loss.gradient && ranking { len } else { 0 }];
@@ -227,19 +295,14 @@ pub fn elementwise(loss: &ElementwiseLoss, inputs: &HostElementInputs<'_>) -> Re
         .zip(chunks(&mut gb, tasks))
         .enumerate()
         .collect();
-    let partials: Vec<f64> = slices
+    let partials = slices
         .into_par_iter()
         .map(|(t, ((out, ga), gb))| {
             let start = t * CHUNK_ELEMENTS;
             let end = (start + CHUNK_ELEMENTS).min(len);
             let mut sum = 0.0f64;
             for i in start..end {
-                let w = inputs
-                    .weight
-                    .map_or(1.0, |w| if w.len() == len { w[i] } else { w[i % inner] });
-                let pw = inputs.pos_weight.map_or(1.0, |p| p[i % inner]);
-                let label = inputs.labels.map_or(0.0, |y| y[i]);
-                let (l, da, db) = term(kind, inputs.input[i], inputs.target[i], label, w, pw);
+                let (l, da, db) = term(i, inputs.input[i], inputs.target[i]);
                 let s = if ups.len() > 1 {
                     base_scale * ups[i]
                 } else {
@@ -260,22 +323,7 @@ pub fn elementwise(loss: &ElementwiseLoss, inputs: &HostElementInputs<'_>) -> Re
             sum
         })
         .collect();
-    let loss_values = if per_element {
-        out
-    } else {
-        vec![(partials.iter().sum::<f64>() / denom) as f32]
-    };
-    let mut grads = Vec::new();
-    if loss.gradient {
-        grads.push((names[0], ga));
-        if ranking {
-            grads.push((names[1], gb));
-        }
-    }
-    Ok(LossValues {
-        loss: loss_values,
-        grads,
-    })
+    (out, partials, ga, gb)
 }
 
 /// `v` cut into `tasks` chunks of CHUNK_ELEMENTS (empty slices when `v` is empty).
