@@ -74,6 +74,9 @@ enum Command {
         /// Also write the results as JSON.
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
+        /// Print timings of other frameworks (JSON from bench/compare.py) beside ours.
+        #[arg(long, value_name = "FILE")]
+        compare: Option<PathBuf>,
     },
 }
 
@@ -301,9 +304,15 @@ impl Bench<'_> {
     }
 }
 
-fn bench(quick: bool, json: Option<&std::path::Path>) -> Result<()> {
+fn bench(
+    quick: bool,
+    json: Option<&std::path::Path>,
+    compare: Option<&std::path::Path>,
+) -> Result<()> {
+    // Read the comparison first, so a bad file fails before minutes of timing.
+    let others = compare.map(read_comparison).transpose()?;
     use wgpu_losses::cpu::cross_entropy::{
-        cross_entropy, softmax_focal, HostRowInputs, HostTarget,
+        cross_entropy_into, softmax_focal_into, HostRowInputs, HostTarget,
     };
     use wgpu_losses::cpu::elementwise::{elementwise, HostElementInputs};
     use wgpu_losses::{
@@ -347,6 +356,7 @@ fn bench(quick: bool, json: Option<&std::path::Path>) -> Result<()> {
             (1024, 4096),
             (4096, 4096),
             (256, 32000),
+            (4096, 32000),
             (512, 50257),
             (64, 131072),
         ]
@@ -358,6 +368,8 @@ fn bench(quick: bool, json: Option<&std::path::Path>) -> Result<()> {
         let target = engine.upload_i32(&y, &[n])?;
         let grad = engine.zeros(&[n, c], DType::F32)?;
         let inputs = CrossEntropyInputs::new(&logits, Target::Classes(&target)).grad_out(&grad);
+        // Both backends write into gradient buffers allocated once, as a training loop would.
+        let mut host_grad = vec![0.0f32; n * c];
         let host = HostRowInputs {
             logits: &x,
             shape: (n, c),
@@ -371,7 +383,7 @@ fn bench(quick: bool, json: Option<&std::path::Path>) -> Result<()> {
             &format!("{n}x{c}"),
             2 * n * c * 4,
             |e| ce.record(&engine, e, &inputs).map(|_| ()),
-            || cross_entropy(&ce, &host).map(|_| ()),
+            || cross_entropy_into(&ce, &host, &mut host_grad).map(|_| ()),
         )?;
         if c == 4096 {
             let focal = SoftmaxFocal::new();
@@ -380,7 +392,7 @@ fn bench(quick: bool, json: Option<&std::path::Path>) -> Result<()> {
                 &format!("{n}x{c}"),
                 2 * n * c * 4,
                 |e| focal.record(&engine, e, &inputs).map(|_| ()),
-                || softmax_focal(&focal, &host).map(|_| ()),
+                || softmax_focal_into(&focal, &host, &mut host_grad).map(|_| ()),
             )?;
         }
     }
@@ -447,6 +459,9 @@ fn bench(quick: bool, json: Option<&std::path::Path>) -> Result<()> {
             || elementwise(&loss, &host).map(|_| ()),
         )?;
     }
+    if let Some(others) = others {
+        print_comparison(&b.results, &others);
+    }
     if let Some(path) = json {
         let doc = serde_json::json!({
             "adapter": {
@@ -468,6 +483,49 @@ fn bench(quick: bool, json: Option<&std::path::Path>) -> Result<()> {
         println!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// The `results` of a bench/compare.py file.
+fn read_comparison(path: &std::path::Path) -> Result<Vec<serde_json::Value>> {
+    let bad = |message: String| Error::Io {
+        path: path.display().to_string(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let doc: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    doc["results"]
+        .as_array()
+        .cloned()
+        .ok_or_else(|| bad("no `results` array".into()))
+}
+
+/// Each other framework's row beside our CPU and GPU rows for the same loss and shape.
+fn print_comparison(ours: &[serde_json::Value], others: &[serde_json::Value]) {
+    println!();
+    println!(
+        "{:<16} {:>12} {:>10} {:>10} {:>14} {:>14}",
+        "loss", "shape", "framework", "median ms", "our cpu faster", "our gpu faster"
+    );
+    let ms = |v: &serde_json::Value| v["median_ms"].as_f64().unwrap_or(f64::NAN);
+    for o in others {
+        let find = |backend: &str| {
+            ours.iter()
+                .find(|r| {
+                    r["loss"] == o["loss"] && r["shape"] == o["shape"] && r["backend"] == backend
+                })
+                .map(|r| format!("{:.2}x", ms(o) / ms(r)))
+                .unwrap_or_else(|| "-".into())
+        };
+        println!(
+            "{:<16} {:>12} {:>10} {:>10.3} {:>14} {:>14}",
+            o["loss"].as_str().unwrap_or("?"),
+            o["shape"].as_str().unwrap_or("?"),
+            o["backend"].as_str().unwrap_or("?"),
+            ms(o),
+            find("cpu"),
+            find("gpu"),
+        );
+    }
 }
 
 fn main() -> ExitCode {
@@ -493,7 +551,11 @@ fn main() -> ExitCode {
             seed,
             loss,
         } => check(*backend, *cases, *seed, loss.as_deref()),
-        Command::Bench { quick, json } => bench(*quick, json.as_deref()).map(|_| true),
+        Command::Bench {
+            quick,
+            json,
+            compare,
+        } => bench(*quick, json.as_deref(), compare.as_deref()).map(|_| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -47,6 +47,35 @@ fn shape_err(input: &'static str, expected: String, got: usize) -> Error {
 /// # Errors
 /// Option, shape and target errors as the GPU path.
 pub fn cross_entropy(opts: &CrossEntropy, inputs: &HostRowInputs<'_>) -> Result<LossValues> {
+    let mut grad = vec![
+        0.0f32;
+        if opts.gradient {
+            inputs.logits.len()
+        } else {
+            0
+        }
+    ];
+    let loss = cross_entropy_into(opts, inputs, &mut grad)?;
+    Ok(LossValues {
+        loss,
+        grads: if opts.gradient {
+            vec![("logits", grad)]
+        } else {
+            Vec::new()
+        },
+    })
+}
+
+/// As [`cross_entropy`], writing the gradient into `grad` (`[N, C]`, reused across calls to
+/// save an allocation; ignored when `opts.gradient` is false) and returning the loss.
+///
+/// # Errors
+/// As [`cross_entropy`]; [`Error::Shape`] when `grad` has the wrong length.
+pub fn cross_entropy_into(
+    opts: &CrossEntropy,
+    inputs: &HostRowInputs<'_>,
+    grad: &mut [f32],
+) -> Result<Vec<f32>> {
     opts.validate()?;
     let (n, c) = inputs.shape;
     if n == 0 {
@@ -126,11 +155,9 @@ pub fn cross_entropy(opts: &CrossEntropy, inputs: &HostRowInputs<'_>) -> Result<
 
     let rows_per_task = (CHUNK_ELEMENTS / c).max(1);
     let mut per_row = vec![0.0f64; n];
-    let mut grad = if opts.gradient {
-        vec![0.0f32; n * c]
-    } else {
-        Vec::new()
-    };
+    if opts.gradient && grad.len() != n * c {
+        return Err(shape_err("grad_out", format!("{n}x{c} values"), grad.len()));
+    }
     let task = |first: usize, losses: &mut [f64], grads: &mut [f32]| {
         for (r, loss) in losses.iter_mut().enumerate() {
             let i = first + r;
@@ -154,7 +181,7 @@ pub fn cross_entropy(opts: &CrossEntropy, inputs: &HostRowInputs<'_>) -> Result<
             .enumerate()
             .for_each(|(t, l)| task(t * rows_per_task, l, &mut []));
     }
-    let loss = match opts.reduction {
+    Ok(match opts.reduction {
         Reduction::None => per_row.iter().map(|&l| l as f32).collect(),
         _ => {
             let total: f64 = per_row.iter().sum();
@@ -164,14 +191,6 @@ pub fn cross_entropy(opts: &CrossEntropy, inputs: &HostRowInputs<'_>) -> Result<
                 (total / denom) as f32
             }]
         }
-    };
-    Ok(LossValues {
-        loss,
-        grads: if opts.gradient {
-            vec![("logits", grad)]
-        } else {
-            Vec::new()
-        },
     })
 }
 
@@ -182,6 +201,19 @@ pub fn cross_entropy(opts: &CrossEntropy, inputs: &HostRowInputs<'_>) -> Result<
 pub fn softmax_focal(opts: &SoftmaxFocal, inputs: &HostRowInputs<'_>) -> Result<LossValues> {
     opts.validate()?;
     cross_entropy(&opts.row_kernel(), inputs)
+}
+
+/// As [`softmax_focal`], writing the gradient into `grad`; see [`cross_entropy_into`].
+///
+/// # Errors
+/// As [`softmax_focal`].
+pub fn softmax_focal_into(
+    opts: &SoftmaxFocal,
+    inputs: &HostRowInputs<'_>,
+    grad: &mut [f32],
+) -> Result<Vec<f32>> {
+    opts.validate()?;
+    cross_entropy_into(&opts.row_kernel(), inputs, grad)
 }
 
 /// One row: returns its loss and writes its gradient (times `scale`) into `g` if non-empty.
@@ -213,13 +245,18 @@ fn row(
         Some(Some(y)) => Some(y),
         None => None,
     };
-    let m = x.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-    let m = if x.iter().any(|v| v.is_nan()) {
-        f32::NAN
+    // e_k = exp(x_k − max) is kept where the gradient goes (or in scratch), so the gradient
+    // pass multiplies instead of taking a second exp.
+    let mut scratch = Vec::new();
+    let want_grad = !g.is_empty();
+    let e: &mut [f32] = if !want_grad {
+        scratch.resize(c, 0.0);
+        &mut scratch
     } else {
-        m
+        g
     };
-    let s: f64 = x.iter().map(|&v| exp(v - m) as f64).sum();
+    let m = lane_max(x);
+    let s = exp_and_sum(x, m, e);
     let log_sum = s.ln();
     let lse = m as f64 + log_sum;
     let eps = opts.label_smoothing as f64;
@@ -272,41 +309,102 @@ fn row(
     }
     loss += opts.z_loss as f64 * lse * lse;
     coef += 2.0 * opts.z_loss as f64 * lse;
-    if g.is_empty() {
+    if !want_grad {
         return loss;
     }
     if scale == 0.0 {
-        g.fill(0.0);
+        e.fill(0.0);
         return loss;
     }
-    // g_k = (p_k·coef − target term_k)·scale, the target term being w_k·t'_k.
-    // exp((x − max) − log_sum): x − max is exact near the max, as in the shader.
-    let ls = log_sum as f32;
-    let (coef_s, hit_s) = ((coef * scale) as f32, (hit * scale) as f32);
+    // g_k = (p_k·coef − target term_k)·scale, the target term being w_k·t'_k, p_k = e_k / s.
+    let (a, hit_s) = ((coef * scale / s) as f32, (hit * scale) as f32);
     match (probs, inputs.weight) {
         (None, None) => {
             let smooth = (eps_c * scale) as f32;
-            for (gk, &xk) in g.iter_mut().zip(x) {
-                *gk = exp((xk - m) - ls) * coef_s - smooth;
+            for ek in e.iter_mut() {
+                *ek = *ek * a - smooth;
             }
         }
         _ => {
-            for k in 0..c {
+            for (k, ek) in e.iter_mut().enumerate() {
                 let t_term = match probs {
                     Some(t) => w(k) * ((1.0 - eps) * t[k] as f64 + eps_c),
                     None => eps_c * w(k),
                 };
-                g[k] = exp((x[k] - m) - ls) * coef_s - (t_term * scale) as f32;
+                *ek = *ek * a - (t_term * scale) as f32;
             }
         }
     }
     if let Some(y) = y {
-        g[y] -= hit_s;
+        e[y] -= hit_s;
     }
     if let Some(cv) = cap {
-        for (gk, &v) in g.iter_mut().zip(raw) {
+        for (gk, &v) in e.iter_mut().zip(raw) {
             *gk *= sech2(v / cv);
         }
     }
     loss
+}
+
+/// Lanes that independent accumulators use, so reductions vectorize without reordering any
+/// one accumulator's additions (the result depends on the row alone, not on threads).
+const LANES: usize = 8;
+
+/// The largest value of `x`, ignoring NaN (a NaN still reaches the sum of exponentials and
+/// makes the row NaN).
+fn lane_max(x: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let mut blocks = x.chunks_exact(LANES);
+    for b in &mut blocks {
+        for (l, &v) in lanes.iter_mut().zip(b) {
+            *l = if v > *l { v } else { *l };
+        }
+    }
+    let tail = blocks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |a, &v| if v > a { v } else { a });
+    lanes.iter().fold(tail, |a, &v| if v > a { v } else { a })
+}
+
+/// Writes e_k = exp(x_k − m) into `e` and returns Σ e_k: f32 lanes over blocks of 64, each
+/// block's total added in f64. Runs the AVX2+FMA build of the same loop where the CPU has it
+/// (the same operations in the same order, so the same bits).
+fn exp_and_sum(x: &[f32], m: f32, e: &mut [f32]) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { exp_and_sum_avx2(x, m, e) };
+    }
+    exp_and_sum_portable(x, m, e)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn exp_and_sum_avx2(x: &[f32], m: f32, e: &mut [f32]) -> f64 {
+    exp_and_sum_portable(x, m, e)
+}
+
+#[inline(always)]
+fn exp_and_sum_portable(x: &[f32], m: f32, e: &mut [f32]) -> f64 {
+    const BLOCK: usize = 64;
+    let mut total = 0.0f64;
+    for (xb, eb) in x.chunks(BLOCK).zip(e.chunks_mut(BLOCK)) {
+        let mut lanes = [0.0f32; LANES];
+        let mut xs = xb.chunks_exact(LANES);
+        let mut es = eb.chunks_exact_mut(LANES);
+        for (xl, el) in (&mut xs).zip(&mut es) {
+            for k in 0..LANES {
+                el[k] = exp(xl[k] - m);
+                lanes[k] += el[k];
+            }
+        }
+        let mut block: f64 = lanes.iter().map(|&v| v as f64).sum();
+        for (xk, ek) in xs.remainder().iter().zip(es.into_remainder()) {
+            *ek = exp(xk - m);
+            block += *ek as f64;
+        }
+        total += block;
+    }
+    total
 }

@@ -1,0 +1,97 @@
+"""Times PyTorch (CPU) and jax.jit (XLA CPU) on the shapes `wgpu-losses bench` uses, forward
+and backward, and writes JSON that `wgpu-losses bench --compare FILE` prints beside its rows.
+
+    pip install torch "jax[cpu]" optax numpy
+    python bench/compare.py --threads 2 --out compare.json
+    cargo run --release -- bench --compare compare.json
+
+Same thread count for everyone: pass the cores the Rust side uses (rayon's default is all).
+Each framework allocates its gradient per call, as it would in training; the Rust CPU rows
+write into a reused buffer.
+"""
+import argparse, json, os, platform, time
+
+p = argparse.ArgumentParser()
+p.add_argument("--threads", type=int, default=os.cpu_count())
+p.add_argument("--reps", type=int, default=7)
+p.add_argument("--out", default="compare.json")
+p.add_argument("--quick", action="store_true")
+args = p.parse_args()
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           f" --xla_cpu_multi_thread_eigen=true intra_op_parallelism_threads={args.threads}")
+
+import numpy as np
+
+CE = [(32, 10), (1024, 4096), (64, 32000)] if args.quick else \
+     [(32, 10), (1024, 4096), (4096, 4096), (256, 32000), (4096, 32000), (512, 50257), (64, 131072)]
+N = 4 << 20
+
+
+def median_ms(f, reps):
+    f()
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        f()
+        ts.append(time.perf_counter() - t)
+    ts.sort()
+    return ts[len(ts) // 2] * 1e3
+
+
+results = []
+rng = np.random.default_rng(0)
+
+try:
+    import torch
+    import torch.nn.functional as F
+    torch.set_num_threads(args.threads)
+
+    def torch_row(loss, shape, fn, x):
+        x = torch.tensor(x, requires_grad=True)
+        def step():
+            fn(x).backward()
+            x.grad = None
+        results.append({"loss": loss, "shape": shape, "backend": "torch-cpu",
+                        "median_ms": median_ms(step, args.reps)})
+
+    for n, c in CE:
+        y = torch.tensor(rng.integers(0, c, n))
+        torch_row("cross-entropy", f"{n}x{c}", lambda x: F.cross_entropy(x, y),
+                  rng.standard_normal((n, c), dtype=np.float32) * 2)
+    t = torch.tensor(rng.random(N, dtype=np.float32))
+    torch_row("mse", "4M", lambda x: F.mse_loss(x, t), rng.standard_normal(N, dtype=np.float32))
+    torch_row("bce-with-logits", "4M", lambda x: F.binary_cross_entropy_with_logits(x, t),
+              rng.standard_normal(N, dtype=np.float32))
+    print("torch", torch.__version__, "done")
+except ImportError as e:
+    print("torch not available:", e)
+
+try:
+    import jax, jax.numpy as jnp, optax
+
+    def jax_row(loss, shape, fn, *xs):
+        g = jax.jit(jax.value_and_grad(fn))
+        xs = [jnp.asarray(x) for x in xs]
+        def step():
+            v, gr = g(*xs)
+            gr.block_until_ready()
+        results.append({"loss": loss, "shape": shape, "backend": "jax-cpu",
+                        "median_ms": median_ms(step, args.reps)})
+
+    for n, c in CE:
+        y = jnp.asarray(rng.integers(0, c, n))
+        jax_row("cross-entropy", f"{n}x{c}",
+                lambda x: optax.softmax_cross_entropy_with_integer_labels(x, y).mean(),
+                rng.standard_normal((n, c), dtype=np.float32) * 2)
+    t = jnp.asarray(rng.random(N, dtype=np.float32))
+    jax_row("mse", "4M", lambda x: jnp.mean((x - t) ** 2), rng.standard_normal(N, dtype=np.float32))
+    jax_row("bce-with-logits", "4M", lambda x: optax.sigmoid_binary_cross_entropy(x, t).mean(),
+            rng.standard_normal(N, dtype=np.float32))
+    print("jax", jax.__version__, "done")
+except ImportError as e:
+    print("jax not available:", e)
+
+with open(args.out, "w") as f:
+    json.dump({"machine": platform.platform(), "processor": platform.processor(),
+               "threads": args.threads, "results": results}, f, indent=1)
+print("wrote", args.out)
