@@ -102,3 +102,56 @@ pub fn copy_gbps(engine: &Engine, bytes: u64, reps: usize) -> Result<f64> {
     })?;
     Ok(job.bytes_moved() as f64 / secs / 1e9)
 }
+
+/// GPU time of recorded work from timestamp queries written around it in the encoder, where
+/// the device has `TIMESTAMP_QUERY_INSIDE_ENCODERS`.
+pub struct KernelTimer {
+    set: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+    period_ns: f64,
+}
+
+impl KernelTimer {
+    /// A timer, or `None` when the device cannot write timestamps inside encoders.
+    pub fn new(engine: &Engine) -> Option<Self> {
+        let needed =
+            wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS;
+        if !engine.features().contains(needed) {
+            return None;
+        }
+        let device = engine.device();
+        Some(Self {
+            set: device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("kernel timer"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2,
+            }),
+            resolve: device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("kernel timer"),
+                size: 16,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            }),
+            period_ns: engine.queue().get_timestamp_period() as f64,
+        })
+    }
+
+    /// Seconds the device spent on what `record` records (submitted and waited for).
+    ///
+    /// # Errors
+    /// Those of `record`, submission and readback.
+    pub fn time(
+        &self,
+        engine: &Engine,
+        record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<()>,
+    ) -> Result<f64> {
+        let mut encoder = engine.encoder();
+        encoder.write_timestamp(&self.set, 0);
+        record(&mut encoder)?;
+        encoder.write_timestamp(&self.set, 1);
+        encoder.resolve_query_set(&self.set, 0..2, &self.resolve, 0);
+        engine.submit(encoder)?;
+        let ticks: [u64; 2] = bytemuck::pod_read_unaligned(&engine.read_bytes(&self.resolve, 16)?);
+        Ok(ticks[1].saturating_sub(ticks[0]) as f64 * self.period_ns / 1e9)
+    }
+}

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use wgpu_losses::bench::{copy_gbps, median_secs};
+use wgpu_losses::bench::{copy_gbps, median_secs, KernelTimer};
 use wgpu_losses::random::Rng;
 use wgpu_losses::registry::{self, Case, Evaluated};
 use wgpu_losses::{compare, npy, Engine, Error, Result, Tolerance};
@@ -258,6 +258,7 @@ fn check(backend: Backend, cases: usize, seed: Option<u64>, only: Option<&str>) 
 /// gradients written.
 struct Bench<'a> {
     engine: &'a Engine,
+    timer: Option<KernelTimer>,
     copy_gbps: f64,
     reps: usize,
     results: Vec<serde_json::Value>,
@@ -272,22 +273,37 @@ impl Bench<'_> {
         mut gpu: impl FnMut(&mut wgpu::CommandEncoder) -> Result<()>,
         mut cpu: impl FnMut() -> Result<()>,
     ) -> Result<()> {
-        let gpu = median_secs(2, self.reps, || {
+        let gpu_secs = median_secs(2, self.reps, || {
             let mut encoder = self.engine.encoder();
             gpu(&mut encoder)?;
             self.engine.submit(encoder)
         })?;
+        let kernel = match &self.timer {
+            Some(t) => {
+                let mut times = Vec::with_capacity(self.reps);
+                for _ in 0..self.reps {
+                    times.push(t.time(self.engine, &mut gpu)?);
+                }
+                times.sort_by(|a, b| a.total_cmp(b));
+                Some(times[times.len() / 2])
+            }
+            None => None,
+        };
         let cpu = median_secs(1, self.reps, &mut cpu)?;
-        for (backend, secs) in [("gpu", gpu), ("cpu", cpu)] {
+        for (backend, secs) in [("gpu", gpu_secs), ("cpu", cpu)] {
             let gbps = bytes as f64 / secs / 1e9;
             let fraction = gbps / self.copy_gbps;
             let speedup = if backend == "gpu" {
-                format!("{:.2}x", cpu / gpu)
+                format!("{:.2}x", cpu / gpu_secs)
             } else {
                 String::new()
             };
+            let kernel_ms = match (backend, kernel) {
+                ("gpu", Some(k)) => format!("{:.3}", k * 1e3),
+                _ => String::new(),
+            };
             println!(
-                "{loss:<16} {shape:>12} {backend:>4} {:>10.3} {gbps:>8.2} {:>8.0}% {speedup:>9}",
+                "{loss:<16} {shape:>12} {backend:>4} {:>10.3} {kernel_ms:>10} {gbps:>8.2} {:>8.0}% {speedup:>9}",
                 secs * 1e3,
                 100.0 * fraction,
             );
@@ -296,6 +312,7 @@ impl Bench<'_> {
                 "shape": shape,
                 "backend": backend,
                 "median_ms": secs * 1e3,
+                "kernel_ms": if backend == "gpu" { kernel.map(|k| k * 1e3) } else { None },
                 "gbps": gbps,
                 "roofline_fraction": if backend == "gpu" { Some(fraction) } else { None },
             }));
@@ -335,13 +352,23 @@ fn bench(
     println!(
         "copy kernel: {copy_16:.2} GB/s at 16 MiB, {copy_64:.2} GB/s at 64 MiB (read + write)"
     );
-    println!("median ms per call; gpu: resident inputs, no readback; of copy: GB/s / copy GB/s");
+    let timer = KernelTimer::new(&engine);
     println!(
-        "{:<16} {:>12} {:>4} {:>10} {:>8} {:>9} {:>9}",
-        "loss", "shape", "", "median ms", "GB/s", "of copy", "cpu/gpu"
+        "median ms per call end to end (gpu: resident inputs, no readback){}; \
+         of copy: GB/s / copy GB/s",
+        if timer.is_some() {
+            "; kernel ms from timestamp queries"
+        } else {
+            "; no timestamp queries on this adapter"
+        }
+    );
+    println!(
+        "{:<16} {:>12} {:>4} {:>10} {:>10} {:>8} {:>9} {:>9}",
+        "loss", "shape", "", "median ms", "kernel ms", "GB/s", "of copy", "cpu/gpu"
     );
     let mut b = Bench {
         engine: &engine,
+        timer,
         copy_gbps,
         reps,
         results: Vec::new(),
