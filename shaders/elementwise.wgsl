@@ -40,7 +40,6 @@ struct Params {
 // status[0] = 0xffffffff - (first element whose label is outside its allowed set), else 0.
 @group(0) @binding(9) var<storage, read_write> status: array<atomic<u32>>;
 
-var<workgroup> shared_sum: array<f32, WG_SIZE>;
 
 // A loss term: x = loss, y = d/da, z = d/db.
 alias Term = vec3<f32>;
@@ -290,15 +289,9 @@ fn main(
         return;
     }
     // One partial per workgroup, in a fixed order.
-    shared_sum[lid] = sum;
-    for (var stride = WG_SIZE / 2u; stride > 0u; stride /= 2u) {
-        workgroupBarrier();
-        if (lid < stride) {
-            shared_sum[lid] += shared_sum[lid + stride];
-        }
-    }
+    let total = workgroup_sum(lid, sum);
     // Groups past the end (a 2-D grid's overshoot) own no partial.
     if (lid == 0u && start < chunks) {
-        out[params.group_base + group] = shared_sum[0];
+        out[params.group_base + group] = total;
     }
 }

@@ -23,20 +23,6 @@ const DIVIDE_BY_BUFFER: u32 = 1u;
 @group(0) @binding(3) var<storage, read> divisor: array<f32>;
 @group(0) @binding(4) var<storage, read_write> result: array<f32>;
 
-var<workgroup> shared_sum: array<f32, WG_SIZE>;
-
-fn workgroup_sum(lid: u32, v: f32) -> f32 {
-    shared_sum[lid] = v;
-    for (var stride = WG_SIZE / 2u; stride > 0u; stride /= 2u) {
-        workgroupBarrier();
-        if (lid < stride) {
-            shared_sum[lid] += shared_sum[lid + stride];
-        }
-    }
-    workgroupBarrier();
-    return shared_sum[0];
-}
-
 @compute @workgroup_size(WG_SIZE)
 fn partial_sums(
     @builtin(local_invocation_index) lid: u32,

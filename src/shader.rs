@@ -7,6 +7,7 @@ use crate::launch::Access;
 
 const MATH: &str = include_str!("../shaders/common/math.wgsl");
 const CROSS_ENTROPY: &str = include_str!("../shaders/cross_entropy.wgsl");
+const WORKGROUP_SUM: &str = include_str!("../shaders/common/workgroup_sum.wgsl");
 const ELEMENTWISE: &str = include_str!("../shaders/elementwise.wgsl");
 const REDUCE: &str = include_str!("../shaders/reduce.wgsl");
 const COPY: &str = include_str!("../shaders/copy.wgsl");
@@ -132,8 +133,8 @@ impl Shader {
     pub fn source(self) -> String {
         match self {
             Shader::CrossEntropy(io) => [MATH, &io.header(), CROSS_ENTROPY].join("\n"),
-            Shader::Elementwise(io) => [MATH, &io.header(), ELEMENTWISE].join("\n"),
-            Shader::Reduce => [MATH, REDUCE].join("\n"),
+            Shader::Elementwise(io) => [MATH, WORKGROUP_SUM, &io.header(), ELEMENTWISE].join("\n"),
+            Shader::Reduce => [MATH, WORKGROUP_SUM, REDUCE].join("\n"),
             Shader::Copy => [MATH, COPY].join("\n"),
         }
     }
