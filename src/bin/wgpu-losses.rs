@@ -259,6 +259,7 @@ fn check(backend: Backend, cases: usize, seed: Option<u64>, only: Option<&str>) 
 struct Bench<'a> {
     engine: &'a Engine,
     timer: Option<KernelTimer>,
+    progress: indicatif::ProgressBar,
     copy_gbps: f64,
     reps: usize,
     results: Vec<serde_json::Value>,
@@ -302,11 +303,17 @@ impl Bench<'_> {
                 ("gpu", Some(k)) => format!("{:.3}", k * 1e3),
                 _ => String::new(),
             };
-            println!(
+            let line = format!(
                 "{loss:<16} {shape:>12} {backend:>4} {:>10.3} {kernel_ms:>10} {gbps:>8.2} {:>8.0}% {speedup:>9}",
                 secs * 1e3,
                 100.0 * fraction,
             );
+            // Above the bar on a terminal; a hidden bar (output piped) would drop the line.
+            if self.progress.is_hidden() {
+                println!("{line}");
+            } else {
+                self.progress.println(line);
+            }
             self.results.push(serde_json::json!({
                 "loss": loss,
                 "shape": shape,
@@ -317,6 +324,7 @@ impl Bench<'_> {
                 "roofline_fraction": if backend == "gpu" { Some(fraction) } else { None },
             }));
         }
+        self.progress.inc(1);
         Ok(())
     }
 }
@@ -366,15 +374,6 @@ fn bench(
         "{:<16} {:>12} {:>4} {:>10} {:>10} {:>8} {:>9} {:>9}",
         "loss", "shape", "", "median ms", "kernel ms", "GB/s", "of copy", "cpu/gpu"
     );
-    let mut b = Bench {
-        engine: &engine,
-        timer,
-        copy_gbps,
-        reps,
-        results: Vec::new(),
-    };
-    let mut rng = Rng::new(7);
-
     let shapes: &[(usize, usize)] = if quick {
         &[(32, 10), (1024, 4096), (64, 32000)]
     } else {
@@ -388,6 +387,23 @@ fn bench(
             (64, 131072),
         ]
     };
+    let progress = indicatif::ProgressBar::new(
+        (shapes.len() + shapes.iter().filter(|s| s.1 == 4096).count() + ELEMENTWISE_ROWS) as u64,
+    );
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} rows {elapsed}")
+            .expect("a fixed template"),
+    );
+    let mut b = Bench {
+        engine: &engine,
+        timer,
+        progress,
+        copy_gbps,
+        reps,
+        results: Vec::new(),
+    };
+    let mut rng = Rng::new(7);
+
     for &(n, c) in shapes {
         let x = rng.normals(n * c, 2.0);
         let y: Vec<i32> = (0..n).map(|_| rng.below(c) as i32).collect();
@@ -486,6 +502,7 @@ fn bench(
             || elementwise(&loss, &host).map(|_| ()),
         )?;
     }
+    b.progress.finish_and_clear();
     if let Some(others) = others {
         print_comparison(&b.results, &others);
     }
@@ -511,6 +528,9 @@ fn bench(
     }
     Ok(())
 }
+
+/// Rows of the elementwise part of the benchmark.
+const ELEMENTWISE_ROWS: usize = 9;
 
 /// The `results` of a bench/compare.py file.
 fn read_comparison(path: &std::path::Path) -> Result<Vec<serde_json::Value>> {
