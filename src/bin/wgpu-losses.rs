@@ -74,6 +74,9 @@ enum Command {
         /// Also write the results as JSON.
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
+        /// Also draw the results as an SVG bar chart.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
         /// Print timings of other frameworks (JSON from bench/compare.py) beside ours.
         #[arg(long, value_name = "FILE")]
         compare: Option<PathBuf>,
@@ -332,6 +335,7 @@ impl Bench<'_> {
 fn bench(
     quick: bool,
     json: Option<&std::path::Path>,
+    svg: Option<&std::path::Path>,
     compare: Option<&std::path::Path>,
 ) -> Result<()> {
     // Read the comparison first, so a bad file fails before minutes of timing.
@@ -506,6 +510,10 @@ fn bench(
     if let Some(others) = others {
         print_comparison(&b.results, &others);
     }
+    if let Some(path) = svg {
+        write_file(path, &chart(&info.name, copy_gbps, &b.results))?;
+        println!("wrote {}", path.display());
+    }
     if let Some(path) = json {
         let doc = serde_json::json!({
             "adapter": {
@@ -520,13 +528,75 @@ fn bench(
             "results": b.results,
         });
         let text = serde_json::to_string_pretty(&doc).expect("JSON of plain values");
-        std::fs::write(path, text).map_err(|e| Error::Io {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
+        write_file(path, &text)?;
         println!("wrote {}", path.display());
     }
     Ok(())
+}
+
+fn write_file(path: &std::path::Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).map_err(|e| Error::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// A horizontal bar chart of GB/s per row and backend, with the copy kernel's bandwidth as a
+/// dashed line: plain SVG, no plotting dependency (and so no system font libraries).
+fn chart(adapter: &str, copy_gbps: f64, results: &[serde_json::Value]) -> String {
+    let escape = |t: &str| {
+        t.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    let (left, bar_h, width) = (230.0, 14.0, 560.0);
+    let max = results
+        .iter()
+        .filter_map(|r| r["gbps"].as_f64())
+        .fold(copy_gbps, f64::max)
+        * 1.05;
+    let x = |gbps: f64| left + width * gbps / max;
+    let height = 60.0 + results.len() as f64 * (bar_h + 2.0) + 30.0;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{height}\" \
+         font-family=\"sans-serif\" font-size=\"11\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"10\" y=\"20\" font-size=\"14\">wgpu-losses bench: GB/s (inputs read + \
+         gradients written) on {a}</text>\n\
+         <text x=\"10\" y=\"38\" fill=\"#555\">blue: GPU, orange: CPU backend; dashed: \
+         copy kernel {copy_gbps:.2} GB/s</text>\n",
+        w = left + width + 80.0,
+        a = escape(adapter),
+    );
+    for (i, r) in results.iter().enumerate() {
+        let y = 50.0 + i as f64 * (bar_h + 2.0);
+        let gbps = r["gbps"].as_f64().unwrap_or(0.0);
+        let gpu = r["backend"] == "gpu";
+        let label = format!(
+            "{} {} {}",
+            r["loss"].as_str().unwrap_or("?"),
+            r["shape"].as_str().unwrap_or("?"),
+            r["backend"].as_str().unwrap_or("?")
+        );
+        svg += &format!(
+            "<text x=\"{tx}\" y=\"{ty}\" text-anchor=\"end\">{l}</text>\n\
+             <rect x=\"{left}\" y=\"{y}\" width=\"{bw:.1}\" height=\"{bar_h}\" fill=\"{c}\"/>\n\
+             <text x=\"{vx:.1}\" y=\"{ty}\">{gbps:.2}</text>\n",
+            tx = left - 6.0,
+            ty = y + bar_h - 3.0,
+            l = escape(&label),
+            bw = x(gbps) - left,
+            c = if gpu { "#4878d0" } else { "#ee854a" },
+            vx = x(gbps) + 4.0,
+        );
+    }
+    svg += &format!(
+        "<line x1=\"{cx:.1}\" y1=\"45\" x2=\"{cx:.1}\" y2=\"{y2}\" stroke=\"#333\" \
+         stroke-dasharray=\"4 3\"/>\n</svg>\n",
+        cx = x(copy_gbps),
+        y2 = height - 20.0,
+    );
+    svg
 }
 
 /// Rows of the elementwise part of the benchmark.
@@ -601,8 +671,9 @@ fn main() -> ExitCode {
         Command::Bench {
             quick,
             json,
+            svg,
             compare,
-        } => bench(*quick, json.as_deref(), compare.as_deref()).map(|_| true),
+        } => bench(*quick, json.as_deref(), svg.as_deref(), compare.as_deref()).map(|_| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
