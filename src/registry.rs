@@ -67,6 +67,26 @@ pub struct Evaluated<T> {
     pub grad_terms: f64,
 }
 
+impl Evaluated<f32> {
+    /// A GPU or CPU result: every gradient has the shape `grad_shape`.
+    pub fn from_values(
+        out: crate::LossValues,
+        loss_shape: Vec<usize>,
+        grad_shape: &[usize],
+    ) -> Self {
+        Self {
+            loss: out.loss,
+            loss_shape,
+            grads: out
+                .grads
+                .into_iter()
+                .map(|(name, g)| (name, g, grad_shape.to_vec()))
+                .collect(),
+            grad_terms: 0.0,
+        }
+    }
+}
+
 impl Evaluated<f64> {
     /// `tol` for this result's gradients: their error is measured against the scale of the
     /// terms they are summed from.

@@ -619,16 +619,7 @@ impl HostProblem {
     }
 
     fn evaluated(&self, out: LossValues) -> Evaluated<f32> {
-        Evaluated {
-            loss: out.loss,
-            loss_shape: self.loss_shape(),
-            grads: out
-                .grads
-                .into_iter()
-                .map(|(name, g)| (name, g, vec![self.n, self.c]))
-                .collect(),
-            grad_terms: 0.0,
-        }
+        Evaluated::from_values(out, self.loss_shape(), &[self.n, self.c])
     }
 }
 

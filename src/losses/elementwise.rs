@@ -746,16 +746,7 @@ impl HostProblem {
     }
 
     fn evaluated(&self, out: LossValues) -> Evaluated<f32> {
-        Evaluated {
-            loss: out.loss,
-            loss_shape: self.loss_shape(),
-            grads: out
-                .grads
-                .into_iter()
-                .map(|(name, g)| (name, g, self.shape.clone()))
-                .collect(),
-            grad_terms: 0.0,
-        }
+        Evaluated::from_values(out, self.loss_shape(), &self.shape)
     }
 
     /// Host-side label check, so `eval` names the offending element before any dispatch.
