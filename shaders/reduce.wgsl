@@ -5,14 +5,14 @@
 override WG_SIZE: u32 = 256u;
 
 struct ReduceParams {
-    len: u32,
-    block: u32,
-    groups: u32,
+    len: u32,        // values in this window
+    block: u32,      // values per partial
+    groups: u32,     // partials of this window (partial_sums) or in all (finish)
     flags: u32,
     scale: f32,
+    group_base: u32, // index of this window's first partial (inputs past one binding)
     _pad0: u32,
     _pad1: u32,
-    _pad2: u32,
 }
 
 const DIVIDE_BY_BUFFER: u32 = 1u;
@@ -38,7 +38,7 @@ fn partial_sums(
     }
     let total = workgroup_sum(lid, v);
     if (lid == 0u && g < params.groups) {
-        partials[g] = total;
+        partials[params.group_base + g] = total;
     }
 }
 

@@ -195,47 +195,59 @@ impl Engine {
         divisor: Option<&wgpu::Buffer>,
         result: &wgpu::Buffer,
     ) -> Result<()> {
-        if len as u64 * 4 > self.max_binding_bytes() {
-            return Err(Error::Limit(format!(
-                "reducing {len} values exceeds one {}-byte binding",
-                self.max_binding_bytes()
-            )));
-        }
         let wg = self.workgroup_size();
-        // At most 1024 partials; blocks of at least 8 values per invocation.
+        // At most ~1024 partials; blocks of at least 8 values per invocation.
         let block = (len.div_ceil(1024)).max(wg as usize * 8);
         let groups = len.div_ceil(block).max(1);
-        let params = ReduceParams {
-            len: len as u32,
-            block: block as u32,
-            groups: groups as u32,
-            flags: divisor.is_some() as u32,
-            scale,
-            _pad: [0; 3],
-        };
-        let uniform = self.uniform(&params);
+        // Values past one binding are reduced window by window into one partials array.
+        let windows = self.row_windows(groups, block as u64 * 4, false)?;
         let partials = self.scratch(groups);
         let dummy;
-        let divisor = match divisor {
+        let divisor_buffer = match divisor {
             Some(d) => d,
             None => {
                 dummy = self.scratch(1);
                 &dummy
             }
         };
-        let resources = [
-            uniform.as_entire_binding(),
-            window(values, 0, len),
-            partials.as_entire_binding(),
-            window(divisor, 0, 1),
-            window(result, 0, 1),
-        ];
         let key = |entry| KernelKey {
             shader: Shader::Reduce,
             entry,
             overrides: vec![("WG_SIZE", wg)],
         };
-        self.dispatch(encoder, key("partial_sums"), &resources, groups as u32)?;
+        let params = |len: usize, groups: usize, group_base: usize| ReduceParams {
+            len: len as u32,
+            block: block as u32,
+            groups: groups as u32,
+            flags: divisor.is_some() as u32,
+            scale,
+            group_base: group_base as u32,
+            _pad: [0; 2],
+        };
+        let mut last = None;
+        for w in &windows {
+            let start = w.start * block;
+            let count = (w.end * block).min(len) - start;
+            let uniform = self.uniform(&params(count, w.len(), w.start));
+            let resources = [
+                uniform.as_entire_binding(),
+                window(values, start, count),
+                partials.as_entire_binding(),
+                window(divisor_buffer, 0, 1),
+                window(result, 0, 1),
+            ];
+            self.dispatch(encoder, key("partial_sums"), &resources, w.len() as u32)?;
+            last = Some((start, count));
+        }
+        let (start, count) = last.unwrap_or((0, len));
+        let uniform = self.uniform(&params(len, groups, 0));
+        let resources = [
+            uniform.as_entire_binding(),
+            window(values, start, count),
+            partials.as_entire_binding(),
+            window(divisor_buffer, 0, 1),
+            window(result, 0, 1),
+        ];
         self.dispatch(encoder, key("finish"), &resources, 1)
     }
 }
@@ -248,5 +260,6 @@ pub(crate) struct ReduceParams {
     pub groups: u32,
     pub flags: u32,
     pub scale: f32,
-    pub _pad: [u32; 3],
+    pub group_base: u32,
+    pub _pad: [u32; 2],
 }

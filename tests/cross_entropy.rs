@@ -359,6 +359,20 @@ fn inputs_split_across_bindings() {
         let case = build_case(&mut rng, 300, 700, &o);
         check_case(ce(), &small, &case, Tolerance::default());
     }
+    // 50,000 rows: the per-row losses and row weights (200 KB each) are themselves summed
+    // window by window.
+    let o = Opts {
+        probs: false,
+        weight: true,
+        smoothing: Some(0.1),
+        z_loss: false,
+        softcap: None,
+        reduction: "mean",
+        upstream: false,
+        scale: 2.0,
+    };
+    let case = build_case(&mut rng, 50_000, 3, &o);
+    check_case(ce(), &small, &case, Tolerance::default());
 }
 
 #[test]
