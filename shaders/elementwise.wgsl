@@ -179,7 +179,7 @@ fn sigmoid_focal(x: f32, y: f32, alpha: f32, gamma: f32) -> Term {
     if (gamma != 0.0) {
         f = real_pow(m, gamma);
         if (m != 0.0) {
-            df = gamma * real_pow(m, gamma - 1.0) * s.p * s.q * (1.0 - 2.0 * y);
+            df = gamma * (f / m) * s.p * s.q * (1.0 - 2.0 * y); // m^(γ-1) = m^γ / m: one pow
         }
     }
     var a = 1.0;
