@@ -311,3 +311,43 @@ pub fn labels_i32(input: &'static str, a: &HostArray) -> Result<Vec<i32>> {
             .collect(),
     }
 }
+
+/// A host upstream gradient moved to the device for a GPU run: per item when the reduction
+/// is none and it has one value per item of `shape`, else a scalar.
+pub(crate) struct DeviceUpstream {
+    per_item: Option<crate::Tensor>,
+    scalar: Option<f32>,
+}
+
+impl DeviceUpstream {
+    pub(crate) fn upload(
+        engine: &Engine,
+        host: Option<&[f32]>,
+        shape: &[usize],
+        reduction: crate::Reduction,
+    ) -> Result<Self> {
+        let items: usize = shape.iter().product();
+        Ok(match host {
+            Some(g) if reduction == crate::Reduction::None && g.len() == items => Self {
+                per_item: Some(engine.upload(g, shape)?),
+                scalar: None,
+            },
+            Some(g) => Self {
+                per_item: None,
+                scalar: g.first().copied(),
+            },
+            None => Self {
+                per_item: None,
+                scalar: None,
+            },
+        })
+    }
+
+    pub(crate) fn get(&self) -> crate::Upstream<'_> {
+        match (&self.per_item, self.scalar) {
+            (Some(t), _) => crate::Upstream::PerItem(t),
+            (None, Some(g)) => crate::Upstream::Scalar(g),
+            (None, None) => crate::Upstream::Ones,
+        }
+    }
+}

@@ -10,7 +10,9 @@ use crate::losses::{expect_shape, finite, LossOutput, LossValues, Reduction, Sta
 use crate::random::Rng;
 use crate::reference::cross_entropy::{self as reference, RefTarget};
 use crate::reference::softmax_focal::softmax_focal as focal_reference;
-use crate::registry::{labels_i32, Case, Evaluated, HostArray, HostData, InputSpec, LossDef};
+use crate::registry::{
+    labels_i32, Case, DeviceUpstream, Evaluated, HostArray, HostData, InputSpec, LossDef,
+};
 use crate::shader::{RowIo, Shader};
 use crate::tensor::{DType, Tensor};
 
@@ -714,19 +716,11 @@ impl LossDef for RowDef {
             .as_ref()
             .map(|w| engine.upload(w, &[c]))
             .transpose()?;
-        let upstream = match &p.upstream {
-            Some(g) if g.len() == n && p.opts.reduction == Reduction::None => {
-                Some(engine.upload(g, &[n])?)
-            }
-            _ => None,
-        };
+        let upstream =
+            DeviceUpstream::upload(engine, p.upstream.as_deref(), &[n], p.opts.reduction)?;
         let mut inputs = CrossEntropyInputs::new(&logits, target);
         inputs.weight = weight.as_ref();
-        inputs.upstream = match (&upstream, &p.upstream) {
-            (Some(t), _) => Upstream::PerItem(t),
-            (None, Some(g)) => Upstream::Scalar(g[0]),
-            (None, None) => Upstream::Ones,
-        };
+        inputs.upstream = upstream.get();
         let out = p.opts.run(engine, &inputs)?;
         Ok(p.evaluated(out))
     }

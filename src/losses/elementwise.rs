@@ -11,7 +11,7 @@ use crate::launch::KernelKey;
 use crate::losses::{expect_shape, finite, LossOutput, LossValues, Reduction, Status, Upstream};
 use crate::random::Rng;
 use crate::reference::elementwise as reference;
-use crate::registry::{labels_i32, Case, Evaluated, HostArray, InputSpec, LossDef};
+use crate::registry::{labels_i32, Case, DeviceUpstream, Evaluated, HostArray, InputSpec, LossDef};
 use crate::shader::{ElementIo, Shader};
 use crate::tensor::{DType, Tensor};
 
@@ -802,12 +802,8 @@ impl LossDef for ElementwiseDef {
             .as_ref()
             .map(|pw| engine.upload(pw, &[pw.len()]))
             .transpose()?;
-        let per_item = match &p.upstream {
-            Some(g) if p.loss.reduction == Reduction::None && g.len() == a.len() => {
-                Some(engine.upload(g, shape)?)
-            }
-            _ => None,
-        };
+        let upstream =
+            DeviceUpstream::upload(engine, p.upstream.as_deref(), shape, p.loss.reduction)?;
         let inputs = ElementwiseInputs {
             input: &a,
             target: &b,
@@ -815,11 +811,7 @@ impl LossDef for ElementwiseDef {
             weight: weight.as_ref(),
             pos_weight: pos_weight.as_ref(),
             grad_out: [None, None],
-            upstream: match (&per_item, &p.upstream) {
-                (Some(t), _) => Upstream::PerItem(t),
-                (None, Some(g)) => Upstream::Scalar(g[0]),
-                (None, None) => Upstream::Ones,
-            },
+            upstream: upstream.get(),
         };
         let out = p.loss.run(engine, &inputs)?;
         Ok(p.evaluated(out))
