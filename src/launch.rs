@@ -195,6 +195,20 @@ impl Engine {
         divisor: Option<&wgpu::Buffer>,
         result: &wgpu::Buffer,
     ) -> Result<()> {
+        self.record_sum_at(encoder, (values, 0), len, scale, divisor, result)
+    }
+
+    /// [`Engine::record_sum`] over `len` values from element `offset` of a buffer, an offset
+    /// the adapter's storage alignment accepts (a multiple of 64 elements always is).
+    pub(crate) fn record_sum_at(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        (values, offset): (&wgpu::Buffer, usize),
+        len: usize,
+        scale: f32,
+        divisor: Option<&wgpu::Buffer>,
+        result: &wgpu::Buffer,
+    ) -> Result<()> {
         let wg = self.workgroup_size();
         // At most ~1024 partials; blocks of at least 8 values per invocation.
         let block = (len.div_ceil(1024)).max(wg as usize * 8);
@@ -231,7 +245,7 @@ impl Engine {
             let uniform = self.uniform(&params(count, w.len(), w.start));
             let resources = [
                 uniform.as_entire_binding(),
-                window(values, start, count),
+                window(values, offset + start, count),
                 partials.as_entire_binding(),
                 window(divisor_buffer, 0, 1),
                 window(result, 0, 1),
@@ -243,7 +257,7 @@ impl Engine {
         let uniform = self.uniform(&params(len, groups, 0));
         let resources = [
             uniform.as_entire_binding(),
-            window(values, start, count),
+            window(values, offset + start, count),
             partials.as_entire_binding(),
             window(divisor_buffer, 0, 1),
             window(result, 0, 1),

@@ -37,6 +37,11 @@ pub use engine::{adapters, Engine, EngineOptions};
 pub use error::{Error, Result};
 pub use losses::cross_entropy::{CrossEntropy, CrossEntropyInputs, Target};
 pub use losses::elementwise::{ElementwiseInputs, ElementwiseLoss, Pointwise};
+pub use losses::metric_options::{
+    Contrastive, Distance, InfoNce, MinedTriplet, Mining, NceKind, Triplet,
+};
+pub use losses::pair_rows::{ContrastiveInputs, TripletInputs};
+pub use losses::pairwise::NceInputs;
 pub use losses::softmax_focal::SoftmaxFocal;
 pub use losses::{LossOutput, LossValues, Reduction, Upstream};
 pub use tensor::{DType, Tensor};

@@ -65,6 +65,9 @@ pub struct Evaluated<T> {
     pub grads: Vec<(&'static str, Vec<T>, Vec<usize>)>,
     /// The reference's [`crate::reference::RefOutput::grad_terms`]; 0 for GPU results.
     pub grad_terms: f64,
+    /// The reference's [`crate::reference::RefOutput::decision_gap`]; infinite for GPU and
+    /// CPU results.
+    pub decision_gap: f64,
 }
 
 impl Evaluated<f32> {
@@ -83,6 +86,7 @@ impl Evaluated<f32> {
                 .map(|(name, g)| (name, g, grad_shape.to_vec()))
                 .collect(),
             grad_terms: 0.0,
+            decision_gap: f64::INFINITY,
         }
     }
 }
@@ -140,7 +144,8 @@ pub trait LossDef: Sync {
 pub fn losses() -> &'static [&'static dyn LossDef] {
     use crate::losses::cross_entropy::RowDef;
     use crate::losses::elementwise::DEFS as E;
-    static LOSSES: [&dyn LossDef; 11] = [
+    use crate::losses::metric_defs::METRIC_DEFS as M;
+    static LOSSES: [&dyn LossDef; 17] = [
         &RowDef::CROSS_ENTROPY,
         &RowDef::SOFTMAX_FOCAL,
         &E[0],
@@ -152,6 +157,12 @@ pub fn losses() -> &'static [&'static dyn LossDef] {
         &E[6],
         &E[7],
         &E[8],
+        &M[0],
+        &M[1],
+        &M[2],
+        &M[3],
+        &M[4],
+        &M[5],
     ];
     &LOSSES
 }

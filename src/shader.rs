@@ -11,6 +11,8 @@ const WORKGROUP_SUM: &str = include_str!("../shaders/common/workgroup_sum.wgsl")
 const ELEMENTWISE: &str = include_str!("../shaders/elementwise.wgsl");
 const REDUCE: &str = include_str!("../shaders/reduce.wgsl");
 const COPY: &str = include_str!("../shaders/copy.wgsl");
+const PAIR_ROWS: &str = include_str!("../shaders/pair_rows.wgsl");
+const PAIRWISE: &str = include_str!("../shaders/pairwise.wgsl");
 
 /// One compiled shader module (a kernel family in one of its I/O variants).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -19,6 +21,10 @@ pub enum Shader {
     CrossEntropy(RowIo),
     /// Elementwise losses.
     Elementwise(ElementIo),
+    /// Contrastive and triplet losses over explicit rows.
+    PairRows,
+    /// Tiled all-pairs kernels: InfoNCE losses and mined triplets.
+    Pairwise,
     /// Deterministic two-level sum.
     Reduce,
     /// vec4 copy, the bandwidth yardstick.
@@ -123,6 +129,8 @@ impl Shader {
         all.extend([
             Shader::Elementwise(ElementIo { vec4: false }),
             Shader::Elementwise(ElementIo { vec4: true }),
+            Shader::PairRows,
+            Shader::Pairwise,
             Shader::Reduce,
             Shader::Copy,
         ]);
@@ -134,6 +142,8 @@ impl Shader {
         match self {
             Shader::CrossEntropy(io) => [MATH, &io.header(), CROSS_ENTROPY].join("\n"),
             Shader::Elementwise(io) => [MATH, WORKGROUP_SUM, &io.header(), ELEMENTWISE].join("\n"),
+            Shader::PairRows => [MATH, PAIR_ROWS].join("\n"),
+            Shader::Pairwise => [MATH, PAIRWISE].join("\n"),
             Shader::Reduce => [MATH, WORKGROUP_SUM, REDUCE].join("\n"),
             Shader::Copy => [MATH, COPY].join("\n"),
         }
@@ -153,6 +163,8 @@ impl Shader {
                 &[ReadWrite, ReadWrite, ReadWrite, ReadWrite],
             ]
             .concat(),
+            Shader::PairRows => [&[Uniform][..], &[Read; 5], &[ReadWrite; 4]].concat(),
+            Shader::Pairwise => [&[Uniform][..], &[Read; 10], &[ReadWrite; 3]].concat(),
             Shader::Reduce => vec![Uniform, Read, ReadWrite, Read, ReadWrite],
             Shader::Copy => vec![Uniform, Read, ReadWrite],
         }
@@ -163,6 +175,16 @@ impl Shader {
         match self {
             Shader::CrossEntropy(_) => &["main", "row_weights"],
             Shader::Elementwise(_) => &["main"],
+            Shader::PairRows => &["main"],
+            Shader::Pairwise => &[
+                "normalize",
+                "finish",
+                "nce_forward",
+                "nce_backward",
+                "distances",
+                "mine",
+                "mined_backward",
+            ],
             Shader::Reduce => &["partial_sums", "finish"],
             Shader::Copy => &["main"],
         }

@@ -140,6 +140,7 @@ fn to_f32(e: Evaluated<f64>) -> Evaluated<f32> {
         loss_shape: e.loss_shape,
         grads: e.grads.into_iter().map(|(n, g, s)| (n, f(g), s)).collect(),
         grad_terms: e.grad_terms,
+        decision_gap: e.decision_gap,
     }
 }
 

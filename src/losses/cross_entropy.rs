@@ -784,6 +784,7 @@ impl LossDef for RowDef {
                 .map(|(name, g)| (name, g, vec![p.n, p.c]))
                 .collect(),
             grad_terms: out.grad_terms,
+            decision_gap: out.decision_gap,
         })
     }
 

@@ -857,6 +857,7 @@ impl LossDef for ElementwiseDef {
                 .map(|(name, g)| (name, g, p.shape.clone()))
                 .collect(),
             grad_terms: out.grad_terms,
+            decision_gap: out.decision_gap,
         })
     }
 

@@ -2,6 +2,10 @@
 
 pub mod cross_entropy;
 pub mod elementwise;
+pub(crate) mod metric_defs;
+pub mod metric_options;
+pub mod pair_rows;
+pub mod pairwise;
 pub mod softmax_focal;
 
 use std::str::FromStr;

@@ -164,5 +164,6 @@ pub fn elementwise(
         loss: out,
         grads: if loss.gradient { grads } else { Vec::new() },
         grad_terms,
+        decision_gap: f64::INFINITY,
     })
 }

@@ -3,6 +3,9 @@
 
 pub mod cross_entropy;
 pub mod elementwise;
+pub mod info_nce;
+pub mod mined_triplet;
+pub mod pair_rows;
 pub mod softmax_focal;
 
 use crate::error::{Error, Result};
@@ -19,6 +22,10 @@ pub struct RefOutput {
     /// between such terms (p·coef against the target term, say) is absolute at this scale,
     /// so comparisons measure gradient error against it, not against the result's size.
     pub grad_terms: f64,
+    /// Smallest distance of a discrete decision the loss makes (mining, a hinge's gradient,
+    /// swap) from its boundary; infinite where it makes none. f32 results may legitimately
+    /// decide otherwise within about f32 rounding of the boundary.
+    pub decision_gap: f64,
 }
 
 /// Applies the reduction to per-item losses `l` with mean denominator `denom` (0 when the
@@ -110,5 +117,6 @@ pub(crate) fn row_output(
             Vec::new()
         },
         grad_terms,
+        decision_gap: f64::INFINITY,
     }
 }

@@ -1,0 +1,571 @@
+// Batch losses over all pairs of rows (metric learning; semantics: LOSSES.md).
+//
+// A 32×32 tile engine through workgroup memory: 256 invocations (16×16), each owning a 2×2
+// block of the tile (rows ty, ty+16; columns tx, tx+16), stream 32-wide depth chunks of the
+// query and key rows. It computes similarity/distance tiles (`tile_scores`) and accumulates
+// gradient rows from a coefficient tile (`accumulate`, G += C·K).
+//
+// InfoNCE (nt-xent, clip, supcon) never stores the N×N matrix: `nce_forward` streams key
+// tiles through an online log-sum-exp per query row; `nce_backward` recomputes each tile and
+// turns it into gradient coefficients with the saved log-sum-exps (flash-attention style).
+// Mined triplets use the distance matrix (`distances`, `mine`), split into row windows,
+// with integer pair counts (exact, deterministic atomics) as gradient weights (`mined_backward`).
+// `normalize` and `finish` are the per-row steps before and after.
+
+override WG_SIZE: u32 = 256u;
+override MODE: u32 = 0u;          // distances: EUCLIDEAN, SQUARED or COSINE (rows pre-normalized)
+override MINING: u32 = 0u;        // BATCH_ALL, BATCH_HARD or SEMI_HARD
+override EXCLUDE_SELF: bool = true;
+override FINISH: u32 = 0u;        // JACOBIAN (through normalize) or DIFF (rowsum·e − G)
+
+const EUCLIDEAN: u32 = 0u;
+const SQUARED: u32 = 1u;
+const COSINE: u32 = 2u;
+const BATCH_ALL: u32 = 0u;
+const BATCH_HARD: u32 = 1u;
+const SEMI_HARD: u32 = 2u;
+const JACOBIAN: u32 = 0u;
+const DIFF: u32 = 1u;
+const NORM_EPS: f32 = 1e-12;
+const NONE: u32 = 0xffffffffu;
+
+const T: u32 = 32u;      // tile rows and columns
+const KC: u32 = 32u;     // depth chunk
+const KP: u32 = 33u;     // padded row stride in workgroup memory
+
+struct Params {
+    dim: u32,
+    q_begin: u32,    // first query row of this launch (global index)
+    q_count: u32,
+    k_begin: u32,    // first key row (global index)
+    k_count: u32,
+    n: u32,          // row length of the N×N matrices
+    plane: u32,      // stride between the planes of the per-row statistics
+    _pad: u32,
+    inv_tau: f32,
+    margin: f32,
+    scale: f32,      // upstream gradient; divided by divisor[0] on the device
+    _pad1: f32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> rows_q: array<f32>;     // query rows [*, dim]
+@group(0) @binding(2) var<storage, read> rows_k: array<f32>;     // key rows [*, dim]
+@group(0) @binding(3) var<storage, read> labels_q: array<i32>;
+@group(0) @binding(4) var<storage, read> labels_k: array<i32>;
+@group(0) @binding(5) var<storage, read> stats_q: array<f32>;    // per query row, in planes
+@group(0) @binding(6) var<storage, read> stats_k: array<f32>;    // per key row, in planes
+@group(0) @binding(7) var<storage, read> divisor: array<f32>;    // [1]
+@group(0) @binding(8) var<storage, read> dist_q: array<f32>;     // matrix rows q_begin..
+@group(0) @binding(9) var<storage, read> cnt_q: array<i32>;      // count rows q_begin..
+@group(0) @binding(10) var<storage, read> cnt_k: array<i32>;     // count rows k_begin..
+@group(0) @binding(11) var<storage, read_write> out: array<f32>;
+@group(0) @binding(12) var<storage, read_write> out_stats: array<f32>;
+@group(0) @binding(13) var<storage, read_write> out_cnt: array<atomic<i32>>;
+
+var<workgroup> sh_a: array<f32, 1056>;
+var<workgroup> sh_b: array<f32, 1056>;
+var<workgroup> sh_c: array<f32, 1056>;
+
+// Scores of this invocation's 2×2 block of the tile at (q0, k0): Σ q·k, or Σ(q − k)² when
+// `sqdiff`; rows past q_end / k_end read zeros. Components: (ty,tx), (ty,tx+16),
+// (ty+16,tx), (ty+16,tx+16). Called by the whole workgroup (barriers).
+fn tile_scores(lid: u32, q0: u32, q_end: u32, k0: u32, k_end: u32, sqdiff: bool) -> vec4<f32> {
+    let ty = lid / 16u;
+    let tx = lid % 16u;
+    let dim = params.dim;
+    var acc = vec4<f32>(0.0);
+    for (var d0 = 0u; d0 < dim; d0 += KC) {
+        for (var m = 0u; m < 4u; m++) {
+            let idx = lid + m * 256u;
+            let r = idx / KC;
+            let c = idx % KC;
+            let d = d0 + c;
+            var qv = 0.0;
+            var kv = 0.0;
+            if (d < dim && q0 + r < q_end) {
+                qv = rows_q[(q0 + r) * dim + d];
+            }
+            if (d < dim && k0 + r < k_end) {
+                kv = rows_k[(k0 + r) * dim + d];
+            }
+            sh_a[r * KP + c] = qv;
+            sh_b[r * KP + c] = kv;
+        }
+        workgroupBarrier();
+        let depth = min(KC, dim - d0);
+        for (var c = 0u; c < depth; c++) {
+            let qa = sh_a[ty * KP + c];
+            let qb = sh_a[(ty + 16u) * KP + c];
+            let ka = sh_b[tx * KP + c];
+            let kb = sh_b[(tx + 16u) * KP + c];
+            if (sqdiff) {
+                let e = vec4<f32>(qa - ka, qa - kb, qb - ka, qb - kb);
+                acc += e * e;
+            } else {
+                acc += vec4<f32>(qa * ka, qa * kb, qb * ka, qb * kb);
+            }
+        }
+        workgroupBarrier();
+    }
+    return acc;
+}
+
+// out[i] += Σ_j sh_c[i][j]·rows_k[j] for the tile's query rows i (global) and key rows
+// k0.. (zeros past k_end); sh_c must hold the coefficient tile. Whole workgroup.
+fn accumulate(lid: u32, q0: u32, q_end: u32, k0: u32, k_end: u32) {
+    workgroupBarrier();
+    let ty = lid / 16u;
+    let tx = lid % 16u;
+    let dim = params.dim;
+    for (var d0 = 0u; d0 < dim; d0 += KC) {
+        for (var m = 0u; m < 4u; m++) {
+            let idx = lid + m * 256u;
+            let r = idx / KC;
+            let c = idx % KC;
+            var kv = 0.0;
+            if (d0 + c < dim && k0 + r < k_end) {
+                kv = rows_k[(k0 + r) * dim + d0 + c];
+            }
+            sh_b[r * KP + c] = kv;
+        }
+        workgroupBarrier();
+        var g = vec4<f32>(0.0);
+        for (var j = 0u; j < T; j++) {
+            let ca = sh_c[ty * KP + j];
+            let cb = sh_c[(ty + 16u) * KP + j];
+            let ka = sh_b[j * KP + tx];
+            let kb = sh_b[j * KP + tx + 16u];
+            g += vec4<f32>(ca * ka, ca * kb, cb * ka, cb * kb);
+        }
+        for (var e = 0u; e < 4u; e++) {
+            let i = q0 + ty + 16u * (e / 2u);
+            let d = d0 + tx + 16u * (e % 2u);
+            if (i < q_end && d < dim) {
+                out[i * dim + d] += g[e];
+            }
+        }
+        workgroupBarrier();
+    }
+}
+
+// Sums over the workgroup of two values, in a fixed order. Whole workgroup.
+fn workgroup_sum2(lid: u32, v: vec2<f32>) -> vec2<f32> {
+    workgroupBarrier();
+    sh_a[lid] = v.x;
+    sh_b[lid] = v.y;
+    for (var stride = WG_SIZE / 2u; stride > 0u; stride /= 2u) {
+        workgroupBarrier();
+        if (lid < stride) {
+            sh_a[lid] += sh_a[lid + stride];
+            sh_b[lid] += sh_b[lid + stride];
+        }
+    }
+    workgroupBarrier();
+    return vec2<f32>(sh_a[0], sh_b[0]);
+}
+
+// The best (value, index) over the workgroup: largest value when `largest`, else smallest;
+// ties to the lower index; index NONE for no candidate. Whole workgroup.
+fn workgroup_best(lid: u32, v: f32, idx: u32, largest: bool) -> vec2<u32> {
+    workgroupBarrier();
+    sh_a[lid] = v;
+    sh_b[lid] = bitcast<f32>(idx);
+    for (var stride = WG_SIZE / 2u; stride > 0u; stride /= 2u) {
+        workgroupBarrier();
+        if (lid < stride) {
+            let vo = sh_a[lid + stride];
+            let io = bitcast<u32>(sh_b[lid + stride]);
+            if (better(vo, io, sh_a[lid], bitcast<u32>(sh_b[lid]), largest)) {
+                sh_a[lid] = vo;
+                sh_b[lid] = bitcast<f32>(io);
+            }
+        }
+    }
+    workgroupBarrier();
+    return vec2<u32>(bitcast<u32>(sh_a[0]), bitcast<u32>(sh_b[0]));
+}
+
+fn better(v: f32, i: u32, best_v: f32, best_i: u32, largest: bool) -> bool {
+    if (i == NONE) {
+        return false;
+    }
+    if (best_i == NONE) {
+        return true;
+    }
+    let strictly = select((v < best_v), (v > best_v), largest);
+    return strictly || (v == best_v && i < best_i);
+}
+
+fn is_nan(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
+}
+
+// --- per-row steps -------------------------------------------------------------------
+
+// out = rows_q / max(‖row‖, 1e-12), out_stats = ‖row‖; one workgroup per row.
+@compute @workgroup_size(WG_SIZE)
+fn normalize(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let row = params.q_begin + group_index(wid, nwg);
+    if (row >= params.q_begin + params.q_count) {
+        return;
+    }
+    let base = row * params.dim;
+    var ss = 0.0;
+    for (var d = lid; d < params.dim; d += WG_SIZE) {
+        let v = rows_q[base + d];
+        ss += v * v;
+    }
+    let norm = sqrt(workgroup_sum2(lid, vec2<f32>(ss, 0.0)).x);
+    let div = max(norm, NORM_EPS);
+    for (var d = lid; d < params.dim; d += WG_SIZE) {
+        out[base + d] = rows_q[base + d] / div;
+    }
+    if (lid == 0u) {
+        out_stats[row] = norm;
+    }
+}
+
+// Turns G (in out) into the gradient of the raw rows. JACOBIAN: rows_q are the normalized
+// rows and stats_q the norms: (G − n(n·G))/‖x‖, or G/eps where the norm was clamped.
+// DIFF: rows_q are the raw rows and stats_q the coefficient row sums: rowsum·e − G.
+@compute @workgroup_size(WG_SIZE)
+fn finish(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let row = params.q_begin + group_index(wid, nwg);
+    if (row >= params.q_begin + params.q_count) {
+        return;
+    }
+    let base = row * params.dim;
+    if (FINISH == DIFF) {
+        let r = stats_q[row];
+        for (var d = lid; d < params.dim; d += WG_SIZE) {
+            out[base + d] = r * rows_q[base + d] - out[base + d];
+        }
+        return;
+    }
+    var dot = 0.0;
+    for (var d = lid; d < params.dim; d += WG_SIZE) {
+        dot += out[base + d] * rows_q[base + d];
+    }
+    dot = workgroup_sum2(lid, vec2<f32>(dot, 0.0)).x;
+    let norm = stats_q[row];
+    let clamped = !(norm >= NORM_EPS);
+    for (var d = lid; d < params.dim; d += WG_SIZE) {
+        let g = out[base + d];
+        out[base + d] = select((g - rows_q[base + d] * dot) / norm, g / NORM_EPS, clamped);
+    }
+}
+
+// --- InfoNCE ---------------------------------------------------------------------------
+
+// Per query row i over all key rows j (j ≠ i when EXCLUDE_SELF), s = q_i·k_j/τ: writes the
+// planes of out_stats: lse, 1/|P(i)| (0 without positives), the row loss
+// lse − mean_{p∈P(i)} s_ip (0 without positives), and 1/0 for whether the row counts.
+@compute @workgroup_size(256)
+fn nce_forward(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let q0 = params.q_begin + group_index(wid, nwg) * T;
+    let q_end = params.q_begin + params.q_count;
+    if (q0 >= q_end) {
+        return;
+    }
+    let ty = lid / 16u;
+    let tx = lid % 16u;
+    let k_end = params.k_begin + params.k_count;
+    var st = array<vec2<f32>, 2>(vec2<f32>(F32_LOWEST, 0.0), vec2<f32>(F32_LOWEST, 0.0));
+    var pos = array<vec2<f32>, 2>(vec2<f32>(0.0), vec2<f32>(0.0));   // (Σ s, count)
+    for (var k0 = params.k_begin; k0 < k_end; k0 += T) {
+        let s = tile_scores(lid, q0, q_end, k0, k_end, false) * params.inv_tau;
+        for (var e = 0u; e < 4u; e++) {
+            let a = e / 2u;
+            let i = q0 + ty + 16u * a;
+            let j = k0 + tx + 16u * (e % 2u);
+            if (i < q_end && j < k_end && !(EXCLUDE_SELF && i == j)) {
+                st[a] = lse_push(st[a], s[e]);
+                if (labels_q[i] == labels_k[j]) {
+                    pos[a] += vec2<f32>(s[e], 1.0);
+                }
+            }
+        }
+    }
+    // Merge the 16 invocations of each row, in order.
+    for (var a = 0u; a < 2u; a++) {
+        let r = ty + 16u * a;
+        sh_a[r * 16u + tx] = st[a].x;
+        sh_a[512u + r * 16u + tx] = st[a].y;
+        sh_b[r * 16u + tx] = pos[a].x;
+        sh_b[512u + r * 16u + tx] = pos[a].y;
+    }
+    workgroupBarrier();
+    if (lid < T && q0 + lid < q_end) {
+        var total = vec2<f32>(F32_LOWEST, 0.0);
+        var p = vec2<f32>(0.0);
+        for (var t = 0u; t < 16u; t++) {
+            total = lse_merge(total, vec2<f32>(sh_a[lid * 16u + t], sh_a[512u + lid * 16u + t]));
+            p += vec2<f32>(sh_b[lid * 16u + t], sh_b[512u + lid * 16u + t]);
+        }
+        let i = q0 + lid;
+        let lse = total.x + log(total.y);
+        let valid = p.y > 0.0;
+        let inv = select(0.0, 1.0 / p.y, valid);
+        out_stats[i] = lse;
+        out_stats[params.plane + i] = inv;
+        out_stats[2u * params.plane + i] = select(0.0, lse - p.x * inv, valid);
+        out_stats[3u * params.plane + i] = select(0.0, 1.0, valid);
+    }
+}
+
+// Gradient rows G_i = Σ_j c_ij·k_j for the query rows, recomputing each similarity tile:
+// c_ij = w·[(e^{s_ij − lse_i} − pos_ij/|P(i)|) + (e^{s_ij − lse_j} − pos_ij/|P(j)|)]/τ, the
+// terms of anchor i (query side) and of anchor j (key side, whose loss holds s_ji = s_ij),
+// each only for anchors that count; w = upstream / number of anchors that count.
+@compute @workgroup_size(256)
+fn nce_backward(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let q0 = params.q_begin + group_index(wid, nwg) * T;
+    let q_end = params.q_begin + params.q_count;
+    if (q0 >= q_end) {
+        return;
+    }
+    let ty = lid / 16u;
+    let tx = lid % 16u;
+    let k_end = params.k_begin + params.k_count;
+    let div = divisor[0];
+    let w = select(0.0, params.scale / div * params.inv_tau, div != 0.0);
+    let plane = params.plane;
+    for (var k0 = params.k_begin; k0 < k_end; k0 += T) {
+        let s = tile_scores(lid, q0, q_end, k0, k_end, false) * params.inv_tau;
+        for (var e = 0u; e < 4u; e++) {
+            let i = q0 + ty + 16u * (e / 2u);
+            let j = k0 + tx + 16u * (e % 2u);
+            var c = 0.0;
+            if (i < q_end && j < k_end && !(EXCLUDE_SELF && i == j)) {
+                let pos = labels_q[i] == labels_k[j];
+                let inv_i = stats_q[plane + i];
+                let inv_j = stats_k[plane + j];
+                let term_i = exp(s[e] - stats_q[i]) - select(0.0, inv_i, pos);
+                let term_j = exp(s[e] - stats_k[j]) - select(0.0, inv_j, pos);
+                c = w * (select(0.0, term_i, inv_i > 0.0) + select(0.0, term_j, inv_j > 0.0));
+            }
+            sh_c[(ty + 16u * (e / 2u)) * KP + tx + 16u * (e % 2u)] = c;
+        }
+        accumulate(lid, q0, q_end, k0, k_end);
+    }
+}
+
+// --- mined triplets ----------------------------------------------------------------------
+
+// The distance matrix rows of this launch's window: out[(i − q_begin)·n + j] = D_ij.
+// Workgroups cover (query tile, key tile) pairs.
+@compute @workgroup_size(256)
+fn distances(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let key_tiles = (params.k_count + T - 1u) / T;
+    let g = group_index(wid, nwg);
+    let q0 = params.q_begin + (g / key_tiles) * T;
+    let k0 = params.k_begin + (g % key_tiles) * T;
+    let q_end = params.q_begin + params.q_count;
+    let k_end = params.k_begin + params.k_count;
+    if (q0 >= q_end) {
+        return;
+    }
+    let s = tile_scores(lid, q0, q_end, k0, k_end, MODE != COSINE);
+    let ty = lid / 16u;
+    let tx = lid % 16u;
+    for (var e = 0u; e < 4u; e++) {
+        let i = q0 + ty + 16u * (e / 2u);
+        let j = k0 + tx + 16u * (e % 2u);
+        if (i < q_end && j < k_end) {
+            var v = s[e];
+            if (MODE == EUCLIDEAN) {
+                v = sqrt(v);
+            } else if (MODE == COSINE) {
+                v = 1.0 - v;
+            }
+            out[(i - params.q_begin) * params.n + j] = v;
+        }
+    }
+}
+
+// One workgroup per anchor a of the window: mines its row of the distance matrix, adds the
+// chosen pairs' gradient weights to out_cnt (+1 per use as D_ap, −1 per use as D_an, only
+// for triplets with a positive loss), and writes the anchor's loss sum and count to the
+// planes of out_stats. A NaN distance in the anchor's row makes its count NaN.
+@compute @workgroup_size(WG_SIZE)
+fn mine(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let local_a = group_index(wid, nwg);
+    if (local_a >= params.q_count) {
+        return;
+    }
+    let a = params.q_begin + local_a;
+    let n = params.n;
+    let row = local_a * n;
+    let label = labels_q[a];
+    let m = params.margin;
+    var loss = 0.0;
+    var count = 0.0;
+    var nan = false;
+    for (var j = lid; j < n; j += WG_SIZE) {
+        nan = nan || (j != a && is_nan(dist_q[row + j]));
+    }
+    if (MINING == BATCH_HARD) {
+        var p_best = vec2<f32>(0.0, bitcast<f32>(NONE));
+        var n_best = vec2<f32>(0.0, bitcast<f32>(NONE));
+        for (var j = lid; j < n; j += WG_SIZE) {
+            let d = dist_q[row + j];
+            if (labels_k[j] == label) {
+                if (j != a && better(d, j, p_best.x, bitcast<u32>(p_best.y), true)) {
+                    p_best = vec2<f32>(d, bitcast<f32>(j));
+                }
+            } else if (better(d, j, n_best.x, bitcast<u32>(n_best.y), false)) {
+                n_best = vec2<f32>(d, bitcast<f32>(j));
+            }
+        }
+        let p = workgroup_best(lid, p_best.x, bitcast<u32>(p_best.y), true);
+        let q = workgroup_best(lid, n_best.x, bitcast<u32>(n_best.y), false);
+        if (lid == 0u && p.y != NONE && q.y != NONE) {
+            let t = bitcast<f32>(p.x) - bitcast<f32>(q.x) + m;
+            loss = max(t, 0.0);
+            count = 1.0;
+            if (t > 0.0) {
+                atomicAdd(&out_cnt[row + p.y], 1);
+                atomicAdd(&out_cnt[row + q.y], -1);
+            }
+        }
+    } else {
+        // One invocation per positive p, scanning every negative.
+        for (var p = lid; p < n; p += WG_SIZE) {
+            if (p == a || labels_k[p] != label) {
+                continue;
+            }
+            let d_ap = dist_q[row + p];
+            if (MINING == BATCH_ALL) {
+                var k = 0;
+                for (var j = 0u; j < n; j++) {
+                    let t = d_ap - dist_q[row + j] + m;
+                    if (labels_k[j] != label && t > 0.0) {
+                        loss += t;
+                        k += 1;
+                        atomicAdd(&out_cnt[row + j], -1);
+                    }
+                }
+                count += f32(k);
+                if (k > 0) {
+                    atomicAdd(&out_cnt[row + p], k);
+                }
+            } else {
+                // Semi-hard: the nearest negative farther than p, else the farthest.
+                var far = vec2<f32>(0.0, bitcast<f32>(NONE));
+                var farthest = vec2<f32>(0.0, bitcast<f32>(NONE));
+                for (var j = 0u; j < n; j++) {
+                    if (labels_k[j] == label) {
+                        continue;
+                    }
+                    let d = dist_q[row + j];
+                    if (d > d_ap && better(d, j, far.x, bitcast<u32>(far.y), false)) {
+                        far = vec2<f32>(d, bitcast<f32>(j));
+                    }
+                    if (better(d, j, farthest.x, bitcast<u32>(farthest.y), true)) {
+                        farthest = vec2<f32>(d, bitcast<f32>(j));
+                    }
+                }
+                let pick = select(far, farthest, bitcast<u32>(far.y) == NONE);
+                let chosen = bitcast<u32>(pick.y);
+                if (chosen != NONE) {
+                    let t = d_ap - pick.x + m;
+                    loss += max(t, 0.0);
+                    count += 1.0;
+                    if (t > 0.0) {
+                        atomicAdd(&out_cnt[row + p], 1);
+                        atomicAdd(&out_cnt[row + chosen], -1);
+                    }
+                }
+            }
+        }
+    }
+    let sums = workgroup_sum2(lid, vec2<f32>(loss, count));
+    let any_nan = workgroup_sum2(lid, vec2<f32>(select(0.0, 1.0, nan), 0.0)).x > 0.0;
+    if (lid == 0u) {
+        out_stats[a] = sums.x;
+        out_stats[params.plane + a] = select(sums.y, bitcast<f32>(0x7fc00000u), any_nan);
+    }
+}
+
+// Gradient rows for the query rows of this window from the key rows of another:
+// c_ij = (C_ij + C_ji)·f(D_ij)·upstream/divisor with f = 1/D (euclidean, 0 at 0),
+// 2 (squared), −1 (cosine, on normalized rows); G_i += Σ_j c_ij·k_j and the row sums
+// Σ_j c_ij go to out_stats (both accumulate over key windows).
+@compute @workgroup_size(256)
+fn mined_backward(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let q0 = params.q_begin + group_index(wid, nwg) * T;
+    let q_end = params.q_begin + params.q_count;
+    if (q0 >= q_end) {
+        return;
+    }
+    let ty = lid / 16u;
+    let tx = lid % 16u;
+    let k_end = params.k_begin + params.k_count;
+    let n = params.n;
+    let div = divisor[0];
+    let w = select(0.0, params.scale / div, div != 0.0);
+    var rowsum = vec2<f32>(0.0);
+    for (var k0 = params.k_begin; k0 < k_end; k0 += T) {
+        for (var e = 0u; e < 4u; e++) {
+            let i = q0 + ty + 16u * (e / 2u);
+            let j = k0 + tx + 16u * (e % 2u);
+            var c = 0.0;
+            if (i < q_end && j < k_end && i != j) {
+                let at = (i - params.q_begin) * n + j;
+                let uses = f32(cnt_q[at] + cnt_k[(j - params.k_begin) * n + i]);
+                var f = -1.0;
+                if (MODE == EUCLIDEAN) {
+                    let d = dist_q[at];
+                    f = select(0.0, 1.0 / d, d > 0.0);
+                } else if (MODE == SQUARED) {
+                    f = 2.0;
+                }
+                c = uses * f * w;
+            }
+            sh_c[(ty + 16u * (e / 2u)) * KP + tx + 16u * (e % 2u)] = c;
+            rowsum[e / 2u] += c;
+        }
+        accumulate(lid, q0, q_end, k0, k_end);
+    }
+    // Row sums: merge the 16 invocations of each row in order.
+    sh_a[ty * 16u + tx] = rowsum.x;
+    sh_a[512u + ty * 16u + tx] = rowsum.y;
+    workgroupBarrier();
+    if (lid < T && q0 + lid < q_end) {
+        let base = select(lid * 16u, 512u + (lid - 16u) * 16u, lid >= 16u);
+        var r = 0.0;
+        for (var t = 0u; t < 16u; t++) {
+            r += sh_a[base + t];
+        }
+        out_stats[q0 + lid] += r;
+    }
+}

@@ -1,0 +1,195 @@
+//! Contrastive and triplet losses on the CPU, the twin of `shaders/pair_rows.wgsl`: rows in
+//! parallel, each row's distances accumulated in f64.
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::losses::metric_options::{Contrastive, Triplet};
+use crate::losses::{LossValues, Reduction};
+
+/// Sum of `|w|` (p = 1) or `w²` (p = 2) over `w = u − v + eps`, in f64.
+fn norm_sum(u: &[f32], v: &[f32], eps: f32, p: u32) -> f64 {
+    let mut lanes = [0.0f64; 4];
+    for (k, (a, b)) in u.iter().zip(v).enumerate() {
+        let w = (a - b + eps) as f64;
+        lanes[k % 4] += if p == 1 { w.abs() } else { w * w };
+    }
+    lanes.iter().sum()
+}
+
+fn norm(sum: f64, p: u32) -> f64 {
+    if p == 1 {
+        sum
+    } else {
+        sum.sqrt()
+    }
+}
+
+/// d‖w‖_p/dw for one element.
+fn norm_grad(w: f32, d: f64, p: u32) -> f64 {
+    if p == 1 {
+        (w > 0.0) as i32 as f64 - (w < 0.0) as i32 as f64
+    } else if d > 0.0 {
+        w as f64 / d
+    } else {
+        0.0
+    }
+}
+
+fn relu(v: f64) -> f64 {
+    if v < 0.0 {
+        0.0
+    } else {
+        v
+    }
+}
+
+fn check_rows(names: &[&'static str], rows: &[&[f32]], n: usize, dim: usize) -> Result<()> {
+    for (name, r) in names.iter().zip(rows) {
+        if r.len() != n * dim {
+            return Err(Error::Shape {
+                input: name,
+                expected: format!("[{n}, {dim}]"),
+                got: vec![r.len()],
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Per-row loss and the scale of each row's gradient, with the reduction applied.
+fn reduce(losses: Vec<f64>, reduction: Reduction, upstream: &[f32]) -> (Vec<f32>, Vec<f64>) {
+    let n = losses.len();
+    let denom = if reduction == Reduction::Mean {
+        n as f64
+    } else {
+        1.0
+    };
+    let up = |i: usize| *upstream.get(i).or(upstream.first()).unwrap_or(&1.0) as f64;
+    let scales = (0..n).map(|i| up(i) / denom).collect();
+    let loss = match reduction {
+        Reduction::None => losses.iter().map(|&l| l as f32).collect(),
+        _ => vec![(losses.iter().sum::<f64>() / denom) as f32],
+    };
+    (loss, scales)
+}
+
+/// Contrastive loss of rows `x1`, `x2` ([N, dim]) with labels `y` [N]; `upstream` is empty
+/// (ones), one value, or one per row for `Reduction::None`.
+///
+/// # Errors
+/// Bad options; [`Error::Shape`] for lengths that do not match.
+pub fn contrastive(
+    opts: &Contrastive,
+    (x1, x2, y): (&[f32], &[f32], &[f32]),
+    dim: usize,
+    upstream: &[f32],
+) -> Result<LossValues> {
+    opts.validate()?;
+    let n = y.len();
+    check_rows(&["x1", "x2"], &[x1, x2], n, dim)?;
+    let (m, eps) = (opts.margin as f64, opts.eps);
+    // (loss, d l/d d, d) per row.
+    let rows: Vec<(f64, f64, f64)> = (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let r = i * dim..(i + 1) * dim;
+            let d = norm_sum(&x1[r.clone()], &x2[r], eps, 2).sqrt();
+            let yi = y[i] as f64;
+            let hinge = relu(m - d);
+            let loss = 0.5 * (yi * d * d + (1.0 - yi) * hinge * hinge);
+            (loss, yi * d - (1.0 - yi) * hinge, d)
+        })
+        .collect();
+    let (loss, scales) = reduce(rows.iter().map(|r| r.0).collect(), opts.reduction, upstream);
+    let mut grads = Vec::new();
+    if opts.gradient {
+        let mut g1 = vec![0.0f32; n * dim];
+        g1.par_chunks_mut(dim.max(1))
+            .enumerate()
+            .for_each(|(i, g)| {
+                let c = rows[i].1 * scales[i];
+                for (k, gk) in g.iter_mut().enumerate() {
+                    let w = x1[i * dim + k] - x2[i * dim + k] + eps;
+                    *gk = (c * norm_grad(w, rows[i].2, 2)) as f32;
+                }
+            });
+        let g2 = g1.par_iter().map(|g| -g).collect();
+        grads = vec![("x1", g1), ("x2", g2)];
+    }
+    Ok(LossValues { loss, grads })
+}
+
+/// Triplet margin loss of rows `anchor`, `positive`, `negative` ([N, dim]); `upstream` as
+/// in [`contrastive`].
+///
+/// # Errors
+/// Bad options; [`Error::Shape`] for lengths that do not match.
+pub fn triplet(
+    opts: &Triplet,
+    (a, p, ng): (&[f32], &[f32], &[f32]),
+    dim: usize,
+    upstream: &[f32],
+) -> Result<LossValues> {
+    opts.validate()?;
+    let n = a.len() / dim.max(1);
+    check_rows(&["anchor", "positive", "negative"], &[a, p, ng], n, dim)?;
+    let (m, eps, pn) = (opts.margin as f64, opts.eps, opts.p);
+    // (loss, coefficients of d_ap, d_an, d_pn, the three distances) per row.
+    let rows: Vec<(f64, [f64; 3], [f64; 3])> = (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let r = i * dim..(i + 1) * dim;
+            let (ai, pi, ni) = (&a[r.clone()], &p[r.clone()], &ng[r]);
+            let d_ap = norm(norm_sum(ai, pi, eps, pn), pn);
+            let d_an = norm(norm_sum(ai, ni, eps, pn), pn);
+            let d_pn = if opts.swap {
+                norm(norm_sum(pi, ni, eps, pn), pn)
+            } else {
+                0.0
+            };
+            let (d_neg, w) = if !opts.swap || d_an < d_pn {
+                (d_an, [1.0, 0.0])
+            } else if d_pn < d_an {
+                (d_pn, [0.0, 1.0])
+            } else {
+                (d_an, [0.5, 0.5])
+            };
+            let t = m + d_ap - d_neg;
+            let on = if t >= 0.0 { 1.0 } else { 0.0 };
+            (relu(t), [on, -on * w[0], -on * w[1]], [d_ap, d_an, d_pn])
+        })
+        .collect();
+    let (loss, scales) = reduce(rows.iter().map(|r| r.0).collect(), opts.reduction, upstream);
+    let mut grads = Vec::new();
+    if opts.gradient {
+        let (mut ga, mut gp, mut gn) = (
+            vec![0.0f32; n * dim],
+            vec![0.0; n * dim],
+            vec![0.0; n * dim],
+        );
+        ga.par_chunks_mut(dim.max(1))
+            .zip(gp.par_chunks_mut(dim.max(1)))
+            .zip(gn.par_chunks_mut(dim.max(1)))
+            .enumerate()
+            .for_each(|(i, ((ga, gp), gn))| {
+                let (_, c, d) = rows[i];
+                let s = scales[i];
+                for k in 0..dim {
+                    let j = i * dim + k;
+                    let g_ap = c[0] * norm_grad(a[j] - p[j] + eps, d[0], pn);
+                    let g_an = c[1] * norm_grad(a[j] - ng[j] + eps, d[1], pn);
+                    let g_pn = if opts.swap {
+                        c[2] * norm_grad(p[j] - ng[j] + eps, d[2], pn)
+                    } else {
+                        0.0
+                    };
+                    ga[k] = (s * (g_ap + g_an)) as f32;
+                    gp[k] = (s * (-g_ap + g_pn)) as f32;
+                    gn[k] = (s * (-g_an - g_pn)) as f32;
+                }
+            });
+        grads = vec![("anchor", ga), ("positive", gp), ("negative", gn)];
+    }
+    Ok(LossValues { loss, grads })
+}
