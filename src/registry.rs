@@ -92,6 +92,13 @@ impl Evaluated<f32> {
 }
 
 impl Evaluated<f64> {
+    /// Whether a discrete decision of the loss (mining, a hinge's gradient) lies within f32
+    /// rounding of its boundary (`decision_gap` below 1e-5 of the distance scale), where an
+    /// f32 result may legitimately decide the other way; comparisons draw another case.
+    pub fn ambiguous(&self) -> bool {
+        self.decision_gap < 1e-5
+    }
+
     /// `tol` for this result's gradients: their error is measured against the scale of the
     /// terms they are summed from.
     pub fn grad_tolerance(&self, tol: crate::Tolerance) -> crate::Tolerance {

@@ -11,10 +11,14 @@ use wgpu_losses::registry::{self, Case, HostArray, LossDef};
 use wgpu_losses::{Error, Tolerance};
 
 fn check_cpu(def: &dyn LossDef, case: &Case) {
+    let want = def.reference(case).unwrap();
+    if want.ambiguous() {
+        eprintln!("{}: case within f32 rounding of a decision boundary; not compared", def.name());
+        return;
+    }
     let got = def
         .cpu(case)
         .unwrap_or_else(|e| panic!("cpu failed on {:?}: {e}", case.options));
-    let want = def.reference(case).unwrap();
     assert_evaluated(
         &format!("cpu {} {:?}", def.name(), case.options),
         &got,
@@ -24,9 +28,9 @@ fn check_cpu(def: &dyn LossDef, case: &Case) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(160))]
+    #![proptest_config(ProptestConfig::with_cases(240))]
     #[test]
-    fn cpu_matches_reference_for_every_loss(which in 0usize..11, seed in any::<u64>()) {
+    fn cpu_matches_reference_for_every_loss(which in 0usize..17, seed in any::<u64>()) {
         let defs = registry::losses();
         let def = defs[which % defs.len()];
         check_cpu(def, &def.random_case(&mut Rng::new(seed)));

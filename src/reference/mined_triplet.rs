@@ -173,6 +173,6 @@ pub fn mined_triplet(
             Vec::new()
         },
         grad_terms: terms,
-        decision_gap: gap,
+        decision_gap: gap / d.iter().fold(1.0f64, |m, v| m.max(v.abs())),
     }
 }

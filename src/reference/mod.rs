@@ -23,7 +23,8 @@ pub struct RefOutput {
     /// so comparisons measure gradient error against it, not against the result's size.
     pub grad_terms: f64,
     /// Smallest distance of a discrete decision the loss makes (mining, a hinge's gradient,
-    /// swap) from its boundary; infinite where it makes none. f32 results may legitimately
+    /// swap) from its boundary, relative to the largest distance (at least 1); infinite
+    /// where it makes none. f32 results may legitimately
     /// decide otherwise within about f32 rounding of the boundary.
     pub decision_gap: f64,
 }

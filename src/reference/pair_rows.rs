@@ -108,6 +108,7 @@ pub fn triplet(
     // Per row: (d l/d d_ap, d l/d d_an, d l/d d_pn) and the three distance gradients.
     let mut parts = Vec::with_capacity(n);
     let mut gap = f64::INFINITY;
+    let mut dist_scale = 1.0f64;
     for i in 0..n {
         let r = i * dim..(i + 1) * dim;
         let (a, pos, neg) = (&anchor[r.clone()], &positive[r.clone()], &negative[r]);
@@ -122,6 +123,7 @@ pub fn triplet(
             (d_an, 0.5, 0.5)
         };
         let t = m + d_ap - d_neg;
+        dist_scale = dist_scale.max(d_ap).max(d_an);
         gap = gap.min(t.abs());
         if opts.swap {
             gap = gap.min((d_an - d_pn).abs());
@@ -152,6 +154,6 @@ pub fn triplet(
             vec![("anchor", ga), ("positive", gp), ("negative", gn)],
         ),
         grad_terms: terms,
-        decision_gap: gap,
+        decision_gap: gap / dist_scale,
     }
 }

@@ -58,18 +58,25 @@ pub fn assert_evaluated(what: &str, gpu: &Evaluated<f32>, want: &Evaluated<f64>,
     }
 }
 
-/// Runs `case` on the GPU and the reference and asserts they agree.
-pub fn check_case(def: &dyn LossDef, engine: &Engine, case: &Case, tol: Tolerance) {
-    let gpu = def
-        .gpu(engine, case)
-        .unwrap_or_else(|e| panic!("gpu failed on {:?}: {e}", case.options));
+/// Runs `case` on the GPU and the reference and asserts they agree; returns false (and
+/// checks nothing) when the case is ambiguous in f32 (`Evaluated::ambiguous`: a mining
+/// decision within rounding of its boundary).
+pub fn check_case(def: &dyn LossDef, engine: &Engine, case: &Case, tol: Tolerance) -> bool {
     let want = def
         .reference(case)
         .unwrap_or_else(|e| panic!("reference failed on {:?}: {e}", case.options));
+    if want.ambiguous() {
+        eprintln!("{}: case within f32 rounding of a decision boundary; not compared", def.name());
+        return false;
+    }
+    let gpu = def
+        .gpu(engine, case)
+        .unwrap_or_else(|e| panic!("gpu failed on {:?}: {e}", case.options));
     assert_evaluated(
         &format!("{} {:?}", def.name(), case.options),
         &gpu,
         &want,
         tol,
     );
+    true
 }
