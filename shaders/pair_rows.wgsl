@@ -63,12 +63,13 @@ fn norm_of(sum: f32) -> f32 {
     return sqrt(sum);
 }
 
-// d‖w‖_p/dw: sign(w) for p = 1, w/‖w‖ (0 at 0) for p = 2.
+// d‖w‖_p/dw: sign(w) for p = 1, w/‖w‖ (0 at 0) for p = 2; NaN stays NaN (`==` and the
+// ordered comparisons are false for NaN).
 fn norm_grad(w: f32, d: f32) -> f32 {
     if (P_NORM == 1u) {
-        return select(select(0.0, -1.0, w < 0.0), 1.0, w > 0.0);
+        return select(select(select(w, 0.0, w == 0.0), -1.0, w < 0.0), 1.0, w > 0.0);
     }
-    return select(0.0, w / d, d > 0.0);
+    return select(w / d, 0.0, d == 0.0);
 }
 
 // max(0, v) that keeps NaN.

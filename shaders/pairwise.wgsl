@@ -345,7 +345,7 @@ fn nce_backward(
     let tx = lid % 16u;
     let k_end = params.k_begin + params.k_count;
     let div = divisor[0];
-    let w = select(0.0, params.scale / div * params.inv_tau, div != 0.0);
+    let w = select(params.scale / div * params.inv_tau, 0.0, div == 0.0);
     let plane = params.plane;
     for (var k0 = params.k_begin; k0 < k_end; k0 += T) {
         let s = tile_scores(lid, q0, q_end, k0, k_end, false) * params.inv_tau;
@@ -532,7 +532,7 @@ fn mined_backward(
     let k_end = params.k_begin + params.k_count;
     let n = params.n;
     let div = divisor[0];
-    let w = select(0.0, params.scale / div, div != 0.0);
+    let w = select(params.scale / div, 0.0, div == 0.0);
     var rowsum = vec2<f32>(0.0);
     for (var k0 = params.k_begin; k0 < k_end; k0 += T) {
         for (var e = 0u; e < 4u; e++) {

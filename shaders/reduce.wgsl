@@ -53,7 +53,8 @@ fn finish(@builtin(local_invocation_index) lid: u32) {
         var out = total;
         if ((params.flags & DIVIDE_BY_BUFFER) != 0u) {
             let d = divisor[0];
-            out = select(0.0, total / d, d != 0.0);
+            // NaN divisors propagate: `d == 0` is false for NaN, where `d != 0` may be too.
+            out = select(total / d, 0.0, d == 0.0);
         }
         result[0] = out;
     }

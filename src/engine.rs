@@ -35,6 +35,24 @@ pub struct Engine {
     kernels: Mutex<HashMap<KernelKey, Arc<Kernel>>>,
     lost: Arc<Mutex<Option<String>>>,
     uncaptured: Arc<Mutex<Option<String>>>,
+    ledger: BufferLedger,
+}
+
+/// Device buffers the engine has created since the last [`Engine::reset_buffer_stats`].
+#[derive(Debug, Default)]
+struct BufferLedger {
+    bytes: std::sync::atomic::AtomicU64,
+    largest: std::sync::atomic::AtomicU64,
+}
+
+/// What [`Engine::buffer_stats`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BufferStats {
+    /// Total bytes of the buffers created: for one loss call, an upper bound on the device
+    /// memory it needed beyond its inputs.
+    pub bytes: u64,
+    /// Bytes of the largest buffer created.
+    pub largest: u64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -180,6 +198,7 @@ impl Engine {
             limits,
             max_binding,
             kernels: Mutex::new(HashMap::new()),
+            ledger: BufferLedger::default(),
             lost,
             uncaptured,
         }
@@ -213,6 +232,29 @@ impl Engine {
     /// Largest storage binding used, in bytes; larger inputs are split.
     pub fn max_binding_bytes(&self) -> u64 {
         self.max_binding
+    }
+
+    /// Device buffers created through this engine since the last reset (or its creation).
+    pub fn buffer_stats(&self) -> BufferStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        BufferStats {
+            bytes: self.ledger.bytes.load(Relaxed),
+            largest: self.ledger.largest.load(Relaxed),
+        }
+    }
+
+    /// Starts a new count for [`Engine::buffer_stats`].
+    pub fn reset_buffer_stats(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.ledger.bytes.store(0, Relaxed);
+        self.ledger.largest.store(0, Relaxed);
+    }
+
+    /// Records a buffer of `bytes` created on this engine's device.
+    pub(crate) fn note_buffer(&self, bytes: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.ledger.bytes.fetch_add(bytes, Relaxed);
+        self.ledger.largest.fetch_max(bytes, Relaxed);
     }
 
     /// Workgroup size of every kernel: 256, or less where the adapter allows less.

@@ -92,6 +92,7 @@ impl Kernel {
 impl Engine {
     /// A uniform buffer holding `value`.
     pub(crate) fn uniform<T: bytemuck::Pod>(&self, value: &T) -> wgpu::Buffer {
+        self.note_buffer(std::mem::size_of::<T>() as u64);
         self.device()
             .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some("params"),
@@ -102,6 +103,7 @@ impl Engine {
 
     /// A small scratch storage buffer (unused inputs are bound to one of these).
     pub(crate) fn scratch(&self, elements: usize) -> wgpu::Buffer {
+        self.note_buffer((elements.max(4) * 4) as u64);
         self.device().create_buffer(&wgpu::BufferDescriptor {
             label: Some("scratch"),
             size: (elements.max(4) * 4) as u64,

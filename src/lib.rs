@@ -33,7 +33,7 @@ pub mod shader;
 pub mod tensor;
 
 pub use compare::{compare, Comparison, Tolerance};
-pub use engine::{adapters, Engine, EngineOptions};
+pub use engine::{adapters, BufferStats, Engine, EngineOptions};
 pub use error::{Error, Result};
 pub use losses::cross_entropy::{CrossEntropy, CrossEntropyInputs, Target};
 pub use losses::elementwise::{ElementwiseInputs, ElementwiseLoss, Pointwise};

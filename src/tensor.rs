@@ -159,6 +159,7 @@ impl Engine {
 
     fn upload_bytes(&self, bytes: &[u8], shape: &[usize], dtype: DType) -> Result<Tensor> {
         self.check_size(bytes.len() as u64)?;
+        self.note_buffer((bytes.len() as u64).max(MIN_BYTES));
         let buffer = self.scoped(|| {
             Ok(if (bytes.len() as u64) < MIN_BYTES {
                 let mut padded = bytes.to_vec();
@@ -221,6 +222,7 @@ impl Engine {
     pub fn zeros(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {
         let bytes = (shape.iter().product::<usize>() as u64 * 4).max(MIN_BYTES);
         self.check_size(bytes)?;
+        self.note_buffer(bytes);
         let buffer = self.scoped(|| {
             Ok(self.device().create_buffer(&wgpu::BufferDescriptor {
                 label: None,
@@ -259,6 +261,7 @@ impl Engine {
         if bytes == 0 {
             return Ok(Vec::new());
         }
+        self.note_buffer(bytes);
         let staging = self.scoped(|| {
             let staging = self.device().create_buffer(&wgpu::BufferDescriptor {
                 label: Some("readback"),

@@ -13,7 +13,10 @@ use wgpu_losses::{Error, Tolerance};
 fn check_cpu(def: &dyn LossDef, case: &Case) {
     let want = def.reference(case).unwrap();
     if want.ambiguous() {
-        eprintln!("{}: case within f32 rounding of a decision boundary; not compared", def.name());
+        eprintln!(
+            "{}: case within f32 rounding of a decision boundary; not compared",
+            def.name()
+        );
         return;
     }
     let got = def

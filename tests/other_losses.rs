@@ -43,8 +43,8 @@ fn every_loss_on_one_element_and_ragged_sizes() {
                 // nt-xent needs its two views: two rows.
                 let keep = if def.name() == "nt-xent" { 2 } else { 1 };
                 for (name, a) in case.inputs.iter_mut() {
-                    let per_row = a.shape.len() == 1
-                        && matches!(name.as_str(), "target" | "labels" | "y");
+                    let per_row =
+                        a.shape.len() == 1 && matches!(name.as_str(), "target" | "labels" | "y");
                     let width = match a.shape.len() {
                         2 => a.shape[1],
                         _ if per_row => 1,

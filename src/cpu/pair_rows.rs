@@ -25,14 +25,18 @@ fn norm(sum: f64, p: u32) -> f64 {
     }
 }
 
-/// d‖w‖_p/dw for one element.
+/// d‖w‖_p/dw for one element; NaN stays NaN.
 fn norm_grad(w: f32, d: f64, p: u32) -> f64 {
     if p == 1 {
-        (w > 0.0) as i32 as f64 - (w < 0.0) as i32 as f64
-    } else if d > 0.0 {
-        w as f64 / d
-    } else {
+        if w == 0.0 {
+            0.0
+        } else {
+            (w as f64).signum()
+        }
+    } else if d == 0.0 {
         0.0
+    } else {
+        w as f64 / d
     }
 }
 

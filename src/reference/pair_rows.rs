@@ -5,29 +5,22 @@ use crate::losses::metric_options::{Contrastive, Triplet};
 use crate::reference::{reduce, RefOutput};
 
 /// `‖u − v + ε‖_p` and its gradient with respect to `u` (the gradient for `v` is its
-/// negation): `w/‖w‖₂` for p = 2 (0 at 0), `sign(w)` for p = 1.
+/// negation): `w/‖w‖₂` for p = 2 (0 at 0), `sign(w)` for p = 1; NaN stays NaN.
 pub fn pairwise_distance(u: &[f64], v: &[f64], eps: f64, p: u32) -> (f64, Vec<f64>) {
     let w: Vec<f64> = u.iter().zip(v).map(|(a, b)| a - b + eps).collect();
     if p == 1 {
         let d = w.iter().map(|x| x.abs()).sum();
+        // sign, with sign(0) = 0 and NaN kept.
         let g = w
             .iter()
-            .map(|&x| {
-                if x > 0.0 {
-                    1.0
-                } else if x < 0.0 {
-                    -1.0
-                } else {
-                    0.0
-                }
-            })
+            .map(|&x| if x == 0.0 { 0.0 } else { x.signum() })
             .collect();
         (d, g)
     } else {
         let d = w.iter().map(|x| x * x).sum::<f64>().sqrt();
         let g = w
             .iter()
-            .map(|&x| if d > 0.0 { x / d } else { 0.0 })
+            .map(|&x| if d == 0.0 { 0.0 } else { x / d })
             .collect();
         (d, g)
     }

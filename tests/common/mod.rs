@@ -66,7 +66,10 @@ pub fn check_case(def: &dyn LossDef, engine: &Engine, case: &Case, tol: Toleranc
         .reference(case)
         .unwrap_or_else(|e| panic!("reference failed on {:?}: {e}", case.options));
     if want.ambiguous() {
-        eprintln!("{}: case within f32 rounding of a decision boundary; not compared", def.name());
+        eprintln!(
+            "{}: case within f32 rounding of a decision boundary; not compared",
+            def.name()
+        );
         return false;
     }
     let gpu = def
