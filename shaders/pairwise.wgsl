@@ -1,9 +1,10 @@
 // Batch losses over all pairs of rows (metric learning; semantics: LOSSES.md).
 //
-// A 32×32 tile engine through workgroup memory: 256 invocations (16×16), each owning a 2×2
-// block of the tile (rows ty, ty+16; columns tx, tx+16), stream 32-wide depth chunks of the
-// query and key rows. It computes similarity/distance tiles (`tile_scores`) and accumulates
-// gradient rows from a coefficient tile (`accumulate`, G += C·K).
+// A 32×32 tile engine through workgroup memory: 64 invocations (8×8), each owning a 4×4
+// block of the tile (rows ty + 8a, columns 4tx + b), stream 32-wide depth chunks of the
+// query and key rows as vec4s. It computes similarity/distance tiles (`tile_scores`) and
+// accumulates gradient rows from a coefficient tile (`accumulate`, G += C·K). Every inner
+// step reads eight vec4s from workgroup memory for 64 multiply-adds.
 //
 // InfoNCE (nt-xent, clip, supcon) never stores the N×N matrix: `nce_forward` streams key
 // tiles through an online log-sum-exp per query row; `nce_backward` recomputes each tile and
@@ -31,7 +32,12 @@ const NONE: u32 = 0xffffffffu;
 
 const T: u32 = 32u;      // tile rows and columns
 const KC: u32 = 32u;     // depth chunk
-const KP: u32 = 33u;     // padded row stride in workgroup memory
+const RS: u32 = 9u;      // row stride of the vec4 tiles in workgroup memory (8 + 1 padding)
+const TW: u32 = 64u;     // invocations of the tile kernels (8×8)
+const SIDE: u32 = 8u;    // invocations along each side of the tile
+
+// An invocation's 4×4 block: [a][b] for row ty + 8a, column 4tx + b.
+alias Block = array<vec4<f32>, 4>;
 
 struct Params {
     dim: u32,
@@ -63,86 +69,151 @@ struct Params {
 @group(0) @binding(12) var<storage, read_write> out_stats: array<f32>;
 @group(0) @binding(13) var<storage, read_write> out_cnt: array<atomic<i32>>;
 
-var<workgroup> sh_a: array<f32, 1056>;
-var<workgroup> sh_b: array<f32, 1056>;
-var<workgroup> sh_c: array<f32, 1056>;
+// Tiles of 32 rows × 8 vec4s: query (or coefficient) rows, key rows, coefficients.
+var<workgroup> sh_q: array<vec4<f32>, 288>;
+var<workgroup> sh_k: array<vec4<f32>, 288>;
+// Coefficient tile; also the scratch of the workgroup reductions, which never overlap it.
+var<workgroup> sh_c: array<vec4<f32>, 288>;
 
-// Scores of this invocation's 2×2 block of the tile at (q0, k0): Σ q·k, or Σ(q − k)² when
-// `sqdiff`; rows past q_end / k_end read zeros. Components: (ty,tx), (ty,tx+16),
-// (ty+16,tx), (ty+16,tx+16). Called by the whole workgroup (barriers).
-fn tile_scores(lid: u32, q0: u32, q_end: u32, k0: u32, k_end: u32, sqdiff: bool) -> vec4<f32> {
-    let ty = lid / 16u;
-    let tx = lid % 16u;
+// Elements c..c+3 of the query (key) row starting at `base`, zeros past the row's `dim`.
+fn load_q4(base: u32, c: u32, dim: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    for (var t = 0u; t < 4u; t++) {
+        if (c + t < dim) {
+            v[t] = rows_q[base + c + t];
+        }
+    }
+    return v;
+}
+
+fn load_k4(base: u32, c: u32, dim: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    for (var t = 0u; t < 4u; t++) {
+        if (c + t < dim) {
+            v[t] = rows_k[base + c + t];
+        }
+    }
+    return v;
+}
+
+// Scores of this invocation's 4×4 block of the tile at (q0, k0): Σ q·k, or Σ(q − k)² when
+// `sqdiff`; rows past q_end / k_end read zeros. Called by the whole workgroup (barriers).
+fn tile_scores(lid: u32, q0: u32, q_end: u32, k0: u32, k_end: u32, sqdiff: bool) -> Block {
+    let ty = lid / SIDE;
+    let tx = lid % SIDE;
     let dim = params.dim;
-    var acc = vec4<f32>(0.0);
+    // One accumulator per row, unrolled, so every index is a constant.
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
     for (var d0 = 0u; d0 < dim; d0 += KC) {
         for (var m = 0u; m < 4u; m++) {
-            let idx = lid + m * 256u;
-            let r = idx / KC;
-            let c = idx % KC;
-            let d = d0 + c;
-            var qv = 0.0;
-            var kv = 0.0;
-            if (d < dim && q0 + r < q_end) {
-                qv = rows_q[(q0 + r) * dim + d];
+            let idx = lid + m * TW;
+            let r = idx / 8u;
+            let c = d0 + 4u * (idx % 8u);
+            var qv = vec4<f32>(0.0);
+            var kv = vec4<f32>(0.0);
+            if (q0 + r < q_end) {
+                qv = load_q4((q0 + r) * dim, c, dim);
             }
-            if (d < dim && k0 + r < k_end) {
-                kv = rows_k[(k0 + r) * dim + d];
+            if (k0 + r < k_end) {
+                kv = load_k4((k0 + r) * dim, c, dim);
             }
-            sh_a[r * KP + c] = qv;
-            sh_b[r * KP + c] = kv;
+            sh_q[r * RS + idx % 8u] = qv;
+            sh_k[r * RS + idx % 8u] = kv;
         }
         workgroupBarrier();
-        let depth = min(KC, dim - d0);
-        for (var c = 0u; c < depth; c++) {
-            let qa = sh_a[ty * KP + c];
-            let qb = sh_a[(ty + 16u) * KP + c];
-            let ka = sh_b[tx * KP + c];
-            let kb = sh_b[(tx + 16u) * KP + c];
-            if (sqdiff) {
-                let e = vec4<f32>(qa - ka, qa - kb, qb - ka, qb - kb);
-                acc += e * e;
-            } else {
-                acc += vec4<f32>(qa * ka, qa * kb, qb * ka, qb * kb);
-            }
+        let quads = (min(KC, dim - d0) + 3u) / 4u;
+        for (var c = 0u; c < quads; c++) {
+            // Columns: the 4 key rows' vec4s at this depth.
+            let k = mat4x4<f32>(
+                sh_k[(4u * tx) * RS + c],
+                sh_k[(4u * tx + 1u) * RS + c],
+                sh_k[(4u * tx + 2u) * RS + c],
+                sh_k[(4u * tx + 3u) * RS + c],
+            );
+            acc0 += row_scores(sh_q[ty * RS + c], k, sqdiff);
+            acc1 += row_scores(sh_q[(ty + SIDE) * RS + c], k, sqdiff);
+            acc2 += row_scores(sh_q[(ty + 2u * SIDE) * RS + c], k, sqdiff);
+            acc3 += row_scores(sh_q[(ty + 3u * SIDE) * RS + c], k, sqdiff);
         }
         workgroupBarrier();
     }
-    return acc;
+    return Block(acc0, acc1, acc2, acc3);
+}
+
+// (q·k_b) or Σ(q − k_b)² for the four columns k_b of `k`.
+fn row_scores(q: vec4<f32>, k: mat4x4<f32>, sqdiff: bool) -> vec4<f32> {
+    if (sqdiff) {
+        let d0 = q - k[0];
+        let d1 = q - k[1];
+        let d2 = q - k[2];
+        let d3 = q - k[3];
+        return vec4<f32>(dot(d0, d0), dot(d1, d1), dot(d2, d2), dot(d3, d3));
+    }
+    return q * k;
+}
+
+// Row and column (within the tile) of block element e.
+fn block_row(lid: u32, e: u32) -> u32 {
+    return lid / SIDE + SIDE * (e / 4u);
+}
+
+fn block_col(lid: u32, e: u32) -> u32 {
+    return 4u * (lid % SIDE) + e % 4u;
+}
+
+// Stores this invocation's coefficients into sh_c (rows × vec4s of columns).
+fn store_coefficients(lid: u32, c: Block) {
+    for (var a = 0u; a < 4u; a++) {
+        sh_c[(lid / SIDE + SIDE * a) * RS + lid % SIDE] = c[a];
+    }
 }
 
 // out[i] += Σ_j sh_c[i][j]·rows_k[j] for the tile's query rows i (global) and key rows
 // k0.. (zeros past k_end); sh_c must hold the coefficient tile. Whole workgroup.
 fn accumulate(lid: u32, q0: u32, q_end: u32, k0: u32, k_end: u32) {
     workgroupBarrier();
-    let ty = lid / 16u;
-    let tx = lid % 16u;
+    let ty = lid / SIDE;
+    let tx = lid % SIDE;
     let dim = params.dim;
     for (var d0 = 0u; d0 < dim; d0 += KC) {
         for (var m = 0u; m < 4u; m++) {
-            let idx = lid + m * 256u;
-            let r = idx / KC;
-            let c = idx % KC;
-            var kv = 0.0;
-            if (d0 + c < dim && k0 + r < k_end) {
-                kv = rows_k[(k0 + r) * dim + d0 + c];
+            let idx = lid + m * TW;
+            let r = idx / 8u;
+            var kv = vec4<f32>(0.0);
+            if (k0 + r < k_end) {
+                kv = load_k4((k0 + r) * dim, d0 + 4u * (idx % 8u), dim);
             }
-            sh_b[r * KP + c] = kv;
+            sh_k[r * RS + idx % 8u] = kv;
         }
         workgroupBarrier();
-        var g = vec4<f32>(0.0);
-        for (var j = 0u; j < T; j++) {
-            let ca = sh_c[ty * KP + j];
-            let cb = sh_c[(ty + 16u) * KP + j];
-            let ka = sh_b[j * KP + tx];
-            let kb = sh_b[j * KP + tx + 16u];
-            g += vec4<f32>(ca * ka, ca * kb, cb * ka, cb * kb);
+        // Rows ty + 8a, dimensions d0 + 4tx .. +3; columns of `k`: four consecutive keys.
+        var g0 = vec4<f32>(0.0);
+        var g1 = vec4<f32>(0.0);
+        var g2 = vec4<f32>(0.0);
+        var g3 = vec4<f32>(0.0);
+        for (var j4 = 0u; j4 < 8u; j4++) {
+            let k = mat4x4<f32>(
+                sh_k[(4u * j4) * RS + tx],
+                sh_k[(4u * j4 + 1u) * RS + tx],
+                sh_k[(4u * j4 + 2u) * RS + tx],
+                sh_k[(4u * j4 + 3u) * RS + tx],
+            );
+            g0 += k * sh_c[ty * RS + j4];
+            g1 += k * sh_c[(ty + SIDE) * RS + j4];
+            g2 += k * sh_c[(ty + 2u * SIDE) * RS + j4];
+            g3 += k * sh_c[(ty + 3u * SIDE) * RS + j4];
         }
-        for (var e = 0u; e < 4u; e++) {
-            let i = q0 + ty + 16u * (e / 2u);
-            let d = d0 + tx + 16u * (e % 2u);
-            if (i < q_end && d < dim) {
-                out[i * dim + d] += g[e];
+        let g = Block(g0, g1, g2, g3);
+        for (var a = 0u; a < 4u; a++) {
+            let i = q0 + ty + SIDE * a;
+            for (var t = 0u; t < 4u; t++) {
+                let d = d0 + 4u * tx + t;
+                if (i < q_end && d < dim) {
+                    out[i * dim + d] += g[a][t];
+                }
             }
         }
         workgroupBarrier();
@@ -152,38 +223,34 @@ fn accumulate(lid: u32, q0: u32, q_end: u32, k0: u32, k_end: u32) {
 // Sums over the workgroup of two values, in a fixed order. Whole workgroup.
 fn workgroup_sum2(lid: u32, v: vec2<f32>) -> vec2<f32> {
     workgroupBarrier();
-    sh_a[lid] = v.x;
-    sh_b[lid] = v.y;
+    sh_c[lid] = vec4<f32>(v, 0.0, 0.0);
     for (var stride = WG_SIZE / 2u; stride > 0u; stride /= 2u) {
         workgroupBarrier();
         if (lid < stride) {
-            sh_a[lid] += sh_a[lid + stride];
-            sh_b[lid] += sh_b[lid + stride];
+            sh_c[lid] += sh_c[lid + stride];
         }
     }
     workgroupBarrier();
-    return vec2<f32>(sh_a[0], sh_b[0]);
+    return sh_c[0].xy;
 }
 
 // The best (value, index) over the workgroup: largest value when `largest`, else smallest;
 // ties to the lower index; index NONE for no candidate. Whole workgroup.
 fn workgroup_best(lid: u32, v: f32, idx: u32, largest: bool) -> vec2<u32> {
     workgroupBarrier();
-    sh_a[lid] = v;
-    sh_b[lid] = bitcast<f32>(idx);
+    sh_c[lid] = vec4<f32>(v, bitcast<f32>(idx), 0.0, 0.0);
     for (var stride = WG_SIZE / 2u; stride > 0u; stride /= 2u) {
         workgroupBarrier();
         if (lid < stride) {
-            let vo = sh_a[lid + stride];
-            let io = bitcast<u32>(sh_b[lid + stride]);
-            if (better(vo, io, sh_a[lid], bitcast<u32>(sh_b[lid]), largest)) {
-                sh_a[lid] = vo;
-                sh_b[lid] = bitcast<f32>(io);
+            let o = sh_c[lid + stride];
+            let me = sh_c[lid];
+            if (better(o.x, bitcast<u32>(o.y), me.x, bitcast<u32>(me.y), largest)) {
+                sh_c[lid] = o;
             }
         }
     }
     workgroupBarrier();
-    return vec2<u32>(bitcast<u32>(sh_a[0]), bitcast<u32>(sh_b[0]));
+    return bitcast<vec2<u32>>(sh_c[0].xy);
 }
 
 fn better(v: f32, i: u32, best_v: f32, best_i: u32, largest: bool) -> bool {
@@ -269,7 +336,7 @@ fn finish(
 // Per query row i over all key rows j (j ≠ i when EXCLUDE_SELF), s = q_i·k_j/τ: writes the
 // planes of out_stats: lse, 1/|P(i)| (0 without positives), the row loss
 // lse − mean_{p∈P(i)} s_ip (0 without positives), and 1/0 for whether the row counts.
-@compute @workgroup_size(256)
+@compute @workgroup_size(TW)
 fn nce_forward(
     @builtin(local_invocation_index) lid: u32,
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -280,40 +347,41 @@ fn nce_forward(
     if (q0 >= q_end) {
         return;
     }
-    let ty = lid / 16u;
-    let tx = lid % 16u;
     let k_end = params.k_begin + params.k_count;
-    var st = array<vec2<f32>, 2>(vec2<f32>(F32_LOWEST, 0.0), vec2<f32>(F32_LOWEST, 0.0));
-    var pos = array<vec2<f32>, 2>(vec2<f32>(0.0), vec2<f32>(0.0));   // (Σ s, count)
+    // Per row a of the block: running log-sum-exp and (Σ s, count) over positives.
+    var st: array<vec2<f32>, 4>;
+    var pos: array<vec2<f32>, 4>;
+    for (var a = 0u; a < 4u; a++) {
+        st[a] = vec2<f32>(F32_LOWEST, 0.0);
+        pos[a] = vec2<f32>(0.0);
+    }
     for (var k0 = params.k_begin; k0 < k_end; k0 += T) {
-        let s = tile_scores(lid, q0, q_end, k0, k_end, false) * params.inv_tau;
-        for (var e = 0u; e < 4u; e++) {
-            let a = e / 2u;
-            let i = q0 + ty + 16u * a;
-            let j = k0 + tx + 16u * (e % 2u);
+        let s = tile_scores(lid, q0, q_end, k0, k_end, false);
+        for (var e = 0u; e < 16u; e++) {
+            let a = e / 4u;
+            let i = q0 + block_row(lid, e);
+            let j = k0 + block_col(lid, e);
             if (i < q_end && j < k_end && !(EXCLUDE_SELF && i == j)) {
-                st[a] = lse_push(st[a], s[e]);
+                let v = s[e / 4u][e % 4u] * params.inv_tau;
+                st[a] = lse_push(st[a], v);
                 if (labels_q[i] == labels_k[j]) {
-                    pos[a] += vec2<f32>(s[e], 1.0);
+                    pos[a] += vec2<f32>(v, 1.0);
                 }
             }
         }
     }
-    // Merge the 16 invocations of each row, in order.
-    for (var a = 0u; a < 2u; a++) {
-        let r = ty + 16u * a;
-        sh_a[r * 16u + tx] = st[a].x;
-        sh_a[512u + r * 16u + tx] = st[a].y;
-        sh_b[r * 16u + tx] = pos[a].x;
-        sh_b[512u + r * 16u + tx] = pos[a].y;
+    // Merge the 8 invocations of each row, in order: sh_c[row·8 + tx].
+    for (var a = 0u; a < 4u; a++) {
+        sh_c[block_row(lid, a * 4u) * SIDE + lid % SIDE] = vec4<f32>(st[a], pos[a]);
     }
     workgroupBarrier();
     if (lid < T && q0 + lid < q_end) {
         var total = vec2<f32>(F32_LOWEST, 0.0);
         var p = vec2<f32>(0.0);
-        for (var t = 0u; t < 16u; t++) {
-            total = lse_merge(total, vec2<f32>(sh_a[lid * 16u + t], sh_a[512u + lid * 16u + t]));
-            p += vec2<f32>(sh_b[lid * 16u + t], sh_b[512u + lid * 16u + t]);
+        for (var t = 0u; t < SIDE; t++) {
+            let v = sh_c[lid * SIDE + t];
+            total = lse_merge(total, v.xy);
+            p += v.zw;
         }
         let i = q0 + lid;
         let lse = total.x + log(total.y);
@@ -330,7 +398,7 @@ fn nce_forward(
 // c_ij = w·[(e^{s_ij − lse_i} − pos_ij/|P(i)|) + (e^{s_ij − lse_j} − pos_ij/|P(j)|)]/τ, the
 // terms of anchor i (query side) and of anchor j (key side, whose loss holds s_ji = s_ij),
 // each only for anchors that count; w = upstream / number of anchors that count.
-@compute @workgroup_size(256)
+@compute @workgroup_size(TW)
 fn nce_backward(
     @builtin(local_invocation_index) lid: u32,
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -341,28 +409,29 @@ fn nce_backward(
     if (q0 >= q_end) {
         return;
     }
-    let ty = lid / 16u;
-    let tx = lid % 16u;
     let k_end = params.k_begin + params.k_count;
     let div = divisor[0];
     let w = select(params.scale / div * params.inv_tau, 0.0, div == 0.0);
     let plane = params.plane;
     for (var k0 = params.k_begin; k0 < k_end; k0 += T) {
-        let s = tile_scores(lid, q0, q_end, k0, k_end, false) * params.inv_tau;
-        for (var e = 0u; e < 4u; e++) {
-            let i = q0 + ty + 16u * (e / 2u);
-            let j = k0 + tx + 16u * (e % 2u);
+        let s = tile_scores(lid, q0, q_end, k0, k_end, false);
+        var coef: Block;
+        for (var e = 0u; e < 16u; e++) {
+            let i = q0 + block_row(lid, e);
+            let j = k0 + block_col(lid, e);
             var c = 0.0;
             if (i < q_end && j < k_end && !(EXCLUDE_SELF && i == j)) {
+                let v = s[e / 4u][e % 4u] * params.inv_tau;
                 let pos = labels_q[i] == labels_k[j];
                 let inv_i = stats_q[plane + i];
                 let inv_j = stats_k[plane + j];
-                let term_i = exp(s[e] - stats_q[i]) - select(0.0, inv_i, pos);
-                let term_j = exp(s[e] - stats_k[j]) - select(0.0, inv_j, pos);
+                let term_i = exp(v - stats_q[i]) - select(0.0, inv_i, pos);
+                let term_j = exp(v - stats_k[j]) - select(0.0, inv_j, pos);
                 c = w * (select(0.0, term_i, inv_i > 0.0) + select(0.0, term_j, inv_j > 0.0));
             }
-            sh_c[(ty + 16u * (e / 2u)) * KP + tx + 16u * (e % 2u)] = c;
+            coef[e / 4u][e % 4u] = c;
         }
+        store_coefficients(lid, coef);
         accumulate(lid, q0, q_end, k0, k_end);
     }
 }
@@ -371,7 +440,7 @@ fn nce_backward(
 
 // The distance matrix rows of this launch's window: out[(i − q_begin)·n + j] = D_ij.
 // Workgroups cover (query tile, key tile) pairs.
-@compute @workgroup_size(256)
+@compute @workgroup_size(TW)
 fn distances(
     @builtin(local_invocation_index) lid: u32,
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -387,13 +456,11 @@ fn distances(
         return;
     }
     let s = tile_scores(lid, q0, q_end, k0, k_end, MODE != COSINE);
-    let ty = lid / 16u;
-    let tx = lid % 16u;
-    for (var e = 0u; e < 4u; e++) {
-        let i = q0 + ty + 16u * (e / 2u);
-        let j = k0 + tx + 16u * (e % 2u);
+    for (var e = 0u; e < 16u; e++) {
+        let i = q0 + block_row(lid, e);
+        let j = k0 + block_col(lid, e);
         if (i < q_end && j < k_end) {
-            var v = s[e];
+            var v = s[e / 4u][e % 4u];
             if (MODE == EUCLIDEAN) {
                 v = sqrt(v);
             } else if (MODE == COSINE) {
@@ -516,7 +583,7 @@ fn mine(
 // c_ij = (C_ij + C_ji)·f(D_ij)·upstream/divisor with f = 1/D (euclidean, 0 at 0),
 // 2 (squared), −1 (cosine, on normalized rows); G_i += Σ_j c_ij·k_j and the row sums
 // Σ_j c_ij go to out_stats (both accumulate over key windows).
-@compute @workgroup_size(256)
+@compute @workgroup_size(TW)
 fn mined_backward(
     @builtin(local_invocation_index) lid: u32,
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -527,17 +594,16 @@ fn mined_backward(
     if (q0 >= q_end) {
         return;
     }
-    let ty = lid / 16u;
-    let tx = lid % 16u;
     let k_end = params.k_begin + params.k_count;
     let n = params.n;
     let div = divisor[0];
     let w = select(params.scale / div, 0.0, div == 0.0);
-    var rowsum = vec2<f32>(0.0);
+    var rowsum = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
     for (var k0 = params.k_begin; k0 < k_end; k0 += T) {
-        for (var e = 0u; e < 4u; e++) {
-            let i = q0 + ty + 16u * (e / 2u);
-            let j = k0 + tx + 16u * (e % 2u);
+        var coef: Block;
+        for (var e = 0u; e < 16u; e++) {
+            let i = q0 + block_row(lid, e);
+            let j = k0 + block_col(lid, e);
             var c = 0.0;
             if (i < q_end && j < k_end && i != j) {
                 let at = (i - params.q_begin) * n + j;
@@ -551,20 +617,21 @@ fn mined_backward(
                 }
                 c = uses * f * w;
             }
-            sh_c[(ty + 16u * (e / 2u)) * KP + tx + 16u * (e % 2u)] = c;
-            rowsum[e / 2u] += c;
+            coef[e / 4u][e % 4u] = c;
+            rowsum[e / 4u] += c;
         }
+        store_coefficients(lid, coef);
         accumulate(lid, q0, q_end, k0, k_end);
     }
-    // Row sums: merge the 16 invocations of each row in order.
-    sh_a[ty * 16u + tx] = rowsum.x;
-    sh_a[512u + ty * 16u + tx] = rowsum.y;
+    // Row sums: merge the 8 invocations of each row in order.
+    for (var a = 0u; a < 4u; a++) {
+        sh_c[block_row(lid, a * 4u) * SIDE + lid % SIDE] = vec4<f32>(rowsum[a], 0.0, 0.0, 0.0);
+    }
     workgroupBarrier();
     if (lid < T && q0 + lid < q_end) {
-        let base = select(lid * 16u, 512u + (lid - 16u) * 16u, lid >= 16u);
         var r = 0.0;
-        for (var t = 0u; t < 16u; t++) {
-            r += sh_a[base + t];
+        for (var t = 0u; t < SIDE; t++) {
+            r += sh_c[lid * SIDE + t].x;
         }
         out_stats[q0 + lid] += r;
     }
