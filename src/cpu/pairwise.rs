@@ -72,7 +72,7 @@ fn normalize_backward(g: &mut [f32], unit: &[f32], norms: &[f32], dim: usize) {
 }
 
 fn rows_len(name: &'static str, x: &[f32], dim: usize) -> Result<usize> {
-    if dim == 0 || x.len() % dim != 0 || x.is_empty() {
+    if dim == 0 || !x.len().is_multiple_of(dim) || x.is_empty() {
         return Err(Error::Shape {
             input: name,
             expected: format!("[N, {dim}] with N >= 1"),
@@ -121,7 +121,7 @@ pub fn info_nce(
     let raw: Vec<f32> = inputs.concat();
     let m = raw.len() / dim;
     let (lab, half): (Vec<i32>, usize) = match opts.kind {
-        NceKind::NtXent if m % 2 != 0 => {
+        NceKind::NtXent if !m.is_multiple_of(2) => {
             return Err(Error::Shape {
                 input: "z",
                 expected: "an even number of rows [2N, D] (two views)".into(),

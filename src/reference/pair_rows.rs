@@ -40,12 +40,12 @@ pub fn contrastive(
     let mut losses = Vec::with_capacity(n);
     let mut coefs = Vec::with_capacity(n);
     let mut dirs = Vec::with_capacity(n);
-    for i in 0..n {
+    for (i, &yi) in y.iter().enumerate() {
         let rows = i * dim..(i + 1) * dim;
         let (d, g) = pairwise_distance(&x1[rows.clone()], &x2[rows], eps, 2);
         let hinge = relu(m - d);
-        losses.push(0.5 * (y[i] * d * d + (1.0 - y[i]) * hinge * hinge));
-        coefs.push(y[i] * d - (1.0 - y[i]) * hinge);
+        losses.push(0.5 * (yi * d * d + (1.0 - yi) * hinge * hinge));
+        coefs.push(yi * d - (1.0 - yi) * hinge);
         dirs.push(g);
     }
     let (loss, scale) = reduce(&losses, opts.reduction, n as f64, upstream);
