@@ -1,8 +1,10 @@
 // Contrastive and triplet losses over explicit rows (semantics: LOSSES.md), forward and
-// backward in one pass: one workgroup per row reduces the row's distances
-// (‖u − v + eps‖_p, as F.pairwise_distance), then writes every gradient element.
+// backward in one pass: a team of TEAM invocations per row reduces the row's distances
+// (‖u − v + eps‖_p, as F.pairwise_distance), then writes every gradient element. A
+// workgroup holds WG_SIZE / TEAM rows, so short rows share the workgroup's barriers.
 
 override WG_SIZE: u32 = 64u;
+override TEAM: u32 = 8u;               // a power of two dividing WG_SIZE
 override LOSS: u32 = 0u;               // CONTRASTIVE or TRIPLET
 override P_NORM: u32 = 2u;             // 1 or 2
 override SWAP: bool = false;
@@ -36,17 +38,18 @@ struct Params {
 
 var<workgroup> partial: array<vec3<f32>, WG_SIZE>;
 
-// Sums of the three distance accumulators over the workgroup, in a fixed order.
-fn workgroup_sum3(lid: u32, v: vec3<f32>) -> vec3<f32> {
+// Sums of the three distance accumulators over each team, in a fixed order. Whole workgroup.
+fn team_sum3(lid: u32, v: vec3<f32>) -> vec3<f32> {
     partial[lid] = v;
-    for (var stride = WG_SIZE / 2u; stride > 0u; stride /= 2u) {
+    let t = lid % TEAM;
+    for (var stride = TEAM / 2u; stride > 0u; stride /= 2u) {
         workgroupBarrier();
-        if (lid < stride) {
+        if (t < stride) {
             partial[lid] += partial[lid + stride];
         }
     }
     workgroupBarrier();
-    return partial[0];
+    return partial[lid - t];
 }
 
 fn norm_term(w: f32) -> f32 {
@@ -83,15 +86,16 @@ fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let row = group_index(wid, nwg);
-    if (row >= params.rows) {
-        return;
-    }
+    let row = group_index(wid, nwg) * (WG_SIZE / TEAM) + lid / TEAM;
+    let t = lid % TEAM;
+    // Rows past the end compute on row 0 (every invocation must reach the barriers) and
+    // write nothing.
+    let live = row < params.rows;
     let dim = params.dim;
-    let base = row * dim;
+    let base = select(0u, row, live) * dim;
     let eps = params.eps;
     var acc = vec3<f32>(0.0);
-    for (var k = lid; k < dim; k += WG_SIZE) {
+    for (var k = t; k < dim; k += TEAM) {
         let a = in_a[base + k];
         let b = in_b[base + k];
         acc.x += norm_term(a - b + eps);
@@ -103,7 +107,10 @@ fn main(
             }
         }
     }
-    let sums = workgroup_sum3(lid, acc);
+    let sums = team_sum3(lid, acc);
+    if (!live) {
+        return;
+    }
     let d_ab = norm_of(sums.x);
     let m = params.margin;
     var loss: f32;
@@ -130,7 +137,7 @@ fn main(
         let on = select(0.0, 1.0, t >= 0.0);
         coef = vec3<f32>(on, -on * w.x, -on * w.y);
     }
-    if (lid == 0u) {
+    if (t == 0u) {
         row_loss[row] = loss;
     }
     if (!WANT_GRAD) {
@@ -143,7 +150,7 @@ fn main(
     coef *= s;
     let d_ac = norm_of(sums.y);
     let d_bc = norm_of(sums.z);
-    for (var k = lid; k < dim; k += WG_SIZE) {
+    for (var k = t; k < dim; k += TEAM) {
         let a = in_a[base + k];
         let b = in_b[base + k];
         let g_ab = coef.x * norm_grad(a - b + eps, d_ab);

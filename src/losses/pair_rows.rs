@@ -129,8 +129,12 @@ impl RowsJob<'_> {
             _ => 1.0,
         };
         let wg = 64.min(engine.workgroup_size());
+        // About 16 elements per invocation: short rows share a workgroup, long ones get 64.
+        let team = ((dim / 16).max(1).next_power_of_two() as u32).min(wg);
+        let rows_per_group = (wg / team) as usize;
         let mut overrides = vec![
             ("WG_SIZE", wg),
+            ("TEAM", team),
             ("WANT_GRAD", self.gradient as u32),
             (
                 "UPSTREAM_PER_ROW",
@@ -181,7 +185,8 @@ impl RowsJob<'_> {
                 grad(2),
                 row_loss.window(w.start, w.len()),
             ];
-            engine.dispatch(encoder, key.clone(), &resources, w.len() as u32)?;
+            let groups = w.len().div_ceil(rows_per_group) as u32;
+            engine.dispatch(encoder, key.clone(), &resources, groups)?;
         }
         let loss = if self.reduction == Reduction::None {
             row_loss
