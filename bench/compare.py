@@ -25,6 +25,9 @@ import numpy as np
 CE = [(32, 10), (1024, 4096), (64, 32000)] if args.quick else \
      [(32, 10), (1024, 4096), (4096, 4096), (256, 32000), (4096, 32000), (512, 50257), (64, 131072)]
 N = 4 << 20
+# Metric losses, as `wgpu-losses bench`: explicit rows, then the all-pairs InfoNCE losses.
+ROWS = (16384, 128) if args.quick else (65536, 128)
+PAIRS = (1024, 128) if args.quick else (4096, 256)
 
 
 def median_ms(f, reps):
@@ -62,6 +65,57 @@ try:
     torch_row("mse", "4M", lambda x: F.mse_loss(x, t), rng.standard_normal(N, dtype=np.float32))
     torch_row("bce-with-logits", "4M", lambda x: F.binary_cross_entropy_with_logits(x, t),
               rng.standard_normal(N, dtype=np.float32))
+
+    def torch_rows(loss, shape, fn, *xs):
+        xs = [torch.tensor(x, requires_grad=True) for x in xs]
+        def step():
+            fn(*xs).backward()
+            for x in xs:
+                x.grad = None
+        results.append({"loss": loss, "shape": shape, "backend": "torch-cpu",
+                        "median_ms": median_ms(step, args.reps)})
+
+    n, d = ROWS
+    rows = [rng.standard_normal((n, d), dtype=np.float32) * 0.5 for _ in range(3)]
+    y = torch.tensor(rng.integers(0, 2, n), dtype=torch.float32)
+
+    def contrastive(a, b):
+        dist = F.pairwise_distance(a, b)
+        return (0.5 * (y * dist ** 2 + (1 - y) * (1 - dist).clamp(min=0) ** 2)).mean()
+
+    torch_rows("contrastive", f"{n}x{d}", contrastive, rows[0], rows[1])
+    torch_rows("triplet", f"{n}x{d}", F.triplet_margin_loss, *rows)
+
+    n, d = PAIRS
+    za, zb = (rng.standard_normal((n, d), dtype=np.float32) for _ in range(2))
+
+    def info_nce(u, v, same, tau, exclude_self):
+        s = u @ v.T / tau
+        if exclude_self:
+            eye = torch.eye(len(u), dtype=torch.bool)
+            s = s.masked_fill(eye, float("-inf"))
+            same = same & ~eye
+        count = same.sum(1)
+        keep = count > 0
+        pos = torch.where(same, s, torch.zeros_like(s)).sum(1)
+        return (torch.logsumexp(s, 1) - pos / count.clamp(min=1))[keep].mean()
+
+    idx = torch.arange(n)
+    views = (idx[:, None] % (n // 2)) == (idx[None, :] % (n // 2))
+    torch_rows("nt-xent", f"{n}x{d}",
+               lambda z: info_nce(F.normalize(z, dim=1), F.normalize(z, dim=1), views, 0.5, True),
+               za)
+
+    def clip(a, b):
+        s = F.normalize(a, dim=1) @ F.normalize(b, dim=1).T / 0.07
+        return 0.5 * (F.cross_entropy(s, idx) + F.cross_entropy(s.T, idx))
+
+    torch_rows("clip", f"{n}x{d}", clip, za, zb)
+    lab = torch.tensor(rng.integers(0, n // 8, n))
+    classes = lab[:, None] == lab[None, :]
+    torch_rows("supcon", f"{n}x{d}",
+               lambda e: info_nce(F.normalize(e, dim=1), F.normalize(e, dim=1), classes, 0.1, True),
+               za)
     print("torch", torch.__version__, "done")
 except ImportError as e:
     print("torch not available:", e)

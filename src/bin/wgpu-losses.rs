@@ -80,6 +80,10 @@ enum Command {
         /// Print timings of other frameworks (JSON from bench/compare.py) beside ours.
         #[arg(long, value_name = "FILE")]
         compare: Option<PathBuf>,
+        /// Time PyTorch and JAX in this run first, by running bench/compare.py with this
+        /// Python (with torch / jax installed) on the same shapes and thread count.
+        #[arg(long, value_name = "PYTHON", conflicts_with = "compare")]
+        frameworks: Option<PathBuf>,
     },
 }
 
@@ -349,14 +353,42 @@ impl Bench<'_> {
     }
 }
 
+/// Runs bench/compare.py with `python` on the bench's shapes and rayon's thread count and
+/// returns the JSON file it wrote.
+fn run_frameworks(python: &std::path::Path, quick: bool) -> Result<PathBuf> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/compare.py");
+    let out = std::env::temp_dir().join(format!("wgpu-losses-frameworks-{}.json", std::process::id()));
+    let io = |message: String| Error::Io {
+        path: script.display().to_string(),
+        message,
+    };
+    println!("timing PyTorch / JAX first: {} {}", python.display(), script.display());
+    let mut cmd = std::process::Command::new(python);
+    cmd.arg(&script)
+        .arg("--threads")
+        .arg(rayon::current_num_threads().to_string())
+        .arg("--out")
+        .arg(&out);
+    if quick {
+        cmd.arg("--quick");
+    }
+    let status = cmd.status().map_err(|e| io(e.to_string()))?;
+    if !status.success() {
+        return Err(io(format!("exited with {status}")));
+    }
+    Ok(out)
+}
+
 fn bench(
     quick: bool,
     json: Option<&std::path::Path>,
     svg: Option<&std::path::Path>,
     compare: Option<&std::path::Path>,
+    frameworks: Option<&std::path::Path>,
 ) -> Result<()> {
-    // Read the comparison first, so a bad file fails before minutes of timing.
-    let others = compare.map(read_comparison).transpose()?;
+    // Frameworks and the comparison file first, so a failure comes before minutes of timing.
+    let timed = frameworks.map(|p| run_frameworks(p, quick)).transpose()?;
+    let others = timed.as_deref().or(compare).map(read_comparison).transpose()?;
     use wgpu_losses::cpu::cross_entropy::{
         cross_entropy_into, softmax_focal_into, HostRowInputs, HostTarget,
     };
@@ -805,7 +837,15 @@ fn main() -> ExitCode {
             json,
             svg,
             compare,
-        } => bench(*quick, json.as_deref(), svg.as_deref(), compare.as_deref()).map(|_| true),
+            frameworks,
+        } => bench(
+            *quick,
+            json.as_deref(),
+            svg.as_deref(),
+            compare.as_deref(),
+            frameworks.as_deref(),
+        )
+        .map(|_| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
