@@ -37,7 +37,10 @@ fn main() -> Result<(), wgpu_losses::Error> {
                 .set("mining", "semi-hard"),
         ),
     ];
-    println!("{:<14} {:>12} {:>10} {:>10} {:>12}", "loss", "shape", "gpu s", "cpu s", "f64 ref s");
+    println!(
+        "{:<14} {:>12} {:>10} {:>10} {:>12}",
+        "loss", "shape", "gpu s", "cpu s", "f64 ref s"
+    );
     for (name, case) in &cases {
         let def = registry::find(name)?;
         def.gpu(&engine, case)?; // warm-up: pipelines

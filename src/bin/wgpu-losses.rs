@@ -357,12 +357,19 @@ impl Bench<'_> {
 /// returns the JSON file it wrote.
 fn run_frameworks(python: &std::path::Path, quick: bool) -> Result<PathBuf> {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/compare.py");
-    let out = std::env::temp_dir().join(format!("wgpu-losses-frameworks-{}.json", std::process::id()));
+    let out = std::env::temp_dir().join(format!(
+        "wgpu-losses-frameworks-{}.json",
+        std::process::id()
+    ));
     let io = |message: String| Error::Io {
         path: script.display().to_string(),
         message,
     };
-    println!("timing PyTorch / JAX first: {} {}", python.display(), script.display());
+    println!(
+        "timing PyTorch / JAX first: {} {}",
+        python.display(),
+        script.display()
+    );
     let mut cmd = std::process::Command::new(python);
     cmd.arg(&script)
         .arg("--threads")
@@ -388,7 +395,11 @@ fn bench(
 ) -> Result<()> {
     // Frameworks and the comparison file first, so a failure comes before minutes of timing.
     let timed = frameworks.map(|p| run_frameworks(p, quick)).transpose()?;
-    let others = timed.as_deref().or(compare).map(read_comparison).transpose()?;
+    let others = timed
+        .as_deref()
+        .or(compare)
+        .map(read_comparison)
+        .transpose()?;
     use wgpu_losses::cpu::cross_entropy::{
         cross_entropy_into, softmax_focal_into, HostRowInputs, HostTarget,
     };

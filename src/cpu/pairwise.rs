@@ -82,6 +82,183 @@ fn rows_len(name: &'static str, x: &[f32], dim: usize) -> Result<usize> {
     Ok(x.len() / dim)
 }
 
+/// Anchors per block: a candidate row is reused from L1 for all of them.
+const BLOCK: usize = 4;
+/// Candidates per chunk: their scores stay in a small buffer so the exps vectorize.
+const CHUNK: usize = 64;
+
+/// One InfoNCE problem over stacked unit rows (see [`info_nce`]).
+struct Nce<'a> {
+    unit: &'a [f32],
+    dim: usize,
+    labels: &'a [i32],
+    inv_tau: f32,
+    clip: bool,
+    half: usize,
+}
+
+impl Nce<'_> {
+    #[inline(always)]
+    fn row(&self, i: usize) -> &[f32] {
+        &self.unit[i * self.dim..(i + 1) * self.dim]
+    }
+
+    /// The candidates of anchor `i` (all rows but itself; clip: the other half).
+    fn candidates(&self, i: usize) -> std::ops::Range<usize> {
+        let m = self.labels.len();
+        match (self.clip, i < self.half) {
+            (true, true) => self.half..m,
+            (true, false) => 0..self.half,
+            _ => 0..m,
+        }
+    }
+
+    /// Scores s = q·k/τ of `anchors` against candidates `js` into `out[a][..]`, with
+    /// f32::NEG_INFINITY for an anchor itself (never a candidate).
+    #[inline(always)]
+    fn scores(
+        &self,
+        anchors: &std::ops::Range<usize>,
+        js: std::ops::Range<usize>,
+        out: &mut [[f32; CHUNK]; BLOCK],
+    ) {
+        for (t, j) in js.enumerate() {
+            for (a, i) in anchors.clone().enumerate() {
+                out[a][t] = if i == j && !self.clip {
+                    f32::NEG_INFINITY
+                } else {
+                    dot(self.row(i), self.row(j)) * self.inv_tau
+                };
+            }
+        }
+    }
+
+    /// (lse, 1/|P|, loss) of each anchor in `anchors` (all with the same candidates). Runs
+    /// the AVX2 build of the same code where the CPU has it (same operations, same bits).
+    fn forward(&self, anchors: std::ops::Range<usize>) -> Vec<(f32, f32, f64)> {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { self.forward_avx2(anchors) };
+        }
+        self.forward_portable(anchors)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn forward_avx2(&self, anchors: std::ops::Range<usize>) -> Vec<(f32, f32, f64)> {
+        self.forward_portable(anchors)
+    }
+
+    /// G for the anchors from `first` (rows of `g`); AVX2 where the CPU has it.
+    fn backward(&self, first: usize, g: &mut [f32], stats: &[(f32, f32, f64)], w: f32) {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { self.backward_avx2(first, g, stats, w) };
+        }
+        self.backward_portable(first, g, stats, w)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn backward_avx2(&self, first: usize, g: &mut [f32], stats: &[(f32, f32, f64)], w: f32) {
+        self.backward_portable(first, g, stats, w)
+    }
+
+    #[inline(always)]
+    fn forward_portable(&self, anchors: std::ops::Range<usize>) -> Vec<(f32, f32, f64)> {
+        let cands = self.candidates(anchors.start);
+        let mut s = [[0.0f32; CHUNK]; BLOCK];
+        let mut state = [(f32::NEG_INFINITY, 0.0f64, 0.0f64, 0.0f64); BLOCK];
+        for c0 in cands.clone().step_by(CHUNK) {
+            let js = c0..(c0 + CHUNK).min(cands.end);
+            self.scores(&anchors, js.clone(), &mut s);
+            for (a, i) in anchors.clone().enumerate() {
+                let row = &s[a][..js.len()];
+                let (max, sum, pos, count) = &mut state[a];
+                let m = row
+                    .iter()
+                    .fold(*max, |m, &v| if v > m || v.is_nan() { v } else { m });
+                if m.is_nan() {
+                    // A NaN score makes the anchor's log-sum-exp, so its loss, NaN.
+                    *max = f32::NAN;
+                    *sum = f64::NAN;
+                } else {
+                    if m > *max {
+                        *sum *= crate::cpu::exp(*max - m) as f64;
+                        *max = m;
+                    }
+                    // exp(-inf - m) is ~1e-38 in the fast exp: drop the anchor itself exactly.
+                    let chunk: f32 = row
+                        .iter()
+                        .map(|&v| {
+                            if v == f32::NEG_INFINITY {
+                                0.0
+                            } else {
+                                crate::cpu::exp(v - m)
+                            }
+                        })
+                        .sum();
+                    *sum += chunk as f64;
+                }
+                for (t, j) in js.clone().enumerate() {
+                    if self.labels[j] == self.labels[i] && (self.clip || j != i) {
+                        *pos += row[t] as f64;
+                        *count += 1.0;
+                    }
+                }
+            }
+        }
+        state[..anchors.len()]
+            .iter()
+            .map(|&(max, sum, pos, count)| {
+                let lse = max as f64 + sum.ln();
+                if count > 0.0 {
+                    (lse as f32, (1.0 / count) as f32, lse - pos / count)
+                } else {
+                    (lse as f32, 0.0, 0.0)
+                }
+            })
+            .collect()
+    }
+
+    /// G for the anchors from `first` (rows of `g`), before the normalization's Jacobian:
+    /// Σ_j c_ij·n_j with c_ij = w·[(e^{s−lse_i} − pos/|P(i)|) + (e^{s−lse_j} − pos/|P(j)|)].
+    #[inline(always)]
+    fn backward_portable(&self, first: usize, g: &mut [f32], stats: &[(f32, f32, f64)], w: f32) {
+        let dim = self.dim;
+        let anchors = first..first + g.len() / dim;
+        let cands = self.candidates(first);
+        let mut s = [[0.0f32; CHUNK]; BLOCK];
+        let term = |v: f32, (lse, inv, _): (f32, f32, f64), pos: bool| {
+            if inv > 0.0 {
+                crate::cpu::exp(v - lse) - if pos { inv } else { 0.0 }
+            } else {
+                0.0
+            }
+        };
+        for c0 in cands.clone().step_by(CHUNK) {
+            let js = c0..(c0 + CHUNK).min(cands.end);
+            self.scores(&anchors, js.clone(), &mut s);
+            for (a, i) in anchors.clone().enumerate() {
+                let gi = &mut g[a * dim..(a + 1) * dim];
+                for (t, j) in js.clone().enumerate() {
+                    let v = s[a][t];
+                    if v == f32::NEG_INFINITY {
+                        continue;
+                    }
+                    let pos = self.labels[j] == self.labels[i];
+                    let c = w * (term(v, stats[i], pos) + term(v, stats[j], pos));
+                    for (x, &k) in gi.iter_mut().zip(self.row(j)) {
+                        *x += c * k;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The InfoNCE loss `opts` on the CPU: `inputs` are [z] (nt-xent), [a, b] (clip) or
 /// [embeddings] (supcon, with `labels`), rows of `dim`; `upstream` scales the gradients.
 ///
@@ -141,46 +318,30 @@ pub fn info_nce(
         },
     };
     let clip = opts.kind == NceKind::Clip;
-    let candidates = |i: usize| {
-        if clip && i < half {
-            half..m
-        } else if clip {
-            0..half
-        } else {
-            0..m
-        }
-    };
     let (unit, norms) = normalize(&raw, dim);
     let inv_tau = 1.0 / opts.temperature;
-    let row = |i: usize| &unit[i * dim..(i + 1) * dim];
-    // Per anchor: (lse, 1/|P|, loss); lse and sums in f64.
-    let stats: Vec<(f64, f64, f64)> = (0..m)
-        .into_par_iter()
-        .map(|i| {
-            let (mut max, mut sum, mut pos, mut count) = (f64::NEG_INFINITY, 0.0f64, 0.0, 0.0);
-            for j in candidates(i).filter(|&j| clip || j != i) {
-                let s = (dot(row(i), row(j)) * inv_tau) as f64;
-                if s > max {
-                    sum = sum * (max - s).exp() + 1.0;
-                    max = s;
-                } else {
-                    sum += (s - max).exp();
-                }
-                if s.is_nan() {
-                    sum = f64::NAN;
-                }
-                if lab[j] == lab[i] {
-                    pos += s;
-                    count += 1.0;
-                }
-            }
-            let lse = max + sum.ln();
-            if count > 0.0 {
-                (lse, 1.0 / count, lse - pos / count)
-            } else {
-                (lse, 0.0, 0.0)
-            }
+    let nce = Nce {
+        unit: &unit,
+        dim,
+        labels: &lab,
+        inv_tau,
+        clip,
+        half,
+    };
+    // Anchors sharing their candidates (clip: each half), in blocks.
+    let parts: &[std::ops::Range<usize>] = if clip { &[0..half, half..m] } else { &[0..m] };
+    let blocks: Vec<std::ops::Range<usize>> = parts
+        .iter()
+        .flat_map(|p| {
+            (p.start..p.end)
+                .step_by(BLOCK)
+                .map(move |b| b..(b + BLOCK).min(p.end))
         })
+        .collect();
+    // Per anchor: (lse, 1/|P|, loss), from blocks of anchors against chunks of candidates.
+    let stats: Vec<(f32, f32, f64)> = blocks
+        .par_iter()
+        .flat_map_iter(|b| nce.forward(b.clone()))
         .collect();
     let anchors = stats.iter().filter(|s| s.1 > 0.0).count() as f64;
     let total: f64 = stats.iter().map(|s| s.2).sum();
@@ -188,32 +349,17 @@ pub fn info_nce(
     let mut grads = Vec::new();
     if opts.gradient {
         let w = if anchors > 0.0 {
-            upstream as f64 / anchors * inv_tau as f64
+            (upstream as f64 / anchors * inv_tau as f64) as f32
         } else {
             0.0
         };
         let mut g = vec![0.0f32; m * dim];
-        g.par_chunks_mut(dim).enumerate().for_each(|(i, gi)| {
-            let mut acc = vec![0.0f64; dim];
-            let (lse_i, inv_i, _) = stats[i];
-            for j in candidates(i).filter(|&j| clip || j != i) {
-                let s = (dot(row(i), row(j)) * inv_tau) as f64;
-                let pos = lab[j] == lab[i];
-                let (lse_j, inv_j, _) = stats[j];
-                let term = |lse: f64, inv: f64| {
-                    if inv > 0.0 {
-                        (s - lse).exp() - if pos { inv } else { 0.0 }
-                    } else {
-                        0.0
-                    }
-                };
-                let c = w * (term(lse_i, inv_i) + term(lse_j, inv_j));
-                for (a, &k) in acc.iter_mut().zip(row(j)) {
-                    *a += c * k as f64;
-                }
-            }
-            gi.iter_mut().zip(&acc).for_each(|(g, a)| *g = *a as f32);
-        });
+        let (first, second) = g.split_at_mut(if clip { half * dim } else { m * dim });
+        for (offset, part) in [(0, first), (half, second)] {
+            part.par_chunks_mut(BLOCK * dim)
+                .enumerate()
+                .for_each(|(b, gb)| nce.backward(offset + b * BLOCK, gb, &stats, w));
+        }
         normalize_backward(&mut g, &unit, &norms, dim);
         grads = if clip {
             let gb = g.split_off(half * dim);
