@@ -329,7 +329,12 @@ pub fn info_nce(
         half,
     };
     // Anchors sharing their candidates (clip: each half), in blocks.
-    let parts: &[std::ops::Range<usize>] = if clip { &[0..half, half..m] } else { &[0..m] };
+    // (start, end) of each part.
+    let parts: &[(usize, usize)] = if clip {
+        &[(0, half), (half, m)]
+    } else {
+        &[(0, m)]
+    };
     let blocks: Vec<std::ops::Range<usize>> = parts
         .iter()
         .flat_map(|p| {
