@@ -337,10 +337,10 @@ pub fn info_nce(
     };
     let blocks: Vec<std::ops::Range<usize>> = parts
         .iter()
-        .flat_map(|p| {
-            (p.start..p.end)
+        .flat_map(|&(start, end)| {
+            (start..end)
                 .step_by(BLOCK)
-                .map(move |b| b..(b + BLOCK).min(p.end))
+                .map(move |b| b..(b + BLOCK).min(end))
         })
         .collect();
     // Per anchor: (lse, 1/|P|, loss), from blocks of anchors against chunks of candidates.
