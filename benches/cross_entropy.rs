@@ -1,7 +1,9 @@
 //! Criterion: fused cross-entropy forward+backward against the copy kernel on the same adapter,
 //! in one run. Bytes = logits read + gradient written (the copy: source read + destination
 //! written), so the two throughputs compare directly. A second row per shape allocates the
-//! gradient buffer on every call, which adds wgpu's zero-fill of the new buffer.
+//! gradient buffer on every call, which adds wgpu's zero-fill of the new buffer. The CPU
+//! backend's group times the comparison shapes (512×50257, 4096×32000) with a reused
+//! gradient buffer.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use wgpu_losses::bench::CopyJob;
@@ -50,5 +52,33 @@ fn cross_entropy(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, cross_entropy);
+fn cross_entropy_cpu(c: &mut Criterion) {
+    use wgpu_losses::cpu::cross_entropy::{cross_entropy_into, HostRowInputs, HostTarget};
+    let mut group = c.benchmark_group(format!(
+        "cross_entropy cpu [{} threads]",
+        rayon::current_num_threads()
+    ));
+    group.sample_size(10);
+    let mut rng = Rng::new(2);
+    for (n, classes) in [(512usize, 50257usize), (4096, 32000)] {
+        let x = rng.normals(n * classes, 2.0);
+        let y: Vec<i32> = (0..n).map(|_| rng.below(classes) as i32).collect();
+        let mut grad = vec![0.0f32; n * classes];
+        let inputs = HostRowInputs {
+            logits: &x,
+            shape: (n, classes),
+            target: HostTarget::Classes(&y),
+            weight: None,
+            upstream: &[],
+        };
+        let ce = CrossEntropy::new();
+        group.throughput(Throughput::Bytes(2 * 4 * (n * classes) as u64));
+        group.bench_function(format!("fwd+bwd {n}x{classes}"), |b| {
+            b.iter(|| cross_entropy_into(&ce, &inputs, &mut grad).unwrap())
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, cross_entropy, cross_entropy_cpu);
 criterion_main!(benches);
