@@ -3,7 +3,7 @@
 //! written), so the two throughputs compare directly. A second row per shape allocates the
 //! gradient buffer on every call, which adds wgpu's zero-fill of the new buffer. The CPU
 //! backend's group times the comparison shapes (512×50257, 4096×32000) with a reused
-//! gradient buffer.
+//! gradient buffer and with the gradient written over the logits.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use wgpu_losses::bench::CopyJob;
@@ -53,7 +53,9 @@ fn cross_entropy(c: &mut Criterion) {
 }
 
 fn cross_entropy_cpu(c: &mut Criterion) {
-    use wgpu_losses::cpu::cross_entropy::{cross_entropy_into, HostRowInputs, HostTarget};
+    use wgpu_losses::cpu::cross_entropy::{
+        cross_entropy_in_place, cross_entropy_into, HostRowInputs, HostTarget,
+    };
     let mut group = c.benchmark_group(format!(
         "cross_entropy cpu [{} threads]",
         rayon::current_num_threads()
@@ -75,6 +77,12 @@ fn cross_entropy_cpu(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(2 * 4 * (n * classes) as u64));
         group.bench_function(format!("fwd+bwd {n}x{classes}"), |b| {
             b.iter(|| cross_entropy_into(&ce, &inputs, &mut grad).unwrap())
+        });
+        // The gradient over the logits: later iterations run on earlier gradients, which
+        // costs the same.
+        let mut logits = x.clone();
+        group.bench_function(format!("fwd+bwd in place {n}x{classes}"), |b| {
+            b.iter(|| cross_entropy_in_place(&ce, &inputs, &mut logits).unwrap())
         });
     }
     group.finish();

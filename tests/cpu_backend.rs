@@ -159,3 +159,79 @@ fn results_do_not_depend_on_the_thread_count() {
         assert_eq!(many, one, "{name}");
     }
 }
+
+#[test]
+fn in_place_cross_entropy_gives_the_same_bits() {
+    use wgpu_losses::cpu::cross_entropy::{
+        cross_entropy_in_place, cross_entropy_into, HostRowInputs, HostTarget,
+    };
+    use wgpu_losses::{CrossEntropy, Reduction};
+    let mut rng = fresh_rng("in_place_cross_entropy_gives_the_same_bits");
+    let (n, c) = (37, 20_000);
+    let x = rng.normals(n * c, 3.0);
+    let y: Vec<i32> = (0..n)
+        .map(|i| {
+            if i % 5 == 0 {
+                -100
+            } else {
+                rng.below(c) as i32
+            }
+        })
+        .collect();
+    let p: Vec<f32> = (0..n * c)
+        .map(|_| rng.uniform() as f32 / c as f32)
+        .collect();
+    let w: Vec<f32> = (0..c).map(|_| rng.range(0.5, 2.0) as f32).collect();
+    let up: Vec<f32> = rng.normals(n, 1.0);
+    let options = [
+        CrossEntropy::new(),
+        CrossEntropy::new()
+            .label_smoothing(0.1)
+            .reduction(Reduction::Sum),
+        CrossEntropy::new()
+            .softcap(Some(5.0))
+            .z_loss(1e-3)
+            .reduction(Reduction::None),
+    ];
+    for (k, opts) in options.iter().enumerate() {
+        for probs in [false, true] {
+            let inputs = HostRowInputs {
+                logits: &x,
+                shape: (n, c),
+                target: if probs {
+                    HostTarget::Probabilities(&p)
+                } else {
+                    HostTarget::Classes(&y)
+                },
+                weight: (k == 1).then_some(w.as_slice()),
+                upstream: if k == 2 { &up } else { &[] },
+            };
+            let mut grad = vec![0.0f32; n * c];
+            let loss = cross_entropy_into(opts, &inputs, &mut grad).unwrap();
+            let mut logits = x.clone();
+            let in_place = cross_entropy_in_place(opts, &inputs, &mut logits).unwrap();
+            assert_eq!(loss, in_place, "{opts:?} probs {probs}: loss");
+            assert!(
+                grad.iter()
+                    .zip(&logits)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{opts:?} probs {probs}: gradient"
+            );
+        }
+    }
+    let no_grad = CrossEntropy::new().gradient(false);
+    let inputs = HostRowInputs {
+        logits: &x,
+        shape: (n, c),
+        target: HostTarget::Classes(&y),
+        weight: None,
+        upstream: &[],
+    };
+    assert!(matches!(
+        cross_entropy_in_place(&no_grad, &inputs, &mut x.clone()),
+        Err(Error::Option {
+            option: "gradient",
+            ..
+        })
+    ));
+}

@@ -76,17 +76,50 @@ pub fn cross_entropy_into(
     inputs: &HostRowInputs<'_>,
     grad: &mut [f32],
 ) -> Result<Vec<f32>> {
+    rows_into(opts, inputs, grad, false)
+}
+
+/// As [`cross_entropy_into`] with the gradient written over the logits (`inputs.logits` is
+/// ignored; `logits` holds them on entry and the gradient on return), as the GPU path's
+/// `in_place`. Saves the memory traffic of a second N×C array: each row is copied to a
+/// cache-resident scratch row before its gradient overwrites it.
+///
+/// # Errors
+/// As [`cross_entropy`]; [`Error::Option`] when `opts.gradient` is false.
+pub fn cross_entropy_in_place(
+    opts: &CrossEntropy,
+    inputs: &HostRowInputs<'_>,
+    logits: &mut [f32],
+) -> Result<Vec<f32>> {
+    if !opts.gradient {
+        return Err(Error::Option {
+            option: "gradient",
+            value: "false".into(),
+            reason: "an in-place call writes the gradient",
+        });
+    }
+    rows_into(opts, inputs, logits, true)
+}
+
+/// The body of the CPU row losses: with `in_place`, each row's logits are read from `grad`.
+fn rows_into(
+    opts: &CrossEntropy,
+    inputs: &HostRowInputs<'_>,
+    grad: &mut [f32],
+    in_place: bool,
+) -> Result<Vec<f32>> {
     opts.validate()?;
     let (n, c) = inputs.shape;
     if n == 0 {
         return Err(Error::Empty("logits"));
     }
-    if c == 0 || inputs.logits.len() != n * c {
-        return Err(shape_err(
-            "logits",
-            format!("{n}x{c} values"),
-            inputs.logits.len(),
-        ));
+    let given = if in_place {
+        grad.len()
+    } else {
+        inputs.logits.len()
+    };
+    if c == 0 || given != n * c {
+        return Err(shape_err("logits", format!("{n}x{c} values"), given));
     }
     if let Some(w) = inputs.weight {
         if w.len() != c {
@@ -159,6 +192,7 @@ pub fn cross_entropy_into(
         return Err(shape_err("grad_out", format!("{n}x{c} values"), grad.len()));
     }
     let task = |first: usize, losses: &mut [f64], grads: &mut [f32]| {
+        let mut scratch = Vec::new();
         for (r, loss) in losses.iter_mut().enumerate() {
             let i = first + r;
             let g = if grads.is_empty() {
@@ -166,7 +200,26 @@ pub fn cross_entropy_into(
             } else {
                 &mut grads[r * c..(r + 1) * c]
             };
-            *loss = row(opts, inputs, i, classes.get(i).copied(), scale(i), g);
+            let class = classes.get(i).copied();
+            *loss = if in_place {
+                // The row's own inputs, with the logits copied out of the gradient row.
+                scratch.clear();
+                scratch.extend_from_slice(g);
+                let one = HostRowInputs {
+                    logits: &scratch,
+                    shape: (1, c),
+                    target: match inputs.target {
+                        HostTarget::Probabilities(p) => {
+                            HostTarget::Probabilities(&p[i * c..(i + 1) * c])
+                        }
+                        classes => classes,
+                    },
+                    ..*inputs
+                };
+                row(opts, &one, 0, class, scale(i), g)
+            } else {
+                row(opts, inputs, i, class, scale(i), g)
+            };
         }
     };
     if opts.gradient {
