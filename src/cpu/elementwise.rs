@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use crate::cpu::{exp, CHUNK_ELEMENTS};
+use crate::cpu::{exp, ln_1p_unit, CHUNK_ELEMENTS};
 use crate::error::{Error, Result};
 use crate::losses::elementwise::{ElementwiseLoss, Pointwise};
 use crate::losses::{LossValues, Reduction};
@@ -44,15 +44,17 @@ fn logistic(x: f32) -> (f32, f32, f32) {
     let e = exp(-x.abs());
     let r = 1.0 / (1.0 + e);
     let (p, q) = if x >= 0.0 { (r, e * r) } else { (e * r, r) };
-    (p, q, e.ln_1p() + (-x).max(0.0))
+    (p, q, ln_1p_unit(e) + (-x).max(0.0))
 }
 
-/// C's pow (f32::powf): whole exponents take negative bases; 0^0 = 1.
+/// C's pow (f32::powf): whole exponents take negative bases; 0^0 = 1. The common small
+/// whole exponents are multiplications (the exponent is the same for every element).
 fn real_pow(x: f32, e: f32) -> f32 {
-    if e == 0.0 {
-        1.0
-    } else {
-        x.powf(e)
+    match e {
+        0.0 => 1.0,
+        1.0 => x,
+        2.0 => x * x,
+        _ => x.powf(e),
     }
 }
 
