@@ -78,7 +78,7 @@ fn reduce(losses: Vec<f64>, reduction: Reduction, upstream: &[f32]) -> (Vec<f32>
     (loss, scales)
 }
 
-/// Contrastive loss of rows `x1`, `x2` ([N, dim]) with labels `y` [N]; `upstream` is empty
+/// Contrastive loss of rows `x1`, `x2` (`[N, dim]`) with labels `y` (`[N]`); `upstream` is empty
 /// (ones), one value, or one per row for `Reduction::None`.
 ///
 /// # Errors

@@ -259,8 +259,8 @@ impl Nce<'_> {
     }
 }
 
-/// The InfoNCE loss `opts` on the CPU: `inputs` are [z] (nt-xent), [a, b] (clip) or
-/// [embeddings] (supcon, with `labels`), rows of `dim`; `upstream` scales the gradients.
+/// The InfoNCE loss `opts` on the CPU: `inputs` are `[z]` (nt-xent), `[a, b]` (clip) or
+/// `[embeddings]` (supcon, with `labels`), rows of `dim`; `upstream` scales the gradients.
 ///
 /// # Errors
 /// Bad options; [`Error::Shape`] for mismatched inputs, labels, or an odd nt-xent batch.

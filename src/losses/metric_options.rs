@@ -207,7 +207,7 @@ pub enum NceKind {
     NtXent,
     /// CLIP's symmetric InfoNCE between `a` and `b` [N, D]: row i of a matches row i of b.
     Clip,
-    /// Supervised contrastive ("out") over `embeddings` [N, D] with `labels` [N].
+    /// Supervised contrastive ("out") over `embeddings` `[N, D]` with `labels` `[N]`.
     SupCon,
 }
 

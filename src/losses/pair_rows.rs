@@ -16,7 +16,7 @@ pub struct ContrastiveInputs<'a> {
     pub x1: &'a Tensor,
     /// Second rows [N, D].
     pub x2: &'a Tensor,
-    /// Labels [N] (f32).
+    /// Labels `[N]` (f32).
     pub y: &'a Tensor,
     /// Gradient from above (default ones).
     pub upstream: Upstream<'a>,

@@ -208,7 +208,7 @@ pub enum NceInputs<'a> {
         /// Second modality.
         b: &'a Tensor,
     },
-    /// supcon: `embeddings` [N, D] with i32 `labels` [N].
+    /// supcon: `embeddings` `[N, D]` with i32 `labels` `[N]`.
     SupCon {
         /// The rows.
         embeddings: &'a Tensor,
@@ -440,7 +440,7 @@ fn finish(
 
 impl MinedTriplet {
     /// Records the loss (a mean, see [`Mining`]) and the gradient `embeddings`, for
-    /// `embeddings` [N, D] f32 and i32 `labels` [N]. `upstream` is a scalar (or `Ones`).
+    /// `embeddings` `[N, D]` f32 and i32 `labels` `[N]`. `upstream` is a scalar (or `Ones`).
     ///
     /// # Errors
     /// Bad options; [`Error::Shape`] / [`Error::DType`] for the inputs; an N×N matrix past

@@ -17,7 +17,7 @@ pub enum RefTarget<'a> {
 /// upstream gradient) or one per row (reduction none).
 ///
 /// # Errors
-/// [`Error::Value`] for a class index outside `[0, c)` that is not `ignore_index`; option
+/// [`crate::Error::Value`] for a class index outside `[0, c)` that is not `ignore_index`; option
 /// errors as [`CrossEntropy::validate`].
 pub fn cross_entropy(
     opts: &CrossEntropy,

@@ -128,8 +128,8 @@ fn info_nce(
     (loss, grads, terms)
 }
 
-/// The InfoNCE loss `opts` over raw `inputs` (nt-xent: [z]; clip: [a, b]; supcon:
-/// [embeddings], with `labels`), rows of `dim`. Gradients are named after the inputs.
+/// The InfoNCE loss `opts` over raw `inputs` (nt-xent: `[z]`; clip: `[a, b]`; supcon:
+/// `[embeddings]`, with `labels`), rows of `dim`. Gradients are named after the inputs.
 pub fn info_nce_loss(
     opts: &InfoNce,
     inputs: &[&[f64]],

@@ -8,7 +8,7 @@ use crate::reference::{reduce, row_output, target_class, RefOutput};
 /// divides by the number of kept rows. `upstream`: one value, or one per row.
 ///
 /// # Errors
-/// [`Error::Value`] for a class outside `[0, c)` that is not `ignore_index`; option errors.
+/// [`crate::Error::Value`] for a class outside `[0, c)` that is not `ignore_index`; option errors.
 pub fn softmax_focal(
     opts: &SoftmaxFocal,
     logits: &[f64],
