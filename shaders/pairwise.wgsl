@@ -11,13 +11,12 @@
 // turns it into gradient coefficients with the saved log-sum-exps (flash-attention style).
 // Mined triplets use the distance matrix (`distances`, `mine`), split into row windows,
 // with integer pair counts (exact, deterministic atomics) as gradient weights (`mined_backward`).
-// `normalize` and `finish` are the per-row steps before and after.
+// `normalize` and `finish` (the normalization's Jacobian) are the per-row steps before and after.
 
 override WG_SIZE: u32 = 256u;
 override MODE: u32 = 0u;          // distances: EUCLIDEAN, SQUARED or COSINE (rows pre-normalized)
 override MINING: u32 = 0u;        // BATCH_ALL, BATCH_HARD or SEMI_HARD
 override EXCLUDE_SELF: bool = true;
-override FINISH: u32 = 0u;        // JACOBIAN (through normalize) or DIFF (rowsum·e − G)
 
 const EUCLIDEAN: u32 = 0u;
 const SQUARED: u32 = 1u;
@@ -25,8 +24,6 @@ const COSINE: u32 = 2u;
 const BATCH_ALL: u32 = 0u;
 const BATCH_HARD: u32 = 1u;
 const SEMI_HARD: u32 = 2u;
-const JACOBIAN: u32 = 0u;
-const DIFF: u32 = 1u;
 const NORM_EPS: f32 = 1e-12;
 const NONE: u32 = 0xffffffffu;
 
@@ -172,8 +169,10 @@ fn store_coefficients(lid: u32, c: Block) {
 }
 
 // out[i] += Σ_j sh_c[i][j]·rows_k[j] for the tile's query rows i (global) and key rows
-// k0.. (zeros past k_end); sh_c must hold the coefficient tile. Whole workgroup.
-fn accumulate(lid: u32, q0: u32, q_end: u32, k0: u32, k_end: u32) {
+// k0.. (zeros past k_end); sh_c must hold the coefficient tile. With `diff`, the terms are
+// sh_c[i][j]·(rows_q[i] − rows_k[j]) instead: each difference is formed before it is
+// scaled, so a large coefficient of a close pair cannot cancel in f32. Whole workgroup.
+fn accumulate(lid: u32, q0: u32, q_end: u32, k0: u32, k_end: u32, diff: bool) {
     workgroupBarrier();
     let ty = lid / SIDE;
     let tx = lid % SIDE;
@@ -190,23 +189,38 @@ fn accumulate(lid: u32, q0: u32, q_end: u32, k0: u32, k_end: u32) {
         }
         workgroupBarrier();
         // Rows ty + 8a, dimensions d0 + 4tx .. +3; columns of `k`: four consecutive keys.
-        var g0 = vec4<f32>(0.0);
-        var g1 = vec4<f32>(0.0);
-        var g2 = vec4<f32>(0.0);
-        var g3 = vec4<f32>(0.0);
-        for (var j4 = 0u; j4 < 8u; j4++) {
-            let k = mat4x4<f32>(
-                sh_k[(4u * j4) * RS + tx],
-                sh_k[(4u * j4 + 1u) * RS + tx],
-                sh_k[(4u * j4 + 2u) * RS + tx],
-                sh_k[(4u * j4 + 3u) * RS + tx],
-            );
-            g0 += k * sh_c[ty * RS + j4];
-            g1 += k * sh_c[(ty + SIDE) * RS + j4];
-            g2 += k * sh_c[(ty + 2u * SIDE) * RS + j4];
-            g3 += k * sh_c[(ty + 3u * SIDE) * RS + j4];
+        var g = Block(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+        if (diff) {
+            var q: Block;
+            for (var a = 0u; a < 4u; a++) {
+                let i = q0 + ty + SIDE * a;
+                q[a] = select(vec4<f32>(0.0), load_q4(i * dim, d0 + 4u * tx, dim), i < q_end);
+            }
+            for (var j = 0u; j < T; j++) {
+                let k = sh_k[j * RS + tx];
+                for (var a = 0u; a < 4u; a++) {
+                    g[a] += sh_c[(ty + SIDE * a) * RS + j / 4u][j % 4u] * (q[a] - k);
+                }
+            }
+        } else {
+            var g0 = vec4<f32>(0.0);
+            var g1 = vec4<f32>(0.0);
+            var g2 = vec4<f32>(0.0);
+            var g3 = vec4<f32>(0.0);
+            for (var j4 = 0u; j4 < 8u; j4++) {
+                let k = mat4x4<f32>(
+                    sh_k[(4u * j4) * RS + tx],
+                    sh_k[(4u * j4 + 1u) * RS + tx],
+                    sh_k[(4u * j4 + 2u) * RS + tx],
+                    sh_k[(4u * j4 + 3u) * RS + tx],
+                );
+                g0 += k * sh_c[ty * RS + j4];
+                g1 += k * sh_c[(ty + SIDE) * RS + j4];
+                g2 += k * sh_c[(ty + 2u * SIDE) * RS + j4];
+                g3 += k * sh_c[(ty + 3u * SIDE) * RS + j4];
+            }
+            g = Block(g0, g1, g2, g3);
         }
-        let g = Block(g0, g1, g2, g3);
         for (var a = 0u; a < 4u; a++) {
             let i = q0 + ty + SIDE * a;
             for (var t = 0u; t < 4u; t++) {
@@ -297,9 +311,8 @@ fn normalize(
     }
 }
 
-// Turns G (in out) into the gradient of the raw rows. JACOBIAN: rows_q are the normalized
-// rows and stats_q the norms: (G − n(n·G))/‖x‖, or G/eps where the norm was clamped.
-// DIFF: rows_q are the raw rows and stats_q the coefficient row sums: rowsum·e − G.
+// Turns G (in out), the gradient for the normalized rows (in rows_q, norms in stats_q),
+// into the raw rows' gradient: (G − n(n·G))/‖x‖, or G/eps where the norm was clamped.
 @compute @workgroup_size(WG_SIZE)
 fn finish(
     @builtin(local_invocation_index) lid: u32,
@@ -311,13 +324,6 @@ fn finish(
         return;
     }
     let base = row * params.dim;
-    if (FINISH == DIFF) {
-        let r = stats_q[row];
-        for (var d = lid; d < params.dim; d += WG_SIZE) {
-            out[base + d] = r * rows_q[base + d] - out[base + d];
-        }
-        return;
-    }
     var dot = 0.0;
     for (var d = lid; d < params.dim; d += WG_SIZE) {
         dot += out[base + d] * rows_q[base + d];
@@ -432,7 +438,7 @@ fn nce_backward(
             coef[e / 4u][e % 4u] = c;
         }
         store_coefficients(lid, coef);
-        accumulate(lid, q0, q_end, k0, k_end);
+        accumulate(lid, q0, q_end, k0, k_end, false);
     }
 }
 
@@ -581,8 +587,8 @@ fn mine(
 
 // Gradient rows for the query rows of this window from the key rows of another:
 // c_ij = (C_ij + C_ji)·f(D_ij)·upstream/divisor with f = 1/D (euclidean, 0 at 0),
-// 2 (squared), −1 (cosine, on normalized rows); G_i += Σ_j c_ij·k_j and the row sums
-// Σ_j c_ij go to out_stats (both accumulate over key windows).
+// 2 (squared), −1 (cosine, on normalized rows); out_i += Σ_j c_ij·(e_i − e_j) for
+// distances, Σ_j c_ij·n_j for cosine (accumulating over key windows).
 @compute @workgroup_size(TW)
 fn mined_backward(
     @builtin(local_invocation_index) lid: u32,
@@ -598,7 +604,6 @@ fn mined_backward(
     let n = params.n;
     let div = divisor[0];
     let w = select(params.scale / div, 0.0, div == 0.0);
-    var rowsum = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
     for (var k0 = params.k_begin; k0 < k_end; k0 += T) {
         var coef: Block;
         for (var e = 0u; e < 16u; e++) {
@@ -618,21 +623,9 @@ fn mined_backward(
                 c = uses * f * w;
             }
             coef[e / 4u][e % 4u] = c;
-            rowsum[e / 4u] += c;
         }
         store_coefficients(lid, coef);
-        accumulate(lid, q0, q_end, k0, k_end);
-    }
-    // Row sums: merge the 8 invocations of each row in order.
-    for (var a = 0u; a < 4u; a++) {
-        sh_c[block_row(lid, a * 4u) * SIDE + lid % SIDE] = vec4<f32>(rowsum[a], 0.0, 0.0, 0.0);
-    }
-    workgroupBarrier();
-    if (lid < T && q0 + lid < q_end) {
-        var r = 0.0;
-        for (var t = 0u; t < SIDE; t++) {
-            r += sh_c[lid * SIDE + t].x;
-        }
-        out_stats[q0 + lid] += r;
+        // Distances: c·(e_i − e_j); cosine: c·n_j into G, then the normalization's Jacobian.
+        accumulate(lid, q0, q_end, k0, k_end, MODE != COSINE);
     }
 }

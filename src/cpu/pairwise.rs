@@ -495,7 +495,6 @@ pub fn mined_triplet(
         let mut g = vec![0.0f32; n * dim];
         g.par_chunks_mut(dim).enumerate().for_each(|(i, gi)| {
             let mut acc = vec![0.0f64; dim];
-            let mut rowsum = 0.0f64;
             for j in (0..n).filter(|&j| j != i) {
                 let uses = (mined[i].0[j] + mined[j].0[i]) as f64;
                 if uses == 0.0 && !scale.is_nan() {
@@ -514,17 +513,17 @@ pub fn mined_triplet(
                     Distance::Cosine => -1.0,
                 };
                 let c = uses * f * scale;
-                rowsum += c;
-                for (a, &k) in acc.iter_mut().zip(row(j)) {
-                    *a += c * k as f64;
+                // Distances: c·(e_i − e_j), the difference formed first; cosine: c·n_j.
+                for ((a, &k), &q) in acc.iter_mut().zip(row(j)).zip(row(i)) {
+                    *a += if cosine {
+                        c * k as f64
+                    } else {
+                        c * (q - k) as f64
+                    };
                 }
             }
-            for (k, (g, a)) in gi.iter_mut().zip(&acc).enumerate() {
-                *g = if cosine {
-                    *a as f32
-                } else {
-                    (rowsum * row(i)[k] as f64 - a) as f32
-                };
+            for (g, a) in gi.iter_mut().zip(&acc) {
+                *g = *a as f32;
             }
         });
         if cosine {

@@ -368,13 +368,7 @@ impl InfoNce {
                 let job = ("nce_backward", &overrides[..]);
                 launch(engine, encoder, job, params(q, k), slots, groups)?;
             }
-            finish(
-                engine,
-                encoder,
-                ("JACOBIAN", &unit, &norms),
-                &grad,
-                (m, dim),
-            )?;
+            finish(engine, encoder, (&unit, &norms), &grad, (m, dim))?;
             grads = match *inputs {
                 NceInputs::Clip { a, b } => {
                     let ga = engine.zeros(a.shape(), DType::F32)?;
@@ -414,12 +408,12 @@ impl InfoNce {
     }
 }
 
-/// Turns the accumulated G in `grad` into the raw rows' gradient: `("JACOBIAN", unit rows,
-/// norms)` through the normalization, or `("DIFF", raw rows, row sums)`.
+/// Turns the accumulated G in `grad` (the gradient for the normalized rows `unit`) into the
+/// raw rows' gradient through the normalization's Jacobian.
 fn finish(
     engine: &Engine,
     encoder: &mut wgpu::CommandEncoder,
-    (mode, rows, stats): (&'static str, &Tensor, &Tensor),
+    (unit, norms): (&Tensor, &Tensor),
     grad: &Tensor,
     (m, dim): (usize, usize),
 ) -> Result<()> {
@@ -429,13 +423,12 @@ fn finish(
         ..Params::default()
     };
     let slots = Slots {
-        rows_q: Some(rows.binding()),
-        stats_q: Some(stats.binding()),
+        rows_q: Some(unit.binding()),
+        stats_q: Some(norms.binding()),
         out: Some(grad.binding()),
         ..Slots::default()
     };
-    let finish_mode = [("FINISH", (mode == "DIFF") as u32)];
-    launch(engine, encoder, ("finish", &finish_mode), params, slots, m)
+    launch(engine, encoder, ("finish", &[]), params, slots, m)
 }
 
 impl MinedTriplet {
@@ -543,17 +536,16 @@ impl MinedTriplet {
         let mut grads = Vec::new();
         if self.gradient {
             let grad = engine.zeros(&[n, dim], DType::F32)?;
-            let rowsum = engine.zeros(&[n], DType::F32)?;
             for wq in &windows {
                 for wk in &windows {
                     let slots = Slots {
+                        rows_q: Some(rows.binding()),
                         rows_k: Some(rows.binding()),
                         divisor: Some(divisor.binding()),
                         dist_q: Some(dist.window(wq.start * n, wq.len() * n)),
                         cnt_q: Some(counts.window(wq.start * n, wq.len() * n)),
                         cnt_k: Some(counts.window(wk.start * n, wk.len() * n)),
                         out: Some(grad.binding()),
-                        out_stats: Some(rowsum.binding()),
                         ..Slots::default()
                     };
                     let groups = wq.len().div_ceil(TILE);
@@ -561,11 +553,9 @@ impl MinedTriplet {
                     launch(engine, encoder, job, params(wq, wk), slots, groups)?;
                 }
             }
-            let last = match &unit {
-                Some((u, norms)) => ("JACOBIAN", u, norms),
-                None => ("DIFF", embeddings, &rowsum),
-            };
-            finish(engine, encoder, last, &grad, (n, dim))?;
+            if let Some((u, norms)) = &unit {
+                finish(engine, encoder, (u, norms), &grad, (n, dim))?;
+            }
             grads.push(("embeddings", grad));
         }
         Ok(LossOutput {
