@@ -235,3 +235,27 @@ fn in_place_cross_entropy_gives_the_same_bits() {
         })
     ));
 }
+
+#[test]
+fn a_bad_label_far_into_the_input_is_named() {
+    // Labels are scanned a block at a time: the error still names the exact element.
+    let hinge = registry::find("hinge").unwrap();
+    let n = 10_000;
+    for bad in [0, 4095, 4096, 8191, 9_999] {
+        let mut y = vec![1.0f32; n];
+        y[bad] = 0.5;
+        y[(bad + 7) % n] = 2.0;
+        let first = bad.min((bad + 7) % n);
+        let case = Case::default()
+            .with("input", HostArray::f32(&[n], vec![0.1; n]))
+            .with("target", HostArray::f32(&[n], y));
+        match hinge.cpu(&case) {
+            Err(Error::Value {
+                input: "target",
+                row,
+                ..
+            }) => assert_eq!(row, first),
+            other => panic!("bad label at {first}: {other:?}"),
+        }
+    }
+}
