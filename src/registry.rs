@@ -92,6 +92,25 @@ impl Evaluated<f32> {
 }
 
 impl Evaluated<f64> {
+    /// A reference result: every gradient has the shape `grad_shape`.
+    pub fn from_reference(
+        out: crate::reference::RefOutput,
+        loss_shape: Vec<usize>,
+        grad_shape: &[usize],
+    ) -> Self {
+        Self {
+            loss: out.loss,
+            loss_shape,
+            grads: out
+                .grads
+                .into_iter()
+                .map(|(name, g)| (name, g, grad_shape.to_vec()))
+                .collect(),
+            grad_terms: out.grad_terms,
+            decision_gap: out.decision_gap,
+        }
+    }
+
     /// Whether a discrete decision of the loss (mining, a hinge's gradient) lies within f32
     /// rounding of its boundary (`decision_gap` below 1e-5 of the distance scale), where an
     /// f32 result may legitimately decide the other way; comparisons draw another case.

@@ -775,17 +775,7 @@ impl LossDef for RowDef {
                 &upstream,
             )?,
         };
-        Ok(Evaluated {
-            loss: out.loss,
-            loss_shape: p.loss_shape(),
-            grads: out
-                .grads
-                .into_iter()
-                .map(|(name, g)| (name, g, vec![p.n, p.c]))
-                .collect(),
-            grad_terms: out.grad_terms,
-            decision_gap: out.decision_gap,
-        })
+        Ok(Evaluated::from_reference(out, p.loss_shape(), &[p.n, p.c]))
     }
 
     fn random_case(&self, rng: &mut Rng) -> Case {

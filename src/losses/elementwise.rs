@@ -848,17 +848,7 @@ impl LossDef for ElementwiseDef {
         };
         let upstream = p.upstream.as_deref().map_or(vec![1.0], f64s);
         let out = reference::elementwise(&p.loss, &p.shape, inputs, &upstream)?;
-        Ok(Evaluated {
-            loss: out.loss,
-            loss_shape: p.loss_shape(),
-            grads: out
-                .grads
-                .into_iter()
-                .map(|(name, g)| (name, g, p.shape.clone()))
-                .collect(),
-            grad_terms: out.grad_terms,
-            decision_gap: out.decision_gap,
-        })
+        Ok(Evaluated::from_reference(out, p.loss_shape(), &p.shape))
     }
 
     fn random_case(&self, rng: &mut Rng) -> Case {

@@ -51,6 +51,17 @@ enum Opts {
     Nce(InfoNce),
 }
 
+impl Opts {
+    /// The reduction: contrastive and triplet take one; the batch losses are means.
+    fn reduction(&self) -> Reduction {
+        match self {
+            Opts::Contrastive(o) => o.reduction,
+            Opts::Triplet(o) => o.reduction,
+            _ => Reduction::Mean,
+        }
+    }
+}
+
 /// A checked host problem.
 struct Problem {
     opts: Opts,
@@ -194,11 +205,7 @@ impl MetricDef {
             Some((_, s)) => return Err(shape_err("y", format!("[{n}] (one per pair)"), &s)),
             None => None,
         };
-        let per_row = match opts {
-            Opts::Contrastive(o) => o.reduction == Reduction::None,
-            Opts::Triplet(o) => o.reduction == Reduction::None,
-            _ => false,
-        };
+        let per_row = opts.reduction() == Reduction::None;
         let upstream = match case.floats("grad_output") {
             Some((g, s)) if s.iter().product::<usize>() == 1 => Some(g),
             Some((g, s)) if s == [n] && per_row => Some(g),
@@ -226,12 +233,7 @@ impl MetricDef {
 
 impl Problem {
     fn loss_shape(&self) -> Vec<usize> {
-        let none = match self.opts {
-            Opts::Contrastive(o) => o.reduction == Reduction::None,
-            Opts::Triplet(o) => o.reduction == Reduction::None,
-            _ => false,
-        };
-        if none {
+        if self.opts.reduction() == Reduction::None {
             vec![self.n]
         } else {
             vec![]
@@ -318,12 +320,7 @@ impl LossDef for MetricDef {
             .map(|l| engine.upload_i32(l, &[p.n]))
             .transpose()?;
         let y = p.y.as_ref().map(|y| engine.upload(y, &[p.n])).transpose()?;
-        let reduction = match p.opts {
-            Opts::Contrastive(o) => o.reduction,
-            Opts::Triplet(o) => o.reduction,
-            _ => Reduction::Mean,
-        };
-        let up = DeviceUpstream::upload(engine, p.upstream.as_deref(), &[p.n], reduction)?;
+        let up = DeviceUpstream::upload(engine, p.upstream.as_deref(), &[p.n], p.opts.reduction())?;
         let out = match p.opts {
             Opts::Contrastive(o) => o.run(
                 engine,
@@ -430,17 +427,11 @@ impl LossDef for MetricDef {
                 reference::info_nce::info_nce_loss(&o, &inputs, labels.as_deref(), p.dim, up[0])
             }
         };
-        Ok(Evaluated {
-            loss: out.loss,
-            loss_shape: p.loss_shape(),
-            grads: out
-                .grads
-                .into_iter()
-                .map(|(name, g)| (name, g, vec![p.n, p.dim]))
-                .collect(),
-            grad_terms: out.grad_terms,
-            decision_gap: out.decision_gap,
-        })
+        Ok(Evaluated::from_reference(
+            out,
+            p.loss_shape(),
+            &[p.n, p.dim],
+        ))
     }
 
     fn random_case(&self, rng: &mut Rng) -> Case {
