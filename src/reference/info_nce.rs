@@ -91,15 +91,11 @@ fn info_nce(
                 .sum::<f64>()
                 / count as f64;
             total += lse - pos_mean;
-            let dl: Vec<(usize, f64)> = candidates
+            // (candidate, softmax probability, positive's share): dl/ds = p − share.
+            let dl: Vec<(usize, f64, f64)> = candidates
                 .iter()
                 .zip(s.iter().zip(&pos))
-                .map(|(&j, (v, &p))| {
-                    (
-                        j,
-                        (v - lse).exp() - if p { 1.0 / count as f64 } else { 0.0 },
-                    )
-                })
+                .map(|(&j, (v, &p))| (j, (v - lse).exp(), if p { 1.0 / count as f64 } else { 0.0 }))
                 .collect();
             anchors.push((di, i, dl));
         }
@@ -115,9 +111,11 @@ fn info_nce(
     let mut terms = 0.0f64;
     for (di, i, dl) in &anchors {
         let dir = &directions[*di];
-        for &(j, c) in dl {
-            let c = c * w;
-            terms = terms.max(c.abs());
+        for &(j, p, share) in dl {
+            let c = (p - share) * w;
+            // The terms are p·w and share·w: f32 cancels them at their own scale (as the
+            // cross-entropy reference's p·coef and target terms), not at that of c.
+            terms = terms.max((p.max(share) * w).abs());
             // s = q_i·k_j/τ: ∂/∂q_i = k_j/τ, ∂/∂k_j = q_i/τ (τ is in w).
             for t in 0..dim {
                 grads[dir.q][i * dim + t] += c * sets[dir.k][j * dim + t];
