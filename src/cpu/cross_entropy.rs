@@ -443,19 +443,21 @@ fn exp_and_sum_portable(x: &[f32], m: f32, e: &mut [f32]) -> f64 {
     const BLOCK: usize = 64;
     let mut total = 0.0f64;
     for (xb, eb) in x.chunks(BLOCK).zip(e.chunks_mut(BLOCK)) {
+        // Two simple loops (exp, then the block's lanes) vectorize at full width; one fused
+        // loop over lanes did not.
+        for (xk, ek) in xb.iter().zip(eb.iter_mut()) {
+            *ek = exp(xk - m);
+        }
         let mut lanes = [0.0f32; LANES];
-        let mut xs = xb.chunks_exact(LANES);
-        let mut es = eb.chunks_exact_mut(LANES);
-        for (xl, el) in (&mut xs).zip(&mut es) {
+        let mut es = eb.chunks_exact(LANES);
+        for el in &mut es {
             for k in 0..LANES {
-                el[k] = exp(xl[k] - m);
                 lanes[k] += el[k];
             }
         }
         let mut block: f64 = lanes.iter().map(|&v| v as f64).sum();
-        for (xk, ek) in xs.remainder().iter().zip(es.into_remainder()) {
-            *ek = exp(xk - m);
-            block += *ek as f64;
+        for &ek in es.remainder() {
+            block += ek as f64;
         }
         total += block;
     }
