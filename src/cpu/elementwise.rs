@@ -66,17 +66,6 @@ fn logistic(x: f32) -> (f32, f32, f32) {
     (p, q, ln_1p_unit(e) + (-x).max(0.0))
 }
 
-/// C's pow (f32::powf): whole exponents take negative bases; 0^0 = 1. The common small
-/// whole exponents are multiplications (the exponent is the same for every element).
-fn real_pow(x: f32, e: f32) -> f32 {
-    match e {
-        0.0 => 1.0,
-        1.0 => x,
-        2.0 => x * x,
-        _ => x.powf(e),
-    }
-}
-
 /// (loss, d/da, d/db) of one element.
 type Term = (f32, f32, f32);
 
@@ -140,22 +129,31 @@ fn bce_with_logits(x: f32, y: f32, w: f32, pw: f32) -> Term {
     (w * ((1.0 - y) * x + lw * sp), w * ((1.0 - y) - lw * q), 0.0)
 }
 
-fn sigmoid_focal(x: f32, y: f32, alpha: f32, gamma: f32) -> Term {
+/// `pow_m(m)` gives (m^γ, γ·m^(γ−1)), the latter 0 at m = 0 (and for γ = 0).
+fn sigmoid_focal(x: f32, y: f32, alpha: f32, pow_m: impl Fn(f32) -> (f32, f32)) -> Term {
     let (p, q, sp) = logistic(x);
     let ce = (1.0 - y) * x + sp;
     let m = p * (1.0 - y) + q * y;
-    let f = real_pow(m, gamma);
-    let df = if gamma == 0.0 || m == 0.0 {
-        0.0
-    } else {
-        gamma * real_pow(m, gamma - 1.0) * p * q * (1.0 - 2.0 * y)
-    };
+    let (f, dm) = pow_m(m);
+    let df = dm * p * q * (1.0 - 2.0 * y);
     let a = if alpha >= 0.0 {
         alpha * y + (1.0 - alpha) * (1.0 - y)
     } else {
         1.0
     };
     (a * ce * f, a * ((p - y) * f + ce * df), 0.0)
+}
+
+/// [`sigmoid_focal`]'s m^γ for one γ: the common whole γ as multiplications (their loops
+/// vectorize), C's pow otherwise (whole exponents take negative bases; 0^0 = 1).
+fn focal_power(gamma: f32, m: f32) -> (f32, f32) {
+    let zero_at_0 = |d: f32| if m == 0.0 { 0.0 } else { d };
+    match gamma {
+        0.0 => (1.0, 0.0),
+        1.0 => (m, zero_at_0(1.0)),
+        2.0 => (m * m, zero_at_0(2.0 * m)),
+        _ => (m.powf(gamma), zero_at_0(gamma * m.powf(gamma - 1.0))),
+    }
 }
 
 fn shape_err(input: &'static str, expected: String, got: usize) -> Error {
@@ -249,29 +247,35 @@ pub fn elementwise(loss: &ElementwiseLoss, inputs: &HostElementInputs<'_>) -> Re
             sweep(loss, inputs, len, base_scale, per_element, $term)
         };
     }
-    let labels = inputs.labels.unwrap_or(&[]);
     let class = |i: usize| i % inner;
     let (out, partials, ga, gb) = match loss.kind {
-        Pointwise::Mse => run!(|_, x, y| mse(x, y)),
-        Pointwise::L1 | Pointwise::SmoothL1 { beta: 0.0 } => run!(|_, x, y| l1(x, y)),
-        Pointwise::Huber { delta } => run!(move |_, x, y| huber(x, y, delta)),
-        Pointwise::SmoothL1 { beta } => run!(move |_, x, y| smooth_l1(x, y, beta)),
-        Pointwise::KlDiv { log_target: false } => run!(|_, x, y| kl_div(x, y)),
-        Pointwise::KlDiv { log_target: true } => run!(|_, x, y| kl_div_log_target(x, y)),
-        Pointwise::Hinge => run!(|_, x, y| hinge(x, y)),
+        Pointwise::Mse => run!(|_, x, y, _| mse(x, y)),
+        Pointwise::L1 | Pointwise::SmoothL1 { beta: 0.0 } => run!(|_, x, y, _| l1(x, y)),
+        Pointwise::Huber { delta } => run!(move |_, x, y, _| huber(x, y, delta)),
+        Pointwise::SmoothL1 { beta } => run!(move |_, x, y, _| smooth_l1(x, y, beta)),
+        Pointwise::KlDiv { log_target: false } => run!(|_, x, y, _| kl_div(x, y)),
+        Pointwise::KlDiv { log_target: true } => run!(|_, x, y, _| kl_div_log_target(x, y)),
+        Pointwise::Hinge => run!(|_, x, y, _| hinge(x, y)),
         Pointwise::MarginRanking { margin } => {
-            run!(move |i, x, y| margin_ranking(x, y, labels[i], margin))
+            run!(move |_, x, y, label| margin_ranking(x, y, label, margin))
         }
-        Pointwise::BceWithLogits => run!(|i, x, y| {
+        Pointwise::BceWithLogits if inputs.weight.is_none() && inputs.pos_weight.is_none() => {
+            run!(|_, x, y, _| bce_with_logits(x, y, 1.0, 1.0))
+        }
+        Pointwise::BceWithLogits => run!(|i, x, y, _| {
             let w = inputs
                 .weight
                 .map_or(1.0, |w| if w.len() == len { w[i] } else { w[class(i)] });
             let pw = inputs.pos_weight.map_or(1.0, |p| p[class(i)]);
             bce_with_logits(x, y, w, pw)
         }),
-        Pointwise::SigmoidFocal { alpha, gamma } => {
-            run!(move |_, x, y| sigmoid_focal(x, y, alpha, gamma))
-        }
+        // One loop per common γ, whose power is then multiplications.
+        Pointwise::SigmoidFocal { alpha, gamma } => match gamma {
+            0.0 => run!(move |_, x, y, _| sigmoid_focal(x, y, alpha, |m| focal_power(0.0, m))),
+            1.0 => run!(move |_, x, y, _| sigmoid_focal(x, y, alpha, |m| focal_power(1.0, m))),
+            2.0 => run!(move |_, x, y, _| sigmoid_focal(x, y, alpha, |m| focal_power(2.0, m))),
+            _ => run!(move |_, x, y, _| sigmoid_focal(x, y, alpha, |m| focal_power(gamma, m))),
+        },
     };
     let loss_values = if per_element {
         out
@@ -292,14 +296,15 @@ pub fn elementwise(loss: &ElementwiseLoss, inputs: &HostElementInputs<'_>) -> Re
 }
 
 /// Per-element outputs, per-chunk partial sums and the gradients of `term` over all
-/// elements, chunks in parallel.
+/// elements, chunks in parallel. `term` takes the element's index, input, target and label
+/// (margin ranking's y; 0 for the other losses).
 fn sweep(
     loss: &ElementwiseLoss,
     inputs: &HostElementInputs<'_>,
     len: usize,
     base_scale: f32,
     per_element: bool,
-    term: impl Fn(usize, f32, f32) -> Term + Sync,
+    term: impl Fn(usize, f32, f32, f32) -> Term + Sync,
 ) -> (Vec<f32>, Vec<f64>, Vec<f32>, Vec<f32>) {
     let ranking = inputs.labels.is_some();
     let ups = inputs.upstream;
@@ -319,29 +324,57 @@ fn sweep(
             let start = t * CHUNK_ELEMENTS;
             let end = (start + CHUNK_ELEMENTS).min(len);
             let mut sum = 0.0f64;
-            for i in start..end {
-                let (l, da, db) = term(i, inputs.input[i], inputs.target[i]);
-                let s = if ups.len() > 1 {
-                    base_scale * ups[i]
-                } else {
-                    base_scale
-                };
-                let j = i - start;
-                if !ga.is_empty() {
-                    ga[j] = da * s;
+            // Terms are formed a block at a time into arrays, and the block's losses summed in
+            // f32 lanes, so the loops over terms vectorize; a running f64 sum would serialize
+            // them.
+            let (mut l, mut da, mut db) = ([0.0f32; BLOCK], [0.0f32; BLOCK], [0.0f32; BLOCK]);
+            for b in (start..end).step_by(BLOCK) {
+                let m = BLOCK.min(end - b);
+                let (x, y) = (&inputs.input[b..b + m], &inputs.target[b..b + m]);
+                let z = inputs.labels.map_or(&[0.0; BLOCK][..m], |z| &z[b..b + m]);
+                for k in 0..m {
+                    (l[k], da[k], db[k]) = term(b + k, x[k], y[k], z[k]);
                 }
-                if !gb.is_empty() {
-                    gb[j] = db * s;
+                l[m..].fill(0.0);
+                sum += lane_sum(&l);
+                let j = b - start;
+                for (g, d) in [(&mut *ga, &da), (&mut *gb, &db)] {
+                    if g.is_empty() {
+                        continue;
+                    }
+                    let g = &mut g[j..j + m];
+                    if ups.len() > 1 {
+                        for ((g, &d), &u) in g.iter_mut().zip(d).zip(&ups[b..b + m]) {
+                            *g = d * (base_scale * u);
+                        }
+                    } else {
+                        for (g, &d) in g.iter_mut().zip(d) {
+                            *g = d * base_scale;
+                        }
+                    }
                 }
                 if !out.is_empty() {
-                    out[j] = l;
+                    out[j..j + m].copy_from_slice(&l[..m]);
                 }
-                sum += l as f64;
             }
             sum
         })
         .collect();
     (out, partials, ga, gb)
+}
+
+/// Elements per block of [`sweep`].
+const BLOCK: usize = 64;
+
+/// Σ v over eight f32 lanes, then in f64.
+fn lane_sum(v: &[f32; BLOCK]) -> f64 {
+    let mut lanes = [0.0f32; 8];
+    for c in v.chunks_exact(8) {
+        for k in 0..8 {
+            lanes[k] += c[k];
+        }
+    }
+    lanes.iter().map(|&v| v as f64).sum()
 }
 
 /// `v` cut into `tasks` chunks of CHUNK_ELEMENTS (empty slices when `v` is empty).
