@@ -242,16 +242,23 @@ impl Nce<'_> {
             let js = c0..(c0 + CHUNK).min(cands.end);
             self.scores(&anchors, js.clone(), &mut s);
             for (a, i) in anchors.clone().enumerate() {
+                // The chunk's coefficients first, in a loop of their own that vectorizes
+                // (exps included), then the rows they weigh.
+                let mut coef = [0.0f32; CHUNK];
+                let (labels, key_stats) = (&self.labels[js.clone()], &stats[js.clone()]);
+                for t in 0..js.len() {
+                    let v = s[a][t];
+                    let pos = labels[t] == self.labels[i];
+                    let c = w * (term(v, stats[i], pos) + term(v, key_stats[t], pos));
+                    coef[t] = if v == f32::NEG_INFINITY { 0.0 } else { c };
+                }
                 let gi = &mut g[a * dim..(a + 1) * dim];
                 for (t, j) in js.clone().enumerate() {
-                    let v = s[a][t];
-                    if v == f32::NEG_INFINITY {
+                    if s[a][t] == f32::NEG_INFINITY {
                         continue;
                     }
-                    let pos = self.labels[j] == self.labels[i];
-                    let c = w * (term(v, stats[i], pos) + term(v, stats[j], pos));
                     for (x, &k) in gi.iter_mut().zip(self.row(j)) {
-                        *x += c * k;
+                        *x += coef[t] * k;
                     }
                 }
             }
