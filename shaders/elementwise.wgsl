@@ -70,20 +70,22 @@ fn l1(x: f32, y: f32) -> Term {
     return Term(abs(d), sgn(d), 0.0);
 }
 
+// A NaN difference fails the test and takes the quadratic side: NaN loss and gradient,
+// as PyTorch.
 fn huber(x: f32, y: f32, delta: f32) -> Term {
     let d = x - y;
-    if (abs(d) < delta) {
-        return Term(0.5 * d * d, d, 0.0);
+    if (abs(d) >= delta) {
+        return Term(delta * (abs(d) - 0.5 * delta), delta * sgn(d), 0.0);
     }
-    return Term(delta * (abs(d) - 0.5 * delta), delta * sgn(d), 0.0);
+    return Term(0.5 * d * d, d, 0.0);
 }
 
 fn smooth_l1(x: f32, y: f32, beta: f32) -> Term {
     let d = x - y;
-    if (abs(d) < beta) {
-        return Term(0.5 * d * d / beta, d / beta, 0.0);
+    if (abs(d) >= beta) {
+        return Term(abs(d) - 0.5 * beta, sgn(d), 0.0);
     }
-    return Term(abs(d) - 0.5 * beta, sgn(d), 0.0);
+    return Term(0.5 * d * d / beta, d / beta, 0.0);
 }
 
 // input x is a log-probability; target y a probability (0 contributes 0).

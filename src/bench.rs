@@ -1,5 +1,6 @@
 //! Measurement helpers shared by `wgpu-losses bench` and the criterion benches: the copy
-//! kernel that sets the adapter's bandwidth yardstick, and median wall-clock timing.
+//! kernel that sets the adapter's bandwidth yardstick, the host copy that sets the CPU
+//! backend's, and median wall-clock timing.
 
 use std::time::Instant;
 
@@ -101,6 +102,25 @@ pub fn copy_gbps(engine: &Engine, bytes: u64, reps: usize) -> Result<f64> {
         engine.submit(encoder)
     })?;
     Ok(job.bytes_moved() as f64 / secs / 1e9)
+}
+
+/// Host copy bandwidth in GB/s (read + write bytes), median of `reps`: `bytes` copied in
+/// chunks in parallel on rayon's threads, as the CPU backend runs its losses.
+///
+/// # Errors
+/// None in practice; the signature matches [`median_secs`].
+pub fn host_copy_gbps(bytes: usize, reps: usize) -> Result<f64> {
+    use rayon::prelude::*;
+    const CHUNK: usize = 1 << 16;
+    let src = vec![1.0f32; bytes / 4];
+    let mut dst = vec![0.0f32; bytes / 4];
+    let secs = median_secs(2, reps, || {
+        dst.par_chunks_mut(CHUNK)
+            .zip(src.par_chunks(CHUNK))
+            .for_each(|(d, s)| d.copy_from_slice(s));
+        Ok(())
+    })?;
+    Ok(2.0 * (src.len() * 4) as f64 / secs / 1e9)
 }
 
 /// GPU time of recorded work from timestamp queries written around it in the encoder, where

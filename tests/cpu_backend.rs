@@ -259,3 +259,136 @@ fn a_bad_label_far_into_the_input_is_named() {
         }
     }
 }
+
+#[test]
+fn elementwise_edge_cases() {
+    let mut rng = fresh_rng("cpu elementwise_edge_cases");
+    let n = 2000;
+    // Extreme logits, hard and soft targets: bce and every specialized focal power.
+    let x: Vec<f32> = (0..n).map(|_| rng.range(-1e4, 1e4) as f32).collect();
+    let soft: Vec<f32> = (0..n)
+        .map(|k| {
+            if k % 3 == 0 {
+                rng.uniform() as f32
+            } else {
+                (k % 2) as f32
+            }
+        })
+        .collect();
+    for (name, gamma) in [
+        ("bce-with-logits", None),
+        ("sigmoid-focal", Some(0.0)),
+        ("sigmoid-focal", Some(1.0)),
+        ("sigmoid-focal", Some(2.0)),
+        ("sigmoid-focal", Some(2.5)),
+    ] {
+        let mut case = Case::default()
+            .with("logits", HostArray::f32(&[n], x.clone()))
+            .with("target", HostArray::f32(&[n], soft.clone()))
+            .set("reduction", "none");
+        if let Some(g) = gamma {
+            case = case.set("gamma", g);
+        }
+        check_cpu(registry::find(name).unwrap(), &case);
+    }
+    // Targets outside [0, 1]: whole γ takes a negative base (C's pow).
+    for gamma in [1.0, 2.0, 3.0] {
+        let case = Case::default()
+            .with("logits", HostArray::f32(&[n], rng.normals(n, 2.0)))
+            .with("target", HostArray::f32(&[n], rng.normals(n, 2.0)))
+            .set("gamma", gamma)
+            .set("reduction", "none");
+        check_cpu(registry::find("sigmoid-focal").unwrap(), &case);
+    }
+    // kl-div targets across the whole f32 range: subnormal, tiny, huge, 0, negative, inf.
+    let t: Vec<f32> = (0..n)
+        .map(|k| match k % 8 {
+            0 => f32::from_bits(1 + rng.below(1 << 23) as u32),
+            1 => (rng.range(-40.0, 38.0) as f32).exp2(),
+            2 => 0.0,
+            3 => -(rng.uniform() as f32),
+            4 => 1e30 * rng.uniform() as f32, // y·ln y stays within f32
+            5 => f32::INFINITY,
+            _ => rng.uniform() as f32,
+        })
+        .collect();
+    let case = Case::default()
+        .with("input", HostArray::f32(&[n], rng.normals(n, 2.0)))
+        .with("target", HostArray::f32(&[n], t))
+        .set("reduction", "none");
+    check_cpu(registry::find("kl-div").unwrap(), &case);
+    // huber and smooth-l1 across their knee, with ±inf and NaN differences.
+    let mut d: Vec<f32> = (0..n).map(|_| rng.range(-3.0, 3.0) as f32).collect();
+    d[..4].copy_from_slice(&[f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 1.0]);
+    for (name, option) in [("huber", "delta"), ("smooth-l1", "beta")] {
+        let case = Case::default()
+            .with("input", HostArray::f32(&[n], d.clone()))
+            .with("target", HostArray::f32(&[n], vec![0.0; n]))
+            .set(option, 1.0)
+            .set("reduction", "none");
+        check_cpu(registry::find(name).unwrap(), &case);
+    }
+}
+
+#[test]
+fn elementwise_into_reuses_buffers_and_checks_their_lengths() {
+    use wgpu_losses::cpu::elementwise::{elementwise, elementwise_into, HostElementInputs};
+    use wgpu_losses::{ElementwiseLoss, Pointwise, Reduction};
+    let mut rng = fresh_rng("elementwise_into");
+    let n = 70_001;
+    let (a, b) = (rng.normals(n, 2.0), rng.normals(n, 1.0));
+    let signs: Vec<f32> = (0..n)
+        .map(|_| if rng.chance(0.5) { 1.0 } else { -1.0 })
+        .collect();
+    for (kind, ranking) in [
+        (Pointwise::Mse, false),
+        (Pointwise::BceWithLogits, false),
+        (Pointwise::MarginRanking { margin: 0.2 }, true),
+    ] {
+        for reduction in [Reduction::Mean, Reduction::None] {
+            let loss = ElementwiseLoss::new(kind).reduction(reduction);
+            let inputs = HostElementInputs {
+                shape: &[n],
+                input: &a,
+                target: &b,
+                labels: ranking.then_some(signs.as_slice()),
+                weight: None,
+                pos_weight: None,
+                upstream: &[],
+            };
+            let fresh = elementwise(&loss, &inputs).unwrap();
+            // Stale values in the reused buffers are overwritten.
+            let (mut g1, mut g2) = (vec![f32::NAN; n], vec![f32::NAN; n]);
+            let values = elementwise_into(&loss, &inputs, &mut g1, &mut g2).unwrap();
+            assert_eq!(values, fresh.loss, "{kind:?}");
+            assert_eq!(g1, fresh.grads[0].1, "{kind:?}");
+            if ranking {
+                assert_eq!(g2, fresh.grads[1].1, "{kind:?}");
+            }
+            let short = elementwise_into(&loss, &inputs, &mut g1[..n - 1], &mut g2);
+            assert!(
+                matches!(
+                    short,
+                    Err(Error::Shape {
+                        input: "grad_out",
+                        ..
+                    })
+                ),
+                "{kind:?}: {short:?}"
+            );
+            if ranking {
+                let short = elementwise_into(&loss, &inputs, &mut g1, &mut []);
+                assert!(
+                    matches!(
+                        short,
+                        Err(Error::Shape {
+                            input: "grad_out_x2",
+                            ..
+                        })
+                    ),
+                    "{short:?}"
+                );
+            }
+        }
+    }
+}

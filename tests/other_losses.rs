@@ -500,3 +500,25 @@ fn focal_targets_outside_unit_interval_follow_c_pow() {
         );
     }
 }
+
+#[test]
+fn huber_and_smooth_l1_propagate_nan_as_pytorch() {
+    // torch: huber / smooth-l1 at a NaN difference give NaN loss and NaN gradient; ±inf
+    // gives inf and ±δ (±1).
+    let x = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.5, 3.0];
+    for (name, option) in [("huber", "delta"), ("smooth-l1", "beta")] {
+        let case = Case::default()
+            .with("input", HostArray::f32(&[5], x.to_vec()))
+            .with("target", HostArray::f32(&[5], vec![0.0; 5]))
+            .set(option, 1.0)
+            .set("reduction", "none");
+        let def = registry::find(name).unwrap();
+        let gpu = def.gpu(engine(), &case).unwrap();
+        assert!(
+            gpu.loss[0].is_nan() && gpu.grads[0].1[0].is_nan(),
+            "{name}: {gpu:?}"
+        );
+        assert_eq!(&gpu.grads[0].1[1..], &[1.0, -1.0, 0.5, 1.0], "{name}");
+        check_case(def, engine(), &case, Tolerance::default());
+    }
+}

@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use crate::cpu::{exp, ln_1p_unit, CHUNK_ELEMENTS};
+use crate::cpu::{exp, ln_1p_unit, ln_pos, CHUNK_ELEMENTS};
 use crate::error::{Error, Result};
 use crate::losses::elementwise::{ElementwiseLoss, Pointwise};
 use crate::losses::{LossValues, Reduction};
@@ -77,14 +77,27 @@ fn l1(x: f32, y: f32) -> Term {
     ((x - y).abs(), sgn(x - y), 0.0)
 }
 
+/// v limited to [-r, r], NaN kept; unlike `f32::clamp` no assertion on the bounds sits in
+/// the loop (it kept these loops scalar).
+#[inline(always)]
+fn limit(v: f32, r: f32) -> f32 {
+    if v < -r {
+        -r
+    } else if v > r {
+        r
+    } else {
+        v
+    }
+}
+
 // huber and smooth-l1 as the quadratic part up to δ (β) plus the linear part beyond it,
-// through min and clamp: no per-element branch, whose side is unpredictable (3× faster).
-// NaN stays NaN (min keeps δ, then |d| − δ is NaN; clamp keeps NaN); ±inf gives inf, ±δ.
+// through min and limit: no per-element branch, whose side is unpredictable (3× faster).
+// NaN stays NaN (min keeps δ, then |d| − δ is NaN; limit keeps NaN); ±inf gives inf, ±δ.
 fn huber(x: f32, y: f32, delta: f32) -> Term {
     let d = x - y;
     let a = d.abs().min(delta);
     let l = 0.5 * a * a + delta * (d.abs() - a);
-    let g = d.clamp(-delta, delta);
+    let g = limit(d, delta);
     (l, g, 0.0)
 }
 
@@ -92,16 +105,15 @@ fn smooth_l1(x: f32, y: f32, beta: f32) -> Term {
     let d = x - y;
     let a = d.abs().min(beta);
     let l = 0.5 * a * a / beta + (d.abs() - a);
-    let g = d.clamp(-beta, beta) / beta;
+    let g = limit(d, beta) / beta;
     (l, g, 0.0)
 }
 
+// 0 where y ≤ 0 (or NaN), chosen per value rather than by a branch, so the loop vectorizes.
 fn kl_div(x: f32, y: f32) -> Term {
-    if y > 0.0 {
-        (y * (y.ln() - x), -y, 0.0)
-    } else {
-        (0.0, 0.0, 0.0)
-    }
+    let on = y > 0.0;
+    let l = y * (ln_pos(y) - x);
+    (if on { l } else { 0.0 }, if on { -y } else { 0.0 }, 0.0)
 }
 
 fn kl_div_log_target(x: f32, y: f32) -> Term {
@@ -169,6 +181,42 @@ fn shape_err(input: &'static str, expected: String, got: usize) -> Error {
 /// # Errors
 /// Option, shape and label errors as the GPU path.
 pub fn elementwise(loss: &ElementwiseLoss, inputs: &HostElementInputs<'_>) -> Result<LossValues> {
+    let names = loss.kind.grad_names();
+    let len: usize = inputs.shape.iter().product();
+    let size = |k: usize| {
+        if loss.gradient && k < names.len() {
+            len
+        } else {
+            0
+        }
+    };
+    let (mut ga, mut gb) = (vec![0.0f32; size(0)], vec![0.0f32; size(1)]);
+    let values = elementwise_into(loss, inputs, &mut ga, &mut gb)?;
+    let mut grads = Vec::new();
+    if loss.gradient {
+        grads.push((names[0], ga));
+        if names.len() == 2 {
+            grads.push((names[1], gb));
+        }
+    }
+    Ok(LossValues {
+        loss: values,
+        grads,
+    })
+}
+
+/// As [`elementwise`], writing the gradients into `grad` (for the input, or x1) and `grad_x2`
+/// (margin ranking's x2), reused across calls to save their allocation, and returning the
+/// loss values. Without `loss.gradient` (or x2) the buffers are ignored and may be empty.
+///
+/// # Errors
+/// As [`elementwise`]; [`Error::Shape`] when a gradient buffer has the wrong length.
+pub fn elementwise_into(
+    loss: &ElementwiseLoss,
+    inputs: &HostElementInputs<'_>,
+    grad: &mut [f32],
+    grad_x2: &mut [f32],
+) -> Result<Vec<f32>> {
     loss.validate()?;
     let names = loss.kind.grad_names();
     let len: usize = inputs.shape.iter().product();
@@ -231,6 +279,17 @@ pub fn elementwise(loss: &ElementwiseLoss, inputs: &HostElementInputs<'_>) -> Re
             });
         }
     }
+    let (need_a, need_b) = (loss.gradient, loss.gradient && ranking);
+    for (name, g, needed) in [
+        ("grad_out", &*grad, need_a),
+        ("grad_out_x2", &*grad_x2, need_b),
+    ] {
+        if needed && g.len() != len {
+            return Err(shape_err(name, format!("{:?}", inputs.shape), g.len()));
+        }
+    }
+    let ga = if need_a { grad } else { &mut [][..] };
+    let gb = if need_b { grad_x2 } else { &mut [][..] };
     let denom = match loss.reduction {
         Reduction::Mean => len as f64,
         Reduction::BatchMean => inputs.shape.first().copied().unwrap_or(1) as f64,
@@ -244,11 +303,11 @@ pub fn elementwise(loss: &ElementwiseLoss, inputs: &HostElementInputs<'_>) -> Re
     // One instance of the loop per loss, so that each compiles (and vectorizes) on its own.
     macro_rules! run {
         ($term:expr) => {
-            sweep(loss, inputs, len, base_scale, per_element, $term)
+            sweep(inputs, (&mut *ga, &mut *gb), base_scale, per_element, $term)
         };
     }
     let class = |i: usize| i % inner;
-    let (out, partials, ga, gb) = match loss.kind {
+    let (out, partials) = match loss.kind {
         Pointwise::Mse => run!(|_, x, y, _| mse(x, y)),
         Pointwise::L1 | Pointwise::SmoothL1 { beta: 0.0 } => run!(|_, x, y, _| l1(x, y)),
         Pointwise::Huber { delta } => run!(move |_, x, y, _| huber(x, y, delta)),
@@ -277,90 +336,119 @@ pub fn elementwise(loss: &ElementwiseLoss, inputs: &HostElementInputs<'_>) -> Re
             _ => run!(move |_, x, y, _| sigmoid_focal(x, y, alpha, |m| focal_power(gamma, m))),
         },
     };
-    let loss_values = if per_element {
+    Ok(if per_element {
         out
     } else {
         vec![(partials.iter().sum::<f64>() / denom) as f32]
-    };
-    let mut grads = Vec::new();
-    if loss.gradient {
-        grads.push((names[0], ga));
-        if ranking {
-            grads.push((names[1], gb));
-        }
-    }
-    Ok(LossValues {
-        loss: loss_values,
-        grads,
     })
 }
 
-/// Per-element outputs, per-chunk partial sums and the gradients of `term` over all
-/// elements, chunks in parallel. `term` takes the element's index, input, target and label
+/// Per-element outputs and per-chunk partial sums of `term` over all elements, chunks in
+/// parallel, writing its gradients into `ga` and `gb` where they are not empty. `term` takes the element's index, input, target and label
 /// (margin ranking's y; 0 for the other losses).
 fn sweep(
-    loss: &ElementwiseLoss,
     inputs: &HostElementInputs<'_>,
-    len: usize,
+    (ga, gb): (&mut [f32], &mut [f32]),
     base_scale: f32,
     per_element: bool,
     term: impl Fn(usize, f32, f32, f32) -> Term + Sync,
-) -> (Vec<f32>, Vec<f64>, Vec<f32>, Vec<f32>) {
-    let ranking = inputs.labels.is_some();
-    let ups = inputs.upstream;
+) -> (Vec<f32>, Vec<f64>) {
+    let len = inputs.input.len();
     let mut out = vec![0.0f32; if per_element { len } else { 0 }];
-    let mut ga = vec![0.0f32; if loss.gradient { len } else { 0 }];
-    let mut gb = vec![0.0f32; if loss.gradient && ranking { len } else { 0 }];
     let tasks = len.div_ceil(CHUNK_ELEMENTS);
     let slices: Vec<_> = chunks(&mut out, tasks)
         .into_iter()
-        .zip(chunks(&mut ga, tasks))
-        .zip(chunks(&mut gb, tasks))
+        .zip(chunks(ga, tasks))
+        .zip(chunks(gb, tasks))
         .enumerate()
         .collect();
     let partials = slices
         .into_par_iter()
         .map(|(t, ((out, ga), gb))| {
             let start = t * CHUNK_ELEMENTS;
-            let end = (start + CHUNK_ELEMENTS).min(len);
-            let mut sum = 0.0f64;
-            // Terms are formed a block at a time into arrays, and the block's losses summed in
-            // f32 lanes, so the loops over terms vectorize; a running f64 sum would serialize
-            // them.
-            let (mut l, mut da, mut db) = ([0.0f32; BLOCK], [0.0f32; BLOCK], [0.0f32; BLOCK]);
-            for b in (start..end).step_by(BLOCK) {
-                let m = BLOCK.min(end - b);
-                let (x, y) = (&inputs.input[b..b + m], &inputs.target[b..b + m]);
-                let z = inputs.labels.map_or(&[0.0; BLOCK][..m], |z| &z[b..b + m]);
-                for k in 0..m {
-                    (l[k], da[k], db[k]) = term(b + k, x[k], y[k], z[k]);
-                }
-                l[m..].fill(0.0);
-                sum += lane_sum(&l);
-                let j = b - start;
-                for (g, d) in [(&mut *ga, &da), (&mut *gb, &db)] {
-                    if g.is_empty() {
-                        continue;
-                    }
-                    let g = &mut g[j..j + m];
-                    if ups.len() > 1 {
-                        for ((g, &d), &u) in g.iter_mut().zip(d).zip(&ups[b..b + m]) {
-                            *g = d * (base_scale * u);
-                        }
-                    } else {
-                        for (g, &d) in g.iter_mut().zip(d) {
-                            *g = d * base_scale;
-                        }
-                    }
-                }
-                if !out.is_empty() {
-                    out[j..j + m].copy_from_slice(&l[..m]);
-                }
+            let span = start..(start + CHUNK_ELEMENTS).min(len);
+            let chunk = Chunk {
+                inputs,
+                span,
+                base_scale,
+                out,
+                ga,
+                gb,
+            };
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU supports AVX2, checked just above.
+                return unsafe { chunk_avx2(chunk, &term) };
             }
-            sum
+            chunk_portable(chunk, &term)
         })
         .collect();
-    (out, partials, ga, gb)
+    (out, partials)
+}
+
+/// One task of [`sweep`]: the elements `span`, with its slices of the outputs.
+struct Chunk<'a, 'b> {
+    inputs: &'a HostElementInputs<'b>,
+    span: std::ops::Range<usize>,
+    base_scale: f32,
+    out: &'a mut [f32],
+    ga: &'a mut [f32],
+    gb: &'a mut [f32],
+}
+
+/// [`chunk_portable`] compiled for AVX2 (the same operations, so the same bits).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn chunk_avx2(c: Chunk<'_, '_>, term: &impl Fn(usize, f32, f32, f32) -> Term) -> f64 {
+    chunk_portable(c, term)
+}
+
+/// The partial sum of one chunk, writing its outputs and gradients.
+#[inline(always)]
+fn chunk_portable(c: Chunk<'_, '_>, term: &impl Fn(usize, f32, f32, f32) -> Term) -> f64 {
+    let Chunk {
+        inputs,
+        span,
+        base_scale,
+        out,
+        ga,
+        gb,
+    } = c;
+    let ups = inputs.upstream;
+    let mut sum = 0.0f64;
+    // Terms are formed a block at a time into arrays, and the block's losses summed in f32
+    // lanes, so the loops over terms vectorize; a running f64 sum would serialize them.
+    let (mut l, mut da, mut db) = ([0.0f32; BLOCK], [0.0f32; BLOCK], [0.0f32; BLOCK]);
+    for b in span.clone().step_by(BLOCK) {
+        let m = BLOCK.min(span.end - b);
+        let (x, y) = (&inputs.input[b..b + m], &inputs.target[b..b + m]);
+        let z = inputs.labels.map_or(&[0.0; BLOCK][..m], |z| &z[b..b + m]);
+        for k in 0..m {
+            (l[k], da[k], db[k]) = term(b + k, x[k], y[k], z[k]);
+        }
+        l[m..].fill(0.0);
+        sum += lane_sum(&l);
+        let j = b - span.start;
+        for (g, d) in [(&mut *ga, &da), (&mut *gb, &db)] {
+            if g.is_empty() {
+                continue;
+            }
+            let g = &mut g[j..j + m];
+            if ups.len() > 1 {
+                for ((g, &d), &u) in g.iter_mut().zip(d).zip(&ups[b..b + m]) {
+                    *g = d * (base_scale * u);
+                }
+            } else {
+                for (g, &d) in g.iter_mut().zip(d) {
+                    *g = d * base_scale;
+                }
+            }
+        }
+        if !out.is_empty() {
+            out[j..j + m].copy_from_slice(&l[..m]);
+        }
+    }
+    sum
 }
 
 /// Elements per block of [`sweep`].

@@ -36,7 +36,8 @@ pub(crate) fn exp(x: f32) -> f32 {
 }
 
 /// ln(1 + e) for e in [0, 1] without a libm call, so loops over it vectorize:
-/// 2·atanh(s) with s = e/(2 + e) ≤ 1/3, as an odd polynomial (relative error < 2e-7).
+/// 2·atanh(s) with s = e/(2 + e) ≤ 1/3, as an odd polynomial (relative error < 2e-7; it
+/// holds for e down to 1/√2 − 1, as [`ln_pos`] uses it).
 #[inline(always)]
 pub(crate) fn ln_1p_unit(e: f32) -> f32 {
     let s = e / (2.0 + e);
@@ -46,6 +47,28 @@ pub(crate) fn ln_1p_unit(e: f32) -> f32 {
             + s2 * (1.0 / 5.0
                 + s2 * (1.0 / 7.0 + s2 * (1.0 / 9.0 + s2 * (1.0 / 11.0 + s2 / 13.0)))));
     2.0 * s * p
+}
+
+/// ln(x) for x > 0 without a libm call, so loops over it vectorize: x = 2^k·m with
+/// m ∈ [√½, √2), ln x = k·ln 2 + ln(1 + (m − 1)) (m − 1 is exact). Subnormals are scaled up
+/// first; +inf and NaN are returned as they are.
+#[inline(always)]
+pub(crate) fn ln_pos(x: f32) -> f32 {
+    const SQRT_HALF: u32 = 0x3F35_04F3;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    let tiny = x < f32::MIN_POSITIVE;
+    let v = if tiny { x * 8_388_608.0 } else { x }; // · 2^23
+                                                    // Shifting the bits by √½'s puts m's exponent (0 or −1) into k.
+    let t = v.to_bits().wrapping_sub(SQRT_HALF);
+    let k = (t as i32 >> 23) as f32 - if tiny { 23.0 } else { 0.0 };
+    let m = f32::from_bits((t & 0x007F_FFFF).wrapping_add(SQRT_HALF));
+    let ln = k * LN2_HI + (ln_1p_unit(m - 1.0) + k * LN2_LO);
+    if x == f32::INFINITY || x.is_nan() {
+        x
+    } else {
+        ln
+    }
 }
 
 /// 1 − tanh²(v) without the cancellation of forming it from tanh(v) near ±1.
@@ -68,6 +91,28 @@ mod tests {
         }
         assert!(worst < 3e-7, "worst relative error {worst}");
         assert!(super::exp(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn ln_pos_is_accurate() {
+        let mut worst = 0.0f64;
+        let mut x = f32::from_bits(1); // the smallest subnormal
+        while x < f32::MAX / 1.001 {
+            let got = super::ln_pos(x) as f64;
+            let want = (x as f64).ln();
+            // Relative where ln x is far from 0, absolute (in units of x's ulp) near x = 1.
+            worst = worst.max((got - want).abs() / want.abs().max(1.0));
+            x *= 1.000_37;
+            x = f32::from_bits(x.to_bits() + 1);
+        }
+        assert!(worst < 3e-7, "worst error {worst}");
+        for x in [0.5f32, 1.0, 2.0, std::f32::consts::E, 1.0 - f32::EPSILON] {
+            let want = (x as f64).ln();
+            assert!((super::ln_pos(x) as f64 - want).abs() <= 1e-7 * want.abs().max(1e-7));
+        }
+        assert_eq!(super::ln_pos(1.0), 0.0);
+        assert_eq!(super::ln_pos(f32::INFINITY), f32::INFINITY);
+        assert!(super::ln_pos(f32::NAN).is_nan());
     }
 
     #[test]

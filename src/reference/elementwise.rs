@@ -47,19 +47,20 @@ fn term(kind: Pointwise, x: f64, y: f64, label: f64, w: f64, pw: f64) -> (f64, f
         Pointwise::Mse => plain((x - y).powi(2), 2.0 * (x - y)),
         Pointwise::L1 | Pointwise::SmoothL1 { beta: 0.0 } => plain((x - y).abs(), sign(x - y)),
         Pointwise::Huber { delta } => {
+            // A NaN difference takes the quadratic side: NaN loss and gradient, as PyTorch.
             let (d, delta) = (x - y, delta as f64);
-            if d.abs() < delta {
-                plain(0.5 * d * d, d)
-            } else {
+            if d.abs() >= delta {
                 plain(delta * (d.abs() - 0.5 * delta), delta * sign(d))
+            } else {
+                plain(0.5 * d * d, d)
             }
         }
         Pointwise::SmoothL1 { beta } => {
             let (d, beta) = (x - y, beta as f64);
-            if d.abs() < beta {
-                plain(0.5 * d * d / beta, d / beta)
-            } else {
+            if d.abs() >= beta {
                 plain(d.abs() - 0.5 * beta, sign(d))
+            } else {
+                plain(0.5 * d * d / beta, d / beta)
             }
         }
         Pointwise::KlDiv { log_target: false } => {
