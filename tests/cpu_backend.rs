@@ -148,7 +148,13 @@ fn results_do_not_depend_on_the_thread_count() {
     let mse_case = Case::default()
         .with("input", HostArray::f32(&[n], rng.normals(n, 1.0)))
         .with("target", HostArray::f32(&[n], rng.normals(n, 1.0)));
-    for (name, case) in [("cross-entropy", &ce_case), ("mse", &mse_case)] {
+    let nce_case =
+        Case::default().with("z", HostArray::f32(&[300, 64], rng.normals(300 * 64, 1.0)));
+    for (name, case) in [
+        ("cross-entropy", &ce_case),
+        ("mse", &mse_case),
+        ("nt-xent", &nce_case),
+    ] {
         let def = registry::find(name).unwrap();
         let many = def.cpu(case).unwrap();
         let one = rayon::ThreadPoolBuilder::new()

@@ -7,6 +7,7 @@ pub mod cross_entropy;
 pub mod elementwise;
 pub mod pair_rows;
 pub mod pairwise;
+mod simd;
 
 /// Rows (or elements) per parallel task: large enough to amortize scheduling, fixed so that
 /// partial sums, and so results, do not depend on the thread count.

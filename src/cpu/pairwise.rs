@@ -4,6 +4,8 @@
 
 use rayon::prelude::*;
 
+use super::simd;
+use crate::cpu::exp;
 use crate::error::{Error, Result};
 use crate::losses::metric_options::{Distance, InfoNce, MinedTriplet, Mining, NceKind, NORM_EPS};
 use crate::losses::LossValues;
@@ -87,6 +89,13 @@ const BLOCK: usize = 4;
 /// Candidates per chunk: their scores stay in a small buffer so the exps vectorize.
 const CHUNK: usize = 64;
 
+/// What the backward pass needs of each anchor's forward: its log-sum-exp and 1/|P| (0 for
+/// an anchor without positives), as arrays the coefficient loop reads lane by lane.
+struct Saved {
+    lse: Vec<f32>,
+    inv: Vec<f32>,
+}
+
 /// One InfoNCE problem over stacked unit rows (see [`info_nce`]).
 struct Nce<'a> {
     unit: &'a [f32],
@@ -95,6 +104,8 @@ struct Nce<'a> {
     inv_tau: f32,
     clip: bool,
     half: usize,
+    /// Whether the AVX2 + FMA blocks of [`simd`] run (the CPU has them, `dim` fits).
+    fma: bool,
 }
 
 impl Nce<'_> {
@@ -122,6 +133,34 @@ impl Nce<'_> {
         js: std::ops::Range<usize>,
         out: &mut [[f32; CHUNK]; BLOCK],
     ) {
+        #[cfg(target_arch = "x86_64")]
+        if self.fma {
+            // A partial block repeats its last anchor (computed, not stored).
+            let q: [&[f32]; BLOCK] =
+                std::array::from_fn(|a| self.row((anchors.start + a).min(anchors.end - 1)));
+            for t in (0..js.len()).step_by(2) {
+                let j = js.start + t;
+                let second = (j + 1).min(js.end - 1);
+                // SAFETY: `fma` is set where simd::usable(dim) holds; rows have length dim.
+                let d = unsafe { simd::dots_4x2(q, [self.row(j), self.row(second)]) };
+                for a in 0..anchors.len() {
+                    out[a][t] = d[a][0];
+                    if j + 1 < js.end {
+                        out[a][t + 1] = d[a][1];
+                    }
+                }
+            }
+            for (a, i) in anchors.clone().enumerate() {
+                for (t, j) in js.clone().enumerate() {
+                    out[a][t] = if i == j && !self.clip {
+                        f32::NEG_INFINITY
+                    } else {
+                        out[a][t] * self.inv_tau
+                    };
+                }
+            }
+            return;
+        }
         for (t, j) in js.enumerate() {
             for (a, i) in anchors.clone().enumerate() {
                 out[a][t] = if i == j && !self.clip {
@@ -134,7 +173,9 @@ impl Nce<'_> {
     }
 
     /// (lse, 1/|P|, loss) of each anchor in `anchors` (all with the same candidates). Runs
-    /// the AVX2 build of the same code where the CPU has it (same operations, same bits).
+    /// the AVX2 build of the same code where the CPU has it; with FMA too, the products run in
+    /// [`simd`]'s blocks (fused multiply-adds: other roundings than the portable loops, so
+    /// results depend on the CPU's instruction set, never on the thread count).
     fn forward(&self, anchors: std::ops::Range<usize>) -> Vec<(f32, f32, f64)> {
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") {
@@ -151,19 +192,19 @@ impl Nce<'_> {
     }
 
     /// G for the anchors from `first` (rows of `g`); AVX2 where the CPU has it.
-    fn backward(&self, first: usize, g: &mut [f32], stats: &[(f32, f32, f64)], w: f32) {
+    fn backward(&self, first: usize, g: &mut [f32], saved: &Saved, w: f32) {
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2, checked just above.
-            return unsafe { self.backward_avx2(first, g, stats, w) };
+            return unsafe { self.backward_avx2(first, g, saved, w) };
         }
-        self.backward_portable(first, g, stats, w)
+        self.backward_portable(first, g, saved, w)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn backward_avx2(&self, first: usize, g: &mut [f32], stats: &[(f32, f32, f64)], w: f32) {
-        self.backward_portable(first, g, stats, w)
+    unsafe fn backward_avx2(&self, first: usize, g: &mut [f32], saved: &Saved, w: f32) {
+        self.backward_portable(first, g, saved, w)
     }
 
     #[inline(always)]
@@ -174,40 +215,53 @@ impl Nce<'_> {
         for c0 in cands.clone().step_by(CHUNK) {
             let js = c0..(c0 + CHUNK).min(cands.end);
             self.scores(&anchors, js.clone(), &mut s);
+            let mut labels = [0i32; CHUNK];
+            labels[..js.len()].copy_from_slice(&self.labels[js.clone()]);
             for (a, i) in anchors.clone().enumerate() {
-                let row = &s[a][..js.len()];
+                // Fixed-length loops over eight lanes, the chunk's tail padded with −inf (as
+                // the anchor itself): they vectorize, and −inf adds nothing to any sum.
+                let row = &mut s[a];
+                row[js.len()..].fill(f32::NEG_INFINITY);
                 let (max, sum, pos, count) = &mut state[a];
-                let m = row
-                    .iter()
-                    .fold(*max, |m, &v| if v > m || v.is_nan() { v } else { m });
-                if m.is_nan() {
+                let (mut top, mut nan) = ([f32::NEG_INFINITY; 8], [false; 8]);
+                for c in row.chunks_exact(8) {
+                    for l in 0..8 {
+                        top[l] = if c[l] > top[l] { c[l] } else { top[l] };
+                        nan[l] |= c[l].is_nan();
+                    }
+                }
+                let m = top.iter().fold(*max, |m, &v| if v > m { v } else { m });
+                if nan.contains(&true) || max.is_nan() {
                     // A NaN score makes the anchor's log-sum-exp, so its loss, NaN.
                     *max = f32::NAN;
                     *sum = f64::NAN;
                 } else {
                     if m > *max {
-                        *sum *= crate::cpu::exp(*max - m) as f64;
+                        *sum *= exp(*max - m) as f64;
                         *max = m;
                     }
-                    // exp(-inf - m) is ~1e-38 in the fast exp: drop the anchor itself exactly.
-                    let chunk: f32 = row
-                        .iter()
-                        .map(|&v| {
-                            if v == f32::NEG_INFINITY {
-                                0.0
-                            } else {
-                                crate::cpu::exp(v - m)
-                            }
-                        })
-                        .sum();
-                    *sum += chunk as f64;
+                    // exp(-inf - m) is ~1e-38 in the fast exp: −inf scores count 0 exactly.
+                    let mut acc = [0.0f32; 8];
+                    for c in row.chunks_exact(8) {
+                        for l in 0..8 {
+                            let e = exp(c[l] - m);
+                            acc[l] += if c[l] == f32::NEG_INFINITY { 0.0 } else { e };
+                        }
+                    }
+                    *sum += acc.iter().map(|&v| v as f64).sum::<f64>();
                 }
-                for (t, j) in js.clone().enumerate() {
-                    if self.labels[j] == self.labels[i] && (self.clip || j != i) {
-                        *pos += row[t] as f64;
-                        *count += 1.0;
+                // Positives: same label, not the anchor itself (its score is −inf).
+                let label = self.labels[i];
+                let (mut ps, mut pc) = ([0.0f32; 8], [0.0f32; 8]);
+                for (c, lc) in row.chunks_exact(8).zip(labels.chunks_exact(8)) {
+                    for l in 0..8 {
+                        let hit = lc[l] == label && c[l] != f32::NEG_INFINITY;
+                        ps[l] += if hit { c[l] } else { 0.0 };
+                        pc[l] += hit as u32 as f32;
                     }
                 }
+                *pos += ps.iter().map(|&v| v as f64).sum::<f64>();
+                *count += pc.iter().map(|&v| v as f64).sum::<f64>();
             }
         }
         state[..anchors.len()]
@@ -226,39 +280,52 @@ impl Nce<'_> {
     /// G for the anchors from `first` (rows of `g`), before the normalization's Jacobian:
     /// Σ_j c_ij·n_j with c_ij = w·[(e^{s−lse_i} − pos/|P(i)|) + (e^{s−lse_j} − pos/|P(j)|)].
     #[inline(always)]
-    fn backward_portable(&self, first: usize, g: &mut [f32], stats: &[(f32, f32, f64)], w: f32) {
+    fn backward_portable(&self, first: usize, g: &mut [f32], saved: &Saved, w: f32) {
         let dim = self.dim;
         let anchors = first..first + g.len() / dim;
         let cands = self.candidates(first);
         let mut s = [[0.0f32; CHUNK]; BLOCK];
-        let term = |v: f32, (lse, inv, _): (f32, f32, f64), pos: bool| {
-            if inv > 0.0 {
-                crate::cpu::exp(v - lse) - if pos { inv } else { 0.0 }
-            } else {
-                0.0
-            }
-        };
         for c0 in cands.clone().step_by(CHUNK) {
             let js = c0..(c0 + CHUNK).min(cands.end);
             self.scores(&anchors, js.clone(), &mut s);
+            // The chunk's coefficients first, in loops of their own that vectorize (exps
+            // included), then the rows they weigh.
+            let mut coef = [[0.0f32; CHUNK]; BLOCK];
+            let labels = &self.labels[js.clone()];
+            let (lse_j, inv_j) = (&saved.lse[js.clone()], &saved.inv[js.clone()]);
             for (a, i) in anchors.clone().enumerate() {
-                // The chunk's coefficients first, in a loop of their own that vectorizes
-                // (exps included), then the rows they weigh.
-                let mut coef = [0.0f32; CHUNK];
-                let (labels, key_stats) = (&self.labels[js.clone()], &stats[js.clone()]);
+                let (label, lse_i, inv_i) = (self.labels[i], saved.lse[i], saved.inv[i]);
+                // Both terms computed and chosen per value (no branches), so this vectorizes:
+                // e^{s−lse} − [positive]/|P| from each side, 0 for an anchor without
+                // positives (inv = 0) and for the anchor itself (s = −inf).
                 for t in 0..js.len() {
                     let v = s[a][t];
-                    let pos = labels[t] == self.labels[i];
-                    let c = w * (term(v, stats[i], pos) + term(v, key_stats[t], pos));
-                    coef[t] = if v == f32::NEG_INFINITY { 0.0 } else { c };
+                    let pos = (labels[t] == label) as u32 as f32;
+                    let ti = exp(v - lse_i) - pos * inv_i;
+                    let tj = exp(v - lse_j[t]) - pos * inv_j[t];
+                    let c = w
+                        * (if inv_i > 0.0 { ti } else { 0.0 }
+                            + if inv_j[t] > 0.0 { tj } else { 0.0 });
+                    coef[a][t] = if v == f32::NEG_INFINITY { 0.0 } else { c };
                 }
+            }
+            #[cfg(target_arch = "x86_64")]
+            if self.fma && anchors.len() == BLOCK {
+                let keys = &self.unit[js.start * dim..js.end * dim];
+                let coef = std::array::from_fn(|a| &coef[a][..js.len()]);
+                // SAFETY: `fma` is set where simd::usable(dim) holds; g holds the block's
+                // BLOCK = 4 rows, keys the chunk's rows, one per coefficient.
+                unsafe { simd::accumulate_4(g, coef, keys, dim) };
+                continue;
+            }
+            for a in 0..anchors.len() {
                 let gi = &mut g[a * dim..(a + 1) * dim];
                 for (t, j) in js.clone().enumerate() {
                     if s[a][t] == f32::NEG_INFINITY {
                         continue;
                     }
                     for (x, &k) in gi.iter_mut().zip(self.row(j)) {
-                        *x += coef[t] * k;
+                        *x += coef[a][t] * k;
                     }
                 }
             }
@@ -334,6 +401,7 @@ pub fn info_nce(
         inv_tau,
         clip,
         half,
+        fma: BLOCK == 4 && super::simd::usable(dim),
     };
     // Anchors sharing their candidates (clip: each half), in blocks.
     // (start, end) of each part.
@@ -365,12 +433,16 @@ pub fn info_nce(
         } else {
             0.0
         };
+        let saved = Saved {
+            lse: stats.iter().map(|s| s.0).collect(),
+            inv: stats.iter().map(|s| s.1).collect(),
+        };
         let mut g = vec![0.0f32; m * dim];
         let (first, second) = g.split_at_mut(if clip { half * dim } else { m * dim });
         for (offset, part) in [(0, first), (half, second)] {
             part.par_chunks_mut(BLOCK * dim)
                 .enumerate()
-                .for_each(|(b, gb)| nce.backward(offset + b * BLOCK, gb, &stats, w));
+                .for_each(|(b, gb)| nce.backward(offset + b * BLOCK, gb, &saved, w));
         }
         normalize_backward(&mut g, &unit, &norms, dim);
         grads = if clip {
