@@ -1,9 +1,11 @@
 //! Criterion: elementwise losses forward+backward on 4M elements against the copy kernel on
-//! the same adapter, in one run. Bytes = inputs read + gradient written (the copy: source
-//! read + destination written).
+//! the same adapter, in one run; then the CPU backend on the same problems against a host
+//! copy. Bytes = inputs read + gradient written (the copy: source read + destination
+//! written).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use wgpu_losses::bench::CopyJob;
+use wgpu_losses::cpu::elementwise::{elementwise_into, HostElementInputs};
 use wgpu_losses::random::Rng;
 use wgpu_losses::{ElementwiseInputs, ElementwiseLoss, Engine, Pointwise};
 
@@ -25,12 +27,13 @@ fn elementwise(c: &mut Criterion) {
     });
 
     let mut rng = Rng::new(3);
-    let x = engine.upload(&rng.normals(n, 2.0), &[n]).unwrap();
+    let host_x = rng.normals(n, 2.0);
+    let x = engine.upload(&host_x, &[n]).unwrap();
     let unit: Vec<f32> = (0..n).map(|_| rng.uniform() as f32).collect();
     let y = engine.upload(&unit, &[n]).unwrap();
     // Like the copy's destination, the gradient buffer is allocated once and reused.
     let grad = engine.zeros(&[n], wgpu_losses::DType::F32).unwrap();
-    for kind in [
+    let kinds = [
         Pointwise::Mse,
         Pointwise::Huber { delta: 1.0 },
         Pointwise::KlDiv { log_target: false },
@@ -39,7 +42,8 @@ fn elementwise(c: &mut Criterion) {
             alpha: 0.25,
             gamma: 2.0,
         },
-    ] {
+    ];
+    for kind in kinds {
         let loss = ElementwiseLoss::new(kind);
         let inputs = ElementwiseInputs::new(&x, &y).grad_out(&grad);
         group.throughput(Throughput::Bytes(3 * 4 * n as u64));
@@ -49,6 +53,40 @@ fn elementwise(c: &mut Criterion) {
                 loss.record(&engine, &mut encoder, &inputs).unwrap();
                 engine.submit(encoder).unwrap();
             })
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group(format!(
+        "elementwise cpu [{} threads]",
+        rayon::current_num_threads()
+    ));
+    group.sample_size(20);
+    let mut dst = vec![0.0f32; n];
+    group.throughput(Throughput::Bytes(2 * 4 * n as u64));
+    group.bench_function("host copy 16MiB", |b| {
+        use rayon::prelude::*;
+        b.iter(|| {
+            dst.par_chunks_mut(1 << 16)
+                .zip(host_x.par_chunks(1 << 16))
+                .for_each(|(d, s)| d.copy_from_slice(s))
+        })
+    });
+    let inputs = HostElementInputs {
+        shape: &[n],
+        input: &host_x,
+        target: &unit,
+        labels: None,
+        weight: None,
+        pos_weight: None,
+        upstream: &[],
+    };
+    let mut grad = vec![0.0f32; n];
+    for kind in kinds {
+        let loss = ElementwiseLoss::new(kind);
+        group.throughput(Throughput::Bytes(3 * 4 * n as u64));
+        group.bench_function(format!("{kind:?} fwd+bwd 4M"), |b| {
+            b.iter(|| elementwise_into(&loss, &inputs, &mut grad, &mut []).unwrap())
         });
     }
     group.finish();
