@@ -3,12 +3,13 @@
 //! written), so the two throughputs compare directly. A second row per shape allocates the
 //! gradient buffer on every call, which adds wgpu's zero-fill of the new buffer. The CPU
 //! backend's group times the comparison shapes (512×50257, 4096×32000) with a reused
-//! gradient buffer and with the gradient written over the logits.
+//! gradient buffer and with the gradient written over the logits. Softmax focal (the same
+//! row kernel) has rows of its own on both.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use wgpu_losses::bench::CopyJob;
 use wgpu_losses::random::Rng;
-use wgpu_losses::{CrossEntropy, CrossEntropyInputs, DType, Engine, Target};
+use wgpu_losses::{CrossEntropy, CrossEntropyInputs, DType, Engine, SoftmaxFocal, Target};
 
 fn cross_entropy(c: &mut Criterion) {
     let engine = Engine::new().expect("benchmarks need a wgpu adapter");
@@ -39,11 +40,21 @@ fn cross_entropy(c: &mut Criterion) {
         let fresh = CrossEntropyInputs::new(&logits, Target::Classes(&target));
         let ce = CrossEntropy::new();
         group.throughput(Throughput::Bytes(2 * 4 * (n * classes) as u64));
-        for (label, inputs) in [("fwd+bwd", reused), ("fwd+bwd new grad buffer", fresh)] {
+        for (label, inputs) in [("fwd+bwd", &reused), ("fwd+bwd new grad buffer", &fresh)] {
             group.bench_function(format!("{label} {n}x{classes}"), |b| {
                 b.iter(|| {
                     let mut encoder = engine.encoder();
-                    ce.record(&engine, &mut encoder, &inputs).unwrap();
+                    ce.record(&engine, &mut encoder, inputs).unwrap();
+                    engine.submit(encoder).unwrap();
+                })
+            });
+        }
+        if classes == 4096 {
+            let focal = SoftmaxFocal::new();
+            group.bench_function(format!("softmax focal fwd+bwd {n}x{classes}"), |b| {
+                b.iter(|| {
+                    let mut encoder = engine.encoder();
+                    focal.record(&engine, &mut encoder, &reused).unwrap();
                     engine.submit(encoder).unwrap();
                 })
             });
@@ -54,7 +65,7 @@ fn cross_entropy(c: &mut Criterion) {
 
 fn cross_entropy_cpu(c: &mut Criterion) {
     use wgpu_losses::cpu::cross_entropy::{
-        cross_entropy_in_place, cross_entropy_into, HostRowInputs, HostTarget,
+        cross_entropy_in_place, cross_entropy_into, softmax_focal_into, HostRowInputs, HostTarget,
     };
     let mut group = c.benchmark_group(format!(
         "cross_entropy cpu [{} threads]",
@@ -77,6 +88,10 @@ fn cross_entropy_cpu(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(2 * 4 * (n * classes) as u64));
         group.bench_function(format!("fwd+bwd {n}x{classes}"), |b| {
             b.iter(|| cross_entropy_into(&ce, &inputs, &mut grad).unwrap())
+        });
+        let focal = SoftmaxFocal::new();
+        group.bench_function(format!("softmax focal fwd+bwd {n}x{classes}"), |b| {
+            b.iter(|| softmax_focal_into(&focal, &inputs, &mut grad).unwrap())
         });
         // The gradient over the logits: later iterations run on earlier gradients, which
         // costs the same.
