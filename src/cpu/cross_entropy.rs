@@ -270,7 +270,39 @@ pub fn softmax_focal_into(
 }
 
 /// One row: returns its loss and writes its gradient (times `scale`) into `g` if non-empty.
+/// Runs the AVX2 build of the same code where the CPU has it (the same operations, so the
+/// same bits): all three passes over the row then vectorize eight lanes wide.
 fn row(
+    opts: &CrossEntropy,
+    inputs: &HostRowInputs<'_>,
+    i: usize,
+    class: Option<Option<usize>>,
+    scale: f64,
+    g: &mut [f32],
+) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { row_avx2(opts, inputs, i, class, scale, g) };
+    }
+    row_portable(opts, inputs, i, class, scale, g)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn row_avx2(
+    opts: &CrossEntropy,
+    inputs: &HostRowInputs<'_>,
+    i: usize,
+    class: Option<Option<usize>>,
+    scale: f64,
+    g: &mut [f32],
+) -> f64 {
+    row_portable(opts, inputs, i, class, scale, g)
+}
+
+#[inline(always)]
+fn row_portable(
     opts: &CrossEntropy,
     inputs: &HostRowInputs<'_>,
     i: usize,
@@ -405,6 +437,7 @@ const LANES: usize = 8;
 
 /// The largest value of `x`, ignoring NaN (a NaN still reaches the sum of exponentials and
 /// makes the row NaN).
+#[inline(always)]
 fn lane_max(x: &[f32]) -> f32 {
     let mut lanes = [f32::NEG_INFINITY; LANES];
     let mut blocks = x.chunks_exact(LANES);
@@ -420,26 +453,39 @@ fn lane_max(x: &[f32]) -> f32 {
     lanes.iter().fold(tail, |a, &v| if v > a { v } else { a })
 }
 
-/// Writes e_k = exp(x_k − m) into `e` and returns Σ e_k: f32 lanes over blocks of 64, each
-/// block's total added in f64. Runs the AVX2+FMA build of the same loop where the CPU has it
-/// (the same operations in the same order, so the same bits).
-fn exp_and_sum(x: &[f32], m: f32, e: &mut [f32]) -> f64 {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2, checked just above.
-        return unsafe { exp_and_sum_avx2(x, m, e) };
-    }
-    exp_and_sum_portable(x, m, e)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn exp_and_sum_avx2(x: &[f32], m: f32, e: &mut [f32]) -> f64 {
-    exp_and_sum_portable(x, m, e)
-}
-
+/// Σ of a block (at most 64 values): eight f32 lanes, then the lanes and any tail in f64. A
+/// full block is summed as a fixed-size array, which vectorizes; a slice of unknown length
+/// did not.
 #[inline(always)]
-fn exp_and_sum_portable(x: &[f32], m: f32, e: &mut [f32]) -> f64 {
+fn block_sum(b: &[f32]) -> f64 {
+    let mut lanes = [0.0f32; LANES];
+    let tail = if let Ok(full) = <&[f32; 64]>::try_from(b) {
+        for j in 0..64 / LANES {
+            for k in 0..LANES {
+                lanes[k] += full[j * LANES + k];
+            }
+        }
+        &[][..]
+    } else {
+        let mut es = b.chunks_exact(LANES);
+        for el in &mut es {
+            for k in 0..LANES {
+                lanes[k] += el[k];
+            }
+        }
+        es.remainder()
+    };
+    let mut sum: f64 = lanes.iter().map(|&v| v as f64).sum();
+    for &v in tail {
+        sum += v as f64;
+    }
+    sum
+}
+
+/// Writes e_k = exp(x_k − m) into `e` and returns Σ e_k: f32 lanes over blocks of 64, each
+/// block's total added in f64.
+#[inline(always)]
+fn exp_and_sum(x: &[f32], m: f32, e: &mut [f32]) -> f64 {
     const BLOCK: usize = 64;
     let mut total = 0.0f64;
     for (xb, eb) in x.chunks(BLOCK).zip(e.chunks_mut(BLOCK)) {
@@ -448,18 +494,7 @@ fn exp_and_sum_portable(x: &[f32], m: f32, e: &mut [f32]) -> f64 {
         for (xk, ek) in xb.iter().zip(eb.iter_mut()) {
             *ek = exp(xk - m);
         }
-        let mut lanes = [0.0f32; LANES];
-        let mut es = eb.chunks_exact(LANES);
-        for el in &mut es {
-            for k in 0..LANES {
-                lanes[k] += el[k];
-            }
-        }
-        let mut block: f64 = lanes.iter().map(|&v| v as f64).sum();
-        for &ek in es.remainder() {
-            block += ek as f64;
-        }
-        total += block;
+        total += block_sum(eb);
     }
     total
 }
