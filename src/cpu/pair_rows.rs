@@ -7,14 +7,32 @@ use crate::error::{Error, Result};
 use crate::losses::metric_options::{Contrastive, Triplet};
 use crate::losses::{LossValues, Reduction};
 
-/// Sum of `|w|` (p = 1) or `w²` (p = 2) over `w = u − v + eps`, in f64.
+/// Sum of `|w|` (p = 1) or `w²` (p = 2) over `w = u − v + eps` (w in f32 as on the GPU),
+/// in eight f64 lanes (they vectorize; f64 keeps huge rows from overflowing).
+#[inline(always)]
 fn norm_sum(u: &[f32], v: &[f32], eps: f32, p: u32) -> f64 {
-    let mut lanes = [0.0f64; 4];
-    for (k, (a, b)) in u.iter().zip(v).enumerate() {
+    let term = |a: f32, b: f32| {
         let w = (a - b + eps) as f64;
-        lanes[k % 4] += if p == 1 { w.abs() } else { w * w };
+        if p == 1 {
+            w.abs()
+        } else {
+            w * w
+        }
+    };
+    let mut lanes = [0.0f64; 8];
+    let (cu, cv) = (u.chunks_exact(8), v.chunks_exact(8));
+    let tail: f64 = cu
+        .remainder()
+        .iter()
+        .zip(cv.remainder())
+        .map(|(&a, &b)| term(a, b))
+        .sum();
+    for (a, b) in cu.zip(cv) {
+        for l in 0..8 {
+            lanes[l] += term(a[l], b[l]);
+        }
     }
-    lanes.iter().sum()
+    lanes.iter().sum::<f64>() + tail
 }
 
 fn norm(sum: f64, p: u32) -> f64 {
@@ -25,18 +43,28 @@ fn norm(sum: f64, p: u32) -> f64 {
     }
 }
 
-/// d‖w‖_p/dw for one element; NaN stays NaN.
-fn norm_grad(w: f32, d: f64, p: u32) -> f64 {
+/// The row factor f of d‖w‖_p/dw times `c`: the element's gradient is [`norm_grad`](w, f).
+fn grad_factor(c: f64, d: f64, p: u32) -> f64 {
+    match p {
+        1 => c,
+        _ if d == 0.0 => 0.0,
+        _ => c / d,
+    }
+}
+
+/// c·d‖w‖_p/dw for one element from its row's factor: w·c/d (p = 2) or c·sign(w) (p = 1,
+/// 0 at w = 0); NaN stays NaN.
+#[inline(always)]
+fn norm_grad(w: f32, f: f64, p: u32) -> f64 {
+    let w = w as f64;
     if p == 1 {
         if w == 0.0 {
             0.0
         } else {
-            (w as f64).signum()
+            w.signum() * f
         }
-    } else if d == 0.0 {
-        0.0
     } else {
-        w as f64 / d
+        w * f
     }
 }
 
@@ -108,17 +136,18 @@ pub fn contrastive(
     let (loss, scales) = reduce(rows.iter().map(|r| r.0).collect(), opts.reduction, upstream);
     let mut grads = Vec::new();
     if opts.gradient {
-        let mut g1 = vec![0.0f32; n * dim];
+        let (mut g1, mut g2) = (vec![0.0f32; n * dim], vec![0.0f32; n * dim]);
         g1.par_chunks_mut(dim.max(1))
+            .zip(g2.par_chunks_mut(dim.max(1)))
             .enumerate()
-            .for_each(|(i, g)| {
-                let c = rows[i].1 * scales[i];
-                for (k, gk) in g.iter_mut().enumerate() {
-                    let w = x1[i * dim + k] - x2[i * dim + k] + eps;
-                    *gk = (c * norm_grad(w, rows[i].2, 2)) as f32;
+            .for_each(|(i, (g1, g2))| {
+                let f = grad_factor(rows[i].1 * scales[i], rows[i].2, 2);
+                let r = i * dim..(i + 1) * dim;
+                for (((a, b), g1), g2) in x1[r.clone()].iter().zip(&x2[r]).zip(g1).zip(g2) {
+                    let g = norm_grad(a - b + eps, f, 2) as f32;
+                    (*g1, *g2) = (g, -g);
                 }
             });
-        let g2 = g1.par_iter().map(|g| -g).collect();
         grads = vec![("x1", g1), ("x2", g2)];
     }
     Ok(LossValues { loss, grads })
@@ -178,19 +207,20 @@ pub fn triplet(
             .enumerate()
             .for_each(|(i, ((ga, gp), gn))| {
                 let (_, c, d) = rows[i];
-                let s = scales[i];
+                let f: [f64; 3] = std::array::from_fn(|k| grad_factor(c[k] * scales[i], d[k], pn));
+                let r = i * dim..(i + 1) * dim;
+                let (ai, pi, ni) = (&a[r.clone()], &p[r.clone()], &ng[r]);
                 for k in 0..dim {
-                    let j = i * dim + k;
-                    let g_ap = c[0] * norm_grad(a[j] - p[j] + eps, d[0], pn);
-                    let g_an = c[1] * norm_grad(a[j] - ng[j] + eps, d[1], pn);
+                    let g_ap = norm_grad(ai[k] - pi[k] + eps, f[0], pn);
+                    let g_an = norm_grad(ai[k] - ni[k] + eps, f[1], pn);
                     let g_pn = if opts.swap {
-                        c[2] * norm_grad(p[j] - ng[j] + eps, d[2], pn)
+                        norm_grad(pi[k] - ni[k] + eps, f[2], pn)
                     } else {
                         0.0
                     };
-                    ga[k] = (s * (g_ap + g_an)) as f32;
-                    gp[k] = (s * (-g_ap + g_pn)) as f32;
-                    gn[k] = (s * (-g_an - g_pn)) as f32;
+                    ga[k] = (g_ap + g_an) as f32;
+                    gp[k] = (-g_ap + g_pn) as f32;
+                    gn[k] = (-g_an - g_pn) as f32;
                 }
             });
         grads = vec![("anchor", ga), ("positive", gp), ("negative", gn)];
