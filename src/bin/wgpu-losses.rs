@@ -272,9 +272,8 @@ fn check(backend: Backend, cases: usize, seed: Option<u64>, only: Option<&str>) 
     Ok(all_ok)
 }
 
-/// The benchmark: each row times the GPU (resident inputs, reused gradient buffers, median
-/// of repeats after warm-up) and the CPU backend on the same problem; bytes = inputs read +
-/// gradients written.
+/// The benchmark: each row times the GPU (resident inputs, median of repeats after warm-up)
+/// and the CPU backend on the same problem; bytes = inputs read + gradients written.
 struct Bench<'a> {
     engine: &'a Engine,
     timer: Option<KernelTimer>,
