@@ -590,7 +590,10 @@ fn bench(
         print_comparison(&b.results, &others);
     }
     if let Some(path) = svg {
-        write_file(path, &chart(&info.name, copy_gbps, &b.results))?;
+        write_file(
+            path,
+            &chart(&info.name, (copy_gbps, host_copy_gbps), &b.results),
+        )?;
         println!("wrote {}", path.display());
     }
     if let Some(path) = json {
@@ -621,9 +624,12 @@ fn write_file(path: &std::path::Path, text: &str) -> Result<()> {
     })
 }
 
-/// A horizontal bar chart of GB/s per row and backend, with the copy kernel's bandwidth as a
-/// dashed line: plain SVG, no plotting dependency (and so no system font libraries).
-fn chart(adapter: &str, copy_gbps: f64, results: &[serde_json::Value]) -> String {
+/// A horizontal bar chart of GB/s per row and backend, each bar labelled with its median ms
+/// too (the all-pairs losses are compute-bound: their time is the number to read), with the
+/// copy kernel's and the host copy's bandwidth as dashed lines: plain SVG, no plotting
+/// dependency (and so no system font libraries).
+fn chart(adapter: &str, copies: (f64, f64), results: &[serde_json::Value]) -> String {
+    let (copy_gbps, host_gbps) = copies;
     let escape = |t: &str| {
         t.replace('&', "&amp;")
             .replace('<', "&lt;")
@@ -633,7 +639,7 @@ fn chart(adapter: &str, copy_gbps: f64, results: &[serde_json::Value]) -> String
     let max = results
         .iter()
         .filter_map(|r| r["gbps"].as_f64())
-        .fold(copy_gbps, f64::max)
+        .fold(copy_gbps.max(host_gbps), f64::max)
         * 1.05;
     let x = |gbps: f64| left + width * gbps / max;
     let height = 60.0 + results.len() as f64 * (bar_h + 2.0) + 30.0;
@@ -643,14 +649,16 @@ fn chart(adapter: &str, copy_gbps: f64, results: &[serde_json::Value]) -> String
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
          <text x=\"10\" y=\"20\" font-size=\"14\">wgpu-losses bench: GB/s (inputs read + \
          gradients written) on {a}</text>\n\
-         <text x=\"10\" y=\"38\" fill=\"#555\">blue: GPU, orange: CPU backend; dashed: \
-         copy kernel {copy_gbps:.2} GB/s</text>\n",
+         <text x=\"10\" y=\"38\" fill=\"#555\">blue: GPU, orange: CPU backend; labels: \
+         GB/s, median ms; dashed: copy kernel {copy_gbps:.2} GB/s (blue), host copy \
+         {host_gbps:.2} GB/s (orange)</text>\n",
         w = left + width + 80.0,
         a = escape(adapter),
     );
     for (i, r) in results.iter().enumerate() {
         let y = 50.0 + i as f64 * (bar_h + 2.0);
         let gbps = r["gbps"].as_f64().unwrap_or(0.0);
+        let ms = r["median_ms"].as_f64().unwrap_or(0.0);
         let gpu = r["backend"] == "gpu";
         let label = format!(
             "{} {} {}",
@@ -661,7 +669,7 @@ fn chart(adapter: &str, copy_gbps: f64, results: &[serde_json::Value]) -> String
         svg += &format!(
             "<text x=\"{tx}\" y=\"{ty}\" text-anchor=\"end\">{l}</text>\n\
              <rect x=\"{left}\" y=\"{y}\" width=\"{bw:.1}\" height=\"{bar_h}\" fill=\"{c}\"/>\n\
-             <text x=\"{vx:.1}\" y=\"{ty}\">{gbps:.2}</text>\n",
+             <text x=\"{vx:.1}\" y=\"{ty}\">{gbps:.2} · {ms:.3} ms</text>\n",
             tx = left - 6.0,
             ty = y + bar_h - 3.0,
             l = escape(&label),
@@ -670,13 +678,15 @@ fn chart(adapter: &str, copy_gbps: f64, results: &[serde_json::Value]) -> String
             vx = x(gbps) + 4.0,
         );
     }
-    svg += &format!(
-        "<line x1=\"{cx:.1}\" y1=\"45\" x2=\"{cx:.1}\" y2=\"{y2}\" stroke=\"#333\" \
-         stroke-dasharray=\"4 3\"/>\n</svg>\n",
-        cx = x(copy_gbps),
-        y2 = height - 20.0,
-    );
-    svg
+    for (gbps, colour) in [(copy_gbps, "#4878d0"), (host_gbps, "#ee854a")] {
+        svg += &format!(
+            "<line x1=\"{cx:.1}\" y1=\"45\" x2=\"{cx:.1}\" y2=\"{y2}\" stroke=\"{colour}\" \
+             stroke-dasharray=\"4 3\"/>\n",
+            cx = x(gbps),
+            y2 = height - 20.0,
+        );
+    }
+    svg + "</svg>\n"
 }
 
 /// Rows of the elementwise part of the benchmark.
