@@ -175,6 +175,7 @@ fn focal_power_fractional(gamma: f32, m: f32) -> (f32, f32) {
 
 /// [`sigmoid_focal`]'s m^γ for one γ: the common whole γ as multiplications (their loops
 /// vectorize), C's pow otherwise (whole exponents take negative bases; 0^0 = 1).
+#[inline(always)]
 fn focal_power(gamma: f32, m: f32) -> (f32, f32) {
     let zero_at_0 = |d: f32| if m == 0.0 { 0.0 } else { d };
     match gamma {
