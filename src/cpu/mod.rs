@@ -1,7 +1,8 @@
 //! The fast CPU backend: every loss on host `f32` slices, multi-threaded with rayon, with
-//! loops the compiler vectorizes and f64 accumulation (so it meets the GPU's tolerances
-//! against the reference). Same options types and semantics as the GPU path; the CPU twins
-//! of the shaders, file for file.
+//! loops the compiler vectorizes (each hot loop also built for AVX2, picked at run time) and
+//! f64 where results accumulate (so it meets the GPU's tolerances against the reference).
+//! Same options types and semantics as the GPU path; the CPU twins of the shaders, file for
+//! file, plus `simd`: the AVX2 + FMA register blocks of the all-pairs products.
 
 pub mod cross_entropy;
 pub mod elementwise;
