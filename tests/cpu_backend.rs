@@ -398,3 +398,39 @@ fn elementwise_into_reuses_buffers_and_checks_their_lengths() {
         }
     }
 }
+
+#[test]
+fn info_nce_register_blocks_at_every_segment_width() {
+    // Rows of 8, 24 (one 16-wide and one 8-wide segment) and 256 floats take the AVX2 + FMA
+    // blocks where the CPU has them; 37 and 38 rows leave partial anchor blocks (the
+    // portable backward) and odd candidate chunks.
+    let mut rng = fresh_rng("info_nce_register_blocks");
+    for dim in [8, 24, 256] {
+        for n in [37usize, 38] {
+            let rows =
+                |rng: &mut Rng, n: usize| HostArray::f32(&[n, dim], rng.normals(n * dim, 0.6));
+            let labels = HostArray::i64(&[n], (0..n).map(|_| rng.below(5) as i64).collect());
+            let cases = [
+                (
+                    "supcon",
+                    Case::default()
+                        .with("embeddings", rows(&mut rng, n))
+                        .with("labels", labels),
+                ),
+                (
+                    "clip",
+                    Case::default()
+                        .with("a", rows(&mut rng, n))
+                        .with("b", rows(&mut rng, n)),
+                ),
+            ];
+            for (name, case) in cases {
+                check_cpu(registry::find(name).unwrap(), &case.set("temperature", 0.1));
+            }
+            if n % 2 == 0 {
+                let case = Case::default().with("z", rows(&mut rng, n));
+                check_cpu(registry::find("nt-xent").unwrap(), &case);
+            }
+        }
+    }
+}
