@@ -216,9 +216,23 @@ fn rows_into(
                     },
                     ..*inputs
                 };
-                row(opts, &one, 0, class, scale(i), g)
+                let r = Row {
+                    opts,
+                    inputs: &one,
+                    i: 0,
+                    class,
+                    scale: scale(i),
+                };
+                row(r, g)
             } else {
-                row(opts, inputs, i, class, scale(i), g)
+                let r = Row {
+                    opts,
+                    inputs,
+                    i,
+                    class,
+                    scale: scale(i),
+                };
+                row(r, g)
             };
         }
     };
@@ -269,47 +283,43 @@ pub fn softmax_focal_into(
     cross_entropy_into(&opts.row_kernel(), inputs, grad)
 }
 
-/// One row: returns its loss and writes its gradient (times `scale`) into `g` if non-empty.
-/// Runs the AVX2 build of the same code where the CPU has it (the same operations, so the
-/// same bits): all three passes over the row then vectorize eight lanes wide.
-fn row(
-    opts: &CrossEntropy,
-    inputs: &HostRowInputs<'_>,
+/// One row of a row loss: the options, the inputs, the row, its class (`None` for
+/// probability targets, `Some(None)` for an ignored row) and its gradient's scale.
+struct Row<'a, 'b> {
+    opts: &'a CrossEntropy,
+    inputs: &'a HostRowInputs<'b>,
     i: usize,
     class: Option<Option<usize>>,
     scale: f64,
-    g: &mut [f32],
-) -> f64 {
+}
+
+/// One row: returns its loss and writes its gradient (times `scale`) into `g` if non-empty.
+/// Runs the AVX2 build of the same code where the CPU has it (the same operations, so the
+/// same bits): all three passes over the row then vectorize eight lanes wide.
+fn row(r: Row<'_, '_>, g: &mut [f32]) -> f64 {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2, checked just above.
-        return unsafe { row_avx2(opts, inputs, i, class, scale, g) };
+        return unsafe { row_avx2(r, g) };
     }
-    row_portable(opts, inputs, i, class, scale, g)
+    row_portable(r, g)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn row_avx2(
-    opts: &CrossEntropy,
-    inputs: &HostRowInputs<'_>,
-    i: usize,
-    class: Option<Option<usize>>,
-    scale: f64,
-    g: &mut [f32],
-) -> f64 {
-    row_portable(opts, inputs, i, class, scale, g)
+unsafe fn row_avx2(r: Row<'_, '_>, g: &mut [f32]) -> f64 {
+    row_portable(r, g)
 }
 
 #[inline(always)]
-fn row_portable(
-    opts: &CrossEntropy,
-    inputs: &HostRowInputs<'_>,
-    i: usize,
-    class: Option<Option<usize>>,
-    scale: f64,
-    g: &mut [f32],
-) -> f64 {
+fn row_portable(r: Row<'_, '_>, g: &mut [f32]) -> f64 {
+    let Row {
+        opts,
+        inputs,
+        i,
+        class,
+        scale,
+    } = r;
     let c = inputs.shape.1;
     let raw = &inputs.logits[i * c..(i + 1) * c];
     let cap = opts.softcap;

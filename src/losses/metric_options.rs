@@ -23,6 +23,11 @@ fn option(option: &'static str, value: f32, ok: bool, reason: &'static str) -> R
     }
 }
 
+/// `value` must be finite and ≥ 0 (margins, ε).
+fn non_negative(name: &'static str, value: f32) -> Result<()> {
+    option(name, value, value >= 0.0, "must be finite and >= 0")
+}
+
 fn per_item_reduction(r: Reduction) -> Result<()> {
     if r == Reduction::BatchMean {
         return Err(Error::Option {
@@ -94,13 +99,8 @@ impl Contrastive {
     /// # Errors
     /// [`Error::Option`] for a negative or non-finite margin or ε, or `BatchMean`.
     pub fn validate(&self) -> Result<()> {
-        option(
-            "margin",
-            self.margin,
-            self.margin >= 0.0,
-            "must be finite and >= 0",
-        )?;
-        option("eps", self.eps, self.eps >= 0.0, "must be finite and >= 0")?;
+        non_negative("margin", self.margin)?;
+        non_negative("eps", self.eps)?;
         per_item_reduction(self.reduction)
     }
 }
@@ -189,13 +189,8 @@ impl Triplet {
                 reason: "must be 1 or 2",
             });
         }
-        option(
-            "margin",
-            self.margin,
-            self.margin >= 0.0,
-            "must be finite and >= 0",
-        )?;
-        option("eps", self.eps, self.eps >= 0.0, "must be finite and >= 0")?;
+        non_negative("margin", self.margin)?;
+        non_negative("eps", self.eps)?;
         per_item_reduction(self.reduction)
     }
 }
@@ -399,11 +394,6 @@ impl MinedTriplet {
     /// # Errors
     /// [`Error::Option`] for a negative or non-finite margin.
     pub fn validate(&self) -> Result<()> {
-        option(
-            "margin",
-            self.margin,
-            self.margin >= 0.0,
-            "must be finite and >= 0",
-        )
+        non_negative("margin", self.margin)
     }
 }
