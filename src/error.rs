@@ -69,3 +69,14 @@ pub enum Error {
 
 /// Shorthand for results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// [`Error::Shape`]: `input` should be `expected` and has shape (or length) `got`.
+    pub(crate) fn shape(input: &'static str, expected: String, got: &[usize]) -> Self {
+        Self::Shape {
+            input,
+            expected,
+            got: got.to_vec(),
+        }
+    }
+}

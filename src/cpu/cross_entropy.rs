@@ -34,14 +34,6 @@ pub struct HostRowInputs<'a> {
     pub upstream: &'a [f32],
 }
 
-fn shape_err(input: &'static str, expected: String, got: usize) -> Error {
-    Error::Shape {
-        input,
-        expected,
-        got: vec![got],
-    }
-}
-
 /// Cross-entropy (or, with `opts.focal`, softmax focal) of `inputs` on the CPU.
 ///
 /// # Errors
@@ -119,20 +111,20 @@ fn rows_into(
         inputs.logits.len()
     };
     if c == 0 || given != n * c {
-        return Err(shape_err("logits", format!("{n}x{c} values"), given));
+        return Err(Error::shape("logits", format!("{n}x{c} values"), &[given]));
     }
     if let Some(w) = inputs.weight {
         if w.len() != c {
-            return Err(shape_err("weight", format!("[{c}]"), w.len()));
+            return Err(Error::shape("weight", format!("[{c}]"), &[w.len()]));
         }
     }
     let ups = inputs.upstream;
     if !(ups.is_empty() || ups.len() == 1 || (ups.len() == n && opts.reduction == Reduction::None))
     {
-        return Err(shape_err(
+        return Err(Error::shape(
             "grad_output",
             format!("a scalar or [{n}] with reduction none"),
-            ups.len(),
+            &[ups.len()],
         ));
     }
     // Targets are checked (and the mean's denominator formed) before any work.
@@ -140,7 +132,7 @@ fn rows_into(
     let denom = match inputs.target {
         HostTarget::Classes(t) => {
             if t.len() != n {
-                return Err(shape_err("target", format!("[{n}]"), t.len()));
+                return Err(Error::shape("target", format!("[{n}]"), &[t.len()]));
             }
             let mut d = 0.0f64;
             for (row, &y) in t.iter().enumerate() {
@@ -164,7 +156,11 @@ fn rows_into(
                 });
             }
             if p.len() != n * c {
-                return Err(shape_err("target", format!("{n}x{c} values"), p.len()));
+                return Err(Error::shape(
+                    "target",
+                    format!("{n}x{c} values"),
+                    &[p.len()],
+                ));
             }
             n as f64
         }
@@ -189,7 +185,11 @@ fn rows_into(
     let rows_per_task = (CHUNK_ELEMENTS / c).max(1);
     let mut per_row = vec![0.0f64; n];
     if opts.gradient && grad.len() != n * c {
-        return Err(shape_err("grad_out", format!("{n}x{c} values"), grad.len()));
+        return Err(Error::shape(
+            "grad_out",
+            format!("{n}x{c} values"),
+            &[grad.len()],
+        ));
     }
     let task = |first: usize, losses: &mut [f64], grads: &mut [f32]| {
         let mut scratch = Vec::new();

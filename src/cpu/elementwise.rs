@@ -186,14 +186,6 @@ fn focal_power(gamma: f32, m: f32) -> (f32, f32) {
     }
 }
 
-fn shape_err(input: &'static str, expected: String, got: usize) -> Error {
-    Error::Shape {
-        input,
-        expected,
-        got: vec![got],
-    }
-}
-
 /// The elementwise loss of `inputs` on the CPU.
 ///
 /// # Errors
@@ -249,7 +241,11 @@ pub fn elementwise_into(
     ] {
         if let Some(v) = v {
             if v.len() != len {
-                return Err(shape_err(name, format!("{:?}", inputs.shape), v.len()));
+                return Err(Error::shape(
+                    name,
+                    format!("{:?}", inputs.shape),
+                    &[v.len()],
+                ));
             }
         }
     }
@@ -259,16 +255,20 @@ pub fn elementwise_into(
     }
     if let Some(w) = inputs.weight {
         if w.len() != len && w.len() != inner {
-            return Err(shape_err(
+            return Err(Error::shape(
                 "weight",
                 format!("{:?} or [{inner}]", inputs.shape),
-                w.len(),
+                &[w.len()],
             ));
         }
     }
     if let Some(pw) = inputs.pos_weight {
         if pw.len() != inner {
-            return Err(shape_err("pos_weight", format!("[{inner}]"), pw.len()));
+            return Err(Error::shape(
+                "pos_weight",
+                format!("[{inner}]"),
+                &[pw.len()],
+            ));
         }
     }
     let ups = inputs.upstream;
@@ -276,10 +276,10 @@ pub fn elementwise_into(
         || ups.len() == 1
         || (ups.len() == len && loss.reduction == Reduction::None))
     {
-        return Err(shape_err(
+        return Err(Error::shape(
             "grad_output",
             "a scalar or per element with reduction none".into(),
-            ups.len(),
+            &[ups.len()],
         ));
     }
     let checked = match loss.kind {
@@ -303,7 +303,11 @@ pub fn elementwise_into(
         ("grad_out_x2", &*grad_x2, need_b),
     ] {
         if needed && g.len() != len {
-            return Err(shape_err(name, format!("{:?}", inputs.shape), g.len()));
+            return Err(Error::shape(
+                name,
+                format!("{:?}", inputs.shape),
+                &[g.len()],
+            ));
         }
     }
     let ga = if need_a { grad } else { &mut [][..] };

@@ -517,14 +517,6 @@ struct HostProblem {
     upstream: Option<Vec<f32>>,
 }
 
-fn shape_err(input: &'static str, expected: String, got: &[usize]) -> Error {
-    Error::Shape {
-        input,
-        expected,
-        got: got.to_vec(),
-    }
-}
-
 impl HostProblem {
     fn from_case(def: &RowDef, case: &Case) -> Result<Self> {
         case.check_names(def)?;
@@ -556,13 +548,13 @@ impl HostProblem {
         opts.validate()?;
         let (logits, shape) = case.floats("logits").unwrap_or_default();
         let &[n, c] = shape.as_slice() else {
-            return Err(shape_err("logits", "[N, C]".into(), &shape));
+            return Err(Error::shape("logits", "[N, C]".into(), &shape));
         };
         if n == 0 {
             return Err(Error::Empty("logits"));
         }
         if c == 0 {
-            return Err(shape_err("logits", "[N, C] with C >= 1".into(), &shape));
+            return Err(Error::shape("logits", "[N, C] with C >= 1".into(), &shape));
         }
         let target = case.input("target").expect("checked: required");
         let (mut classes, mut probs) = (None, None);
@@ -572,7 +564,7 @@ impl HostProblem {
                 probs = Some(p.clone())
             }
             _ => {
-                return Err(shape_err(
+                return Err(Error::shape(
                     "target",
                     if def.focal {
                         format!("[{n}] class indices")
@@ -586,14 +578,14 @@ impl HostProblem {
         let weight_name = if def.focal { "alpha" } else { "weight" };
         let weight = match case.floats(weight_name) {
             Some((w, s)) if s == [c] => Some(w),
-            Some((_, s)) => return Err(shape_err(weight_name, format!("[{c}]"), &s)),
+            Some((_, s)) => return Err(Error::shape(weight_name, format!("[{c}]"), &s)),
             None => None,
         };
         let upstream = match case.floats("grad_output") {
             Some((g, s)) if s.iter().product::<usize>() == 1 => Some(g),
             Some((g, s)) if s == [n] && opts.reduction == Reduction::None => Some(g),
             Some((_, s)) => {
-                return Err(shape_err(
+                return Err(Error::shape(
                     "grad_output",
                     format!("a scalar, or [{n}] with reduction none"),
                     &s,

@@ -74,14 +74,6 @@ struct Problem {
     upstream: Option<Vec<f32>>,
 }
 
-fn shape_err(input: &'static str, expected: String, got: &[usize]) -> Error {
-    Error::Shape {
-        input,
-        expected,
-        got: got.to_vec(),
-    }
-}
-
 /// `reduction` for the losses that are always a mean: only `mean` is accepted.
 fn mean_only(case: &Case) -> Result<()> {
     match case.options.get("reduction").map(String::as_str) {
@@ -156,12 +148,16 @@ impl MetricDef {
         for &name in &names {
             let (x, s) = case.floats(name).expect("checked: required");
             if s.len() != 2 {
-                return Err(shape_err(name, "[N, D]".into(), &s));
+                return Err(Error::shape(name, "[N, D]".into(), &s));
             }
             if shape.is_empty() {
                 shape = s.clone();
             } else if s != shape {
-                return Err(shape_err(name, format!("{shape:?} like {}", names[0]), &s));
+                return Err(Error::shape(
+                    name,
+                    format!("{shape:?} like {}", names[0]),
+                    &s,
+                ));
             }
             rows.push((name, x));
         }
@@ -170,10 +166,10 @@ impl MetricDef {
             return Err(Error::Empty(names[0]));
         }
         if dim == 0 {
-            return Err(shape_err(names[0], "[N, D] with D >= 1".into(), &shape));
+            return Err(Error::shape(names[0], "[N, D] with D >= 1".into(), &shape));
         }
         if matches!(self, MetricDef::Nce(NceKind::NtXent)) && n % 2 != 0 {
-            return Err(shape_err(
+            return Err(Error::shape(
                 "z",
                 "an even number of rows [2N, D] (two views)".into(),
                 &shape,
@@ -182,7 +178,7 @@ impl MetricDef {
         let labels = match case.input("labels") {
             Some(a) if a.shape == [n] => Some(labels_i32("labels", a)?),
             Some(a) => {
-                return Err(shape_err(
+                return Err(Error::shape(
                     "labels",
                     format!("[{n}] (one per row)"),
                     &a.shape,
@@ -202,7 +198,7 @@ impl MetricDef {
                 }
                 Some(y)
             }
-            Some((_, s)) => return Err(shape_err("y", format!("[{n}] (one per pair)"), &s)),
+            Some((_, s)) => return Err(Error::shape("y", format!("[{n}] (one per pair)"), &s)),
             None => None,
         };
         let per_row = opts.reduction() == Reduction::None;
@@ -215,7 +211,7 @@ impl MetricDef {
                 } else {
                     "a scalar".into()
                 };
-                return Err(shape_err("grad_output", expected, &s));
+                return Err(Error::shape("grad_output", expected, &s));
             }
             None => None,
         };
