@@ -7,8 +7,8 @@
 //! row kernel) has rows of its own on both.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use wgpu_losses::bench::CopyJob;
-use wgpu_losses::random::Rng;
+use wgpu_losses::cli::bench::CopyJob;
+use wgpu_losses::registry::random::Rng;
 use wgpu_losses::{CrossEntropy, CrossEntropyInputs, DType, Engine, SoftmaxFocal, Target};
 
 fn cross_entropy(c: &mut Criterion) {
@@ -64,7 +64,7 @@ fn cross_entropy(c: &mut Criterion) {
 }
 
 fn cross_entropy_cpu(c: &mut Criterion) {
-    use wgpu_losses::cpu::cross_entropy::{
+    use wgpu_losses::cpu::{
         cross_entropy_in_place, cross_entropy_into, softmax_focal_into, HostRowInputs, HostTarget,
     };
     let mut group = c.benchmark_group(format!(
@@ -82,7 +82,7 @@ fn cross_entropy_cpu(c: &mut Criterion) {
             shape: (n, classes),
             target: HostTarget::Classes(&y),
             weight: None,
-            upstream: &[],
+            upstream: wgpu_losses::Upstream::Ones,
         };
         let ce = CrossEntropy::new();
         group.throughput(Throughput::Bytes(2 * 4 * (n * classes) as u64));

@@ -4,9 +4,9 @@
 //! written).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use wgpu_losses::bench::CopyJob;
-use wgpu_losses::cpu::elementwise::{elementwise_into, HostElementInputs};
-use wgpu_losses::random::Rng;
+use wgpu_losses::cli::bench::CopyJob;
+use wgpu_losses::cpu::{elementwise_into, HostElementInputs};
+use wgpu_losses::registry::random::Rng;
 use wgpu_losses::{ElementwiseInputs, ElementwiseLoss, Engine, Pointwise};
 
 fn elementwise(c: &mut Criterion) {
@@ -79,7 +79,7 @@ fn elementwise(c: &mut Criterion) {
         labels: None,
         weight: None,
         pos_weight: None,
-        upstream: &[],
+        upstream: wgpu_losses::Upstream::Ones,
     };
     let mut grad = vec![0.0f32; n];
     for kind in kinds {

@@ -5,10 +5,12 @@
 //! it once). Throughput for the all-pairs losses is in similarity pairs per second.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use wgpu_losses::random::Rng;
-use wgpu_losses::registry::{self, Case, HostArray};
+use wgpu_losses::cpu::{HostMinedTripletInputs, HostNceInputs, HostNceRows};
+use wgpu_losses::registry::random::Rng;
+use wgpu_losses::registry::{Case, HostArray};
 use wgpu_losses::{
-    Engine, InfoNce, MinedTriplet, Mining, NceInputs, NceKind, Triplet, TripletInputs, Upstream,
+    Engine, InfoNce, MinedTriplet, MinedTripletInputs, Mining, NceInputs, NceKind, Triplet,
+    TripletInputs, Upstream,
 };
 
 fn metric(c: &mut Criterion) {
@@ -25,24 +27,34 @@ fn metric(c: &mut Criterion) {
     let bt = engine.upload(&z[n * d..], &[n, d]).unwrap();
     for kind in [NceKind::NtXent, NceKind::Clip] {
         let loss = InfoNce::new(kind);
-        let (inputs, host): (NceInputs, Vec<&[f32]>) = match kind {
-            NceKind::NtXent => (NceInputs::NtXent { z: &zt }, vec![&z[..n * d]]),
-            _ => (
-                NceInputs::Clip { a: &zt, b: &bt },
-                vec![&z[..n * d], &z[n * d..]],
+        let (inputs, rows) = match kind {
+            NceKind::NtXent => (
+                NceInputs::nt_xent(&zt),
+                HostNceRows::NtXent { z: &z[..n * d] },
             ),
+            _ => (
+                NceInputs::clip(&zt, &bt),
+                HostNceRows::Clip {
+                    a: &z[..n * d],
+                    b: &z[n * d..],
+                },
+            ),
+        };
+        let host = HostNceInputs {
+            rows,
+            dim: d,
+            upstream: Upstream::Ones,
         };
         group.throughput(Throughput::Elements((n * n) as u64));
         group.bench_function(format!("{} gpu {n}x{d}", kind.name()), |bench| {
             bench.iter(|| {
                 let mut encoder = engine.encoder();
-                loss.record(&engine, &mut encoder, &inputs, Upstream::Ones)
-                    .unwrap();
+                loss.record(&engine, &mut encoder, &inputs).unwrap();
                 engine.submit(encoder).unwrap();
             })
         });
         group.bench_function(format!("{} cpu {n}x{d}", kind.name()), |bench| {
-            bench.iter(|| wgpu_losses::cpu::pairwise::info_nce(&loss, &host, None, d, 1.0).unwrap())
+            bench.iter(|| wgpu_losses::cpu::info_nce(&loss, &host).unwrap())
         });
     }
 
@@ -57,18 +69,24 @@ fn metric(c: &mut Criterion) {
         group.bench_function(format!("triplet-mined {mining:?} gpu {n}x{d}"), |bench| {
             bench.iter(|| {
                 let mut encoder = engine.encoder();
-                loss.record(&engine, &mut encoder, &et, &lt, Upstream::Ones)
+                loss.record(&engine, &mut encoder, &MinedTripletInputs::new(&et, &lt))
                     .unwrap();
                 engine.submit(encoder).unwrap();
             })
         });
         group.bench_function(format!("triplet-mined {mining:?} cpu {n}x{d}"), |bench| {
             bench.iter(|| {
-                wgpu_losses::cpu::pairwise::mined_triplet(&loss, &e, &labels, d, 1.0).unwrap()
+                let inputs = HostMinedTripletInputs {
+                    embeddings: &e,
+                    labels: &labels,
+                    dim: d,
+                    upstream: Upstream::Ones,
+                };
+                wgpu_losses::cpu::mined_triplet(&loss, &inputs).unwrap()
             })
         });
     }
-    let def = registry::find("triplet-mined").unwrap();
+    let def = wgpu_losses::losses::find("triplet-mined").unwrap();
     let case = Case::default()
         .with("embeddings", HostArray::f32(&[n, d], e.clone()))
         .with(

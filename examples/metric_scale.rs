@@ -7,9 +7,9 @@
 
 use std::time::Instant;
 
-use wgpu_losses::random::Rng;
-use wgpu_losses::registry::{self, Case, HostArray};
-use wgpu_losses::{Engine, InfoNce, NceInputs, NceKind, Upstream};
+use wgpu_losses::registry::random::Rng;
+use wgpu_losses::registry::{Case, HostArray};
+use wgpu_losses::{Engine, InfoNce, NceInputs, NceKind};
 
 fn secs(f: impl FnOnce()) -> f64 {
     let t = Instant::now();
@@ -42,7 +42,7 @@ fn main() -> Result<(), wgpu_losses::Error> {
         "loss", "shape", "gpu s", "cpu s", "f64 ref s"
     );
     for (name, case) in &cases {
-        let def = registry::find(name)?;
+        let def = wgpu_losses::losses::find(name)?;
         def.gpu(&engine, case)?; // warm-up: pipelines
         let gpu = secs(|| drop(def.gpu(&engine, case)));
         let cpu = secs(|| drop(def.cpu(case)));
@@ -57,7 +57,7 @@ fn main() -> Result<(), wgpu_losses::Error> {
     let z = engine.upload(&rng.normals(m * d, 1.0), &[m, d])?;
     engine.reset_buffer_stats();
     let t = Instant::now();
-    InfoNce::new(NceKind::NtXent).run(&engine, &NceInputs::NtXent { z: &z }, Upstream::Ones)?;
+    InfoNce::new(NceKind::NtXent).run(&engine, &NceInputs::nt_xent(&z))?;
     let stats = engine.buffer_stats();
     println!(
         "nt-xent {m}x{d}: {:.1} s; device buffers created by the call: {:.1} MiB in all, \

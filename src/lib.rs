@@ -16,36 +16,65 @@
 //! # }
 //! ```
 //!
-//! Semantics follow PyTorch; see the README for each loss and the deliberate deviations.
+//! Semantics follow PyTorch; `docs/LOSSES.md` is the contract for every loss, with the
+//! deliberate deviations.
+//!
+//! Layout: a core without wgpu ← the GPU core ← one folder per loss family (options and
+//! checks, `gpu.rs` with its WGSL, `cpu.rs`, `reference.rs`) ← `registry` and the command
+//! line (feature `cli`). The items re-exported here, [`cpu`] and [`reference`](mod@reference) are the public
+//! API; everything else is private to the crate.
 
-pub mod bench;
-pub mod compare;
-pub mod cpu;
-pub mod engine;
-pub mod error;
-pub(crate) mod launch;
+#[cfg(feature = "cli")]
+pub mod cli;
+mod core;
+mod error;
+mod gpu;
 pub mod losses;
-pub mod npy;
-pub mod random;
-pub mod reference;
+#[cfg(feature = "cli")]
 pub mod registry;
-pub mod shader;
-pub mod tensor;
 
-pub use compare::{compare, Comparison, Tolerance};
-pub use engine::{adapters, BufferStats, Engine, EngineOptions};
+pub use crate::core::{DType, LossValues, Reduction, Upstream};
 pub use error::{Error, Result};
-pub use losses::cross_entropy::{CrossEntropy, CrossEntropyInputs, Target};
-pub use losses::elementwise::{ElementwiseInputs, ElementwiseLoss, Pointwise};
-pub use losses::metric_options::{
-    Contrastive, Distance, InfoNce, MinedTriplet, Mining, NceKind, Triplet,
-};
-pub use losses::pair_rows::{ContrastiveInputs, TripletInputs};
-pub use losses::pairwise::NceInputs;
-pub use losses::softmax_focal::SoftmaxFocal;
-pub use losses::{LossOutput, LossValues, Reduction, Upstream};
-pub use tensor::{DType, Tensor};
+pub use gpu::{adapters, BufferStats, Engine, EngineOptions, LossOutput, Tensor};
+pub use losses::cross_entropy::gpu::{CrossEntropyInputs, Target};
+pub use losses::cross_entropy::{CrossEntropy, SoftmaxFocal};
+pub use losses::elementwise::gpu::ElementwiseInputs;
+pub use losses::elementwise::{ElementwiseLoss, Pointwise};
+pub use losses::pair_rows::gpu::{ContrastiveInputs, TripletInputs};
+pub use losses::pair_rows::{Contrastive, Triplet, PAIRWISE_EPS};
+pub use losses::pairwise::gpu::{MinedTripletInputs, NceInputs, NceRows};
+pub use losses::pairwise::{Distance, InfoNce, MinedTriplet, Mining, NceKind, NORM_EPS};
+#[cfg(feature = "cli")]
+pub use registry::compare::{compare, Comparison, Tolerance};
 pub use wgpu;
+
+/// The multi-threaded CPU backend: every loss on host `f32` slices, with rayon and loops the
+/// compiler vectorizes (AVX2 builds picked at run time), f64 where results accumulate. Same
+/// options types and semantics as the GPU path; each family's `cpu.rs` is its shader's twin.
+pub mod cpu {
+    pub use crate::losses::cross_entropy::cpu::{
+        cross_entropy, cross_entropy_in_place, cross_entropy_into, softmax_focal,
+        softmax_focal_into, HostRowInputs, HostTarget,
+    };
+    pub use crate::losses::elementwise::cpu::{elementwise, elementwise_into, HostElementInputs};
+    pub use crate::losses::pair_rows::cpu::{
+        contrastive, triplet, HostContrastiveInputs, HostTripletInputs,
+    };
+    pub use crate::losses::pairwise::cpu::{
+        info_nce, mined_triplet, HostMinedTripletInputs, HostNceInputs, HostNceRows,
+    };
+}
+
+/// The f64 references: plain loops written to be obviously right, with hand-derived
+/// gradients (checked by finite differences in the tests). They prove the other backends.
+pub mod reference {
+    pub use crate::core::reference::RefOutput;
+    pub use crate::losses::cross_entropy::reference::{cross_entropy, softmax_focal, RefTarget};
+    pub use crate::losses::elementwise::reference::{elementwise, RefInputs};
+    pub use crate::losses::pair_rows::reference::{contrastive, pairwise_distance, triplet};
+    pub use crate::losses::pairwise::mined_reference::{distance_matrix, mined_triplet};
+    pub use crate::losses::pairwise::reference::{info_nce_loss, normalize, normalize_backward};
+}
 
 /// The README's examples, compiled as doctests.
 #[doc = include_str!("../README.md")]

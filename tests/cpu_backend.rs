@@ -1,48 +1,21 @@
-//! The multi-threaded CPU backend, tested like the GPU backend: every loss against the f64
-//! reference over random problems, edge cases, bad input, and results that do not depend on
-//! the number of threads. Tolerances as in tests/cross_entropy.rs. No GPU.
+//! What is particular to the multi-threaded CPU backend: edge cases of its vectorized loops,
+//! bad input, `_into` buffers, and results that do not depend on the number of threads. Every
+//! loss against the reference on this backend is in tests/every_loss.rs. No GPU.
 
 mod common;
 
-use common::{assert_evaluated, fresh_rng};
-use proptest::prelude::*;
-use wgpu_losses::random::Rng;
-use wgpu_losses::registry::{self, Case, HostArray, LossDef};
+use common::{check_on, fresh_rng, Backend};
+use wgpu_losses::registry::random::Rng;
+use wgpu_losses::registry::{Case, HostArray, LossDef};
 use wgpu_losses::{Error, Tolerance};
 
-fn check_cpu(def: &dyn LossDef, case: &Case) {
-    let want = def.reference(case).unwrap();
-    if want.ambiguous() {
-        eprintln!(
-            "{}: case within f32 rounding of a decision boundary; not compared",
-            def.name()
-        );
-        return;
-    }
-    let got = def
-        .cpu(case)
-        .unwrap_or_else(|e| panic!("cpu failed on {:?}: {e}", case.options));
-    assert_evaluated(
-        &format!("cpu {} {:?}", def.name(), case.options),
-        &got,
-        &want,
-        Tolerance::default(),
-    );
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(240))]
-    #[test]
-    fn cpu_matches_reference_for_every_loss(which in 0usize..17, seed in any::<u64>()) {
-        let defs = registry::losses();
-        let def = defs[which % defs.len()];
-        check_cpu(def, &def.random_case(&mut Rng::new(seed)));
-    }
+fn check_cpu_case(def: &dyn LossDef, case: &Case) {
+    check_on(Backend::Cpu, def, case, Tolerance::default());
 }
 
 #[test]
 fn cross_entropy_edge_cases() {
-    let ce = registry::find("cross-entropy").unwrap();
+    let ce = wgpu_losses::losses::find("cross-entropy").unwrap();
     let mut rng = fresh_rng("cpu cross_entropy_edge_cases");
     let (n, c) = (6, 300);
     let mut x: Vec<f32> = (0..n * c).map(|_| rng.range(-1e4, 1e4) as f32).collect();
@@ -61,7 +34,7 @@ fn cross_entropy_edge_cases() {
                 .set("label_smoothing", smoothing)
                 .set("softcap", 20.0)
                 .set("reduction", reduction);
-            check_cpu(ce, &case);
+            check_cpu_case(ce, &case);
         }
     }
     // One row with NaN: that row's loss and gradient are NaN, the others finite.
@@ -82,7 +55,7 @@ fn cross_entropy_edge_cases() {
 
 #[test]
 fn bad_input_is_an_error_naming_it() {
-    let ce = registry::find("cross-entropy").unwrap();
+    let ce = wgpu_losses::losses::find("cross-entropy").unwrap();
     let case = Case::default()
         .with("logits", HostArray::f32(&[3, 4], vec![0.5; 12]))
         .with("target", HostArray::i64(&[3], vec![0, 4, 1]));
@@ -104,7 +77,7 @@ fn bad_input_is_an_error_naming_it() {
             ..
         })
     ));
-    let hinge = registry::find("hinge").unwrap();
+    let hinge = wgpu_losses::losses::find("hinge").unwrap();
     let case = Case::default()
         .with("input", HostArray::f32(&[3], vec![0.1, 0.2, 0.3]))
         .with("target", HostArray::f32(&[3], vec![1.0, -1.0, 0.5]));
@@ -116,7 +89,7 @@ fn bad_input_is_an_error_naming_it() {
             ..
         })
     ));
-    let bce = registry::find("bce-with-logits").unwrap();
+    let bce = wgpu_losses::losses::find("bce-with-logits").unwrap();
     let case = Case::default()
         .with("logits", HostArray::f32(&[2, 3], vec![0.0; 6]))
         .with("target", HostArray::f32(&[2, 3], vec![0.0; 6]))
@@ -155,7 +128,7 @@ fn results_do_not_depend_on_the_thread_count() {
         ("mse", &mse_case),
         ("nt-xent", &nce_case),
     ] {
-        let def = registry::find(name).unwrap();
+        let def = wgpu_losses::losses::find(name).unwrap();
         let many = def.cpu(case).unwrap();
         let one = rayon::ThreadPoolBuilder::new()
             .num_threads(1)
@@ -168,9 +141,7 @@ fn results_do_not_depend_on_the_thread_count() {
 
 #[test]
 fn in_place_cross_entropy_gives_the_same_bits() {
-    use wgpu_losses::cpu::cross_entropy::{
-        cross_entropy_in_place, cross_entropy_into, HostRowInputs, HostTarget,
-    };
+    use wgpu_losses::cpu::{cross_entropy_in_place, cross_entropy_into, HostRowInputs, HostTarget};
     use wgpu_losses::{CrossEntropy, Reduction};
     let mut rng = fresh_rng("in_place_cross_entropy_gives_the_same_bits");
     let (n, c) = (37, 20_000);
@@ -210,7 +181,11 @@ fn in_place_cross_entropy_gives_the_same_bits() {
                     HostTarget::Classes(&y)
                 },
                 weight: (k == 1).then_some(w.as_slice()),
-                upstream: if k == 2 { &up } else { &[] },
+                upstream: if k == 2 {
+                    wgpu_losses::Upstream::PerItem(&up[..])
+                } else {
+                    wgpu_losses::Upstream::Ones
+                },
             };
             let mut grad = vec![0.0f32; n * c];
             let loss = cross_entropy_into(opts, &inputs, &mut grad).unwrap();
@@ -231,7 +206,7 @@ fn in_place_cross_entropy_gives_the_same_bits() {
         shape: (n, c),
         target: HostTarget::Classes(&y),
         weight: None,
-        upstream: &[],
+        upstream: wgpu_losses::Upstream::Ones,
     };
     assert!(matches!(
         cross_entropy_in_place(&no_grad, &inputs, &mut x.clone()),
@@ -245,7 +220,7 @@ fn in_place_cross_entropy_gives_the_same_bits() {
 #[test]
 fn a_bad_label_far_into_the_input_is_named() {
     // Labels are scanned a block at a time: the error still names the exact element.
-    let hinge = registry::find("hinge").unwrap();
+    let hinge = wgpu_losses::losses::find("hinge").unwrap();
     let n = 10_000;
     for bad in [0, 4095, 4096, 8191, 9_999] {
         let mut y = vec![1.0f32; n];
@@ -295,7 +270,7 @@ fn elementwise_edge_cases() {
         if let Some(g) = gamma {
             case = case.set("gamma", g);
         }
-        check_cpu(registry::find(name).unwrap(), &case);
+        check_cpu_case(wgpu_losses::losses::find(name).unwrap(), &case);
     }
     // Targets outside [0, 1]: whole γ takes a negative base (C's pow).
     for gamma in [1.0, 2.0, 3.0] {
@@ -304,7 +279,7 @@ fn elementwise_edge_cases() {
             .with("target", HostArray::f32(&[n], rng.normals(n, 2.0)))
             .set("gamma", gamma)
             .set("reduction", "none");
-        check_cpu(registry::find("sigmoid-focal").unwrap(), &case);
+        check_cpu_case(wgpu_losses::losses::find("sigmoid-focal").unwrap(), &case);
     }
     // kl-div targets across the whole f32 range: subnormal, tiny, huge, 0, negative, inf.
     let t: Vec<f32> = (0..n)
@@ -322,7 +297,7 @@ fn elementwise_edge_cases() {
         .with("input", HostArray::f32(&[n], rng.normals(n, 2.0)))
         .with("target", HostArray::f32(&[n], t))
         .set("reduction", "none");
-    check_cpu(registry::find("kl-div").unwrap(), &case);
+    check_cpu_case(wgpu_losses::losses::find("kl-div").unwrap(), &case);
     // huber and smooth-l1 across their knee, with ±inf and NaN differences.
     let mut d: Vec<f32> = (0..n).map(|_| rng.range(-3.0, 3.0) as f32).collect();
     d[..4].copy_from_slice(&[f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 1.0]);
@@ -332,13 +307,13 @@ fn elementwise_edge_cases() {
             .with("target", HostArray::f32(&[n], vec![0.0; n]))
             .set(option, 1.0)
             .set("reduction", "none");
-        check_cpu(registry::find(name).unwrap(), &case);
+        check_cpu_case(wgpu_losses::losses::find(name).unwrap(), &case);
     }
 }
 
 #[test]
 fn elementwise_into_reuses_buffers_and_checks_their_lengths() {
-    use wgpu_losses::cpu::elementwise::{elementwise, elementwise_into, HostElementInputs};
+    use wgpu_losses::cpu::{elementwise, elementwise_into, HostElementInputs};
     use wgpu_losses::{ElementwiseLoss, Pointwise, Reduction};
     let mut rng = fresh_rng("elementwise_into");
     let n = 70_001;
@@ -360,7 +335,7 @@ fn elementwise_into_reuses_buffers_and_checks_their_lengths() {
                 labels: ranking.then_some(signs.as_slice()),
                 weight: None,
                 pos_weight: None,
-                upstream: &[],
+                upstream: wgpu_losses::Upstream::Ones,
             };
             let fresh = elementwise(&loss, &inputs).unwrap();
             // Stale values in the reused buffers are overwritten.
@@ -425,11 +400,14 @@ fn info_nce_register_blocks_at_every_segment_width() {
                 ),
             ];
             for (name, case) in cases {
-                check_cpu(registry::find(name).unwrap(), &case.set("temperature", 0.1));
+                check_cpu_case(
+                    wgpu_losses::losses::find(name).unwrap(),
+                    &case.set("temperature", 0.1),
+                );
             }
             if n % 2 == 0 {
                 let case = Case::default().with("z", rows(&mut rng, n));
-                check_cpu(registry::find("nt-xent").unwrap(), &case);
+                check_cpu_case(wgpu_losses::losses::find("nt-xent").unwrap(), &case);
             }
         }
     }

@@ -1,4 +1,5 @@
-//! Cross-entropy on the GPU against the f64 reference.
+//! Cross-entropy and softmax focal loss (one row kernel) on the GPU against the f64
+//! reference; every backend's random problems are in tests/every_loss.rs.
 //!
 //! Tolerance: `|gpu - ref| <= 1e-5 * max|ref| + 1e-4 * |ref|` per array (`Tolerance::default`).
 //! The kernel forms x - lse as (x - max) - log(sum), so its error is f32 rounding of O(1)
@@ -8,15 +9,15 @@ mod common;
 
 use common::{assert_close, check_case, engine, fresh_rng};
 use proptest::prelude::*;
-use wgpu_losses::random::Rng;
-use wgpu_losses::registry::{self, Case, HostArray, LossDef};
+use wgpu_losses::registry::random::Rng;
+use wgpu_losses::registry::{Case, HostArray, LossDef};
 use wgpu_losses::{
-    CrossEntropy, CrossEntropyInputs, DType, Engine, EngineOptions, Error, Reduction, Target,
-    Tolerance, Upstream,
+    CrossEntropy, CrossEntropyInputs, DType, Engine, EngineOptions, Error, Reduction, SoftmaxFocal,
+    Target, Tolerance, Upstream,
 };
 
 fn ce() -> &'static dyn LossDef {
-    registry::find("cross-entropy").unwrap()
+    wgpu_losses::losses::find("cross-entropy").unwrap()
 }
 
 /// Random class targets with a share of ignored rows.
@@ -582,4 +583,35 @@ fn embeds_in_a_callers_device_buffers_and_encoder() {
         wgpu_losses::Tensor::from_buffer(small, &[3, 4], DType::F32),
         Err(Error::Shape { .. })
     ));
+}
+
+#[test]
+fn softmax_focal_with_gamma_zero_and_no_alpha_is_cross_entropy_bit_for_bit() {
+    let e = engine();
+    let mut rng = fresh_rng("softmax_focal_is_cross_entropy");
+    let (n, c) = (300, 37);
+    let x = e.upload(&rng.normals(n * c, 3.0), &[n, c]).unwrap();
+    let y: Vec<i32> = (0..n)
+        .map(|_| {
+            if rng.chance(0.1) {
+                -100
+            } else {
+                rng.below(c) as i32
+            }
+        })
+        .collect();
+    let y = e.upload_i32(&y, &[n]).unwrap();
+    let inputs = CrossEntropyInputs::new(&x, Target::Classes(&y));
+    for reduction in [Reduction::Mean, Reduction::Sum, Reduction::None] {
+        let focal = SoftmaxFocal::new()
+            .gamma(0.0)
+            .reduction(reduction)
+            .run(e, &inputs)
+            .unwrap();
+        let ce = CrossEntropy::new()
+            .reduction(reduction)
+            .run(e, &inputs)
+            .unwrap();
+        assert_eq!(focal, ce, "{reduction:?}");
+    }
 }

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{assert_close, engine, fresh_rng};
-use wgpu_losses::reference::cross_entropy::{cross_entropy, RefTarget};
+use wgpu_losses::reference::{cross_entropy, RefTarget};
 use wgpu_losses::{CrossEntropy, CrossEntropyInputs, Reduction, Target, Tolerance};
 
 /// Runs `opts` on the GPU and compares every row with the reference, one row at a time

@@ -6,12 +6,12 @@
 mod common;
 
 use common::{assert_evaluated, check_case, engine, fresh_rng};
-use wgpu_losses::random::Rng;
-use wgpu_losses::registry::{self, Case, HostArray, LossDef};
-use wgpu_losses::{Engine, EngineOptions, Error, InfoNce, NceInputs, NceKind, Tolerance, Upstream};
+use wgpu_losses::registry::random::Rng;
+use wgpu_losses::registry::{Case, HostArray, LossDef};
+use wgpu_losses::{Engine, EngineOptions, Error, InfoNce, NceInputs, NceKind, Tolerance};
 
 fn def(name: &str) -> &'static dyn LossDef {
-    registry::find(name).unwrap()
+    wgpu_losses::losses::find(name).unwrap()
 }
 
 fn rows(rng: &mut Rng, n: usize, d: usize) -> HostArray {
@@ -433,7 +433,7 @@ fn nt_xent_at_16384_rows_allocates_no_n_by_n_buffer() {
     let zt = e.upload(&z, &[m, dim]).unwrap();
     e.reset_buffer_stats();
     let out = InfoNce::new(NceKind::NtXent)
-        .run(e, &NceInputs::NtXent { z: &zt }, Upstream::Ones)
+        .run(e, &NceInputs::nt_xent(&zt))
         .unwrap();
     let stats = e.buffer_stats();
     let nn = (m * m * 4) as u64;
@@ -447,13 +447,13 @@ fn nt_xent_at_16384_rows_allocates_no_n_by_n_buffer() {
         .cpu(&Case::default().with("z", HostArray::f32(&[m, dim], z)))
         .unwrap();
     let tol = Tolerance::default();
-    let c = wgpu_losses::compare(
+    let c = wgpu_losses::registry::compare::compare(
         &out.loss,
         &cpu.loss.iter().map(|&v| v as f64).collect::<Vec<_>>(),
         tol,
     );
     assert!(c.ok(), "loss gpu {:?} cpu {:?}", out.loss, cpu.loss);
     let want: Vec<f64> = cpu.grads[0].1.iter().map(|&v| v as f64).collect();
-    let c = wgpu_losses::compare(out.grad("z").unwrap(), &want, tol);
+    let c = wgpu_losses::registry::compare::compare(out.grad("z").unwrap(), &want, tol);
     assert!(c.ok(), "gradient: {c:?}");
 }

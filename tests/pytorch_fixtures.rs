@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::assert_close;
-use wgpu_losses::registry::{self, Case, HostData};
-use wgpu_losses::{npy, Tolerance};
+use wgpu_losses::cli::npy;
+use wgpu_losses::registry::{Case, HostData};
+use wgpu_losses::Tolerance;
 
 /// The reference is f64 like PyTorch: it must agree to near f64 rounding.
 const REFERENCE_TOL: Tolerance = Tolerance {
@@ -23,7 +24,7 @@ fn fixtures() -> Vec<(String, PathBuf)> {
     let mut cases = Vec::new();
     for loss in sorted_dirs(&root) {
         let name = loss.file_name().unwrap().to_str().unwrap().to_string();
-        registry::find(&name).unwrap_or_else(|e| panic!("fixture folder {name}: {e}"));
+        wgpu_losses::losses::find(&name).unwrap_or_else(|e| panic!("fixture folder {name}: {e}"));
         for case in sorted_dirs(&loss) {
             cases.push((name.clone(), case));
         }
@@ -101,7 +102,7 @@ fn floats32(path: &Path) -> (Vec<f32>, Vec<usize>) {
 #[test]
 fn reference_matches_pytorch() {
     for (loss, dir) in fixtures() {
-        let def = registry::find(&loss).unwrap();
+        let def = wgpu_losses::losses::find(&loss).unwrap();
         let mut case = Case::default();
         for (name, path) in inputs(&dir) {
             case.inputs.insert(name, npy::read(&path).unwrap());

@@ -4,7 +4,7 @@
 mod common;
 
 use common::fresh_rng;
-use wgpu_losses::reference::cross_entropy::{cross_entropy, RefTarget};
+use wgpu_losses::reference::{cross_entropy, RefTarget};
 use wgpu_losses::{CrossEntropy, Reduction};
 
 /// Sum of the loss outputs weighted by `upstream` (what the gradient is the gradient of).
@@ -198,9 +198,9 @@ fn closed_forms() {
 /// are skipped and counted.
 #[test]
 fn every_reference_gradient_matches_finite_differences() {
-    use wgpu_losses::registry::{self, Case, HostData};
+    use wgpu_losses::registry::{Case, HostData};
     let mut rng = fresh_rng("every_reference_gradient_matches_finite_differences");
-    for def in registry::losses() {
+    for def in wgpu_losses::losses::all() {
         let (mut checked, mut kinks) = (0, 0);
         for _ in 0..4 {
             // A small random problem: few enough elements for O(len²) differences.

@@ -4,10 +4,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use wgpu_losses::bench::{copy_gbps, host_copy_gbps, median_secs, KernelTimer};
-use wgpu_losses::random::Rng;
-use wgpu_losses::registry::{self, Case, Evaluated};
-use wgpu_losses::{compare, npy, Engine, Error, Result, Tolerance};
+use wgpu_losses::cli::bench::{copy_gbps, host_copy_gbps, median_secs, KernelTimer};
+use wgpu_losses::cli::npy;
+use wgpu_losses::registry::random::Rng;
+use wgpu_losses::registry::{BenchJob, Case, Evaluated};
+use wgpu_losses::{compare, Tolerance};
+use wgpu_losses::{Engine, Error, Result};
 
 #[derive(Parser)]
 #[command(
@@ -155,7 +157,7 @@ fn eval(
     backend: Backend,
     out: &PathBuf,
 ) -> Result<()> {
-    let def = registry::find(loss)?;
+    let def = wgpu_losses::losses::find(loss)?;
     let mut case = Case::default();
     for arg in inputs {
         let (name, file) = split_pair(arg)?;
@@ -218,7 +220,7 @@ fn check(backend: Backend, cases: usize, seed: Option<u64>, only: Option<&str>) 
     );
     let mut rng = Rng::new(seed);
     let mut all_ok = true;
-    for def in registry::losses() {
+    for def in wgpu_losses::losses::all() {
         if only.is_some_and(|o| o != def.name()) {
             continue;
         }
@@ -285,14 +287,14 @@ struct Bench<'a> {
 }
 
 impl Bench<'_> {
-    fn row(
-        &mut self,
-        loss: &str,
-        shape: &str,
-        bytes: usize,
-        mut gpu: impl FnMut(&mut wgpu::CommandEncoder) -> Result<()>,
-        mut cpu: impl FnMut() -> Result<()>,
-    ) -> Result<()> {
+    fn row(&mut self, job: BenchJob<'_>) -> Result<()> {
+        let BenchJob {
+            label: loss,
+            shape,
+            bytes,
+            gpu,
+            cpu,
+        } = job;
         // Calls of over a quarter second (all-pairs losses on a software adapter) get three
         // repeats, so the full run stays within minutes.
         let mut run_gpu = || {
@@ -307,14 +309,14 @@ impl Bench<'_> {
             Some(t) => {
                 let mut times = Vec::with_capacity(reps);
                 for _ in 0..reps {
-                    times.push(t.time(self.engine, &mut gpu)?);
+                    times.push(t.time(self.engine, &mut *gpu)?);
                 }
                 times.sort_by(|a, b| a.total_cmp(b));
                 Some(times[times.len() / 2])
             }
             None => None,
         };
-        let cpu = median_secs(1, reps, &mut cpu)?;
+        let cpu = median_secs(1, reps, cpu)?;
         for (backend, secs) in [("gpu", gpu_secs), ("cpu", cpu)] {
             let gbps = bytes as f64 / secs / 1e9;
             // Each backend against its own yardstick: the copy kernel, or the host copy.
@@ -354,7 +356,6 @@ impl Bench<'_> {
                 "roofline_fraction": fraction,
             }));
         }
-        self.progress.inc(1);
         Ok(())
     }
 }
@@ -406,14 +407,6 @@ fn bench(
         .or(compare)
         .map(read_comparison)
         .transpose()?;
-    use wgpu_losses::cpu::cross_entropy::{
-        cross_entropy_into, softmax_focal_into, HostRowInputs, HostTarget,
-    };
-    use wgpu_losses::cpu::elementwise::{elementwise_into, HostElementInputs};
-    use wgpu_losses::{
-        CrossEntropy, CrossEntropyInputs, DType, ElementwiseInputs, ElementwiseLoss, Pointwise,
-        SoftmaxFocal, Target,
-    };
     let engine = Engine::new()?;
     let info = engine.adapter_info().clone();
     println!(
@@ -451,27 +444,11 @@ fn bench(
         "{:<16} {:>12} {:>4} {:>10} {:>10} {:>8} {:>9} {:>9}",
         "loss", "shape", "", "median ms", "kernel ms", "GB/s", "of copy", "cpu/gpu"
     );
-    let shapes: &[(usize, usize)] = if quick {
-        &[(32, 10), (1024, 4096), (64, 32000)]
-    } else {
-        &[
-            (32, 10),
-            (1024, 4096),
-            (4096, 4096),
-            (256, 32000),
-            (4096, 32000),
-            (512, 50257),
-            (64, 131072),
-        ]
-    };
-    let progress = indicatif::ProgressBar::new(
-        (shapes.len()
-            + shapes.iter().filter(|s| s.1 == 4096).count()
-            + ELEMENTWISE_ROWS
-            + METRIC_ROWS) as u64,
-    );
+    // One row set per loss, from the one list of losses.
+    let losses = wgpu_losses::losses::all();
+    let progress = indicatif::ProgressBar::new(losses.len() as u64);
     progress.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} rows {elapsed}")
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} losses {elapsed}")
             .expect("a fixed template"),
     );
     let mut b = Bench {
@@ -484,107 +461,10 @@ fn bench(
         results: Vec::new(),
     };
     let mut rng = Rng::new(7);
-
-    for &(n, c) in shapes {
-        let x = rng.normals(n * c, 2.0);
-        let y: Vec<i32> = (0..n).map(|_| rng.below(c) as i32).collect();
-        let logits = engine.upload(&x, &[n, c])?;
-        let target = engine.upload_i32(&y, &[n])?;
-        let grad = engine.zeros(&[n, c], DType::F32)?;
-        let inputs = CrossEntropyInputs::new(&logits, Target::Classes(&target)).grad_out(&grad);
-        // Both backends write into gradient buffers allocated once, as a training loop would.
-        let mut host_grad = vec![0.0f32; n * c];
-        let host = HostRowInputs {
-            logits: &x,
-            shape: (n, c),
-            target: HostTarget::Classes(&y),
-            weight: None,
-            upstream: &[],
-        };
-        let ce = CrossEntropy::new();
-        b.row(
-            "cross-entropy",
-            &format!("{n}x{c}"),
-            2 * n * c * 4,
-            |e| ce.record(&engine, e, &inputs).map(|_| ()),
-            || cross_entropy_into(&ce, &host, &mut host_grad).map(|_| ()),
-        )?;
-        if c == 4096 {
-            let focal = SoftmaxFocal::new();
-            b.row(
-                "softmax-focal",
-                &format!("{n}x{c}"),
-                2 * n * c * 4,
-                |e| focal.record(&engine, e, &inputs).map(|_| ()),
-                || softmax_focal_into(&focal, &host, &mut host_grad).map(|_| ()),
-            )?;
-        }
+    for def in losses {
+        def.bench(&engine, &mut rng, quick, &mut |job| b.row(job))?;
+        b.progress.inc(1);
     }
-
-    // 4M elements: 48 MB moved, past the last-level cache of most CPUs.
-    let n = 4 << 20;
-    let x = rng.normals(n, 2.0);
-    let unit: Vec<f32> = (0..n).map(|_| rng.uniform() as f32).collect();
-    let signs: Vec<f32> = (0..n)
-        .map(|_| if rng.chance(0.5) { 1.0 } else { -1.0 })
-        .collect();
-    let (xt, ut, st) = (
-        engine.upload(&x, &[n])?,
-        engine.upload(&unit, &[n])?,
-        engine.upload(&signs, &[n])?,
-    );
-    let (g1, g2) = (
-        engine.zeros(&[n], DType::F32)?,
-        engine.zeros(&[n], DType::F32)?,
-    );
-    let (mut host_g1, mut host_g2) = (vec![0.0f32; n], vec![0.0f32; n]);
-    for (name, kind) in [
-        ("mse", Pointwise::Mse),
-        ("l1", Pointwise::L1),
-        ("huber", Pointwise::Huber { delta: 1.0 }),
-        ("smooth-l1", Pointwise::SmoothL1 { beta: 1.0 }),
-        ("kl-div", Pointwise::KlDiv { log_target: false }),
-        ("hinge", Pointwise::Hinge),
-        ("margin-ranking", Pointwise::MarginRanking { margin: 0.1 }),
-        ("bce-with-logits", Pointwise::BceWithLogits),
-        (
-            "sigmoid-focal",
-            Pointwise::SigmoidFocal {
-                alpha: 0.25,
-                gamma: 2.0,
-            },
-        ),
-    ] {
-        let loss = ElementwiseLoss::new(kind);
-        let ranking = matches!(kind, Pointwise::MarginRanking { .. });
-        let hinge = kind == Pointwise::Hinge;
-        let (target, target_host) = if hinge { (&st, &signs) } else { (&ut, &unit) };
-        let mut inputs = ElementwiseInputs::new(&xt, target).grad_out(&g1);
-        if ranking {
-            inputs = ElementwiseInputs::ranking(&xt, &ut, &st)
-                .grad_out(&g1)
-                .grad_out_x2(&g2);
-        }
-        let host = HostElementInputs {
-            shape: &[n],
-            input: &x,
-            target: target_host,
-            labels: ranking.then_some(signs.as_slice()),
-            weight: None,
-            pos_weight: None,
-            upstream: &[],
-        };
-        // Inputs read (2, or 3 with labels) and gradients written (1, or 2 for ranking).
-        let arrays = if ranking { 5 } else { 3 };
-        b.row(
-            name,
-            &format!("{}M", n >> 20),
-            arrays * n * 4,
-            |e| loss.record(&engine, e, &inputs).map(|_| ()),
-            || elementwise_into(&loss, &host, &mut host_g1, &mut host_g2).map(|_| ()),
-        )?;
-    }
-    metric_rows(&mut b, &mut rng, quick)?;
     b.progress.finish_and_clear();
     if let Some(others) = others {
         print_comparison(&b.results, &others);
@@ -687,120 +567,6 @@ fn chart(adapter: &str, copies: (f64, f64), results: &[serde_json::Value]) -> St
         );
     }
     svg + "</svg>\n"
-}
-
-/// Rows of the elementwise part of the benchmark.
-const ELEMENTWISE_ROWS: usize = 9;
-const METRIC_ROWS: usize = 8;
-
-/// The metric-learning rows: explicit pairs and triplets (bytes: rows read, gradients
-/// written), then the all-pairs losses, which are bound by their N²·D multiply-adds rather
-/// than by bytes (their GB/s counts the embeddings read and gradients written once).
-fn metric_rows(b: &mut Bench<'_>, rng: &mut Rng, quick: bool) -> Result<()> {
-    use wgpu_losses::cpu::pair_rows::{contrastive, triplet};
-    use wgpu_losses::cpu::pairwise::{info_nce, mined_triplet};
-    use wgpu_losses::{
-        Contrastive, ContrastiveInputs, InfoNce, MinedTriplet, Mining, NceInputs, NceKind, Triplet,
-        TripletInputs, Upstream,
-    };
-    let engine = b.engine;
-    let (n, d) = if quick { (16_384, 128) } else { (65_536, 128) };
-    let host: Vec<Vec<f32>> = (0..3).map(|_| rng.normals(n * d, 0.5)).collect();
-    let rows: Vec<_> = host
-        .iter()
-        .map(|x| engine.upload(x, &[n, d]))
-        .collect::<Result<_>>()?;
-    let y: Vec<f32> = (0..n).map(|_| rng.below(2) as f32).collect();
-    let yt = engine.upload(&y, &[n])?;
-    let pairs = ContrastiveInputs {
-        x1: &rows[0],
-        x2: &rows[1],
-        y: &yt,
-        upstream: Upstream::Ones,
-    };
-    let c = Contrastive::new();
-    b.row(
-        "contrastive",
-        &format!("{n}x{d}"),
-        4 * n * d * 4,
-        |e| c.record(engine, e, &pairs).map(|_| ()),
-        || contrastive(&c, (&host[0], &host[1], &y), d, &[]).map(|_| ()),
-    )?;
-    let triplets = TripletInputs {
-        anchor: &rows[0],
-        positive: &rows[1],
-        negative: &rows[2],
-        upstream: Upstream::Ones,
-    };
-    let t = Triplet::new();
-    b.row(
-        "triplet",
-        &format!("{n}x{d}"),
-        6 * n * d * 4,
-        |e| t.record(engine, e, &triplets).map(|_| ()),
-        || triplet(&t, (&host[0], &host[1], &host[2]), d, &[]).map(|_| ()),
-    )?;
-
-    let (n, d) = if quick { (1024, 128) } else { (4096, 256) };
-    let z = rng.normals(2 * n * d, 1.0);
-    let (za, zb) = z.split_at(n * d);
-    let (at, bt) = (engine.upload(za, &[n, d])?, engine.upload(zb, &[n, d])?);
-    let labels: Vec<i32> = (0..n).map(|_| rng.below(n / 8) as i32).collect();
-    let lt = engine.upload_i32(&labels, &[n])?;
-    for kind in [NceKind::NtXent, NceKind::Clip, NceKind::SupCon] {
-        let loss = InfoNce::new(kind);
-        let (inputs, host, bytes): (NceInputs, Vec<&[f32]>, usize) = match kind {
-            NceKind::NtXent => (NceInputs::NtXent { z: &at }, vec![za], 2 * n * d * 4),
-            NceKind::Clip => (
-                NceInputs::Clip { a: &at, b: &bt },
-                vec![za, zb],
-                4 * n * d * 4,
-            ),
-            NceKind::SupCon => (
-                NceInputs::SupCon {
-                    embeddings: &at,
-                    labels: &lt,
-                },
-                vec![za],
-                2 * n * d * 4,
-            ),
-        };
-        let host_labels = (kind == NceKind::SupCon).then_some(labels.as_slice());
-        b.row(
-            kind.name(),
-            &format!("{n}x{d}"),
-            bytes,
-            |e| loss.record(engine, e, &inputs, Upstream::Ones).map(|_| ()),
-            || info_nce(&loss, &host, host_labels, d, 1.0).map(|_| ()),
-        )?;
-    }
-
-    let (n, d) = if quick { (512, 64) } else { (1024, 128) };
-    let e = rng.normals(n * d, 1.0);
-    let labels: Vec<i32> = (0..n).map(|_| rng.below(n / 16) as i32).collect();
-    let (et, lt) = (
-        engine.upload(&e, &[n, d])?,
-        engine.upload_i32(&labels, &[n])?,
-    );
-    for mining in [Mining::BatchAll, Mining::BatchHard, Mining::SemiHard] {
-        let loss = MinedTriplet::new().mining(mining);
-        let name = match mining {
-            Mining::BatchAll => "mined batch-all",
-            Mining::BatchHard => "mined batch-hard",
-            Mining::SemiHard => "mined semi-hard",
-        };
-        b.row(
-            name,
-            &format!("{n}x{d}"),
-            2 * n * d * 4,
-            |enc| {
-                loss.record(engine, enc, &et, &lt, Upstream::Ones)
-                    .map(|_| ())
-            },
-            || mined_triplet(&loss, &e, &labels, d, 1.0).map(|_| ()),
-        )?;
-    }
-    Ok(())
 }
 
 /// The `results` of a bench/compare.py file.

@@ -1,183 +1,128 @@
-//! Loss options, inputs and outputs shared by every loss, and the losses themselves.
+//! The losses, one folder per kernel family, and the one list of families.
+//!
+//! A family folder holds everything of its losses: `mod.rs` (options with PyTorch defaults and
+//! their checks), `gpu.rs` with its WGSL beside it, `cpu.rs`, `reference.rs` (f64) and `cli.rs`
+//! (the losses by name, for `eval`, `check`, `bench` and the registry-wide tests). A new loss
+//! in a family touches that folder alone; a new family is a folder and one line below.
 
-pub mod cross_entropy;
-pub mod elementwise;
-pub(crate) mod metric_defs;
-pub mod metric_options;
-pub mod pair_rows;
-pub mod pairwise;
-pub mod softmax_focal;
+#[cfg(test)]
+use crate::gpu::shader::ShaderModule;
+#[cfg(feature = "cli")]
+use crate::registry::LossDef;
 
-use std::str::FromStr;
+/// Declares the families, and from that one list derives every WGSL module (for the
+/// validation test) and every loss (for the command line and the registry-wide tests).
+macro_rules! families {
+    ($($family:ident),* $(,)?) => {
+        $(pub(crate) mod $family;)*
 
-use crate::engine::Engine;
-use crate::error::{Error, Result};
-use crate::tensor::Tensor;
+        /// Every WGSL module: the GPU core's and each family's, in each I/O variant.
+        #[cfg(test)]
+        pub(crate) fn shader_modules() -> Vec<ShaderModule> {
+            let mut all = crate::gpu::shader::core_modules();
+            $(all.extend($family::gpu::modules());)*
+            all
+        }
 
-/// How per-item losses are combined (PyTorch's `reduction`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Reduction {
-    /// Per-item losses.
-    None,
-    /// Sum of the per-item losses.
-    Sum,
-    /// Mean (weighted, where the loss defines weights).
-    #[default]
-    Mean,
-    /// Sum divided by the batch size (the first dimension); `kl-div` only, as in PyTorch.
-    BatchMean,
+        /// Every loss, family by family, in the order the families are listed.
+        #[cfg(feature = "cli")]
+        pub fn all() -> &'static [&'static dyn LossDef] {
+            static ALL: std::sync::OnceLock<Vec<&'static dyn LossDef>> =
+                std::sync::OnceLock::new();
+            ALL.get_or_init(|| [$($family::cli::LOSSES),*].concat())
+        }
+    };
 }
 
-impl FromStr for Reduction {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "none" => Ok(Reduction::None),
-            "sum" => Ok(Reduction::Sum),
-            "mean" => Ok(Reduction::Mean),
-            "batchmean" => Ok(Reduction::BatchMean),
-            _ => Err(Error::Option {
-                option: "reduction",
-                value: s.into(),
-                reason: "expected none, sum, mean (or batchmean for kl-div)",
-            }),
+families! {
+    cross_entropy,
+    elementwise,
+    pair_rows,
+    pairwise,
+}
+
+/// The loss called `name`.
+///
+/// # Errors
+/// [`crate::Error::Unknown`] listing the known names.
+#[cfg(feature = "cli")]
+pub fn find(name: &str) -> crate::Result<&'static dyn LossDef> {
+    all()
+        .iter()
+        .copied()
+        .find(|l| l.name() == name)
+        .ok_or_else(|| crate::Error::Unknown {
+            kind: "loss",
+            name: name.into(),
+            hint: format!(
+                " (known: {})",
+                all()
+                    .iter()
+                    .map(|l| l.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::gpu::shader::Access;
+
+    /// Every module of every family passes naga's WGSL front end and validator with the
+    /// capabilities the engine requests, has its entry points, and declares exactly the
+    /// bindings of group 0 that its shader uses, with the same access. Needs no GPU.
+    #[test]
+    fn every_module_validates_and_declares_its_bindings() {
+        let modules = super::shader_modules();
+        assert!(modules.len() >= 10, "{} modules", modules.len());
+        for m in modules {
+            let label = format!("{} (variant {})", m.name, m.variant);
+            let source = m.wgsl();
+            let module = naga::front::wgsl::parse_str(&source)
+                .unwrap_or_else(|e| panic!("{label}: {}", e.emit_to_string(&source)));
+            let caps =
+                naga::valid::Capabilities::SUBGROUP | naga::valid::Capabilities::SHADER_FLOAT16;
+            naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
+                .validate(&module)
+                .unwrap_or_else(|e| panic!("{label}: {}", e.emit_to_string(&source)));
+            for entry in m.entry_points {
+                assert!(
+                    module.entry_points.iter().any(|e| e.name == *entry),
+                    "{label} lacks entry point {entry}"
+                );
+            }
+            let mut reflected: Vec<(u32, Access)> = module
+                .global_variables
+                .iter()
+                .filter_map(|(_, var)| {
+                    let binding = var.binding.as_ref()?;
+                    assert_eq!(binding.group, 0, "{label}: {:?} outside group 0", var.name);
+                    let access = match var.space {
+                        naga::AddressSpace::Uniform => Access::Uniform,
+                        naga::AddressSpace::Storage { access } => {
+                            if access.contains(naga::StorageAccess::STORE) {
+                                Access::ReadWrite
+                            } else {
+                                Access::Read
+                            }
+                        }
+                        other => panic!("{label}: binding {binding:?} in {other:?}"),
+                    };
+                    Some((binding.binding, access))
+                })
+                .collect();
+            reflected.sort_by_key(|&(b, _)| b);
+            let declared: Vec<(u32, Access)> = m
+                .binding_access()
+                .into_iter()
+                .enumerate()
+                .map(|(i, a)| (i as u32, a))
+                .collect();
+            assert_eq!(
+                reflected, declared,
+                "{label}: the shader's bindings (left) differ from the declared ones"
+            );
         }
     }
-}
-
-/// The gradient flowing into the loss from above (PyTorch's `grad_output`).
-#[derive(Debug, Clone, Copy, Default)]
-pub enum Upstream<'a> {
-    /// 1 for a reduced loss, ones for `Reduction::None`.
-    #[default]
-    Ones,
-    /// A scalar for every item.
-    Scalar(f32),
-    /// One value per item; only with `Reduction::None`.
-    PerItem(&'a Tensor),
-}
-
-/// Device results of one loss call.
-#[derive(Debug, Clone)]
-pub struct LossOutput {
-    /// Shape `[]` for mean and sum, the per-item shape for `Reduction::None`.
-    pub loss: Tensor,
-    /// Gradient of each differentiable input, by input name, in the input's shape.
-    pub grads: Vec<(&'static str, Tensor)>,
-    /// Where the kernel reports the first invalid input row, if the loss checks any.
-    pub(crate) status: Option<Status>,
-}
-
-/// A device-side report of the first bad row of an input the host did not see.
-#[derive(Debug, Clone)]
-pub(crate) struct Status {
-    /// `u32::MAX - row` of the first bad row, 0 when all rows are valid.
-    pub flag: wgpu::Buffer,
-    /// The input checked, to read the offending value from.
-    pub input: &'static str,
-    pub values: Tensor,
-    pub reason: String,
-}
-
-/// Host results of one loss call.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LossValues {
-    /// One value for mean and sum, one per item for `Reduction::None`.
-    pub loss: Vec<f32>,
-    /// Gradient of each differentiable input, by input name.
-    pub grads: Vec<(&'static str, Vec<f32>)>,
-}
-
-impl LossValues {
-    /// The gradient of the input called `name`.
-    pub fn grad(&self, name: &str) -> Option<&[f32]> {
-        self.grads
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, g)| g.as_slice())
-    }
-}
-
-impl Engine {
-    /// Checks the kernels' input report, then reads loss and gradients back.
-    ///
-    /// # Errors
-    /// [`Error::Value`] naming the first bad row and its value; readback and wgpu errors.
-    pub fn read_output(&self, out: &LossOutput) -> Result<LossValues> {
-        self.check_status(out)?;
-        let grads = out
-            .grads
-            .iter()
-            .map(|(name, t)| Ok((*name, self.download(t)?)))
-            .collect::<Result<_>>()?;
-        Ok(LossValues {
-            loss: self.download(&out.loss)?,
-            grads,
-        })
-    }
-
-    /// Records with `record` into a new encoder, submits, waits and reads the results back:
-    /// the body of every loss's `run`.
-    ///
-    /// # Errors
-    /// Those of `record`, submission, the kernels' input report and readback.
-    pub fn execute(
-        &self,
-        record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<LossOutput>,
-    ) -> Result<LossValues> {
-        let mut encoder = self.encoder();
-        let out = record(&mut encoder)?;
-        self.submit(encoder)?;
-        self.read_output(&out)
-    }
-
-    /// `Err` naming the first bad input row that a kernel reported, if any.
-    ///
-    /// # Errors
-    /// [`Error::Value`]; readback errors.
-    pub fn check_status(&self, out: &LossOutput) -> Result<()> {
-        let Some(status) = &out.status else {
-            return Ok(());
-        };
-        let flag: u32 = bytemuck::pod_read_unaligned(&self.read_bytes(&status.flag, 4)?);
-        if flag == 0 {
-            return Ok(());
-        }
-        let row = (u32::MAX - flag) as usize;
-        let value = match status.values.dtype() {
-            crate::DType::I32 => self.download_i32(&status.values)?[row].to_string(),
-            crate::DType::F32 => self.download(&status.values)?[row].to_string(),
-        };
-        Err(Error::Value {
-            input: status.input,
-            row,
-            value,
-            reason: status.reason.clone(),
-        })
-    }
-}
-
-/// `Err` unless `value` is finite.
-pub(crate) fn finite(option: &'static str, value: f32) -> Result<()> {
-    if value.is_finite() {
-        Ok(())
-    } else {
-        Err(Error::Option {
-            option,
-            value: value.to_string(),
-            reason: "must be finite",
-        })
-    }
-}
-
-/// `Err` unless `t` has exactly `shape`.
-pub(crate) fn expect_shape(input: &'static str, t: &Tensor, shape: &[usize]) -> Result<()> {
-    if t.shape() != shape {
-        return Err(Error::Shape {
-            input,
-            expected: format!("{shape:?}"),
-            got: t.shape().to_vec(),
-        });
-    }
-    Ok(())
 }

@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use wgpu_losses::random::Rng;
+use wgpu_losses::registry::random::Rng;
 use wgpu_losses::registry::{Case, Evaluated, LossDef};
 use wgpu_losses::{compare, Engine, Tolerance};
 
@@ -58,10 +58,54 @@ pub fn assert_evaluated(what: &str, gpu: &Evaluated<f32>, want: &Evaluated<f64>,
     }
 }
 
-/// Runs `case` on the GPU and the reference and asserts they agree; returns false (and
+/// A backend the registry runs a loss on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The best wgpu adapter (lavapipe on the CI machine).
+    Gpu,
+    /// The multi-threaded CPU backend.
+    Cpu,
+}
+
+impl Backend {
+    /// Runs `def` on `case` on this backend.
+    pub fn run(self, def: &dyn LossDef, case: &Case) -> wgpu_losses::Result<Evaluated<f32>> {
+        match self {
+            Backend::Gpu => def.gpu(engine(), case),
+            Backend::Cpu => def.cpu(case),
+        }
+    }
+}
+
+/// One test body run on every backend, in the spirit of candle's `test_device!`:
+/// `on_every_backend!(fn name(backend) { … })` emits the tests `name::gpu` and `name::cpu`.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($(#[$meta:meta])* fn $name:ident($backend:ident) $body:block) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn body($backend: $crate::common::Backend) $body
+
+            #[test]
+            fn gpu() {
+                body($crate::common::Backend::Gpu)
+            }
+
+            #[test]
+            fn cpu() {
+                body($crate::common::Backend::Cpu)
+            }
+        }
+    };
+}
+
+/// Runs `case` on `backend` and the reference and asserts they agree; returns false (and
 /// checks nothing) when the case is ambiguous in f32 (`Evaluated::ambiguous`: a mining
 /// decision within rounding of its boundary).
-pub fn check_case(def: &dyn LossDef, engine: &Engine, case: &Case, tol: Tolerance) -> bool {
+pub fn check_on(backend: Backend, def: &dyn LossDef, case: &Case, tol: Tolerance) -> bool {
     let want = def
         .reference(case)
         .unwrap_or_else(|e| panic!("reference failed on {:?}: {e}", case.options));
@@ -72,14 +116,19 @@ pub fn check_case(def: &dyn LossDef, engine: &Engine, case: &Case, tol: Toleranc
         );
         return false;
     }
-    let gpu = def
-        .gpu(engine, case)
-        .unwrap_or_else(|e| panic!("gpu failed on {:?}: {e}", case.options));
+    let got = backend
+        .run(def, case)
+        .unwrap_or_else(|e| panic!("{backend:?} failed on {:?}: {e}", case.options));
     assert_evaluated(
-        &format!("{} {:?}", def.name(), case.options),
-        &gpu,
+        &format!("{backend:?} {} {:?}", def.name(), case.options),
+        &got,
         &want,
         tol,
     );
     true
+}
+
+/// [`check_on`] the GPU.
+pub fn check_case(def: &dyn LossDef, _engine: &Engine, case: &Case, tol: Tolerance) -> bool {
+    check_on(Backend::Gpu, def, case, tol)
 }

@@ -1,0 +1,127 @@
+//! Math shared by the CPU backend of every family (`losses/<family>/cpu.rs`): `exp` and `ln`
+//! pieces without libm calls, so that the loops over them vectorize, and the fixed chunk size
+//! that keeps results independent of the thread count.
+
+/// Rows (or elements) per parallel task: large enough to amortize scheduling, fixed so that
+/// partial sums, and so results, do not depend on the thread count.
+pub(crate) const CHUNK_ELEMENTS: usize = 1 << 16;
+
+/// exp for f32 without a libm call, so loops over it vectorize: 2^k · p(r) with
+/// r = x − k·ln 2, |r| ≤ ln2/2, and a degree-6 Taylor polynomial (relative error < 2e-7).
+/// NaN stays NaN; arguments below −87.3 give ~1e-38 rather than 0.
+#[inline(always)]
+pub(crate) fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer
+    let x = x.clamp(-87.3, 88.3);
+    let t = x * LOG2E + ROUND;
+    let k = t - ROUND;
+    let r = x - k * LN2_HI - k * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    // t's low mantissa bits hold k (t = 1.5·2^23 + k exactly), so 2^k is built with integer
+    // operations that vectorize, where `k as i32` (saturating) would be a scalar loop.
+    let biased = t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127);
+    f32::from_bits(biased << 23) * p
+}
+
+/// ln(1 + e) for e in [0, 1] without a libm call, so loops over it vectorize:
+/// 2·atanh(s) with s = e/(2 + e) ≤ 1/3, as an odd polynomial (relative error < 2e-7; it
+/// holds for e down to 1/√2 − 1, as [`ln_pos`] uses it).
+#[inline(always)]
+pub(crate) fn ln_1p_unit(e: f32) -> f32 {
+    let s = e / (2.0 + e);
+    let s2 = s * s;
+    let p = 1.0
+        + s2 * (1.0 / 3.0
+            + s2 * (1.0 / 5.0
+                + s2 * (1.0 / 7.0 + s2 * (1.0 / 9.0 + s2 * (1.0 / 11.0 + s2 / 13.0)))));
+    2.0 * s * p
+}
+
+/// ln(x) for x > 0 without a libm call, so loops over it vectorize: x = 2^k·m with
+/// m ∈ [√½, √2), ln x = k·ln 2 + ln(1 + (m − 1)) (m − 1 is exact). Subnormals are scaled up
+/// first; +inf and NaN are returned as they are.
+#[inline(always)]
+pub(crate) fn ln_pos(x: f32) -> f32 {
+    const SQRT_HALF: u32 = 0x3F35_04F3;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    let tiny = x < f32::MIN_POSITIVE;
+    let v = if tiny { x * 8_388_608.0 } else { x }; // · 2^23
+                                                    // Shifting the bits by √½'s puts m's exponent (0 or −1) into k.
+    let t = v.to_bits().wrapping_sub(SQRT_HALF);
+    let k = (t as i32 >> 23) as f32 - if tiny { 23.0 } else { 0.0 };
+    let m = f32::from_bits((t & 0x007F_FFFF).wrapping_add(SQRT_HALF));
+    let ln = k * LN2_HI + (ln_1p_unit(m - 1.0) + k * LN2_LO);
+    if x == f32::INFINITY || x.is_nan() {
+        x
+    } else {
+        ln
+    }
+}
+
+/// 1 − tanh²(v) without the cancellation of forming it from tanh(v) near ±1.
+#[inline]
+pub(crate) fn sech2(v: f32) -> f32 {
+    let e = exp(-2.0 * v.abs());
+    4.0 * e / ((1.0 + e) * (1.0 + e))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn exp_is_accurate() {
+        let mut worst = 0.0f64;
+        for i in -870_000..=880_000 {
+            let x = i as f32 * 1e-4;
+            let got = super::exp(x) as f64;
+            let want = (x as f64).exp();
+            worst = worst.max(((got - want) / want).abs());
+        }
+        assert!(worst < 3e-7, "worst relative error {worst}");
+        assert!(super::exp(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn ln_pos_is_accurate() {
+        let mut worst = 0.0f64;
+        let mut x = f32::from_bits(1); // the smallest subnormal
+        while x < f32::MAX / 1.001 {
+            let got = super::ln_pos(x) as f64;
+            let want = (x as f64).ln();
+            // Relative where ln x is far from 0, absolute (in units of x's ulp) near x = 1.
+            worst = worst.max((got - want).abs() / want.abs().max(1.0));
+            x *= 1.000_37;
+            x = f32::from_bits(x.to_bits() + 1);
+        }
+        assert!(worst < 3e-7, "worst error {worst}");
+        for x in [0.5f32, 1.0, 2.0, std::f32::consts::E, 1.0 - f32::EPSILON] {
+            let want = (x as f64).ln();
+            assert!((super::ln_pos(x) as f64 - want).abs() <= 1e-7 * want.abs().max(1e-7));
+        }
+        assert_eq!(super::ln_pos(1.0), 0.0);
+        assert_eq!(super::ln_pos(f32::INFINITY), f32::INFINITY);
+        assert!(super::ln_pos(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn ln_1p_unit_is_accurate() {
+        let mut worst = 0.0f64;
+        for i in 0..=1_000_000 {
+            let e = i as f32 * 1e-6;
+            let got = super::ln_1p_unit(e) as f64;
+            let want = (e as f64).ln_1p();
+            if want > 0.0 {
+                worst = worst.max(((got - want) / want).abs());
+            }
+        }
+        assert!(worst < 3e-7, "worst relative error {worst}");
+        assert_eq!(super::ln_1p_unit(0.0), 0.0);
+        assert!(super::ln_1p_unit(f32::NAN).is_nan());
+    }
+}

@@ -1,0 +1,190 @@
+//! What every loss and every backend shares, with no GPU in sight: the reduction, the upstream
+//! gradient, host results, element types, option and shape checks, the f64 reference's
+//! reduction helpers and the CPU backend's vectorizable math.
+
+pub(crate) mod cpu_math;
+pub(crate) mod reference;
+
+use std::str::FromStr;
+
+use crate::error::{Error, Result};
+
+/// How per-item losses are combined (PyTorch's `reduction`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reduction {
+    /// Per-item losses.
+    None,
+    /// Sum of the per-item losses.
+    Sum,
+    /// Mean (weighted, where the loss defines weights).
+    #[default]
+    Mean,
+    /// Sum divided by the batch size (the first dimension); `kl-div` only, as in PyTorch.
+    BatchMean,
+}
+
+impl FromStr for Reduction {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "none" => Ok(Reduction::None),
+            "sum" => Ok(Reduction::Sum),
+            "mean" => Ok(Reduction::Mean),
+            "batchmean" => Ok(Reduction::BatchMean),
+            _ => Err(Error::Option {
+                option: "reduction",
+                value: s.into(),
+                reason: "expected none, sum, mean (or batchmean for kl-div)",
+            }),
+        }
+    }
+}
+
+/// The gradient flowing into the loss from above (PyTorch's `grad_output`), for any backend:
+/// `T` is [`crate::Tensor`] on the GPU and `[f32]` on the CPU.
+#[derive(Debug, Default)]
+pub enum Upstream<'a, T: ?Sized> {
+    /// 1 for a reduced loss, ones for `Reduction::None`.
+    #[default]
+    Ones,
+    /// A scalar for every item.
+    Scalar(f32),
+    /// One value per item; only with `Reduction::None`.
+    PerItem(&'a T),
+}
+
+impl<T: ?Sized> Clone for Upstream<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T: ?Sized> Copy for Upstream<'_, T> {}
+
+/// The extent of an input on any backend, for error messages: a tensor's shape, a host
+/// slice's length.
+pub trait Dims {
+    /// Outermost first.
+    fn dims(&self) -> Vec<usize>;
+}
+
+impl Dims for [f32] {
+    fn dims(&self) -> Vec<usize> {
+        vec![self.len()]
+    }
+}
+
+impl<'a, T: ?Sized + Dims> Upstream<'a, T> {
+    /// The scalar of a loss that is always a mean (ones: 1).
+    ///
+    /// # Errors
+    /// [`Error::Shape`] for per-item values.
+    pub(crate) fn scalar(&self) -> Result<f32> {
+        match self {
+            Upstream::Ones => Ok(1.0),
+            Upstream::Scalar(g) => Ok(*g),
+            Upstream::PerItem(t) => Err(Error::shape(
+                "grad_output",
+                "a scalar (the loss is a mean)".into(),
+                &t.dims(),
+            )),
+        }
+    }
+}
+
+impl<'a> Upstream<'a, [f32]> {
+    /// The values as the CPU kernels read them: none (ones), one (a scalar) or one per item.
+    pub(crate) fn values(&self) -> std::borrow::Cow<'a, [f32]> {
+        match *self {
+            Upstream::Ones => std::borrow::Cow::Borrowed(&[]),
+            Upstream::Scalar(g) => std::borrow::Cow::Owned(vec![g]),
+            Upstream::PerItem(v) => std::borrow::Cow::Borrowed(v),
+        }
+    }
+}
+
+/// Element type of a tensor. All are 4 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DType {
+    /// 32-bit float.
+    F32,
+    /// 32-bit signed integer (class indices, labels).
+    I32,
+}
+
+impl DType {
+    /// Lower-case name, as in error messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::I32 => "i32",
+        }
+    }
+}
+
+/// Host results of one loss call, on any backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LossValues {
+    /// One value for mean and sum, one per item for `Reduction::None`.
+    pub loss: Vec<f32>,
+    /// Gradient of each differentiable input, by input name.
+    pub grads: Vec<(&'static str, Vec<f32>)>,
+}
+
+impl LossValues {
+    /// The gradient of the input called `name`.
+    pub fn grad(&self, name: &str) -> Option<&[f32]> {
+        self.grads
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, g)| g.as_slice())
+    }
+}
+
+/// `Err` unless `value` is finite.
+pub(crate) fn finite(option: &'static str, value: f32) -> Result<()> {
+    check_option(option, value, true, "must be finite")
+}
+
+/// `Err` naming `option` unless `ok` holds and `value` is finite.
+pub(crate) fn check_option(
+    option: &'static str,
+    value: f32,
+    ok: bool,
+    reason: &'static str,
+) -> Result<()> {
+    if ok && value.is_finite() {
+        Ok(())
+    } else {
+        Err(Error::Option {
+            option,
+            value: value.to_string(),
+            reason,
+        })
+    }
+}
+
+/// `value` must be finite and ≥ 0 (margins, ε).
+pub(crate) fn non_negative(name: &'static str, value: f32) -> Result<()> {
+    check_option(name, value, value >= 0.0, "must be finite and >= 0")
+}
+
+/// `Err` for `BatchMean`, which only kl-div defines.
+pub(crate) fn per_item_reduction(r: Reduction) -> Result<()> {
+    if r == Reduction::BatchMean {
+        return Err(Error::Option {
+            option: "reduction",
+            value: "batchmean".into(),
+            reason: "batchmean is for kl-div; use none, sum or mean",
+        });
+    }
+    Ok(())
+}
+
+/// `Err` unless `got` is exactly `shape`.
+pub(crate) fn check_shape(input: &'static str, got: &[usize], shape: &[usize]) -> Result<()> {
+    if got != shape {
+        return Err(Error::shape(input, format!("{shape:?}"), got));
+    }
+    Ok(())
+}

@@ -1,0 +1,336 @@
+//! Adapter choice, device creation, limits and the pipeline cache.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+use crate::gpu::kernel::{Kernel, KernelKey};
+
+/// How [`Engine::with_options`] picks and configures its device.
+#[derive(Debug, Clone, Default)]
+pub struct EngineOptions {
+    /// Use the first adapter whose name contains this text (case-insensitive).
+    /// [`Engine::new`] reads it from `WGPU_ADAPTER_NAME`.
+    pub adapter_name: Option<String>,
+    /// Cap on the bytes of one storage binding, below the adapter's own limit. Inputs larger
+    /// than this are split across bindings; tests use it to exercise splitting on small data.
+    pub max_binding_bytes: Option<u64>,
+}
+
+/// Optional features requested when the adapter has them.
+const WANTED_FEATURES: wgpu::Features = wgpu::Features::SUBGROUP
+    .union(wgpu::Features::TIMESTAMP_QUERY)
+    .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS)
+    .union(wgpu::Features::SHADER_F16);
+
+/// A wgpu device and queue with the pipelines built for it.
+///
+/// Cheap to share by reference; every loss takes `&Engine`.
+pub struct Engine {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    limits: wgpu::Limits,
+    max_binding: u64,
+    kernels: Mutex<HashMap<KernelKey, Arc<Kernel>>>,
+    lost: Arc<Mutex<Option<String>>>,
+    uncaptured: Arc<Mutex<Option<String>>>,
+    ledger: BufferLedger,
+}
+
+/// Device buffers the engine has created since the last [`Engine::reset_buffer_stats`].
+#[derive(Debug, Default)]
+struct BufferLedger {
+    bytes: std::sync::atomic::AtomicU64,
+    largest: std::sync::atomic::AtomicU64,
+}
+
+/// What [`Engine::buffer_stats`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BufferStats {
+    /// Total bytes of the buffers created: for one loss call, an upper bound on the device
+    /// memory it needed beyond its inputs.
+    pub bytes: u64,
+    /// Bytes of the largest buffer created.
+    pub largest: u64,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("adapter", &self.info.name)
+            .field("backend", &self.info.backend)
+            .field("max_binding", &self.max_binding)
+            .finish()
+    }
+}
+
+/// Rank of an adapter: lower is preferred. Discrete, integrated, virtual, then CPU; within a
+/// kind, Vulkan/Metal/DX12 before GL (lavapipe before llvmpipe).
+fn adapter_rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
+    let kind = match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 3,
+        wgpu::DeviceType::Other => 4,
+    };
+    let backend = match info.backend {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 0,
+        wgpu::Backend::Gl => 1,
+        _ => 2,
+    };
+    (kind, backend)
+}
+
+fn enumerate(backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    desc.backends = wgpu::Backends::from_env().unwrap_or(backends);
+    let instance = wgpu::Instance::new(desc);
+    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+}
+
+/// Every adapter wgpu can see, best first. `WGPU_BACKEND` picks the backends; otherwise GL
+/// is only probed when Vulkan, Metal and DX12 have no adapter (probing EGL is slow and noisy).
+pub fn adapters() -> Vec<wgpu::Adapter> {
+    let mut all = enumerate(wgpu::Backends::PRIMARY);
+    if all.is_empty() && wgpu::Backends::from_env().is_none() {
+        all = enumerate(wgpu::Backends::all());
+    }
+    all.sort_by_key(|a| adapter_rank(&a.get_info()));
+    all
+}
+
+impl Engine {
+    /// Opens the best adapter: see [`adapters`] for the order. `WGPU_BACKEND` restricts the
+    /// backends and `WGPU_ADAPTER_NAME` picks an adapter by name.
+    ///
+    /// # Errors
+    /// [`Error::NoAdapter`] when nothing matches, [`Error::RequestDevice`] when the device
+    /// cannot be created.
+    pub fn new() -> Result<Self> {
+        Self::with_options(EngineOptions {
+            adapter_name: std::env::var("WGPU_ADAPTER_NAME").ok(),
+            ..EngineOptions::default()
+        })
+    }
+
+    /// Opens an adapter chosen by `options`.
+    ///
+    /// # Errors
+    /// As [`Engine::new`].
+    pub fn with_options(options: EngineOptions) -> Result<Self> {
+        let all = adapters();
+        let names: Vec<String> = all.iter().map(|a| a.get_info().name).collect();
+        let adapter = match &options.adapter_name {
+            Some(want) => {
+                let want = want.to_lowercase();
+                all.into_iter()
+                    .find(|a| a.get_info().name.to_lowercase().contains(&want))
+                    .ok_or_else(|| {
+                        Error::NoAdapter(format!(
+                            " whose name contains `{want}` (adapters: {names:?})"
+                        ))
+                    })?
+            }
+            None => all.into_iter().next().ok_or_else(|| {
+                Error::NoAdapter(
+                    " (install a Vulkan driver; with no GPU: apt-get install mesa-vulkan-drivers)"
+                        .into(),
+                )
+            })?,
+        };
+        let info = adapter.get_info();
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("wgpu-losses"),
+            required_features: adapter.features() & WANTED_FEATURES,
+            required_limits: adapter.limits(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc)).map_err(|e| {
+            Error::RequestDevice {
+                adapter: info.name.clone(),
+                message: e.to_string(),
+            }
+        })?;
+        Ok(Self::build(device, queue, info, options.max_binding_bytes))
+    }
+
+    /// Wraps a device and queue that the application already owns. Nothing is copied; losses
+    /// run on this device and can record into the application's encoders.
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
+        let info = device.adapter_info();
+        Self::build(device, queue, info, None)
+    }
+
+    fn build(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        info: wgpu::AdapterInfo,
+        cap: Option<u64>,
+    ) -> Self {
+        let limits = device.limits();
+        // Binding indices are u32 element offsets in the shaders: keep a binding under 4 GiB.
+        let mut max_binding = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size)
+            .min(u32::MAX as u64);
+        if let Some(cap) = cap {
+            max_binding = max_binding.min(cap);
+        }
+        max_binding -= max_binding % 16;
+        let lost = Arc::new(Mutex::new(None));
+        let lost_in = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            *lost_in.lock().unwrap() = Some(format!("{reason:?}: {message}"));
+        });
+        let uncaptured = Arc::new(Mutex::new(None));
+        let uncaptured_in = uncaptured.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            uncaptured_in.lock().unwrap().get_or_insert(e.to_string());
+        }));
+        Self {
+            device,
+            queue,
+            info,
+            limits,
+            max_binding,
+            kernels: Mutex::new(HashMap::new()),
+            ledger: BufferLedger::default(),
+            lost,
+            uncaptured,
+        }
+    }
+
+    /// The wgpu device.
+    pub fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+
+    /// The wgpu queue.
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.queue
+    }
+
+    /// The adapter behind the device.
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.info
+    }
+
+    /// The device's limits (the adapter's own, as requested).
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.limits
+    }
+
+    /// The device's features.
+    pub fn features(&self) -> wgpu::Features {
+        self.device.features()
+    }
+
+    /// Largest storage binding used, in bytes; larger inputs are split.
+    pub fn max_binding_bytes(&self) -> u64 {
+        self.max_binding
+    }
+
+    /// Device buffers created through this engine since the last reset (or its creation).
+    pub fn buffer_stats(&self) -> BufferStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        BufferStats {
+            bytes: self.ledger.bytes.load(Relaxed),
+            largest: self.ledger.largest.load(Relaxed),
+        }
+    }
+
+    /// Starts a new count for [`Engine::buffer_stats`].
+    pub fn reset_buffer_stats(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.ledger.bytes.store(0, Relaxed);
+        self.ledger.largest.store(0, Relaxed);
+    }
+
+    /// Records a buffer of `bytes` created on this engine's device.
+    pub(crate) fn note_buffer(&self, bytes: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.ledger.bytes.fetch_add(bytes, Relaxed);
+        self.ledger.largest.fetch_max(bytes, Relaxed);
+    }
+
+    /// Workgroup size of every kernel: 256, or less where the adapter allows less.
+    pub fn workgroup_size(&self) -> u32 {
+        256.min(self.limits.max_compute_invocations_per_workgroup)
+            .min(self.limits.max_compute_workgroup_size_x)
+    }
+
+    /// Invocations that execute in lockstep (the smallest subgroup size), 8 when unknown.
+    pub fn subgroup_width(&self) -> u32 {
+        match self.info.subgroup_min_size {
+            0 => 8,
+            s => s.clamp(1, self.workgroup_size()),
+        }
+    }
+
+    /// The cached kernel for `key`, built on first use.
+    pub(crate) fn kernel(&self, key: KernelKey) -> Result<Arc<Kernel>> {
+        if let Some(k) = self.kernels.lock().unwrap().get(&key) {
+            return Ok(k.clone());
+        }
+        let kernel = Arc::new(self.scoped(|| Ok(Kernel::build(&self.device, &key)))?);
+        self.kernels.lock().unwrap().insert(key, kernel.clone());
+        Ok(kernel)
+    }
+
+    /// Runs `f` inside validation and out-of-memory error scopes and turns what they catch,
+    /// a lost device, or an uncaptured error into `Err`.
+    pub(crate) fn scoped<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let out = f();
+        let v = pollster::block_on(validation.pop());
+        let o = pollster::block_on(oom.pop());
+        if let Some(e) = v.or(o) {
+            return Err(Error::Wgpu(e.to_string()));
+        }
+        self.health()?;
+        out
+    }
+
+    /// `Err` once the device is lost or wgpu reported an error outside our scopes.
+    pub fn health(&self) -> Result<()> {
+        if let Some(m) = self.lost.lock().unwrap().clone() {
+            return Err(Error::DeviceLost(m));
+        }
+        if let Some(m) = self.uncaptured.lock().unwrap().take() {
+            return Err(Error::Wgpu(m));
+        }
+        Ok(())
+    }
+
+    /// Submits `encoder` and waits for the device to finish it.
+    ///
+    /// # Errors
+    /// wgpu errors, a lost device or a failed wait.
+    pub fn submit(&self, encoder: wgpu::CommandEncoder) -> Result<()> {
+        self.scoped(|| {
+            self.queue.submit([encoder.finish()]);
+            self.wait()
+        })
+    }
+
+    /// Waits for all submitted work.
+    pub(crate) fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| Error::DeviceLost(e.to_string()))
+    }
+
+    /// A new command encoder on this device.
+    pub fn encoder(&self) -> wgpu::CommandEncoder {
+        self.device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("wgpu-losses"),
+            })
+    }
+}

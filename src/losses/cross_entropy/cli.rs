@@ -1,0 +1,419 @@
+//! `cross-entropy` and `softmax-focal` by name, on host arrays: the command line's view.
+
+use super::cpu::{
+    cross_entropy as cpu_cross_entropy, cross_entropy_into, softmax_focal_into, HostRowInputs,
+    HostTarget,
+};
+use super::gpu::{CrossEntropyInputs, Target};
+use super::reference::{self, softmax_focal as focal_reference, RefTarget};
+use super::{CrossEntropy, SoftmaxFocal};
+use crate::core::{DType, LossValues, Reduction, Upstream};
+use crate::error::{Error, Result};
+use crate::gpu::engine::Engine;
+use crate::registry::random::Rng;
+use crate::registry::{
+    host_upstream, labels_i32, BenchJob, BenchRun, Case, DeviceUpstream, Evaluated, HostArray, HostData, InputSpec, LossDef,
+};
+
+/// The family's losses.
+pub(crate) const LOSSES: &[&dyn LossDef] = &[&RowDef::CROSS_ENTROPY, &RowDef::SOFTMAX_FOCAL];
+
+/// `cross-entropy` and `softmax-focal` (which runs on the same row kernel) for the command
+/// line (see [`crate::registry`]).
+pub(crate) struct RowDef {
+    focal: bool,
+}
+
+impl RowDef {
+    pub(crate) const CROSS_ENTROPY: RowDef = RowDef { focal: false };
+    pub(crate) const SOFTMAX_FOCAL: RowDef = RowDef { focal: true };
+}
+
+/// A cross-entropy problem on the host, checked for consistent shapes.
+struct HostProblem {
+    opts: CrossEntropy,
+    logits: Vec<f32>,
+    n: usize,
+    c: usize,
+    classes: Option<Vec<i32>>,
+    probs: Option<Vec<f32>>,
+    weight: Option<Vec<f32>>,
+    upstream: Option<Vec<f32>>,
+}
+
+impl HostProblem {
+    fn from_case(def: &RowDef, case: &Case) -> Result<Self> {
+        case.check_names(def)?;
+        let ignore: i64 = case.option("ignore_index", -100)?;
+        let ignore = i32::try_from(ignore).map_err(|_| Error::Option {
+            option: "ignore_index",
+            value: ignore.to_string(),
+            reason: "must fit in i32",
+        })?;
+        let reduction = case.option("reduction", Reduction::Mean)?;
+        let opts = if def.focal {
+            SoftmaxFocal::new()
+                .reduction(reduction)
+                .ignore_index(ignore)
+                .gamma(case.option("gamma", 2.0)?)
+                .row_kernel()
+        } else {
+            let softcap = match case.options.get("softcap").map(String::as_str) {
+                None | Some("none") | Some("off") => None,
+                Some(_) => Some(case.option("softcap", 0.0f32)?),
+            };
+            CrossEntropy::new()
+                .reduction(reduction)
+                .ignore_index(ignore)
+                .label_smoothing(case.option("label_smoothing", 0.0)?)
+                .z_loss(case.option("z_loss", 0.0)?)
+                .softcap(softcap)
+        };
+        opts.validate()?;
+        let (logits, shape) = case.floats("logits").unwrap_or_default();
+        let &[n, c] = shape.as_slice() else {
+            return Err(Error::shape("logits", "[N, C]".into(), &shape));
+        };
+        if n == 0 {
+            return Err(Error::Empty("logits"));
+        }
+        if c == 0 {
+            return Err(Error::shape("logits", "[N, C] with C >= 1".into(), &shape));
+        }
+        let target = case.input("target").expect("checked: required");
+        let (mut classes, mut probs) = (None, None);
+        match (&target.data, target.shape.as_slice()) {
+            (_, [m]) if *m == n => classes = Some(labels_i32("target", target)?),
+            (HostData::F32(p), [m, k]) if *m == n && *k == c && !def.focal => {
+                probs = Some(p.clone())
+            }
+            _ => {
+                return Err(Error::shape(
+                    "target",
+                    if def.focal {
+                        format!("[{n}] class indices")
+                    } else {
+                        format!("[{n}] class indices or [{n}, {c}] float probabilities")
+                    },
+                    &target.shape,
+                ))
+            }
+        }
+        let weight_name = if def.focal { "alpha" } else { "weight" };
+        let weight = match case.floats(weight_name) {
+            Some((w, s)) if s == [c] => Some(w),
+            Some((_, s)) => return Err(Error::shape(weight_name, format!("[{c}]"), &s)),
+            None => None,
+        };
+        let upstream = match case.floats("grad_output") {
+            Some((g, s)) if s.iter().product::<usize>() == 1 => Some(g),
+            Some((g, s)) if s == [n] && opts.reduction == Reduction::None => Some(g),
+            Some((_, s)) => {
+                return Err(Error::shape(
+                    "grad_output",
+                    format!("a scalar, or [{n}] with reduction none"),
+                    &s,
+                ))
+            }
+            None => None,
+        };
+        Ok(Self {
+            opts,
+            logits,
+            n,
+            c,
+            classes,
+            probs,
+            weight,
+            upstream,
+        })
+    }
+
+    fn loss_shape(&self) -> Vec<usize> {
+        match self.opts.reduction {
+            Reduction::None => vec![self.n],
+            _ => vec![],
+        }
+    }
+
+    fn evaluated(&self, out: LossValues) -> Evaluated<f32> {
+        Evaluated::from_values(out, self.loss_shape(), &[self.n, self.c])
+    }
+}
+
+impl LossDef for RowDef {
+    fn name(&self) -> &'static str {
+        if self.focal {
+            "softmax-focal"
+        } else {
+            "cross-entropy"
+        }
+    }
+
+    fn inputs(&self) -> &'static [InputSpec] {
+        const FOCAL: [InputSpec; 4] = [
+            InputSpec {
+                name: "logits",
+                differentiable: true,
+                required: true,
+            },
+            InputSpec {
+                name: "target",
+                differentiable: false,
+                required: true,
+            },
+            InputSpec {
+                name: "alpha",
+                differentiable: false,
+                required: false,
+            },
+            InputSpec {
+                name: "grad_output",
+                differentiable: false,
+                required: false,
+            },
+        ];
+        if self.focal {
+            return &FOCAL;
+        }
+        const INPUTS: [InputSpec; 4] = [
+            InputSpec {
+                name: "logits",
+                differentiable: true,
+                required: true,
+            },
+            InputSpec {
+                name: "target",
+                differentiable: false,
+                required: true,
+            },
+            InputSpec {
+                name: "weight",
+                differentiable: false,
+                required: false,
+            },
+            InputSpec {
+                name: "grad_output",
+                differentiable: false,
+                required: false,
+            },
+        ];
+        &INPUTS
+    }
+
+    fn options(&self) -> &'static [&'static str] {
+        if self.focal {
+            return &["reduction", "gamma", "ignore_index"];
+        }
+        &[
+            "reduction",
+            "ignore_index",
+            "label_smoothing",
+            "z_loss",
+            "softcap",
+        ]
+    }
+
+    fn gpu(&self, engine: &Engine, case: &Case) -> Result<Evaluated<f32>> {
+        let p = HostProblem::from_case(self, case)?;
+        let (n, c) = (p.n, p.c);
+        let logits = engine.upload(&p.logits, &[n, c])?;
+        let target = match (&p.classes, &p.probs) {
+            (Some(y), _) => engine.upload_i32(y, &[n])?,
+            (_, Some(t)) => engine.upload(t, &[n, c])?,
+            _ => unreachable!("one target kind is set"),
+        };
+        let target = match p.classes {
+            Some(_) => Target::Classes(&target),
+            None => Target::Probabilities(&target),
+        };
+        let weight = p
+            .weight
+            .as_ref()
+            .map(|w| engine.upload(w, &[c]))
+            .transpose()?;
+        let upstream =
+            DeviceUpstream::upload(engine, p.upstream.as_deref(), &[n], p.opts.reduction)?;
+        let mut inputs = CrossEntropyInputs::new(&logits, target);
+        inputs.weight = weight.as_ref();
+        inputs.upstream = upstream.get();
+        let out = p.opts.run(engine, &inputs)?;
+        Ok(p.evaluated(out))
+    }
+
+    fn cpu(&self, case: &Case) -> Result<Evaluated<f32>> {
+        let p = HostProblem::from_case(self, case)?;
+        let target = match (&p.classes, &p.probs) {
+            (Some(y), _) => HostTarget::Classes(y),
+            (_, Some(t)) => HostTarget::Probabilities(t),
+            _ => unreachable!("one target kind is set"),
+        };
+        let inputs = HostRowInputs {
+            logits: &p.logits,
+            shape: (p.n, p.c),
+            target,
+            weight: p.weight.as_deref(),
+            upstream: host_upstream(p.upstream.as_deref(), p.n, p.opts.reduction),
+        };
+        Ok(p.evaluated(cpu_cross_entropy(&p.opts, &inputs)?))
+    }
+
+    fn reference(&self, case: &Case) -> Result<Evaluated<f64>> {
+        let p = HostProblem::from_case(self, case)?;
+        let to64 = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
+        let classes: Option<Vec<i64>> = p
+            .classes
+            .as_ref()
+            .map(|y| y.iter().map(|&v| v as i64).collect());
+        let probs = p.probs.as_deref().map(to64);
+        let target = match (&classes, &probs) {
+            (Some(y), _) => RefTarget::Classes(y),
+            (_, Some(t)) => RefTarget::Probabilities(t),
+            _ => unreachable!("one target kind is set"),
+        };
+        let weight = p.weight.as_deref().map(to64);
+        let upstream = p.upstream.as_deref().map_or(vec![1.0], to64);
+        let out = match (p.opts.focal, &classes) {
+            (Some(gamma), Some(y)) => {
+                let focal = SoftmaxFocal::new()
+                    .reduction(p.opts.reduction)
+                    .ignore_index(p.opts.ignore_index)
+                    .gamma(gamma);
+                let logits = to64(&p.logits);
+                focal_reference(&focal, &logits, (p.n, p.c), y, weight.as_deref(), &upstream)?
+            }
+            _ => reference::cross_entropy(
+                &p.opts,
+                &to64(&p.logits),
+                (p.n, p.c),
+                target,
+                weight.as_deref(),
+                &upstream,
+            )?,
+        };
+        Ok(Evaluated::from_reference(out, p.loss_shape(), &[p.n, p.c]))
+    }
+
+    fn random_case(&self, rng: &mut Rng) -> Case {
+        let n = 1 + rng.below(64);
+        let c = (rng.range(0.0, 12.0).exp2() as usize).max(1);
+        let scale = *[1.0, 5.0, 100.0].get(rng.below(3)).unwrap_or(&1.0);
+        let mut case = Case::default()
+            .with("logits", HostArray::f32(&[n, c], rng.normals(n * c, scale)))
+            .set("reduction", ["mean", "sum", "none"][rng.below(3)]);
+        if self.focal {
+            let y = (0..n)
+                .map(|_| {
+                    if rng.chance(0.2) {
+                        -100
+                    } else {
+                        rng.below(c) as i64
+                    }
+                })
+                .collect();
+            case = case
+                .with("target", HostArray::i64(&[n], y))
+                .set("gamma", [0.0, 0.5, 1.0, 2.0, 3.0][rng.below(5)]);
+            if rng.chance(0.5) {
+                let a = (0..c).map(|_| rng.range(0.1, 1.0) as f32).collect();
+                case = case.with("alpha", HostArray::f32(&[c], a));
+            }
+            return case;
+        }
+        if rng.chance(0.3) {
+            let mut t: Vec<f32> = (0..n * c).map(|_| rng.uniform() as f32).collect();
+            for row in t.chunks_mut(c) {
+                let s: f32 = row.iter().sum();
+                row.iter_mut().for_each(|v| *v /= s);
+            }
+            case = case.with("target", HostArray::f32(&[n, c], t));
+        } else {
+            let y = (0..n)
+                .map(|_| {
+                    if rng.chance(0.2) {
+                        -100
+                    } else {
+                        rng.below(c) as i64
+                    }
+                })
+                .collect();
+            case = case.with("target", HostArray::i64(&[n], y));
+        }
+        if rng.chance(0.5) {
+            let w = (0..c).map(|_| rng.range(0.1, 2.0) as f32).collect();
+            case = case.with("weight", HostArray::f32(&[c], w));
+        }
+        if rng.chance(0.5) {
+            case = case.set("label_smoothing", rng.range(0.0, 1.0) as f32);
+        }
+        if rng.chance(0.3) {
+            case = case.set("z_loss", rng.range(0.0, 1e-3) as f32);
+        }
+        if rng.chance(0.3) {
+            case = case.set("softcap", rng.range(1.0, 50.0) as f32);
+        }
+        case
+    }
+
+    fn bench(
+        &self,
+        engine: &Engine,
+        rng: &mut Rng,
+        quick: bool,
+        run: &mut BenchRun<'_>,
+    ) -> Result<()> {
+        let shapes: &[(usize, usize)] = if quick {
+            &[(32, 10), (1024, 4096), (64, 32000)]
+        } else {
+            &[
+                (32, 10),
+                (1024, 4096),
+                (4096, 4096),
+                (256, 32000),
+                (4096, 32000),
+                (512, 50257),
+                (64, 131072),
+            ]
+        };
+        // Softmax focal shares the kernel: it is timed where there are 4096 classes.
+        for &(n, c) in shapes.iter().filter(|s| !self.focal || s.1 == 4096) {
+            let x = rng.normals(n * c, 2.0);
+            let y: Vec<i32> = (0..n).map(|_| rng.below(c) as i32).collect();
+            let logits = engine.upload(&x, &[n, c])?;
+            let target = engine.upload_i32(&y, &[n])?;
+            // Both backends write into gradient buffers allocated once, as a training loop
+            // would.
+            let grad = engine.zeros(&[n, c], DType::F32)?;
+            let mut host_grad = vec![0.0f32; n * c];
+            let inputs = CrossEntropyInputs::new(&logits, Target::Classes(&target)).grad_out(&grad);
+            let host = HostRowInputs {
+                logits: &x,
+                shape: (n, c),
+                target: HostTarget::Classes(&y),
+                weight: None,
+                upstream: Upstream::Ones,
+            };
+            let (ce, focal) = (CrossEntropy::new(), SoftmaxFocal::new());
+            run(BenchJob {
+                label: self.name(),
+                shape: format!("{n}x{c}"),
+                bytes: 2 * n * c * 4,
+                gpu: &mut |e| {
+                    if self.focal {
+                        focal.record(engine, e, &inputs).map(|_| ())
+                    } else {
+                        ce.record(engine, e, &inputs).map(|_| ())
+                    }
+                },
+                cpu: &mut || {
+                    if self.focal {
+                        softmax_focal_into(&focal, &host, &mut host_grad).map(|_| ())
+                    } else {
+                        cross_entropy_into(&ce, &host, &mut host_grad).map(|_| ())
+                    }
+                },
+            })?;
+        }
+        Ok(())
+    }
+}

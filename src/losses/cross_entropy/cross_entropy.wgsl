@@ -1,0 +1,281 @@
+// Fused softmax cross-entropy, forward and backward (semantics: docs/LOSSES.md).
+//
+// ROW_THREADS invocations share one row; a workgroup holds WG_SIZE / ROW_THREADS rows.
+// Rows are read in chunks of LANES elements (4 when C is a multiple of 4: vector loads are
+// several times faster on some adapters, lavapipe among them).
+// Pass 1 reads the row once for the online log-sum-exp and the sums that the loss needs;
+// pass 2 re-reads it (from cache for all but the largest rows) and writes the gradient.
+// `row_weights` is the pre-pass of the mean over class targets: it writes w[y_n] (0 when
+// ignored) per row, which the reduce kernel sums into the denominator.
+
+override WG_SIZE: u32 = 256u;
+override ROW_THREADS: u32 = 256u;
+// Invocations that read consecutive chunks together (the subgroup width, at most
+// ROW_THREADS). Each such team streams its own contiguous block of the row: coalesced on
+// GPUs, and sequential per SIMD group on CPU adapters, whose caches a row-wide stride defeats.
+override TEAM: u32 = 8u;
+// Specialization: each pipeline carries only the work its options need.
+override PROBS: bool = false;      // probability targets (else class indices)
+override WEIGHTED: bool = false;   // per-class weights
+override SUMS: bool = false;       // the weighted sums of pass 1 (label smoothing, PROBS)
+override CAPPED: bool = false;     // logit softcap
+override FOCAL: bool = false;      // softmax focal loss (class targets; weight holds alpha)
+
+struct Params {
+    n: u32,
+    c: u32,
+    row_base: u32,
+    flags: u32,
+    ignore_index: i32,
+    smoothing: f32,
+    z_loss: f32,
+    softcap: f32,
+    grad_output: f32,
+    denom: f32,
+    gamma: f32,
+    _pad: u32,
+}
+
+const DENOM_FROM_BUFFER: u32 = 4u;
+const UPSTREAM_PER_ROW: u32 = 8u;
+const WANT_GRAD: u32 = 16u;
+
+@group(0) @binding(0) var<uniform> params: Params;
+// Class indices (bitcast i32) [n] or probabilities (bitcast f32) [n, c].
+@group(0) @binding(1) var<storage, read> targets: array<u32>;
+@group(0) @binding(2) var<storage, read> weight: array<f32>;
+@group(0) @binding(3) var<storage, read> upstream: array<f32>;
+@group(0) @binding(4) var<storage, read> denom_buf: array<f32>;
+@group(0) @binding(5) var<storage, read_write> loss_rows: array<f32>;
+// status[0] = 0xffffffff - (first bad row), 0 when every target is valid.
+@group(0) @binding(6) var<storage, read_write> status: array<atomic<u32>>;
+
+// (max, sum, x[target], unused) and the weighted sums, per invocation.
+var<workgroup> shared_stat: array<vec4<f32>, WG_SIZE>;
+var<workgroup> shared_acc: array<vec4<f32>, WG_SIZE>;
+
+fn has(flag: u32) -> bool {
+    return (params.flags & flag) != 0u;
+}
+
+fn class_weight(k: u32) -> f32 {
+    if (WEIGHTED) {
+        return weight[k];
+    }
+    return 1.0;
+}
+
+fn capped(x: f32) -> f32 {
+    if (CAPPED) {
+        return params.softcap * safe_tanh(x / params.softcap);
+    }
+    return x;
+}
+
+fn report_bad_row(row: u32) {
+    atomicMax(&status[0], 0xffffffffu - (params.row_base + row));
+}
+
+// The row's class, or -1 when the row is ignored or its target is out of range (reported).
+fn row_class(row: u32) -> i32 {
+    let y = bitcast<i32>(targets[row]);
+    if (y == params.ignore_index) {
+        return -1;
+    }
+    if (y < 0 || u32(y) >= params.c) {
+        report_bad_row(row);
+        return -1;
+    }
+    return y;
+}
+
+fn row_scale(row: u32) -> f32 {
+    var s = params.grad_output;
+    if (has(UPSTREAM_PER_ROW)) {
+        s = upstream[row];
+    }
+    var d = params.denom;
+    if (has(DENOM_FROM_BUFFER)) {
+        d = denom_buf[0];
+    }
+    return select(0.0, s / d, d != 0.0);
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn row_weights(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let row = group_index(wid, nwg) * WG_SIZE + lid;
+    if (row >= params.n) {
+        return;
+    }
+    let y = row_class(row);
+    // The mean divides by sum w[y] (cross-entropy) or by the kept rows (focal).
+    var w = 1.0;
+    if (!FOCAL) {
+        w = class_weight(u32(max(y, 0)));
+    }
+    loss_rows[row] = select(0.0, w, y >= 0);
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn main(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let lane = lid % ROW_THREADS;
+    let first = lid - lane;
+    let row = group_index(wid, nwg) * (WG_SIZE / ROW_THREADS) + lid / ROW_THREADS;
+    let live = row < params.n;
+    let c = params.c;
+    let base = row * c;
+    let chunks = c / LANES;
+    // This invocation's chunks: j = start, start + TEAM, ... below end.
+    let teams = ROW_THREADS / TEAM;
+    let block = (chunks + teams - 1u) / teams;
+    let team_start = (lane / TEAM) * block;
+    let start = team_start + lane % TEAM;
+    let end = min(team_start + block, chunks);
+    let eps = params.smoothing;
+    let eps_c = eps / f32(c);
+
+    // Pass 1: online log-sum-exp and, relative to x_ref = x[0] (which keeps the sums exact
+    // when a whole row sits at a large offset): sum w*t*(x - x_ref), sum w*t,
+    // sum w*(x - x_ref), sum w. The lane owning the target class keeps its logit.
+    var y = -1;
+    var keep = true;
+    var st = vec2<f32>(F32_LOWEST, 0.0);
+    var x_y = 0.0;
+    var acc = vec4<f32>(0.0);
+    var x_ref = 0.0;
+    if (live) {
+        if (!PROBS) {
+            y = bitcast<i32>(targets[row]);
+            keep = y != params.ignore_index && y >= 0 && u32(y) < c;
+        }
+        x_ref = capped(load_chunk(row * chunks)[0]);
+        for (var j = start; j < end; j += TEAM) {
+            let v = load_chunk(row * chunks + j);
+            for (var e = 0u; e < LANES; e++) {
+                let k = j * LANES + e;
+                let x = capped(v[e]);
+                st = lse_push(st, x);
+                if (SUMS) {
+                    let w = class_weight(k);
+                    let dx = x - x_ref;
+                    var t = 0.0;
+                    if (PROBS) {
+                        t = bitcast<f32>(targets[base + k]);
+                    }
+                    acc += vec4<f32>(w * t * dx, w * t, w * dx, w);
+                }
+                if (i32(k) == y) {
+                    x_y = x;
+                }
+            }
+        }
+    }
+
+    // Tree over the row's invocations, in a fixed order.
+    shared_stat[lid] = vec4<f32>(st, x_y, 0.0);
+    if (SUMS) {
+        shared_acc[lid] = acc;
+    }
+    for (var stride = ROW_THREADS / 2u; stride > 0u; stride /= 2u) {
+        workgroupBarrier();
+        if (lane < stride) {
+            let a = shared_stat[lid];
+            let b = shared_stat[lid + stride];
+            shared_stat[lid] = vec4<f32>(lse_merge(a.xy, b.xy), a.z + b.z, 0.0);
+            if (SUMS) {
+                shared_acc[lid] += shared_acc[lid + stride];
+            }
+        }
+    }
+    workgroupBarrier();
+    if (!live) {
+        return;
+    }
+    let stat = shared_stat[first];
+    if (SUMS) {
+        acc = shared_acc[first];
+    }
+    x_y = stat.z;
+    // x - lse is formed as (x - max) - log(sum): exact differences near the max keep the
+    // probabilities accurate to f32 rounding even for logits of magnitude 1e4.
+    let row_max = stat.x;
+    let log_sum = log(stat.y);
+    let lse = row_max + log_sum;
+
+    // Row loss; the gradient is p * coef - target_term, times the row's scale.
+    var loss = 0.0;
+    var coef = 0.0;
+    var w_y = 0.0;
+    var hit = 0.0; // the target term at the target class
+    var scale = 0.0;
+    if (!PROBS && !keep && y != params.ignore_index && lane == 0u) {
+        report_bad_row(row);
+    }
+    if (keep) {
+        let lse_rel = (row_max - x_ref) + log_sum;
+        if (PROBS) {
+            let a = (1.0 - eps) * acc.y + eps_c * acc.w;
+            loss = lse_rel * a - ((1.0 - eps) * acc.x + eps_c * acc.z);
+            coef = a;
+        } else {
+            w_y = class_weight(u32(y));
+            if (FOCAL) {
+                // l = -α q^γ log p with p = p_y, q = 1 - p; ∂l/∂x_c = F·(p_c - [c = y]) with
+                // F = α q^γ (1 - γ p log p / q), and p log p / q → -1 as q → 0.
+                let log_p = (x_y - row_max) - log_sum;
+                let q = one_minus_exp(log_p);
+                var qg = 1.0;
+                if (params.gamma != 0.0) {
+                    qg = pow(q, params.gamma);
+                }
+                let r = select(-1.0, exp(log_p) * log_p / q, q > 0.0);
+                loss = -w_y * qg * log_p;
+                coef = w_y * qg * (1.0 - params.gamma * r);
+                hit = coef;
+            } else {
+                loss = (1.0 - eps) * w_y * (log_sum - (x_y - row_max)) + eps_c * (lse_rel * acc.w - acc.z);
+                coef = (1.0 - eps) * w_y + eps_c * acc.w;
+                hit = (1.0 - eps) * w_y;
+            }
+        }
+        loss += params.z_loss * lse * lse;
+        coef += 2.0 * params.z_loss * lse;
+        scale = row_scale(row);
+    }
+    if (lane == 0u) {
+        loss_rows[row] = loss;
+    }
+    if (!has(WANT_GRAD)) {
+        return;
+    }
+
+    // Pass 2: gradient. Dropped rows (ignored, bad target, zero scale) get exact zeros.
+    for (var j = start; j < end; j += TEAM) {
+        let v = load_chunk(row * chunks + j);
+        var g = vec4<f32>(0.0);
+        for (var e = 0u; e < LANES; e++) {
+            let k = j * LANES + e;
+            let x = capped(v[e]);
+            let w = class_weight(k);
+            var tt = eps_c * w;
+            if (PROBS) {
+                tt += (1.0 - eps) * w * bitcast<f32>(targets[base + k]);
+            } else if (i32(k) == y) {
+                tt += hit;
+            }
+            g[e] = (exp((x - row_max) - log_sum) * coef - tt) * scale;
+            if (CAPPED) {
+                g[e] *= sech2(v[e] / params.softcap);
+            }
+        }
+        store_chunk(row * chunks + j, select(g, vec4<f32>(0.0), scale == 0.0));
+    }
+}

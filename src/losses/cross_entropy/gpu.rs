@@ -1,0 +1,470 @@
+//! Cross-entropy and softmax focal loss on the GPU: the row kernel `cross_entropy.wgsl`, its
+//! I/O variants, and the host side that checks inputs and launches it.
+
+use super::{CrossEntropy, SoftmaxFocal};
+use crate::core::{finite, LossValues, Reduction, Upstream};
+use crate::error::{Error, Result};
+use crate::gpu::dispatch::{LossOutput, Status};
+use crate::gpu::engine::Engine;
+use crate::gpu::kernel::KernelKey;
+use crate::gpu::shader::{lanes, Access, ShaderModule, MATH};
+use crate::gpu::tensor::{expect_shape, DType, Tensor};
+
+const SOURCE: &str = include_str!("cross_entropy.wgsl");
+
+/// How the row kernel reads logits and writes their gradient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct RowIo {
+    /// The gradient overwrites the logits (else it goes to its own buffer).
+    pub in_place: bool,
+    /// Rows are read and written as `vec4<f32>` (needs C to be a multiple of 4).
+    pub vec4: bool,
+}
+
+impl RowIo {
+    fn variant(self) -> u32 {
+        self.in_place as u32 * 2 + self.vec4 as u32
+    }
+
+    fn from_variant(v: u32) -> Self {
+        Self {
+            in_place: v & 2 != 0,
+            vec4: v & 1 != 0,
+        }
+    }
+
+    /// The module of this variant.
+    pub(crate) fn module(self) -> ShaderModule {
+        ShaderModule {
+            name: "cross_entropy",
+            variant: self.variant(),
+            source: |v| [MATH, &Self::from_variant(v).header(), SOURCE].join("\n"),
+            bindings: |v| {
+                use Access::*;
+                let mut b = vec![Uniform, Read, Read, Read, Read, ReadWrite, ReadWrite];
+                if Self::from_variant(v).in_place {
+                    b.push(ReadWrite);
+                } else {
+                    b.extend([Read, ReadWrite]);
+                }
+                b
+            },
+            entry_points: &["main", "row_weights"],
+        }
+    }
+
+    /// WGSL declaring the logits (binding 7) and gradient (binding 8 unless in place), and
+    /// `load_chunk` / `store_chunk` over LANES-element chunks.
+    fn header(self) -> String {
+        let (ty, lanes, get, put) = lanes(self.vec4);
+        let (access, dst, grad_decl) = if self.in_place {
+            ("read_write", "logits", String::new())
+        } else {
+            (
+                "read",
+                "grad",
+                format!("@group(0) @binding(8) var<storage, read_write> grad: array<{ty}>;\n"),
+            )
+        };
+        format!(
+            "const LANES: u32 = {lanes}u;\n\
+             @group(0) @binding(7) var<storage, {access}> logits: array<{ty}>;\n\
+             {grad_decl}\
+             fn load_chunk(j: u32) -> vec4<f32> {{ let v = logits[j]; return {get}; }}\n\
+             fn store_chunk(j: u32, g: vec4<f32>) {{ {dst}[j] = {put}; }}\n"
+        )
+    }
+}
+
+/// Every variant of the row kernel, for validation.
+#[cfg(test)]
+pub(crate) fn modules() -> Vec<ShaderModule> {
+    (0..4).map(|v| RowIo::from_variant(v).module()).collect()
+}
+
+/// The target of a cross-entropy call.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    /// Class indices, i32 `[N]`.
+    Classes(&'a Tensor),
+    /// Class probabilities, f32 `[N, C]`.
+    Probabilities(&'a Tensor),
+}
+
+/// The device inputs of one cross-entropy call.
+#[derive(Debug, Clone, Copy)]
+pub struct CrossEntropyInputs<'a> {
+    /// f32 `[N, C]`.
+    pub logits: &'a Tensor,
+    /// Class indices or probabilities.
+    pub target: Target<'a>,
+    /// Optional per-class weight, f32 `[C]`.
+    pub weight: Option<&'a Tensor>,
+    /// Upstream gradient (default ones).
+    pub upstream: Upstream<'a, Tensor>,
+    /// Where to write the gradient, f32 `[N, C]` (default: a new tensor). Reusing one
+    /// buffer across calls saves an allocation and its zero-fill per call.
+    pub grad_out: Option<&'a Tensor>,
+}
+
+impl<'a> CrossEntropyInputs<'a> {
+    /// Logits and target, no weight, upstream gradient of ones.
+    pub fn new(logits: &'a Tensor, target: Target<'a>) -> Self {
+        Self {
+            logits,
+            target,
+            weight: None,
+            upstream: Upstream::Ones,
+            grad_out: None,
+        }
+    }
+
+    /// Writes the gradient into `grad` instead of a new tensor.
+    pub fn grad_out(mut self, grad: &'a Tensor) -> Self {
+        self.grad_out = Some(grad);
+        self
+    }
+
+    /// Adds per-class weights.
+    pub fn weight(mut self, weight: &'a Tensor) -> Self {
+        self.weight = Some(weight);
+        self
+    }
+
+    /// Sets the upstream gradient.
+    pub fn upstream(mut self, upstream: Upstream<'a, Tensor>) -> Self {
+        self.upstream = upstream;
+        self
+    }
+}
+
+/// Mirrors `Params` in `cross_entropy.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct CeParams {
+    pub n: u32,
+    pub c: u32,
+    pub row_base: u32,
+    pub flags: u32,
+    pub ignore_index: i32,
+    pub smoothing: f32,
+    pub z_loss: f32,
+    pub softcap: f32,
+    pub grad_output: f32,
+    pub denom: f32,
+    pub gamma: f32,
+    pub _pad: u32,
+}
+
+const DENOM_FROM_BUFFER: u32 = 4;
+const UPSTREAM_PER_ROW: u32 = 8;
+const WANT_GRAD: u32 = 16;
+
+/// Invocations per row: a power of two up to the workgroup size, with about `per_thread`
+/// elements each. Software adapters run a workgroup's invocations in turn and pay for each
+/// barrier, so they get long runs per invocation and many rows per workgroup.
+fn row_threads(engine: &Engine, c: usize) -> u32 {
+    let per_thread = if engine.adapter_info().device_type == wgpu::DeviceType::Cpu {
+        1024
+    } else {
+        16
+    };
+    (c.div_ceil(per_thread).next_power_of_two() as u32).min(engine.workgroup_size())
+}
+
+impl CrossEntropy {
+    /// Checks the inputs' types and shapes against each other; returns (N, C).
+    fn check_inputs(&self, inputs: &CrossEntropyInputs<'_>) -> Result<(usize, usize)> {
+        self.validate()?;
+        let logits = inputs.logits;
+        logits.expect_dtype("logits", DType::F32)?;
+        let &[n, c] = logits.shape() else {
+            return Err(Error::Shape {
+                input: "logits",
+                expected: "[N, C]".into(),
+                got: logits.shape().to_vec(),
+            });
+        };
+        if n == 0 {
+            return Err(Error::Empty("logits"));
+        }
+        if c == 0 {
+            return Err(Error::Shape {
+                input: "logits",
+                expected: "[N, C] with C >= 1".into(),
+                got: vec![n, c],
+            });
+        }
+        match inputs.target {
+            Target::Classes(t) => {
+                t.expect_dtype("target", DType::I32)?;
+                expect_shape("target", t, &[n])?;
+            }
+            Target::Probabilities(t) => {
+                t.expect_dtype("target", DType::F32)?;
+                expect_shape("target", t, &[n, c])?;
+            }
+        }
+        if let Some(w) = inputs.weight {
+            w.expect_dtype("weight", DType::F32)?;
+            expect_shape("weight", w, &[c])?;
+        }
+        if let Some(g) = inputs.grad_out {
+            g.expect_dtype("grad_out", DType::F32)?;
+            expect_shape("grad_out", g, &[n, c])?;
+            if self.in_place || !self.gradient {
+                return Err(Error::Option {
+                    option: "grad_out",
+                    value: "given".into(),
+                    reason: "conflicts with in_place and with gradient(false)",
+                });
+            }
+        }
+        match inputs.upstream {
+            Upstream::Ones => {}
+            Upstream::Scalar(g) => finite("grad_output", g)?,
+            Upstream::PerItem(g) => {
+                if self.reduction != Reduction::None {
+                    return Err(Error::Option {
+                        option: "grad_output",
+                        value: format!("{:?}", g.shape()),
+                        reason: "a per-item upstream gradient needs reduction none",
+                    });
+                }
+                g.expect_dtype("grad_output", DType::F32)?;
+                expect_shape("grad_output", g, &[n])?;
+            }
+        }
+        Ok((n, c))
+    }
+
+    /// Records the loss (and gradient) into `encoder`. Submit the encoder, then read the
+    /// results with [`Engine::read_output`] (which also reports invalid targets) or use the
+    /// device tensors directly; call [`Engine::check_status`] to validate targets.
+    ///
+    /// # Errors
+    /// Invalid options or shapes ([`Error::Option`], [`Error::Shape`], [`Error::DType`],
+    /// [`Error::Empty`]), sizes past the adapter's limits, wgpu errors.
+    pub fn record(
+        &self,
+        engine: &Engine,
+        encoder: &mut wgpu::CommandEncoder,
+        inputs: &CrossEntropyInputs<'_>,
+    ) -> Result<LossOutput> {
+        let (n, c) = self.check_inputs(inputs)?;
+        engine.scoped(|| self.record_checked(engine, encoder, inputs, n, c))
+    }
+
+    fn record_checked(
+        &self,
+        engine: &Engine,
+        encoder: &mut wgpu::CommandEncoder,
+        inputs: &CrossEntropyInputs<'_>,
+        n: usize,
+        c: usize,
+    ) -> Result<LossOutput> {
+        let wg = engine.workgroup_size();
+        let threads = row_threads(engine, c);
+        let team = engine.subgroup_width().min(threads);
+        let rows_per_group = (wg / threads) as usize;
+        let probs = matches!(inputs.target, Target::Probabilities(_));
+        let target = match inputs.target {
+            Target::Classes(t) | Target::Probabilities(t) => t,
+        };
+        let windows = engine.row_windows(n, c as u64 * 4, true)?;
+
+        let loss_rows = engine.zeros(&[n], DType::F32)?;
+        let loss = match self.reduction {
+            Reduction::None => loss_rows.clone(),
+            _ => engine.zeros(&[], DType::F32)?,
+        };
+        let grad = match (self.gradient, self.in_place) {
+            (false, _) => None,
+            (true, true) => Some(inputs.logits.clone()),
+            (true, false) => match inputs.grad_out {
+                Some(g) => Some(g.clone()),
+                None => Some(engine.zeros(&[n, c], DType::F32)?),
+            },
+        };
+        let status = engine.scratch(1);
+        let denom = engine.scratch(1);
+        let dummy = engine.scratch(4);
+        // A read-write binding cannot share a buffer with read-only ones.
+        let unused_grad = engine.scratch(1);
+
+        let denom_from_buffer = self.reduction == Reduction::Mean && !probs;
+        let flags = [
+            (
+                UPSTREAM_PER_ROW,
+                matches!(inputs.upstream, Upstream::PerItem(_)),
+            ),
+            (WANT_GRAD, grad.is_some()),
+            (DENOM_FROM_BUFFER, denom_from_buffer),
+        ]
+        .into_iter()
+        .filter(|&(_, on)| on)
+        .fold(0, |flags, (flag, _)| flags | flag);
+        let host_denom = match self.reduction {
+            Reduction::Mean if probs => n as f32,
+            _ => 1.0,
+        };
+        let grad_output = match inputs.upstream {
+            Upstream::Scalar(g) => g,
+            _ => 1.0,
+        };
+
+        let io = RowIo {
+            in_place: self.in_place && grad.is_some(),
+            vec4: c.is_multiple_of(4),
+        };
+        let module = io.module();
+        let key = |entry, threads| KernelKey {
+            module,
+            entry,
+            overrides: vec![
+                ("WG_SIZE", wg),
+                ("ROW_THREADS", threads),
+                ("TEAM", team),
+                ("PROBS", probs as u32),
+                ("WEIGHTED", inputs.weight.is_some() as u32),
+                ("SUMS", (probs || self.label_smoothing > 0.0) as u32),
+                ("CAPPED", self.softcap.is_some() as u32),
+                ("FOCAL", self.focal.is_some() as u32),
+            ],
+        };
+        let row_elems = if probs { c } else { 1 };
+        let launch = |entry, encoder: &mut wgpu::CommandEncoder| -> Result<()> {
+            for w in &windows {
+                let rows = w.len();
+                let params = CeParams {
+                    n: rows as u32,
+                    c: c as u32,
+                    row_base: w.start as u32,
+                    flags,
+                    ignore_index: self.ignore_index,
+                    smoothing: self.label_smoothing,
+                    z_loss: self.z_loss,
+                    softcap: self.softcap.unwrap_or(1.0),
+                    grad_output,
+                    denom: host_denom,
+                    gamma: self.focal.unwrap_or(0.0),
+                    _pad: 0,
+                };
+                let uniform = engine.uniform(&params);
+                let mut resources = vec![
+                    uniform.as_entire_binding(),
+                    target.window(w.start * row_elems, rows * row_elems),
+                    match inputs.weight {
+                        Some(t) => t.binding(),
+                        None => dummy.as_entire_binding(),
+                    },
+                    match inputs.upstream {
+                        Upstream::PerItem(t) => t.window(w.start, rows),
+                        _ => dummy.as_entire_binding(),
+                    },
+                    denom.as_entire_binding(),
+                    loss_rows.window(w.start, rows),
+                    status.as_entire_binding(),
+                    inputs.logits.window(w.start * c, rows * c),
+                ];
+                if !io.in_place {
+                    resources.push(match &grad {
+                        Some(g) => g.window(w.start * c, rows * c),
+                        None => unused_grad.as_entire_binding(),
+                    });
+                }
+                let (groups, threads) = if entry == "row_weights" {
+                    (rows.div_ceil(wg as usize), wg)
+                } else {
+                    (rows.div_ceil(rows_per_group), threads)
+                };
+                engine.dispatch(encoder, key(entry, threads), &resources, groups as u32)?;
+            }
+            Ok(())
+        };
+
+        if denom_from_buffer {
+            launch("row_weights", encoder)?;
+            engine.record_sum(encoder, loss_rows.buffer(), n, 1.0, None, &denom)?;
+        }
+        launch("main", encoder)?;
+        match self.reduction {
+            Reduction::None => {}
+            Reduction::Sum => {
+                engine.record_sum(encoder, loss_rows.buffer(), n, 1.0, None, loss.buffer())?
+            }
+            Reduction::Mean if probs => engine.record_sum(
+                encoder,
+                loss_rows.buffer(),
+                n,
+                1.0 / n as f32,
+                None,
+                loss.buffer(),
+            )?,
+            Reduction::Mean | Reduction::BatchMean => engine.record_sum(
+                encoder,
+                loss_rows.buffer(),
+                n,
+                1.0,
+                Some(&denom),
+                loss.buffer(),
+            )?,
+        }
+
+        let status = (!probs).then(|| Status {
+            flag: status,
+            input: "target",
+            values: target.clone(),
+            reason: format!(
+                "class index outside [0, {c}) and not ignore_index {}",
+                self.ignore_index
+            ),
+        });
+        Ok(LossOutput {
+            loss,
+            grads: grad.into_iter().map(|g| ("logits", g)).collect(),
+            status,
+        })
+    }
+
+    /// Records, submits, waits and reads back: the one-call convenience.
+    ///
+    /// # Errors
+    /// As [`CrossEntropy::record`], plus [`Error::Value`] for a class index outside `[0, C)`
+    /// that is not `ignore_index` (naming the first such row and its value).
+    pub fn run(&self, engine: &Engine, inputs: &CrossEntropyInputs<'_>) -> Result<LossValues> {
+        engine.execute(|e| self.record(engine, e, inputs))
+    }
+}
+
+
+impl SoftmaxFocal {
+    /// Records the loss (and gradient) into `encoder`; α is `inputs.weight`.
+    ///
+    /// # Errors
+    /// As [`CrossEntropy::record`]; probability targets are an [`Error::DType`].
+    pub fn record(
+        &self,
+        engine: &Engine,
+        encoder: &mut wgpu::CommandEncoder,
+        inputs: &CrossEntropyInputs<'_>,
+    ) -> Result<LossOutput> {
+        self.validate()?;
+        if matches!(inputs.target, Target::Probabilities(_)) {
+            return Err(Error::DType {
+                input: "target",
+                expected: "class indices (i32) for softmax-focal",
+                got: "probabilities",
+            });
+        }
+        self.row_kernel().record(engine, encoder, inputs)
+    }
+
+    /// Records, submits, waits and reads back.
+    ///
+    /// # Errors
+    /// As [`SoftmaxFocal::record`], plus [`Error::Value`] for a target out of range.
+    pub fn run(&self, engine: &Engine, inputs: &CrossEntropyInputs<'_>) -> Result<LossValues> {
+        engine.execute(|e| self.record(engine, e, inputs))
+    }
+}

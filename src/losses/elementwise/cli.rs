@@ -1,0 +1,549 @@
+//! The elementwise losses by name, on host arrays: the command line's view.
+
+use super::cpu::{elementwise as cpu_elementwise, elementwise_into, HostElementInputs};
+use super::gpu::ElementwiseInputs;
+use super::{reference, ElementwiseLoss, Pointwise};
+use crate::core::{DType, LossValues, Reduction, Upstream};
+use crate::error::{Error, Result};
+use crate::gpu::engine::Engine;
+use crate::registry::random::Rng;
+use crate::registry::{
+    host_upstream, labels_i32, spec, BenchJob, BenchRun, Case, DeviceUpstream, Evaluated, HostArray, InputSpec, LossDef, GRAD_OUTPUT,
+};
+
+/// An elementwise loss for the command line: one entry per docs/LOSSES.md name.
+pub(crate) struct ElementwiseDef {
+    pub name: &'static str,
+    /// Builds the loss kind from the case's options.
+    pub kind: fn(&Case) -> Result<Pointwise>,
+    pub inputs: &'static [InputSpec],
+    pub options: &'static [&'static str],
+}
+
+const INPUT_TARGET: &[InputSpec] = &[
+    spec("input", true, true),
+    spec("target", false, true),
+    GRAD_OUTPUT,
+];
+
+/// The family's losses.
+pub(crate) const LOSSES: &[&dyn LossDef] = &[
+    &MSE,
+    &L1,
+    &HUBER,
+    &SMOOTH_L1,
+    &KL_DIV,
+    &HINGE,
+    &MARGIN_RANKING,
+    &BCE_WITH_LOGITS,
+    &SIGMOID_FOCAL,
+    &QUANTILE,
+];
+
+static MSE: ElementwiseDef = ElementwiseDef {
+    name: "mse",
+    kind: |_| Ok(Pointwise::Mse),
+    inputs: INPUT_TARGET,
+    options: &["reduction"],
+};
+
+static L1: ElementwiseDef = ElementwiseDef {
+    name: "l1",
+    kind: |_| Ok(Pointwise::L1),
+    inputs: INPUT_TARGET,
+    options: &["reduction"],
+};
+
+static HUBER: ElementwiseDef = ElementwiseDef {
+    name: "huber",
+    kind: |c| {
+        Ok(Pointwise::Huber {
+            delta: c.option("delta", 1.0)?,
+        })
+    },
+    inputs: INPUT_TARGET,
+    options: &["reduction", "delta"],
+};
+
+static SMOOTH_L1: ElementwiseDef = ElementwiseDef {
+    name: "smooth-l1",
+    kind: |c| {
+        Ok(Pointwise::SmoothL1 {
+            beta: c.option("beta", 1.0)?,
+        })
+    },
+    inputs: INPUT_TARGET,
+    options: &["reduction", "beta"],
+};
+
+static KL_DIV: ElementwiseDef = ElementwiseDef {
+    name: "kl-div",
+    kind: |c| {
+        Ok(Pointwise::KlDiv {
+            log_target: c.flag("log_target", false)?,
+        })
+    },
+    inputs: INPUT_TARGET,
+    options: &["reduction", "log_target"],
+};
+
+static HINGE: ElementwiseDef = ElementwiseDef {
+    name: "hinge",
+    kind: |_| Ok(Pointwise::Hinge),
+    inputs: INPUT_TARGET,
+    options: &["reduction"],
+};
+
+static MARGIN_RANKING: ElementwiseDef = ElementwiseDef {
+    name: "margin-ranking",
+    kind: |c| {
+        Ok(Pointwise::MarginRanking {
+            margin: c.option("margin", 0.0)?,
+        })
+    },
+    inputs: &[
+        spec("x1", true, true),
+        spec("x2", true, true),
+        spec("y", false, true),
+        GRAD_OUTPUT,
+    ],
+    options: &["reduction", "margin"],
+};
+
+static BCE_WITH_LOGITS: ElementwiseDef = ElementwiseDef {
+    name: "bce-with-logits",
+    kind: |_| Ok(Pointwise::BceWithLogits),
+    inputs: &[
+        spec("logits", true, true),
+        spec("target", false, true),
+        spec("weight", false, false),
+        spec("pos_weight", false, false),
+        GRAD_OUTPUT,
+    ],
+    options: &["reduction"],
+};
+
+static SIGMOID_FOCAL: ElementwiseDef = ElementwiseDef {
+    name: "sigmoid-focal",
+    kind: |c| {
+        Ok(Pointwise::SigmoidFocal {
+            alpha: c.option("alpha", 0.25)?,
+            gamma: c.option("gamma", 2.0)?,
+        })
+    },
+    inputs: &[
+        spec("logits", true, true),
+        spec("target", false, true),
+        GRAD_OUTPUT,
+    ],
+    options: &["reduction", "alpha", "gamma"],
+};
+
+static QUANTILE: ElementwiseDef = ElementwiseDef {
+    name: "quantile",
+    kind: |c| {
+        Ok(Pointwise::Quantile {
+            q: c.option("q", 0.5)?,
+        })
+    },
+    inputs: INPUT_TARGET,
+    options: &["reduction", "q"],
+};
+
+/// A checked host problem: loss, the named input arrays, their common shape.
+struct HostProblem {
+    loss: ElementwiseLoss,
+    shape: Vec<usize>,
+    /// input, target (x1, x2 for margin ranking).
+    a: Vec<f32>,
+    b: Vec<f32>,
+    labels: Option<Vec<f32>>,
+    weight: Option<(Vec<f32>, Vec<usize>)>,
+    pos_weight: Option<Vec<f32>>,
+    upstream: Option<Vec<f32>>,
+}
+
+impl ElementwiseDef {
+    fn problem(&self, case: &Case) -> Result<HostProblem> {
+        case.check_names(self)?;
+        let kind = (self.kind)(case)?;
+        let loss = ElementwiseLoss::new(kind).reduction(case.option("reduction", Reduction::Mean)?);
+        loss.validate()?;
+        let names: Vec<&'static str> = self.inputs.iter().map(|s| s.name).collect();
+        let (a, shape) = case.floats(names[0]).expect("checked: required");
+        let (b, b_shape) = case.floats(names[1]).expect("checked: required");
+        if shape.iter().product::<usize>() == 0 {
+            return Err(Error::Empty(names[0]));
+        }
+        let same = |input: &'static str, s: &[usize]| {
+            if s == shape.as_slice() {
+                Ok(())
+            } else {
+                Err(Error::Shape {
+                    input,
+                    expected: format!("{shape:?}"),
+                    got: s.to_vec(),
+                })
+            }
+        };
+        same(names[1], &b_shape)?;
+        let labels = match case.input("y") {
+            Some(y) => {
+                same("y", &y.shape)?;
+                Some(labels_i32("y", y)?.into_iter().map(|v| v as f32).collect())
+            }
+            None => None,
+        };
+        let inner = shape.last().copied().unwrap_or(1);
+        let weight = case.floats("weight");
+        if let Some((_, s)) = &weight {
+            if s != &shape && s != &[inner] {
+                return Err(Error::Shape {
+                    input: "weight",
+                    expected: format!("{shape:?} or [{inner}]"),
+                    got: s.clone(),
+                });
+            }
+        }
+        let pos_weight = match case.floats("pos_weight") {
+            Some((pw, s)) if s == [inner] => Some(pw),
+            Some((_, s)) => {
+                return Err(Error::Shape {
+                    input: "pos_weight",
+                    expected: format!("[{inner}]"),
+                    got: s,
+                })
+            }
+            None => None,
+        };
+        let upstream = match case.floats("grad_output") {
+            Some((g, s)) if s.iter().product::<usize>() == 1 => Some(g),
+            Some((g, s)) if s == shape && loss.reduction == Reduction::None => Some(g),
+            Some((_, s)) => {
+                return Err(Error::Shape {
+                    input: "grad_output",
+                    expected: format!("a scalar, or {shape:?} with reduction none"),
+                    got: s,
+                })
+            }
+            None => None,
+        };
+        Ok(HostProblem {
+            loss,
+            shape,
+            a,
+            b,
+            labels,
+            weight,
+            pos_weight,
+            upstream,
+        })
+    }
+}
+
+impl HostProblem {
+    fn loss_shape(&self) -> Vec<usize> {
+        match self.loss.reduction {
+            Reduction::None => self.shape.clone(),
+            _ => vec![],
+        }
+    }
+
+    fn evaluated(&self, out: LossValues) -> Evaluated<f32> {
+        Evaluated::from_values(out, self.loss_shape(), &self.shape)
+    }
+
+    /// Host-side label check, so `eval` names the offending element before any dispatch.
+    fn check_labels(&self) -> Result<()> {
+        let (input, values) = match (self.loss.kind, &self.labels) {
+            (Pointwise::Hinge, _) => ("target", &self.b),
+            (_, Some(y)) => ("y", y),
+            _ => return Ok(()),
+        };
+        match values.iter().position(|&v| v != 1.0 && v != -1.0) {
+            Some(row) => Err(Error::Value {
+                input,
+                row,
+                value: values[row].to_string(),
+                reason: "labels must be -1 or +1".into(),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl LossDef for ElementwiseDef {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn inputs(&self) -> &'static [InputSpec] {
+        self.inputs
+    }
+
+    fn options(&self) -> &'static [&'static str] {
+        self.options
+    }
+
+    fn gpu(&self, engine: &Engine, case: &Case) -> Result<Evaluated<f32>> {
+        let p = self.problem(case)?;
+        p.check_labels()?;
+        let shape = &p.shape;
+        let a = engine.upload(&p.a, shape)?;
+        let b = engine.upload(&p.b, shape)?;
+        let labels = p
+            .labels
+            .as_ref()
+            .map(|y| engine.upload(y, shape))
+            .transpose()?;
+        let weight = p
+            .weight
+            .as_ref()
+            .map(|(w, s)| engine.upload(w, s))
+            .transpose()?;
+        let pos_weight = p
+            .pos_weight
+            .as_ref()
+            .map(|pw| engine.upload(pw, &[pw.len()]))
+            .transpose()?;
+        let upstream =
+            DeviceUpstream::upload(engine, p.upstream.as_deref(), shape, p.loss.reduction)?;
+        let inputs = ElementwiseInputs {
+            input: &a,
+            target: &b,
+            labels: labels.as_ref(),
+            weight: weight.as_ref(),
+            pos_weight: pos_weight.as_ref(),
+            grad_out: [None, None],
+            upstream: upstream.get(),
+        };
+        let out = p.loss.run(engine, &inputs)?;
+        Ok(p.evaluated(out))
+    }
+
+    fn cpu(&self, case: &Case) -> Result<Evaluated<f32>> {
+        let p = self.problem(case)?;
+        let inputs = HostElementInputs {
+            shape: &p.shape,
+            input: &p.a,
+            target: &p.b,
+            labels: p.labels.as_deref(),
+            weight: p.weight.as_ref().map(|(w, _)| w.as_slice()),
+            pos_weight: p.pos_weight.as_deref(),
+            upstream: host_upstream(p.upstream.as_deref(), p.a.len(), p.loss.reduction),
+        };
+        Ok(p.evaluated(cpu_elementwise(&p.loss, &inputs)?))
+    }
+
+    fn reference(&self, case: &Case) -> Result<Evaluated<f64>> {
+        let p = self.problem(case)?;
+        p.check_labels()?;
+        let f64s = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
+        let weight = p.weight.as_ref().map(|(w, _)| f64s(w));
+        let (a, b) = (f64s(&p.a), f64s(&p.b));
+        let labels = p.labels.as_deref().map(f64s);
+        let pos_weight = p.pos_weight.as_deref().map(f64s);
+        let inputs = reference::RefInputs {
+            a: &a,
+            b: &b,
+            labels: labels.as_deref(),
+            weight: weight.as_deref(),
+            pos_weight: pos_weight.as_deref(),
+        };
+        let upstream = p.upstream.as_deref().map_or(vec![1.0], f64s);
+        let out = reference::elementwise(&p.loss, &p.shape, inputs, &upstream)?;
+        Ok(Evaluated::from_reference(out, p.loss_shape(), &p.shape))
+    }
+
+    fn random_case(&self, rng: &mut Rng) -> Case {
+        let rows = 1 + rng.below(300);
+        let cols = 1 + rng.below(40);
+        let shape = [rows, cols];
+        let len = rows * cols;
+        let reductions: &[&str] = if self.name == "kl-div" {
+            &["mean", "sum", "none", "batchmean"]
+        } else {
+            &["mean", "sum", "none"]
+        };
+        let mut case = Case::default().set("reduction", reductions[rng.below(reductions.len())]);
+        let normal = |rng: &mut Rng, scale| HostArray::f32(&shape, rng.normals(len, scale));
+        let unit = |rng: &mut Rng| {
+            HostArray::f32(&shape, (0..len).map(|_| rng.uniform() as f32).collect())
+        };
+        let signs = |rng: &mut Rng| {
+            HostArray::f32(
+                &shape,
+                (0..len)
+                    .map(|_| if rng.chance(0.5) { 1.0 } else { -1.0 })
+                    .collect(),
+            )
+        };
+        match self.name {
+            "kl-div" => {
+                let log_target = rng.chance(0.5);
+                let mut t: Vec<f32> = (0..len).map(|_| rng.uniform() as f32).collect();
+                t.iter_mut().for_each(|v| {
+                    if *v < 0.1 {
+                        *v = 0.0
+                    }
+                });
+                if log_target {
+                    t.iter_mut().for_each(|v| *v = (*v + 1e-3).ln());
+                }
+                let x: Vec<f32> = (0..len)
+                    .map(|_| (rng.uniform() as f32 + 1e-3).ln())
+                    .collect();
+                case = case
+                    .with("input", HostArray::f32(&shape, x))
+                    .with("target", HostArray::f32(&shape, t))
+                    .set("log_target", log_target);
+            }
+            "hinge" => {
+                case = case
+                    .with("input", normal(rng, 2.0))
+                    .with("target", signs(rng))
+            }
+            "margin-ranking" => {
+                case = case
+                    .with("x1", normal(rng, 1.0))
+                    .with("x2", normal(rng, 1.0))
+                    .with("y", signs(rng))
+                    .set("margin", rng.range(-0.5, 1.0) as f32);
+            }
+            "bce-with-logits" | "sigmoid-focal" => {
+                case = case
+                    .with("logits", normal(rng, 3.0))
+                    .with("target", unit(rng));
+                if self.name == "sigmoid-focal" {
+                    case = case
+                        .set(
+                            "alpha",
+                            if rng.chance(0.3) {
+                                -1.0
+                            } else {
+                                rng.uniform() as f32
+                            },
+                        )
+                        .set("gamma", [0.0, 0.5, 1.0, 2.0, 3.5][rng.below(5)]);
+                } else {
+                    if rng.chance(0.5) {
+                        let full = rng.chance(0.5);
+                        let s: Vec<usize> = if full { shape.to_vec() } else { vec![cols] };
+                        let n = s.iter().product();
+                        let w = (0..n).map(|_| rng.range(0.1, 2.0) as f32).collect();
+                        case = case.with("weight", HostArray::f32(&s, w));
+                    }
+                    if rng.chance(0.5) {
+                        let pw = (0..cols).map(|_| rng.range(0.1, 4.0) as f32).collect();
+                        case = case.with("pos_weight", HostArray::f32(&[cols], pw));
+                    }
+                }
+            }
+            "quantile" => {
+                // Some exact ties (d = 0), where the gradient is 0.
+                let x = rng.normals(len, 2.0);
+                let mut t = rng.normals(len, 2.0);
+                for (t, &x) in t.iter_mut().zip(&x) {
+                    if rng.chance(0.1) {
+                        *t = x;
+                    }
+                }
+                case = case
+                    .with("input", HostArray::f32(&shape, x))
+                    .with("target", HostArray::f32(&shape, t))
+                    .set("q", rng.range(0.01, 0.99) as f32);
+            }
+            _ => {
+                case = case
+                    .with("input", normal(rng, 2.0))
+                    .with("target", normal(rng, 2.0));
+                if self.name == "huber" {
+                    case = case.set("delta", rng.range(0.1, 3.0) as f32);
+                }
+                if self.name == "smooth-l1" {
+                    case = case.set(
+                        "beta",
+                        if rng.chance(0.2) {
+                            0.0
+                        } else {
+                            rng.range(0.1, 3.0) as f32
+                        },
+                    );
+                }
+            }
+        }
+        if rng.chance(0.3) {
+            let none = case.options.get("reduction").is_some_and(|r| r == "none");
+            case = if none {
+                case.with("grad_output", normal(rng, 1.0))
+            } else {
+                case.with(
+                    "grad_output",
+                    HostArray::f32(&[], vec![rng.range(-2.0, 2.0) as f32]),
+                )
+            };
+        }
+        case
+    }
+
+    fn bench(
+        &self,
+        engine: &Engine,
+        rng: &mut Rng,
+        _quick: bool,
+        run: &mut BenchRun<'_>,
+    ) -> Result<()> {
+        // 4M elements: 48 MB moved, past the last-level cache of most CPUs.
+        let n = 4 << 20;
+        let kind = (self.kind)(&Case::default())?;
+        let ranking = matches!(kind, Pointwise::MarginRanking { .. });
+        let x = rng.normals(n, 2.0);
+        let unit: Vec<f32> = (0..n).map(|_| rng.uniform() as f32).collect();
+        let signs: Vec<f32> = (0..n)
+            .map(|_| if rng.chance(0.5) { 1.0 } else { -1.0 })
+            .collect();
+        // Targets in [0, 1]; ±1 labels for hinge's target and margin ranking's y.
+        let target = if kind == Pointwise::Hinge {
+            &signs
+        } else {
+            &unit
+        };
+        let (xt, tt, st) = (
+            engine.upload(&x, &[n])?,
+            engine.upload(target, &[n])?,
+            engine.upload(&signs, &[n])?,
+        );
+        // Both backends write into gradient buffers allocated once.
+        let (g1, g2) = (
+            engine.zeros(&[n], DType::F32)?,
+            engine.zeros(&[n], DType::F32)?,
+        );
+        let (mut host_g1, mut host_g2) = (vec![0.0f32; n], vec![0.0f32; n]);
+        let inputs = if ranking {
+            ElementwiseInputs::ranking(&xt, &tt, &st)
+                .grad_out(&g1)
+                .grad_out_x2(&g2)
+        } else {
+            ElementwiseInputs::new(&xt, &tt).grad_out(&g1)
+        };
+        let host = HostElementInputs {
+            shape: &[n],
+            input: &x,
+            target,
+            labels: ranking.then_some(signs.as_slice()),
+            weight: None,
+            pos_weight: None,
+            upstream: Upstream::Ones,
+        };
+        let loss = ElementwiseLoss::new(kind);
+        // Inputs read (2, or 3 with labels) and gradients written (1, or 2 for ranking).
+        let arrays = if ranking { 5 } else { 3 };
+        run(BenchJob {
+            label: self.name,
+            shape: format!("{}M", n >> 20),
+            bytes: arrays * n * 4,
+            gpu: &mut |e| loss.record(engine, e, &inputs).map(|_| ()),
+            cpu: &mut || elementwise_into(&loss, &host, &mut host_g1, &mut host_g2).map(|_| ()),
+        })
+    }
+}

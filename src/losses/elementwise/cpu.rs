@@ -1,0 +1,517 @@
+//! Elementwise losses on the CPU: the twin of `shaders/elementwise.wgsl`, element chunks in
+//! parallel with one f64 partial sum each, added in order.
+
+use rayon::prelude::*;
+
+use crate::core::cpu_math::{exp, ln_1p_unit, ln_pos, CHUNK_ELEMENTS};
+use crate::error::{Error, Result};
+use super::{ElementwiseLoss, Pointwise};
+use crate::core::{LossValues, Reduction, Upstream};
+
+/// Host inputs of a CPU elementwise loss; the fields mirror
+/// [`crate::ElementwiseInputs`]. `upstream`: a scalar, or one per element
+/// with reduction none.
+#[derive(Debug, Clone, Copy)]
+pub struct HostElementInputs<'a> {
+    /// The input's shape.
+    pub shape: &'a [usize],
+    /// Input, logits or x1.
+    pub input: &'a [f32],
+    /// Target or x2.
+    pub target: &'a [f32],
+    /// Margin ranking's y.
+    pub labels: Option<&'a [f32]>,
+    /// BCE weight: full shape or last dimension.
+    pub weight: Option<&'a [f32]>,
+    /// BCE positive weight, last dimension.
+    pub pos_weight: Option<&'a [f32]>,
+    /// Upstream gradient.
+    pub upstream: Upstream<'a, [f32]>,
+}
+
+/// The first element of `v` that is not ±1. Blocks are scanned with a branch-free OR (which
+/// vectorizes; an early-exit scan of 4M labels took 20 ms, ten times the loss itself), and
+/// only a bad block is searched element by element.
+fn first_non_sign(v: &[f32]) -> Option<usize> {
+    const BLOCK: usize = 4096;
+    let bad = |l: f32| (l != 1.0) & (l != -1.0);
+    v.chunks(BLOCK).enumerate().find_map(|(b, block)| {
+        block
+            .iter()
+            .fold(false, |any, &l| any | bad(l))
+            .then(|| b * BLOCK + block.iter().position(|&l| bad(l)).unwrap_or(0))
+    })
+}
+
+fn sgn(d: f32) -> f32 {
+    if d > 0.0 {
+        1.0
+    } else if d < 0.0 {
+        -1.0
+    } else {
+        0.0
+    }
+}
+
+/// sigmoid(x), sigmoid(−x) and softplus(−x) from one exp. The sign of x picks which of r
+/// and e·r is which through a 0/1 factor (one of the two products is exactly 0), not a
+/// branch: the sign is unpredictable element to element.
+#[inline(always)]
+fn logistic(x: f32) -> (f32, f32, f32) {
+    let e = exp(-x.abs());
+    let r = 1.0 / (1.0 + e);
+    let neg = (x < 0.0) as u32 as f32;
+    let er = e * r;
+    let p = r * (1.0 - neg) + er * neg;
+    let q = er * (1.0 - neg) + r * neg;
+    (p, q, ln_1p_unit(e) + (-x).max(0.0))
+}
+
+/// (loss, d/da, d/db) of one element.
+type Term = (f32, f32, f32);
+
+fn mse(x: f32, y: f32) -> Term {
+    ((x - y) * (x - y), 2.0 * (x - y), 0.0)
+}
+
+fn l1(x: f32, y: f32) -> Term {
+    ((x - y).abs(), sgn(x - y), 0.0)
+}
+
+/// v limited to [-r, r], NaN kept; unlike `f32::clamp` no assertion on the bounds sits in
+/// the loop (it kept these loops scalar).
+#[inline(always)]
+fn limit(v: f32, r: f32) -> f32 {
+    if v < -r {
+        -r
+    } else if v > r {
+        r
+    } else {
+        v
+    }
+}
+
+// huber and smooth-l1 as the quadratic part up to δ (β) plus the linear part beyond it,
+// through min and limit: no per-element branch, whose side is unpredictable (3× faster).
+// NaN stays NaN (min keeps δ, then |d| − δ is NaN; limit keeps NaN); ±inf gives inf, ±δ.
+fn huber(x: f32, y: f32, delta: f32) -> Term {
+    let d = x - y;
+    let a = d.abs().min(delta);
+    let l = 0.5 * a * a + delta * (d.abs() - a);
+    let g = limit(d, delta);
+    (l, g, 0.0)
+}
+
+fn smooth_l1(x: f32, y: f32, beta: f32) -> Term {
+    let d = x - y;
+    let a = d.abs().min(beta);
+    let l = 0.5 * a * a / beta + (d.abs() - a);
+    let g = limit(d, beta) / beta;
+    (l, g, 0.0)
+}
+
+// 0 where y ≤ 0 (or NaN), chosen per value rather than by a branch, so the loop vectorizes.
+fn kl_div(x: f32, y: f32) -> Term {
+    let on = y > 0.0;
+    let l = y * (ln_pos(y) - x);
+    (if on { l } else { 0.0 }, if on { -y } else { 0.0 }, 0.0)
+}
+
+fn kl_div_log_target(x: f32, y: f32) -> Term {
+    let e = exp(y);
+    (e * (y - x), -e, 0.0)
+}
+
+// hinge and margin-ranking without a per-element branch: max, and a 0/1 factor for the
+// gradient (a NaN margin gives 0, as the kernel and the reference).
+fn hinge(x: f32, y: f32) -> Term {
+    let m = 1.0 - y * x;
+    let on = (m > 0.0) as u32 as f32;
+    (m.max(0.0), -y * on, 0.0)
+}
+
+fn margin_ranking(x1: f32, x2: f32, y: f32, margin: f32) -> Term {
+    let m = -y * (x1 - x2) + margin;
+    let on = (m > 0.0) as u32 as f32;
+    (m.max(0.0), -y * on, y * on)
+}
+
+// d = y − x; q·d on the positive side, (q − 1)·d elsewhere (NaN: NaN loss, gradient 0).
+fn quantile(x: f32, y: f32, q: f32) -> Term {
+    let d = y - x;
+    let pos = (d > 0.0) as u32 as f32;
+    let neg = (d < 0.0) as u32 as f32;
+    let l = if d > 0.0 { q * d } else { (q - 1.0) * d };
+    (l, -q * pos + (1.0 - q) * neg, 0.0)
+}
+
+fn bce_with_logits(x: f32, y: f32, w: f32, pw: f32) -> Term {
+    let (_, q, sp) = logistic(x);
+    let lw = 1.0 + (pw - 1.0) * y;
+    (w * ((1.0 - y) * x + lw * sp), w * ((1.0 - y) - lw * q), 0.0)
+}
+
+/// `pow_m(m)` gives (m^γ, γ·m^(γ−1)), the latter 0 at m = 0 (and for γ = 0).
+#[inline(always)]
+fn sigmoid_focal(x: f32, y: f32, alpha: f32, pow_m: impl Fn(f32) -> (f32, f32)) -> Term {
+    let (p, q, sp) = logistic(x);
+    let ce = (1.0 - y) * x + sp;
+    let m = p * (1.0 - y) + q * y;
+    let (f, dm) = pow_m(m);
+    let df = dm * p * q * (1.0 - 2.0 * y);
+    let a = if alpha >= 0.0 {
+        alpha * y + (1.0 - alpha) * (1.0 - y)
+    } else {
+        1.0
+    };
+    (a * ce * f, a * ((p - y) * f + ce * df), 0.0)
+}
+
+/// [`focal_power`] for a fractional γ as exp(γ·ln m) (relative error ~|γ·ln m|·2⁻²⁴), with
+/// C's pow at the edges: 0^γ = 0, a negative base gives NaN.
+#[inline(always)]
+fn focal_power_fractional(gamma: f32, m: f32) -> (f32, f32) {
+    let l = ln_pos(m);
+    let (f, d) = (exp(gamma * l), gamma * exp((gamma - 1.0) * l));
+    if m > 0.0 {
+        (f, d)
+    } else if m == 0.0 {
+        (0.0, 0.0)
+    } else {
+        (f32::NAN, f32::NAN)
+    }
+}
+
+/// [`sigmoid_focal`]'s m^γ for one γ: the common whole γ as multiplications (their loops
+/// vectorize), C's pow otherwise (whole exponents take negative bases; 0^0 = 1).
+#[inline(always)]
+fn focal_power(gamma: f32, m: f32) -> (f32, f32) {
+    let zero_at_0 = |d: f32| if m == 0.0 { 0.0 } else { d };
+    match gamma {
+        0.0 => (1.0, 0.0),
+        1.0 => (m, zero_at_0(1.0)),
+        2.0 => (m * m, zero_at_0(2.0 * m)),
+        _ => (m.powf(gamma), zero_at_0(gamma * m.powf(gamma - 1.0))),
+    }
+}
+
+/// The elementwise loss of `inputs` on the CPU.
+///
+/// # Errors
+/// Option, shape and label errors as the GPU path.
+pub fn elementwise(loss: &ElementwiseLoss, inputs: &HostElementInputs<'_>) -> Result<LossValues> {
+    let names = loss.kind.grad_names();
+    let len: usize = inputs.shape.iter().product();
+    let size = |k: usize| {
+        if loss.gradient && k < names.len() {
+            len
+        } else {
+            0
+        }
+    };
+    let (mut ga, mut gb) = (vec![0.0f32; size(0)], vec![0.0f32; size(1)]);
+    let values = elementwise_into(loss, inputs, &mut ga, &mut gb)?;
+    let mut grads = Vec::new();
+    if loss.gradient {
+        grads.push((names[0], ga));
+        if names.len() == 2 {
+            grads.push((names[1], gb));
+        }
+    }
+    Ok(LossValues {
+        loss: values,
+        grads,
+    })
+}
+
+/// As [`elementwise`], writing the gradients into `grad` (for the input, or x1) and `grad_x2`
+/// (margin ranking's x2), reused across calls to save their allocation, and returning the
+/// loss values. Without `loss.gradient` (or x2) the buffers are ignored and may be empty.
+///
+/// # Errors
+/// As [`elementwise`]; [`Error::Shape`] when a gradient buffer has the wrong length.
+pub fn elementwise_into(
+    loss: &ElementwiseLoss,
+    inputs: &HostElementInputs<'_>,
+    grad: &mut [f32],
+    grad_x2: &mut [f32],
+) -> Result<Vec<f32>> {
+    loss.validate()?;
+    let names = loss.kind.grad_names();
+    let len: usize = inputs.shape.iter().product();
+    let inner = inputs.shape.last().copied().unwrap_or(1);
+    if len == 0 {
+        return Err(Error::Empty(names[0]));
+    }
+    for (name, v) in [
+        (names[0], Some(inputs.input)),
+        ("target", Some(inputs.target)),
+        ("y", inputs.labels),
+    ] {
+        if let Some(v) = v {
+            if v.len() != len {
+                return Err(Error::shape(
+                    name,
+                    format!("{:?}", inputs.shape),
+                    &[v.len()],
+                ));
+            }
+        }
+    }
+    let ranking = names.len() == 2;
+    if ranking != inputs.labels.is_some() {
+        return Err(Error::Empty("y"));
+    }
+    if let Some(w) = inputs.weight {
+        if w.len() != len && w.len() != inner {
+            return Err(Error::shape(
+                "weight",
+                format!("{:?} or [{inner}]", inputs.shape),
+                &[w.len()],
+            ));
+        }
+    }
+    if let Some(pw) = inputs.pos_weight {
+        if pw.len() != inner {
+            return Err(Error::shape(
+                "pos_weight",
+                format!("[{inner}]"),
+                &[pw.len()],
+            ));
+        }
+    }
+    let ups = &*inputs.upstream.values();
+    if !(ups.is_empty()
+        || ups.len() == 1
+        || (ups.len() == len && loss.reduction == Reduction::None))
+    {
+        return Err(Error::shape(
+            "grad_output",
+            "a scalar or per element with reduction none".into(),
+            &[ups.len()],
+        ));
+    }
+    let checked = match loss.kind {
+        Pointwise::Hinge => Some(("target", inputs.target)),
+        Pointwise::MarginRanking { .. } => inputs.labels.map(|y| ("y", y)),
+        _ => None,
+    };
+    if let Some((input, v)) = checked {
+        if let Some(row) = first_non_sign(v) {
+            return Err(Error::Value {
+                input,
+                row,
+                value: v[row].to_string(),
+                reason: "labels must be -1 or +1".into(),
+            });
+        }
+    }
+    let (need_a, need_b) = (loss.gradient, loss.gradient && ranking);
+    for (name, g, needed) in [
+        ("grad_out", &*grad, need_a),
+        ("grad_out_x2", &*grad_x2, need_b),
+    ] {
+        if needed && g.len() != len {
+            return Err(Error::shape(
+                name,
+                format!("{:?}", inputs.shape),
+                &[g.len()],
+            ));
+        }
+    }
+    let ga = if need_a { grad } else { &mut [][..] };
+    let gb = if need_b { grad_x2 } else { &mut [][..] };
+    let denom = match loss.reduction {
+        Reduction::Mean => len as f64,
+        Reduction::BatchMean => inputs.shape.first().copied().unwrap_or(1) as f64,
+        _ => 1.0,
+    };
+    let base_scale = (match ups.len() {
+        1 => ups[0] as f64,
+        _ => 1.0,
+    } / denom) as f32;
+    let per_element = loss.reduction == Reduction::None;
+    // One instance of the loop per loss, so that each compiles (and vectorizes) on its own.
+    macro_rules! run {
+        ($term:expr) => {
+            sweep(
+                inputs,
+                (&mut *ga, &mut *gb),
+                base_scale,
+                per_element,
+                #[inline(always)]
+                $term,
+            )
+        };
+    }
+    let class = |i: usize| i % inner;
+    let (out, partials) = match loss.kind {
+        Pointwise::Mse => run!(|_, x, y, _| mse(x, y)),
+        Pointwise::L1 | Pointwise::SmoothL1 { beta: 0.0 } => run!(|_, x, y, _| l1(x, y)),
+        Pointwise::Huber { delta } => run!(move |_, x, y, _| huber(x, y, delta)),
+        Pointwise::SmoothL1 { beta } => run!(move |_, x, y, _| smooth_l1(x, y, beta)),
+        Pointwise::KlDiv { log_target: false } => run!(|_, x, y, _| kl_div(x, y)),
+        Pointwise::KlDiv { log_target: true } => run!(|_, x, y, _| kl_div_log_target(x, y)),
+        Pointwise::Hinge => run!(|_, x, y, _| hinge(x, y)),
+        Pointwise::Quantile { q } => run!(move |_, x, y, _| quantile(x, y, q)),
+        Pointwise::MarginRanking { margin } => {
+            run!(move |_, x, y, label| margin_ranking(x, y, label, margin))
+        }
+        Pointwise::BceWithLogits if inputs.weight.is_none() && inputs.pos_weight.is_none() => {
+            run!(|_, x, y, _| bce_with_logits(x, y, 1.0, 1.0))
+        }
+        Pointwise::BceWithLogits => run!(|i, x, y, _| {
+            let w = inputs
+                .weight
+                .map_or(1.0, |w| if w.len() == len { w[i] } else { w[class(i)] });
+            let pw = inputs.pos_weight.map_or(1.0, |p| p[class(i)]);
+            bce_with_logits(x, y, w, pw)
+        }),
+        // One loop per common γ, whose power is then multiplications; a fractional γ takes
+        // exp(γ·ln m), which vectorizes where powf does not.
+        Pointwise::SigmoidFocal { alpha, gamma } => match gamma {
+            0.0 => run!(move |_, x, y, _| sigmoid_focal(x, y, alpha, |m| focal_power(0.0, m))),
+            1.0 => run!(move |_, x, y, _| sigmoid_focal(x, y, alpha, |m| focal_power(1.0, m))),
+            2.0 => run!(move |_, x, y, _| sigmoid_focal(x, y, alpha, |m| focal_power(2.0, m))),
+            _ if gamma.fract() != 0.0 => run!(move |_, x, y, _| {
+                sigmoid_focal(x, y, alpha, |m| focal_power_fractional(gamma, m))
+            }),
+            _ => run!(move |_, x, y, _| sigmoid_focal(x, y, alpha, |m| focal_power(gamma, m))),
+        },
+    };
+    Ok(if per_element {
+        out
+    } else {
+        vec![(partials.iter().sum::<f64>() / denom) as f32]
+    })
+}
+
+/// Per-element outputs and per-chunk partial sums of `term` over all elements, chunks in
+/// parallel, writing its gradients into `ga` and `gb` where they are not empty. `term` takes the element's index, input, target and label
+/// (margin ranking's y; 0 for the other losses).
+fn sweep(
+    inputs: &HostElementInputs<'_>,
+    (ga, gb): (&mut [f32], &mut [f32]),
+    base_scale: f32,
+    per_element: bool,
+    term: impl Fn(usize, f32, f32, f32) -> Term + Sync,
+) -> (Vec<f32>, Vec<f64>) {
+    let len = inputs.input.len();
+    let mut out = vec![0.0f32; if per_element { len } else { 0 }];
+    let tasks = len.div_ceil(CHUNK_ELEMENTS);
+    let slices: Vec<_> = chunks(&mut out, tasks)
+        .into_iter()
+        .zip(chunks(ga, tasks))
+        .zip(chunks(gb, tasks))
+        .enumerate()
+        .collect();
+    let partials = slices
+        .into_par_iter()
+        .map(|(t, ((out, ga), gb))| {
+            let start = t * CHUNK_ELEMENTS;
+            let span = start..(start + CHUNK_ELEMENTS).min(len);
+            let chunk = Chunk {
+                inputs,
+                span,
+                base_scale,
+                out,
+                ga,
+                gb,
+            };
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU supports AVX2, checked just above.
+                return unsafe { chunk_avx2(chunk, &term) };
+            }
+            chunk_portable(chunk, &term)
+        })
+        .collect();
+    (out, partials)
+}
+
+/// One task of [`sweep`]: the elements `span`, with its slices of the outputs.
+struct Chunk<'a, 'b> {
+    inputs: &'a HostElementInputs<'b>,
+    span: std::ops::Range<usize>,
+    base_scale: f32,
+    out: &'a mut [f32],
+    ga: &'a mut [f32],
+    gb: &'a mut [f32],
+}
+
+/// [`chunk_portable`] compiled for AVX2 (the same operations, so the same bits).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn chunk_avx2(c: Chunk<'_, '_>, term: &impl Fn(usize, f32, f32, f32) -> Term) -> f64 {
+    chunk_portable(c, term)
+}
+
+/// The partial sum of one chunk, writing its outputs and gradients.
+#[inline(always)]
+fn chunk_portable(c: Chunk<'_, '_>, term: &impl Fn(usize, f32, f32, f32) -> Term) -> f64 {
+    let Chunk {
+        inputs,
+        span,
+        base_scale,
+        out,
+        ga,
+        gb,
+    } = c;
+    let ups = &*inputs.upstream.values();
+    let mut sum = 0.0f64;
+    // Terms are formed a block at a time into arrays, and the block's losses summed in f32
+    // lanes, so the loops over terms vectorize; a running f64 sum would serialize them.
+    let (mut l, mut da, mut db) = ([0.0f32; BLOCK], [0.0f32; BLOCK], [0.0f32; BLOCK]);
+    for b in span.clone().step_by(BLOCK) {
+        let m = BLOCK.min(span.end - b);
+        let (x, y) = (&inputs.input[b..b + m], &inputs.target[b..b + m]);
+        let z = inputs.labels.map_or(&[0.0; BLOCK][..m], |z| &z[b..b + m]);
+        for k in 0..m {
+            (l[k], da[k], db[k]) = term(b + k, x[k], y[k], z[k]);
+        }
+        l[m..].fill(0.0);
+        sum += lane_sum(&l);
+        let j = b - span.start;
+        for (g, d) in [(&mut *ga, &da), (&mut *gb, &db)] {
+            if g.is_empty() {
+                continue;
+            }
+            let g = &mut g[j..j + m];
+            if ups.len() > 1 {
+                for ((g, &d), &u) in g.iter_mut().zip(d).zip(&ups[b..b + m]) {
+                    *g = d * (base_scale * u);
+                }
+            } else {
+                for (g, &d) in g.iter_mut().zip(d) {
+                    *g = d * base_scale;
+                }
+            }
+        }
+        if !out.is_empty() {
+            out[j..j + m].copy_from_slice(&l[..m]);
+        }
+    }
+    sum
+}
+
+/// Elements per block of [`sweep`].
+const BLOCK: usize = 64;
+
+/// Σ v over eight f32 lanes, then in f64.
+fn lane_sum(v: &[f32; BLOCK]) -> f64 {
+    let mut lanes = [0.0f32; 8];
+    for c in v.chunks_exact(8) {
+        for k in 0..8 {
+            lanes[k] += c[k];
+        }
+    }
+    lanes.iter().map(|&v| v as f64).sum()
+}
+
+/// `v` cut into `tasks` chunks of CHUNK_ELEMENTS (empty slices when `v` is empty).
+fn chunks(v: &mut [f32], tasks: usize) -> Vec<&mut [f32]> {
+    if v.is_empty() {
+        return (0..tasks).map(|_| &mut [][..]).collect();
+    }
+    v.chunks_mut(CHUNK_ELEMENTS).collect()
+}

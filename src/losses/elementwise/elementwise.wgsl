@@ -1,0 +1,299 @@
+// Elementwise losses, forward and backward in one pass (semantics: docs/LOSSES.md).
+//
+// Each loss is one function returning its term and derivatives, selected by the LOSS
+// override. Every invocation handles ITEMS elements of its workgroup's block; the gradient
+// is written directly (its scale is known before the launch), and per-element losses go
+// either to `out` (reduction none) or into one partial sum per workgroup that `reduce.wgsl`'s
+// `finish` adds in a fixed order.
+
+override WG_SIZE: u32 = 256u;
+override ITEMS: u32 = 4u;
+override TEAM: u32 = 8u;
+override LOSS: u32 = 0u;
+// Specialization: each pipeline carries only the work its inputs and reduction need.
+override PER_ELEMENT_OUT: bool = false;      // write per-element losses (reduction none)
+override UPSTREAM_PER_ELEMENT: bool = false;
+override C_PER_CLASS: bool = false;          // in_c is indexed by the last dimension
+override HAS_C: bool = false;
+override HAS_D: bool = false;
+override WANT_GRAD: bool = true;
+
+struct Params {
+    len: u32,        // elements in this window
+    base: u32,       // global index of the window's first element
+    inner: u32,      // size of the broadcast (last) dimension, for per-class inputs
+    scale: f32,      // gradient scale: upstream / denominator
+    p0: f32,         // loss parameter (delta, beta, alpha, margin, q)
+    p1: f32,         // second loss parameter (gamma)
+    group_base: u32, // index of this window's first partial sum
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+// Bindings 1 (in_a: the differentiable input), 2 (in_b: target or x2), 6 (grad_a) and
+// 7 (grad_b) come from the I/O header (`header` in gpu.rs): f32 or vec4<f32>
+// arrays, read and written LANES elements at a time through load_a/load_b/store_ga/store_gb.
+@group(0) @binding(3) var<storage, read> in_c: array<f32>;   // y (margin-ranking) or weight
+@group(0) @binding(4) var<storage, read> in_d: array<f32>;   // pos_weight, per class
+@group(0) @binding(5) var<storage, read> upstream: array<f32>;
+@group(0) @binding(8) var<storage, read_write> out: array<f32>;
+// status[0] = 0xffffffff - (first element whose label is outside its allowed set), else 0.
+@group(0) @binding(9) var<storage, read_write> status: array<atomic<u32>>;
+
+
+// A loss term: x = loss, y = d/da, z = d/db.
+alias Term = vec3<f32>;
+
+// The term ids (MSE, L1, … SIGMOID_FOCAL) are generated from `Term` in mod.rs.
+
+// sign with sign(0) = 0, as torch.sign.
+fn sgn(d: f32) -> f32 {
+    return select(select(0.0, -1.0, d < 0.0), 1.0, d > 0.0);
+}
+
+fn mse(x: f32, y: f32) -> Term {
+    let d = x - y;
+    return Term(d * d, 2.0 * d, 0.0);
+}
+
+fn l1(x: f32, y: f32) -> Term {
+    let d = x - y;
+    return Term(abs(d), sgn(d), 0.0);
+}
+
+// A NaN difference fails the test and takes the quadratic side: NaN loss and gradient,
+// as PyTorch.
+fn huber(x: f32, y: f32, delta: f32) -> Term {
+    let d = x - y;
+    if (abs(d) >= delta) {
+        return Term(delta * (abs(d) - 0.5 * delta), delta * sgn(d), 0.0);
+    }
+    return Term(0.5 * d * d, d, 0.0);
+}
+
+fn smooth_l1(x: f32, y: f32, beta: f32) -> Term {
+    let d = x - y;
+    if (abs(d) >= beta) {
+        return Term(abs(d) - 0.5 * beta, sgn(d), 0.0);
+    }
+    return Term(0.5 * d * d / beta, d / beta, 0.0);
+}
+
+// input x is a log-probability; target y a probability (0 contributes 0).
+fn kl_div(x: f32, y: f32) -> Term {
+    if (y > 0.0) {
+        return Term(y * (log(y) - x), -y, 0.0);
+    }
+    return Term(0.0, 0.0, 0.0);
+}
+
+// target y is a log-probability.
+fn kl_div_log_target(x: f32, y: f32) -> Term {
+    let e = exp(y);
+    return Term(e * (y - x), -e, 0.0);
+}
+
+fn hinge(x: f32, y: f32) -> Term {
+    let m = 1.0 - y * x;
+    if (m > 0.0) {
+        return Term(m, -y, 0.0);
+    }
+    return Term(0.0, 0.0, 0.0);
+}
+
+fn margin_ranking(x1: f32, x2: f32, y: f32, margin: f32) -> Term {
+    let m = -y * (x1 - x2) + margin;
+    if (m > 0.0) {
+        return Term(m, -y, y);
+    }
+    return Term(0.0, 0.0, 0.0);
+}
+
+// log(1 + z) for z in [0, 1], accurate for small z.
+fn log1p_small(z: f32) -> f32 {
+    let u = 1.0 + z;
+    if (u == 1.0) {
+        return z;
+    }
+    return log(u) * z / (u - 1.0);
+}
+
+// The logistic pieces of x from one exp: sigmoid(x), sigmoid(-x) and softplus(-x) =
+// log(1 + e^-x), all stable for either sign.
+struct Logistic {
+    p: f32,
+    q: f32,
+    softplus_neg: f32,
+}
+
+fn logistic(x: f32) -> Logistic {
+    let e = exp(-abs(x));
+    let r = 1.0 / (1.0 + e);
+    return Logistic(
+        select(e * r, r, x >= 0.0),
+        select(r, e * r, x >= 0.0),
+        log1p_small(e) + max(-x, 0.0),
+    );
+}
+
+// w·[(1 - y)·x + (1 + (pw - 1)·y)·softplus(-x)]; w and pw are applied by the caller.
+fn bce_with_logits(x: f32, y: f32, pw: f32) -> Term {
+    let s = logistic(x);
+    let lw = 1.0 + (pw - 1.0) * y;
+    return Term((1.0 - y) * x + lw * s.softplus_neg, (1.0 - y) - lw * s.q, 0.0);
+}
+
+// x^e as C's pow: whole exponents take negative bases (targets outside [0, 1] make
+// 1 - p_t negative, and torch's (1 - p_t) ** 2 is then still defined); 0^0 = 1.
+fn real_pow(x: f32, e: f32) -> f32 {
+    if (e == 0.0) {
+        return 1.0;
+    }
+    let r = pow(abs(x), e);
+    if (x < 0.0) {
+        if (e != floor(e)) {
+            return bitcast<f32>(0x7fc00000u); // NaN, as C's pow
+        }
+        let odd = (e * 0.5) != floor(e * 0.5);
+        return select(r, -r, odd);
+    }
+    return r;
+}
+
+// torchvision.ops.sigmoid_focal_loss: ce·(1 - p_t)^γ, times α_t when α >= 0.
+fn sigmoid_focal(x: f32, y: f32, alpha: f32, gamma: f32) -> Term {
+    let s = logistic(x);
+    let ce = (1.0 - y) * x + s.softplus_neg;
+    let dce = s.p - y;
+    // 1 - p_t = p·(1 - y) + (1 - p)·y, formed from p and q = 1 - p.
+    let m = s.p * (1.0 - y) + s.q * y;
+    var f = 1.0;
+    var df = 0.0; // d(m^γ)/dx = γ·m^(γ-1)·dm/dx, dm/dx = p·q·(1 - 2y)
+    if (gamma != 0.0) {
+        f = real_pow(m, gamma);
+        if (m != 0.0) {
+            df = gamma * (f / m) * s.p * s.q * (1.0 - 2.0 * y); // m^(γ-1) = m^γ / m: one pow
+        }
+    }
+    var a = 1.0;
+    if (alpha >= 0.0) {
+        a = alpha * y + (1.0 - alpha) * (1.0 - y);
+    }
+    return Term(a * ce * f, a * (dce * f + ce * df), 0.0);
+}
+
+// Pinball loss with d = y - x: q·d where d > 0, (q - 1)·d elsewhere (a NaN d takes the
+// second side: NaN loss). d/dx = -q where d > 0, 1 - q where d < 0, 0 at d = 0.
+fn quantile(x: f32, y: f32, q: f32) -> Term {
+    let d = y - x;
+    let g = select(select(0.0, 1.0 - q, d < 0.0), -q, d > 0.0);
+    return Term(select((q - 1.0) * d, q * d, d > 0.0), g, 0.0);
+}
+
+fn term(x: f32, y: f32, i: u32, g: u32) -> Term {
+    switch LOSS {
+        case MSE: { return mse(x, y); }
+        case L1: { return l1(x, y); }
+        case HUBER: { return huber(x, y, params.p0); }
+        case SMOOTH_L1: { return smooth_l1(x, y, params.p0); }
+        case KL_DIV: { return kl_div(x, y); }
+        case KL_DIV_LOG_TARGET: { return kl_div_log_target(x, y); }
+        case HINGE: {
+            check_label(i, y);
+            return hinge(x, y);
+        }
+        case MARGIN_RANKING: {
+            let label = in_c[i];
+            check_label(i, label);
+            return margin_ranking(x, y, label, params.p0);
+        }
+        case BCE_WITH_LOGITS: {
+            var pw = 1.0;
+            if (HAS_D) {
+                pw = in_d[g % params.inner];
+            }
+            var w = 1.0;
+            if (HAS_C) {
+                w = in_c[select(i, g % params.inner, C_PER_CLASS)];
+            }
+            return w * bce_with_logits(x, y, pw);
+        }
+        case SIGMOID_FOCAL: { return sigmoid_focal(x, y, params.p0, params.p1); }
+        case QUANTILE: { return quantile(x, y, params.p0); }
+        default: { return Term(0.0); }
+    }
+}
+
+// Element i of the window: its loss, and its derivatives times the gradient scale; writes
+// the per-element loss for reduction none.
+fn element(i: u32, x: f32, y: f32) -> Term {
+    let t = term(x, y, i, params.base + i);
+    var s = params.scale;
+    if (UPSTREAM_PER_ELEMENT) {
+        s *= upstream[i];
+    }
+    if (PER_ELEMENT_OUT) {
+        out[i] = t.x;
+    }
+    return Term(t.x, t.y * s, t.z * s);
+}
+
+// Labels of hinge and margin-ranking must be -1 or +1.
+fn check_label(i: u32, y: f32) {
+    if (y != 1.0 && y != -1.0) {
+        atomicMax(&status[0], 0xffffffffu - (params.base + i));
+    }
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn main(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let group = group_index(wid, nwg);
+    // Chunks of LANES elements; this workgroup owns ITEMS * WG_SIZE of them.
+    let chunks = (params.len + LANES - 1u) / LANES;
+    let start = group * WG_SIZE * ITEMS;
+    var sum = 0.0;
+    // Each team of TEAM invocations (the subgroup width) streams its own contiguous run of
+    // ITEMS * TEAM chunks: coalesced on GPUs, sequential per SIMD group on CPU adapters.
+    let run = start + (lid / TEAM) * ITEMS * TEAM + lid % TEAM;
+    for (var k = 0u; k < ITEMS; k++) {
+        let j = run + k * TEAM;
+        if (j < chunks) {
+            let a = load_a(j);
+            let b = load_b(j);
+            // Written out rather than looped: drivers do not all unroll a LANES loop, and
+            // one that does not spills the vec4s (lavapipe runs 1.6x slower).
+            let i = j * LANES;
+            let t0 = element(i, a.x, b.x);
+            var t1 = Term(0.0);
+            var t2 = Term(0.0);
+            var t3 = Term(0.0);
+            if (LANES == 4u) {
+                t1 = element(i + 1u, a.y, b.y);
+                t2 = element(i + 2u, a.z, b.z);
+                t3 = element(i + 3u, a.w, b.w);
+            }
+            sum += (t0.x + t1.x) + (t2.x + t3.x);
+            let ga = vec4<f32>(t0.y, t1.y, t2.y, t3.y);
+            let gb = vec4<f32>(t0.z, t1.z, t2.z, t3.z);
+            if (WANT_GRAD) {
+                store_ga(j, ga);
+                if (LOSS == MARGIN_RANKING) {
+                    store_gb(j, gb);
+                }
+            }
+        }
+    }
+    if (PER_ELEMENT_OUT) {
+        return;
+    }
+    // One partial per workgroup, in a fixed order.
+    let total = workgroup_sum(lid, sum);
+    // Groups past the end (a 2-D grid's overshoot) own no partial.
+    if (lid == 0u && start < chunks) {
+        out[params.group_base + group] = total;
+    }
+}

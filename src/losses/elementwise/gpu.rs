@@ -1,0 +1,395 @@
+//! The elementwise losses on the GPU: `elementwise.wgsl`, its I/O variants, the launch.
+
+use super::{ElementwiseLoss, Pointwise, Term};
+use crate::core::{finite, LossValues, Reduction, Upstream};
+use crate::error::{Error, Result};
+use crate::gpu::dispatch::{LossOutput, Status};
+use crate::gpu::engine::Engine;
+use crate::gpu::kernel::KernelKey;
+use crate::gpu::shader::{lanes, Access, ShaderModule, MATH, WORKGROUP_SUM};
+use crate::gpu::tensor::{expect_shape, DType, Tensor};
+
+const SOURCE: &str = include_str!("elementwise.wgsl");
+
+/// The module, with `vec4` I/O (element counts that are multiples of 4) or scalar I/O.
+pub(crate) fn module(vec4: bool) -> ShaderModule {
+    ShaderModule {
+        name: "elementwise",
+        variant: vec4 as u32,
+        source: |v| [MATH, WORKGROUP_SUM, &header(v == 1), SOURCE].join("\n"),
+        bindings: |_| {
+            use Access::*;
+            vec![
+                Uniform, Read, Read, Read, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite,
+            ]
+        },
+        entry_points: &["main"],
+    }
+}
+
+/// Both variants, for validation.
+#[cfg(test)]
+pub(crate) fn modules() -> Vec<ShaderModule> {
+    vec![module(false), module(true)]
+}
+
+/// WGSL declaring bindings 1, 2, 6 and 7 with LANES-element accessors, and the term ids.
+fn header(vec4: bool) -> String {
+    let (ty, lanes, get, put) = lanes(vec4);
+    let ids: String = Term::ALL
+        .iter()
+        .map(|t| format!("const {}: u32 = {}u;\n", t.wgsl_name(), *t as u32))
+        .collect();
+    format!(
+        "{ids}\
+         const LANES: u32 = {lanes}u;\n\
+         @group(0) @binding(1) var<storage, read> in_a: array<{ty}>;\n\
+         @group(0) @binding(2) var<storage, read> in_b: array<{ty}>;\n\
+         @group(0) @binding(6) var<storage, read_write> grad_a: array<{ty}>;\n\
+         @group(0) @binding(7) var<storage, read_write> grad_b: array<{ty}>;\n\
+         fn load_a(j: u32) -> vec4<f32> {{ let v = in_a[j]; return {get}; }}\n\
+         fn load_b(j: u32) -> vec4<f32> {{ let v = in_b[j]; return {get}; }}\n\
+         fn store_ga(j: u32, g: vec4<f32>) {{ grad_a[j] = {put}; }}\n\
+         fn store_gb(j: u32, g: vec4<f32>) {{ grad_b[j] = {put}; }}\n"
+    )
+}
+
+/// The device inputs of an elementwise loss call.
+#[derive(Debug, Clone, Copy)]
+pub struct ElementwiseInputs<'a> {
+    /// The differentiable input: `input`, `logits`, or `x1` for margin ranking.
+    pub input: &'a Tensor,
+    /// The target, or `x2` for margin ranking (then also differentiable).
+    pub target: &'a Tensor,
+    /// Margin ranking's labels `y` (±1), input-shaped.
+    pub labels: Option<&'a Tensor>,
+    /// BCE's weight: the input's shape, or its last dimension (broadcast).
+    pub weight: Option<&'a Tensor>,
+    /// BCE's positive weight, the input's last dimension.
+    pub pos_weight: Option<&'a Tensor>,
+    /// Upstream gradient (default ones); per element only with reduction none.
+    pub upstream: Upstream<'a, Tensor>,
+    /// Where to write the gradient of `input` (and of `x2` for margin ranking), in the
+    /// input's shape (default: new tensors). Reusing buffers saves an allocation and its
+    /// zero-fill per call.
+    pub grad_out: [Option<&'a Tensor>; 2],
+}
+
+impl<'a> ElementwiseInputs<'a> {
+    /// Input and target.
+    pub fn new(input: &'a Tensor, target: &'a Tensor) -> Self {
+        Self {
+            input,
+            target,
+            labels: None,
+            weight: None,
+            pos_weight: None,
+            upstream: Upstream::Ones,
+            grad_out: [None, None],
+        }
+    }
+
+    /// Writes the gradient of `input` (`x1`) into `grad`.
+    pub fn grad_out(mut self, grad: &'a Tensor) -> Self {
+        self.grad_out[0] = Some(grad);
+        self
+    }
+
+    /// Writes the gradient of margin ranking's `x2` into `grad`.
+    pub fn grad_out_x2(mut self, grad: &'a Tensor) -> Self {
+        self.grad_out[1] = Some(grad);
+        self
+    }
+
+    /// Margin ranking's `x1`, `x2` and labels `y`.
+    pub fn ranking(x1: &'a Tensor, x2: &'a Tensor, y: &'a Tensor) -> Self {
+        Self {
+            labels: Some(y),
+            ..Self::new(x1, x2)
+        }
+    }
+
+    /// Adds BCE's weight.
+    pub fn weight(mut self, w: &'a Tensor) -> Self {
+        self.weight = Some(w);
+        self
+    }
+
+    /// Adds BCE's positive weight.
+    pub fn pos_weight(mut self, pw: &'a Tensor) -> Self {
+        self.pos_weight = Some(pw);
+        self
+    }
+
+    /// Sets the upstream gradient.
+    pub fn upstream(mut self, upstream: Upstream<'a, Tensor>) -> Self {
+        self.upstream = upstream;
+        self
+    }
+}
+
+/// Mirrors `Params` in `elementwise.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    len: u32,
+    base: u32,
+    inner: u32,
+    scale: f32,
+    p0: f32,
+    p1: f32,
+    group_base: u32,
+    _pad: u32,
+}
+
+/// Chunks (of 1 or 4 elements) per invocation: long runs amortize the workgroup's one
+/// partial-sum tree, whose barriers software adapters pay for dearly.
+const ITEMS: u32 = 16;
+
+impl ElementwiseLoss {
+    fn check_inputs(&self, inputs: &ElementwiseInputs<'_>) -> Result<()> {
+        self.validate()?;
+        let names = self.kind.grad_names();
+        let shape = inputs.input.shape();
+        inputs.input.expect_dtype(names[0], DType::F32)?;
+        if inputs.input.is_empty() {
+            return Err(Error::Empty(names[0]));
+        }
+        if inputs.input.len() > u32::MAX as usize / 2 {
+            return Err(Error::Limit(format!(
+                "{} elements exceed the kernel's u32 indexing",
+                inputs.input.len()
+            )));
+        }
+        let target_name = if names.len() == 2 { names[1] } else { "target" };
+        inputs.target.expect_dtype(target_name, DType::F32)?;
+        expect_shape(target_name, inputs.target, shape)?;
+        let ranking = matches!(self.kind, Pointwise::MarginRanking { .. });
+        match (ranking, inputs.labels) {
+            (true, Some(y)) => {
+                y.expect_dtype("y", DType::F32)?;
+                expect_shape("y", y, shape)?;
+            }
+            (true, None) => return Err(Error::Empty("y")),
+            (false, Some(_)) => return Err(unused("y")),
+            (false, None) => {}
+        }
+        let bce = self.kind == Pointwise::BceWithLogits;
+        let inner = shape.last().copied().unwrap_or(1);
+        if let Some(w) = inputs.weight {
+            if !bce {
+                return Err(unused("weight"));
+            }
+            w.expect_dtype("weight", DType::F32)?;
+            if w.shape() != shape && w.shape() != [inner] {
+                return Err(Error::Shape {
+                    input: "weight",
+                    expected: format!("{shape:?} or [{inner}]"),
+                    got: w.shape().to_vec(),
+                });
+            }
+        }
+        if let Some(pw) = inputs.pos_weight {
+            if !bce {
+                return Err(unused("pos_weight"));
+            }
+            pw.expect_dtype("pos_weight", DType::F32)?;
+            expect_shape("pos_weight", pw, &[inner])?;
+        }
+        for (k, g) in inputs.grad_out.iter().enumerate() {
+            if let Some(g) = g {
+                if k >= names.len() || !self.gradient {
+                    return Err(unused("grad_out"));
+                }
+                g.expect_dtype("grad_out", DType::F32)?;
+                expect_shape("grad_out", g, shape)?;
+            }
+        }
+        match inputs.upstream {
+            Upstream::Ones => Ok(()),
+            Upstream::Scalar(g) => finite("grad_output", g),
+            Upstream::PerItem(g) => {
+                if self.reduction != Reduction::None {
+                    return Err(Error::Option {
+                        option: "grad_output",
+                        value: format!("{:?}", g.shape()),
+                        reason: "a per-item upstream gradient needs reduction none",
+                    });
+                }
+                g.expect_dtype("grad_output", DType::F32)?;
+                expect_shape("grad_output", g, shape)
+            }
+        }
+    }
+
+    /// Records the loss and gradient(s) into `encoder`.
+    ///
+    /// # Errors
+    /// Invalid options, shapes or types; wgpu errors. Labels outside ±1 (hinge, margin
+    /// ranking) are reported by [`Engine::check_status`] / [`Engine::read_output`].
+    pub fn record(
+        &self,
+        engine: &Engine,
+        encoder: &mut wgpu::CommandEncoder,
+        inputs: &ElementwiseInputs<'_>,
+    ) -> Result<LossOutput> {
+        self.check_inputs(inputs)?;
+        engine.scoped(|| self.record_checked(engine, encoder, inputs))
+    }
+
+    fn record_checked(
+        &self,
+        engine: &Engine,
+        encoder: &mut wgpu::CommandEncoder,
+        inputs: &ElementwiseInputs<'_>,
+    ) -> Result<LossOutput> {
+        let shape = inputs.input.shape();
+        let len = inputs.input.len();
+        let inner = shape.last().copied().unwrap_or(1);
+        let wg = engine.workgroup_size();
+        let vec4 = len.is_multiple_of(4);
+        let block = (wg * ITEMS) as usize * if vec4 { 4 } else { 1 };
+        let blocks = len.div_ceil(block);
+        // Partials are bound whole (their index is offset by `group_base`), so windows align
+        // for the element arrays alone.
+        let windows = engine.row_windows(blocks, block as u64 * 4, false)?;
+        let names = self.kind.grad_names();
+        let ranking = names.len() == 2;
+
+        let per_element = self.reduction == Reduction::None;
+        let out = engine.zeros(&[if per_element { len } else { blocks }], DType::F32)?;
+        let loss = if per_element {
+            Tensor::reshaped(out.clone(), shape)
+        } else {
+            engine.zeros(&[], DType::F32)?
+        };
+        let grads: Vec<Tensor> = if self.gradient {
+            names
+                .iter()
+                .zip(inputs.grad_out)
+                .map(|(_, given)| match given {
+                    Some(g) => Ok(g.clone()),
+                    None => engine.zeros(shape, DType::F32),
+                })
+                .collect::<Result<_>>()?
+        } else {
+            Vec::new()
+        };
+        let status = engine.scratch(1);
+        let dummy = engine.scratch(4);
+        let dummy_rw = engine.scratch(4);
+
+        let weight_full = inputs.weight.is_some_and(|w| w.shape() == shape);
+        let specialize = [
+            ("PER_ELEMENT_OUT", per_element),
+            (
+                "UPSTREAM_PER_ELEMENT",
+                matches!(inputs.upstream, Upstream::PerItem(_)),
+            ),
+            ("C_PER_CLASS", inputs.weight.is_some() && !weight_full),
+            ("HAS_C", inputs.weight.is_some() || ranking),
+            ("HAS_D", inputs.pos_weight.is_some()),
+            ("WANT_GRAD", self.gradient),
+        ];
+        let upstream = match inputs.upstream {
+            Upstream::Scalar(g) => g as f64,
+            _ => 1.0,
+        };
+        let scale = (upstream / self.denominator(shape)) as f32;
+        let (p0, p1) = self.kind.params();
+        let key = KernelKey {
+            module: module(vec4),
+            entry: "main",
+            overrides: [
+                ("WG_SIZE", wg),
+                ("ITEMS", ITEMS),
+                ("TEAM", engine.subgroup_width()),
+                ("LOSS", self.kind.term() as u32),
+            ]
+            .into_iter()
+            .chain(specialize.map(|(name, on)| (name, on as u32)))
+            .collect(),
+        };
+        for w in &windows {
+            let (start, count) = (w.start * block, (w.end * block).min(len) - w.start * block);
+            let uniform = engine.uniform(&Params {
+                len: count as u32,
+                base: start as u32,
+                inner: inner as u32,
+                scale,
+                p0,
+                p1,
+                group_base: w.start as u32,
+                _pad: 0,
+            });
+            let c = match (inputs.labels, inputs.weight) {
+                (Some(t), _) => t.window(start, count),
+                (None, Some(t)) if weight_full => t.window(start, count),
+                (None, Some(t)) => t.binding(),
+                (None, None) => dummy.as_entire_binding(),
+            };
+            let resources = [
+                uniform.as_entire_binding(),
+                inputs.input.window(start, count),
+                inputs.target.window(start, count),
+                c,
+                inputs
+                    .pos_weight
+                    .map_or(dummy.as_entire_binding(), Tensor::binding),
+                match inputs.upstream {
+                    Upstream::PerItem(t) => t.window(start, count),
+                    _ => dummy.as_entire_binding(),
+                },
+                grads
+                    .first()
+                    .map_or(dummy_rw.as_entire_binding(), |g| g.window(start, count)),
+                grads
+                    .get(1)
+                    .map_or(dummy_rw.as_entire_binding(), |g| g.window(start, count)),
+                if per_element {
+                    out.window(start, count)
+                } else {
+                    out.binding()
+                },
+                status.as_entire_binding(),
+            ];
+            engine.dispatch(encoder, key.clone(), &resources, w.len() as u32)?;
+        }
+        if !per_element {
+            let scale = (1.0 / self.denominator(shape)) as f32;
+            engine.record_sum(encoder, out.buffer(), blocks, scale, None, loss.buffer())?;
+        }
+        let checked = match self.kind {
+            Pointwise::Hinge => Some(("target", inputs.target)),
+            Pointwise::MarginRanking { .. } => inputs.labels.map(|y| ("y", y)),
+            _ => None,
+        };
+        Ok(LossOutput {
+            loss,
+            grads: names.iter().copied().zip(grads).collect(),
+            status: checked.map(|(input, values)| Status {
+                flag: status,
+                input,
+                values: values.clone(),
+                reason: "labels must be -1 or +1".into(),
+            }),
+        })
+    }
+
+    /// Records, submits, waits and reads back.
+    ///
+    /// # Errors
+    /// As [`ElementwiseLoss::record`], plus [`Error::Value`] for a label outside ±1.
+    pub fn run(&self, engine: &Engine, inputs: &ElementwiseInputs<'_>) -> Result<LossValues> {
+        engine.execute(|e| self.record(engine, e, inputs))
+    }
+}
+
+fn unused(input: &'static str) -> Error {
+    Error::Shape {
+        input,
+        expected: "nothing: this loss takes no such input".into(),
+        got: vec![],
+    }
+}
+

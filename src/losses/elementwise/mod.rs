@@ -1,0 +1,246 @@
+//! The elementwise losses: regression (mse, l1, huber, smooth-l1), distribution (kl-div),
+//! margin (hinge, margin-ranking) and logistic (bce-with-logits, sigmoid-focal). One kernel
+//! (`elementwise.wgsl`, one function per loss) serves them all: a per-element term with its
+//! derivative, the gradient written in the same pass, one deterministic sum of the loss.
+//! The CPU twin is `cpu.rs`, the f64 reference `reference.rs`, the command line's `cli.rs`.
+
+#[cfg(feature = "cli")]
+pub(crate) mod cli;
+pub(crate) mod cpu;
+pub(crate) mod gpu;
+pub(crate) mod reference;
+
+use crate::core::{finite, Reduction};
+use crate::error::{Error, Result};
+
+/// Which elementwise loss, with its parameters (each field documents the PyTorch /
+/// torchvision default that the command line uses).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Pointwise {
+    /// `(x − y)²`.
+    Mse,
+    /// `|x − y|`; gradient `sign(x − y)` with sign(0) = 0.
+    L1,
+    /// `½d²` if `|d| < delta`, else `delta·(|d| − ½delta)`; delta > 0.
+    Huber {
+        /// Threshold (default 1).
+        delta: f32,
+    },
+    /// `½d²/beta` if `|d| < beta`, else `|d| − ½beta`; beta = 0 is L1.
+    SmoothL1 {
+        /// Threshold (default 1).
+        beta: f32,
+    },
+    /// `F.kl_div`: input is log-probabilities; `y·(log y − x)` (0 where y ≤ 0), or
+    /// `e^y·(y − x)` with `log_target`.
+    KlDiv {
+        /// The target is given as log-probabilities (default false).
+        log_target: bool,
+    },
+    /// Binary hinge `max(0, 1 − y·x)`, y ∈ {−1, +1}.
+    Hinge,
+    /// `max(0, −y·(x1 − x2) + margin)`, y ∈ {−1, +1}.
+    MarginRanking {
+        /// Margin (default 0).
+        margin: f32,
+    },
+    /// Binary cross-entropy on logits, with optional `weight` and `pos_weight` inputs.
+    BceWithLogits,
+    /// Pinball (quantile) loss `max(q·d, (q − 1)·d)` with `d = target − input`; gradient
+    /// `−q` where d > 0, `1 − q` where d < 0, 0 at d = 0.
+    Quantile {
+        /// The quantile, in (0, 1) (default 0.5: half the L1 loss).
+        q: f32,
+    },
+    /// torchvision's `sigmoid_focal_loss`: `ce·(1 − p_t)^gamma`, times `α_t` when alpha ≥ 0.
+    SigmoidFocal {
+        /// Balance of positives; negative disables it (default 0.25).
+        alpha: f32,
+        /// Focusing exponent ≥ 0 (default 2).
+        gamma: f32,
+    },
+}
+
+impl Pointwise {
+    /// The kernel's term for this loss (its `LOSS` override).
+    pub(crate) fn term(self) -> Term {
+        match self {
+            Pointwise::Mse => Term::Mse,
+            Pointwise::L1 | Pointwise::SmoothL1 { beta: 0.0 } => Term::L1,
+            Pointwise::Huber { .. } => Term::Huber,
+            Pointwise::SmoothL1 { .. } => Term::SmoothL1,
+            Pointwise::KlDiv { log_target: false } => Term::KlDiv,
+            Pointwise::KlDiv { log_target: true } => Term::KlDivLogTarget,
+            Pointwise::Hinge => Term::Hinge,
+            Pointwise::MarginRanking { .. } => Term::MarginRanking,
+            Pointwise::BceWithLogits => Term::BceWithLogits,
+            Pointwise::SigmoidFocal { .. } => Term::SigmoidFocal,
+            Pointwise::Quantile { .. } => Term::Quantile,
+        }
+    }
+
+    /// The two kernel parameters.
+    pub(crate) fn params(self) -> (f32, f32) {
+        match self {
+            Pointwise::Huber { delta } => (delta, 0.0),
+            Pointwise::SmoothL1 { beta } => (beta, 0.0),
+            Pointwise::MarginRanking { margin } => (margin, 0.0),
+            Pointwise::SigmoidFocal { alpha, gamma } => (alpha, gamma),
+            Pointwise::Quantile { q } => (q, 0.0),
+            _ => (0.0, 0.0),
+        }
+    }
+
+    /// Names of the differentiable inputs, as gradients are reported.
+    pub fn grad_names(self) -> &'static [&'static str] {
+        match self {
+            Pointwise::MarginRanking { .. } => &["x1", "x2"],
+            Pointwise::BceWithLogits | Pointwise::SigmoidFocal { .. } => &["logits"],
+            _ => &["input"],
+        }
+    }
+
+    /// Checks the parameters.
+    ///
+    /// # Errors
+    /// [`Error::Option`] for a non-finite parameter, delta ≤ 0, beta < 0 or gamma < 0.
+    pub fn validate(self) -> Result<()> {
+        let bad = |option, value: f32, reason| {
+            Err(Error::Option {
+                option,
+                value: value.to_string(),
+                reason,
+            })
+        };
+        match self {
+            Pointwise::Huber { delta } if !(delta.is_finite() && delta > 0.0) => {
+                bad("delta", delta, "must be finite and > 0")
+            }
+            Pointwise::SmoothL1 { beta } if !(beta.is_finite() && beta >= 0.0) => {
+                bad("beta", beta, "must be finite and >= 0")
+            }
+            Pointwise::MarginRanking { margin } => finite("margin", margin),
+            Pointwise::Quantile { q } if !(q > 0.0 && q < 1.0) => bad("q", q, "must be in (0, 1)"),
+            Pointwise::SigmoidFocal { alpha, gamma } => {
+                finite("alpha", alpha)?;
+                if !(gamma.is_finite() && gamma >= 0.0) {
+                    return bad("gamma", gamma, "must be finite and >= 0");
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The per-element terms of `elementwise.wgsl`. The discriminants are the shader's ids: the
+/// WGSL constants (`const MSE: u32 = 0u;` …) are generated from this list, so the two cannot
+/// drift apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Term {
+    Mse = 0,
+    L1,
+    Huber,
+    SmoothL1,
+    KlDiv,
+    KlDivLogTarget,
+    Hinge,
+    MarginRanking,
+    BceWithLogits,
+    SigmoidFocal,
+    Quantile,
+}
+
+impl Term {
+    pub(crate) const ALL: &[Term] = &[
+        Term::Mse,
+        Term::L1,
+        Term::Huber,
+        Term::SmoothL1,
+        Term::KlDiv,
+        Term::KlDivLogTarget,
+        Term::Hinge,
+        Term::MarginRanking,
+        Term::BceWithLogits,
+        Term::SigmoidFocal,
+        Term::Quantile,
+    ];
+
+    /// The WGSL constant's name: the variant in SCREAMING_SNAKE_CASE.
+    pub(crate) fn wgsl_name(self) -> String {
+        let mut name = String::new();
+        for (i, ch) in format!("{self:?}").chars().enumerate() {
+            if ch.is_uppercase() && i > 0 {
+                name.push('_');
+            }
+            name.push(ch.to_ascii_uppercase());
+        }
+        name
+    }
+}
+
+/// An elementwise loss with its reduction.
+///
+/// ```
+/// use wgpu_losses::{ElementwiseLoss, Pointwise, Reduction};
+/// let huber = ElementwiseLoss::new(Pointwise::Huber { delta: 0.5 }).reduction(Reduction::Sum);
+/// assert_eq!(huber.reduction, Reduction::Sum);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ElementwiseLoss {
+    /// The loss and its parameters.
+    pub kind: Pointwise,
+    /// Combination of the per-element losses (default mean over all elements;
+    /// `BatchMean`, kl-div only, divides the sum by the first dimension).
+    pub reduction: Reduction,
+    /// Compute the gradient (default true).
+    pub gradient: bool,
+}
+
+impl ElementwiseLoss {
+    /// The loss with mean reduction and a gradient.
+    pub fn new(kind: Pointwise) -> Self {
+        Self {
+            kind,
+            reduction: Reduction::Mean,
+            gradient: true,
+        }
+    }
+
+    /// Sets the reduction.
+    pub fn reduction(mut self, r: Reduction) -> Self {
+        self.reduction = r;
+        self
+    }
+
+    /// Whether to compute the gradient.
+    pub fn gradient(mut self, yes: bool) -> Self {
+        self.gradient = yes;
+        self
+    }
+
+    /// Checks the options.
+    ///
+    /// # Errors
+    /// As [`Pointwise::validate`]; `BatchMean` for a loss other than kl-div.
+    pub fn validate(&self) -> Result<()> {
+        self.kind.validate()?;
+        if self.reduction == Reduction::BatchMean && !matches!(self.kind, Pointwise::KlDiv { .. }) {
+            return Err(Error::Option {
+                option: "reduction",
+                value: "batchmean".into(),
+                reason: "batchmean is for kl-div only",
+            });
+        }
+        Ok(())
+    }
+
+    /// The mean's denominator for an input of `shape`.
+    pub(crate) fn denominator(&self, shape: &[usize]) -> f64 {
+        match self.reduction {
+            Reduction::Mean => shape.iter().product::<usize>() as f64,
+            Reduction::BatchMean => shape.first().copied().unwrap_or(1) as f64,
+            _ => 1.0,
+        }
+    }
+}

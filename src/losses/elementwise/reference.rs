@@ -1,0 +1,180 @@
+//! f64 elementwise losses, the twin of `shaders/elementwise.wgsl`. BCE and focal loss are
+//! written from their textbook definitions (`-w·[pw·y·log σ(x) + (1-y)·log(1-σ(x))]`), not
+//! from the kernel's rearranged form, so the two check each other.
+
+use crate::error::Result;
+use super::{ElementwiseLoss, Pointwise};
+use crate::core::reference::{reduce, RefOutput};
+use crate::core::Reduction;
+
+/// The host arrays of an elementwise problem, all in the input's shape except the
+/// broadcast `weight` (or full-shape) and `pos_weight` (last dimension).
+#[derive(Debug, Clone, Copy)]
+pub struct RefInputs<'a> {
+    /// Input, logits or x1.
+    pub a: &'a [f64],
+    /// Target or x2.
+    pub b: &'a [f64],
+    /// Margin ranking's y.
+    pub labels: Option<&'a [f64]>,
+    /// BCE weight.
+    pub weight: Option<&'a [f64]>,
+    /// BCE positive weight.
+    pub pos_weight: Option<&'a [f64]>,
+}
+
+fn softplus(x: f64) -> f64 {
+    x.max(0.0) + (-x.abs()).exp().ln_1p()
+}
+
+fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// (loss, d/da, d/db, magnitude of the terms summed into d/da) of one element.
+fn term(kind: Pointwise, x: f64, y: f64, label: f64, w: f64, pw: f64) -> (f64, f64, f64, f64) {
+    let sign = |d: f64| {
+        if d > 0.0 {
+            1.0
+        } else if d < 0.0 {
+            -1.0
+        } else {
+            0.0
+        }
+    };
+    let plain = |l: f64, g: f64| (l, g, 0.0, g.abs());
+    match kind {
+        Pointwise::Mse => plain((x - y).powi(2), 2.0 * (x - y)),
+        Pointwise::L1 | Pointwise::SmoothL1 { beta: 0.0 } => plain((x - y).abs(), sign(x - y)),
+        Pointwise::Huber { delta } => {
+            // A NaN difference takes the quadratic side: NaN loss and gradient, as PyTorch.
+            let (d, delta) = (x - y, delta as f64);
+            if d.abs() >= delta {
+                plain(delta * (d.abs() - 0.5 * delta), delta * sign(d))
+            } else {
+                plain(0.5 * d * d, d)
+            }
+        }
+        Pointwise::SmoothL1 { beta } => {
+            let (d, beta) = (x - y, beta as f64);
+            if d.abs() >= beta {
+                plain(d.abs() - 0.5 * beta, sign(d))
+            } else {
+                plain(0.5 * d * d / beta, d / beta)
+            }
+        }
+        Pointwise::KlDiv { log_target: false } => {
+            if y > 0.0 {
+                plain(y * (y.ln() - x), -y)
+            } else {
+                plain(0.0, 0.0)
+            }
+        }
+        Pointwise::KlDiv { log_target: true } => plain(y.exp() * (y - x), -y.exp()),
+        Pointwise::Quantile { q } => {
+            let (d, q) = (y - x, q as f64);
+            if d > 0.0 {
+                plain(q * d, -q)
+            } else if d < 0.0 {
+                plain((q - 1.0) * d, 1.0 - q)
+            } else {
+                plain((q - 1.0) * d, 0.0)
+            }
+        }
+        Pointwise::Hinge => {
+            let m = 1.0 - y * x;
+            if m > 0.0 {
+                plain(m, -y)
+            } else {
+                plain(0.0, 0.0)
+            }
+        }
+        Pointwise::MarginRanking { margin } => {
+            let m = -label * (x - y) + margin as f64;
+            if m > 0.0 {
+                (m, -label, label, 1.0)
+            } else {
+                (0.0, 0.0, 0.0, 0.0)
+            }
+        }
+        Pointwise::BceWithLogits => {
+            // log σ(x) = -softplus(-x), log(1 - σ(x)) = -softplus(x).
+            let l = w * (pw * y * softplus(-x) + (1.0 - y) * softplus(x));
+            let pos = w * pw * y * sigmoid(-x);
+            let neg = w * (1.0 - y) * sigmoid(x);
+            (l, neg - pos, 0.0, pos.abs() + neg.abs())
+        }
+        Pointwise::SigmoidFocal { alpha, gamma } => {
+            let (alpha, gamma) = (alpha as f64, gamma as f64);
+            let p = sigmoid(x);
+            let ce = y * softplus(-x) + (1.0 - y) * softplus(x);
+            let m = 1.0 - (p * y + (1.0 - p) * (1.0 - y)); // 1 - p_t
+            let a = if alpha >= 0.0 {
+                alpha * y + (1.0 - alpha) * (1.0 - y)
+            } else {
+                1.0
+            };
+            let f = m.powf(gamma);
+            // d(1 - p_t)/dx = p(1 - p)(1 - 2y); the γ term vanishes at γ = 0 or m = 0.
+            // f64::powf is C's pow: whole exponents accept negative bases (targets outside
+            // [0, 1] make m negative), as torch's ** does.
+            let df = if gamma == 0.0 || m == 0.0 {
+                0.0
+            } else {
+                gamma * m.powf(gamma - 1.0) * p * (1.0 - p) * (1.0 - 2.0 * y)
+            };
+            let g = a * ((p - y) * f + ce * df);
+            (
+                a * ce * f,
+                g,
+                0.0,
+                a.abs() * ((p + y.abs()) * f + (ce * df).abs()),
+            )
+        }
+    }
+}
+
+/// The elementwise loss of `loss.kind` on arrays of `shape`; `upstream` holds one value or
+/// one per element.
+///
+/// # Errors
+/// Option errors as [`ElementwiseLoss::validate`].
+pub fn elementwise(
+    loss: &ElementwiseLoss,
+    shape: &[usize],
+    inputs: RefInputs<'_>,
+    upstream: &[f64],
+) -> Result<RefOutput> {
+    loss.validate()?;
+    let len = inputs.a.len();
+    let inner = shape.last().copied().unwrap_or(1);
+    let mut l = vec![0.0; len];
+    let mut ga = vec![0.0; len];
+    let mut gb = vec![0.0; len];
+    let mut mag = vec![0.0; len];
+    for i in 0..len {
+        let w = inputs
+            .weight
+            .map_or(1.0, |w| if w.len() == len { w[i] } else { w[i % inner] });
+        let pw = inputs.pos_weight.map_or(1.0, |p| p[i % inner]);
+        let label = inputs.labels.map_or(0.0, |y| y[i]);
+        (l[i], ga[i], gb[i], mag[i]) = term(loss.kind, inputs.a[i], inputs.b[i], label, w, pw);
+    }
+    let denom = match loss.reduction {
+        Reduction::BatchMean => shape.first().copied().unwrap_or(1) as f64,
+        _ => len as f64,
+    };
+    let (out, scale) = reduce(&l, loss.reduction, denom, upstream);
+    let names = loss.kind.grad_names();
+    let mut grads = vec![(names[0], (0..len).map(|i| ga[i] * scale(i)).collect())];
+    if names.len() == 2 {
+        grads.push((names[1], (0..len).map(|i| gb[i] * scale(i)).collect()));
+    }
+    let grad_terms = (0..len).fold(0.0f64, |m, i| m.max((mag[i] * scale(i)).abs()));
+    Ok(RefOutput {
+        loss: out,
+        grads: if loss.gradient { grads } else { Vec::new() },
+        grad_terms,
+        decision_gap: f64::INFINITY,
+    })
+}

@@ -1,0 +1,339 @@
+//! `contrastive` and `triplet` by name, on host arrays: the command line's view.
+
+use super::cpu::{HostContrastiveInputs, HostTripletInputs};
+use super::gpu::{ContrastiveInputs, TripletInputs};
+use super::{cpu, reference, Contrastive, Triplet, PAIRWISE_EPS};
+use crate::core::{LossValues, Reduction, Upstream};
+use crate::error::{Error, Result};
+use crate::gpu::engine::Engine;
+use crate::registry::random::Rng;
+use crate::registry::{
+    f64s, host_upstream, spec, BenchJob, BenchRun, Case, DeviceUpstream, Evaluated, HostArray, InputSpec, LossDef, Rows, GRAD_OUTPUT,
+};
+
+/// The family's losses.
+pub(crate) const LOSSES: &[&dyn LossDef] = &[&PairDef::Contrastive, &PairDef::Triplet];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PairDef {
+    Contrastive,
+    Triplet,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Opts {
+    Contrastive(Contrastive),
+    Triplet(Triplet),
+}
+
+impl Opts {
+    fn reduction(&self) -> Reduction {
+        match self {
+            Opts::Contrastive(o) => o.reduction,
+            Opts::Triplet(o) => o.reduction,
+        }
+    }
+}
+
+/// A checked host problem.
+struct Problem {
+    opts: Opts,
+    rows: Rows,
+    y: Option<Vec<f32>>,
+    upstream: Option<Vec<f32>>,
+}
+
+impl PairDef {
+    fn problem(&self, case: &Case) -> Result<Problem> {
+        case.check_names(self)?;
+        let opts = match self {
+            PairDef::Contrastive => Opts::Contrastive(Contrastive {
+                reduction: case.option("reduction", Reduction::Mean)?,
+                margin: case.option("margin", 1.0)?,
+                eps: case.option("eps", PAIRWISE_EPS)?,
+                gradient: true,
+            }),
+            PairDef::Triplet => {
+                let p: f32 = case.option("p", 2.0)?;
+                if p != 1.0 && p != 2.0 {
+                    return Err(Error::Option {
+                        option: "p",
+                        value: p.to_string(),
+                        reason: "must be 1 or 2",
+                    });
+                }
+                Opts::Triplet(Triplet {
+                    reduction: case.option("reduction", Reduction::Mean)?,
+                    margin: case.option("margin", 1.0)?,
+                    p: p as u32,
+                    eps: case.option("eps", PAIRWISE_EPS)?,
+                    swap: case.flag("swap", false)?,
+                    gradient: true,
+                })
+            }
+        };
+        match opts {
+            Opts::Contrastive(o) => o.validate()?,
+            Opts::Triplet(o) => o.validate()?,
+        }
+        let rows = case.rows(self)?;
+        let n = rows.n;
+        let y = match case.floats("y") {
+            Some((y, s)) if s == [n] => {
+                if let Some(row) = y.iter().position(|v| !(0.0..=1.0).contains(v)) {
+                    return Err(Error::Value {
+                        input: "y",
+                        row,
+                        value: y[row].to_string(),
+                        reason: "contrastive labels must be in [0, 1] (1 = similar)".into(),
+                    });
+                }
+                Some(y)
+            }
+            Some((_, s)) => return Err(Error::shape("y", format!("[{n}] (one per pair)"), &s)),
+            None => None,
+        };
+        let upstream = case.row_upstream(n, opts.reduction() == Reduction::None)?;
+        Ok(Problem {
+            opts,
+            rows,
+            y,
+            upstream,
+        })
+    }
+}
+
+impl Problem {
+    fn loss_shape(&self) -> Vec<usize> {
+        if self.opts.reduction() == Reduction::None {
+            vec![self.rows.n]
+        } else {
+            vec![]
+        }
+    }
+
+    fn evaluated(&self, out: LossValues) -> Evaluated<f32> {
+        Evaluated::from_values(out, self.loss_shape(), &[self.rows.n, self.rows.dim])
+    }
+
+    fn y(&self) -> &[f32] {
+        self.y.as_deref().expect("checked: required")
+    }
+}
+
+impl LossDef for PairDef {
+    fn name(&self) -> &'static str {
+        match self {
+            PairDef::Contrastive => "contrastive",
+            PairDef::Triplet => "triplet",
+        }
+    }
+
+    fn inputs(&self) -> &'static [InputSpec] {
+        const PAIRS: &[InputSpec] = &[
+            spec("x1", true, true),
+            spec("x2", true, true),
+            spec("y", false, true),
+            GRAD_OUTPUT,
+        ];
+        const TRIPLETS: &[InputSpec] = &[
+            spec("anchor", true, true),
+            spec("positive", true, true),
+            spec("negative", true, true),
+            GRAD_OUTPUT,
+        ];
+        match self {
+            PairDef::Contrastive => PAIRS,
+            PairDef::Triplet => TRIPLETS,
+        }
+    }
+
+    fn options(&self) -> &'static [&'static str] {
+        match self {
+            PairDef::Contrastive => &["reduction", "margin", "eps"],
+            PairDef::Triplet => &["reduction", "margin", "p", "eps", "swap"],
+        }
+    }
+
+    fn gpu(&self, engine: &Engine, case: &Case) -> Result<Evaluated<f32>> {
+        let p = self.problem(case)?;
+        let (n, dim) = (p.rows.n, p.rows.dim);
+        let rows: Vec<crate::Tensor> = p
+            .rows
+            .rows
+            .iter()
+            .map(|(_, x)| engine.upload(x, &[n, dim]))
+            .collect::<Result<_>>()?;
+        let up = DeviceUpstream::upload(engine, p.upstream.as_deref(), &[n], p.opts.reduction())?;
+        let out = match p.opts {
+            Opts::Contrastive(o) => {
+                let y = engine.upload(p.y(), &[n])?;
+                o.run(
+                    engine,
+                    &ContrastiveInputs {
+                        x1: &rows[0],
+                        x2: &rows[1],
+                        y: &y,
+                        upstream: up.get(),
+                    },
+                )?
+            }
+            Opts::Triplet(o) => o.run(
+                engine,
+                &TripletInputs {
+                    anchor: &rows[0],
+                    positive: &rows[1],
+                    negative: &rows[2],
+                    upstream: up.get(),
+                },
+            )?,
+        };
+        Ok(p.evaluated(out))
+    }
+
+    fn cpu(&self, case: &Case) -> Result<Evaluated<f32>> {
+        let p = self.problem(case)?;
+        let r = &p.rows;
+        let upstream = host_upstream(p.upstream.as_deref(), r.n, p.opts.reduction());
+        let out = match p.opts {
+            Opts::Contrastive(o) => cpu::contrastive(
+                &o,
+                &HostContrastiveInputs {
+                    x1: r.row(0),
+                    x2: r.row(1),
+                    y: p.y(),
+                    dim: r.dim,
+                    upstream,
+                },
+            )?,
+            Opts::Triplet(o) => cpu::triplet(
+                &o,
+                &HostTripletInputs {
+                    anchor: r.row(0),
+                    positive: r.row(1),
+                    negative: r.row(2),
+                    dim: r.dim,
+                    upstream,
+                },
+            )?,
+        };
+        Ok(p.evaluated(out))
+    }
+
+    fn reference(&self, case: &Case) -> Result<Evaluated<f64>> {
+        let p = self.problem(case)?;
+        let rows: Vec<Vec<f64>> = p.rows.rows.iter().map(|(_, x)| f64s(x)).collect();
+        let up = p.upstream.as_deref().map_or(vec![1.0], f64s);
+        let dim = p.rows.dim;
+        let out = match p.opts {
+            Opts::Contrastive(o) => {
+                reference::contrastive(&o, &rows[0], &rows[1], &f64s(p.y()), dim, &up)
+            }
+            Opts::Triplet(o) => reference::triplet(&o, &rows[0], &rows[1], &rows[2], dim, &up),
+        };
+        Ok(Evaluated::from_reference(
+            out,
+            p.loss_shape(),
+            &[p.rows.n, dim],
+        ))
+    }
+
+    fn random_case(&self, rng: &mut Rng) -> Case {
+        let (n, dim) = rng.metric_shape();
+        let rows = |rng: &mut Rng| HostArray::f32(&[n, dim], rng.normals(n * dim, 0.6));
+        let reductions = ["mean", "sum", "none"];
+        let mut case = match self {
+            PairDef::Contrastive => {
+                let y = (0..n).map(|_| rng.below(2) as f32).collect();
+                Case::default()
+                    .with("x1", rows(rng))
+                    .with("x2", rows(rng))
+                    .with("y", HostArray::f32(&[n], y))
+                    .set("margin", rng.range(0.0, 2.0 * (dim as f64).sqrt()) as f32)
+            }
+            PairDef::Triplet => Case::default()
+                .with("anchor", rows(rng))
+                .with("positive", rows(rng))
+                .with("negative", rows(rng))
+                .set("margin", rng.range(0.0, 1.5) as f32)
+                .set("p", 1 + rng.below(2))
+                .set("swap", rng.chance(0.5)),
+        };
+        let reduction = reductions[rng.below(3)];
+        case = case.set("reduction", reduction);
+        if rng.chance(0.3) {
+            case = case.set("eps", rng.range(0.0, 0.1) as f32);
+        }
+        if rng.chance(0.3) {
+            case = case.with_random_upstream(rng, &[n], reduction == "none");
+        }
+        case
+    }
+
+    fn bench(
+        &self,
+        engine: &Engine,
+        rng: &mut Rng,
+        quick: bool,
+        run: &mut BenchRun<'_>,
+    ) -> Result<()> {
+        let (n, d) = if quick { (16_384, 128) } else { (65_536, 128) };
+        let count = self.inputs().iter().filter(|s| s.differentiable).count();
+        let host: Vec<Vec<f32>> = (0..count).map(|_| rng.normals(n * d, 0.5)).collect();
+        let rows: Vec<crate::Tensor> = host
+            .iter()
+            .map(|x| engine.upload(x, &[n, d]))
+            .collect::<Result<_>>()?;
+        let shape = format!("{n}x{d}");
+        match self {
+            PairDef::Contrastive => {
+                let y: Vec<f32> = (0..n).map(|_| rng.below(2) as f32).collect();
+                let yt = engine.upload(&y, &[n])?;
+                let loss = Contrastive::new();
+                let inputs = ContrastiveInputs {
+                    x1: &rows[0],
+                    x2: &rows[1],
+                    y: &yt,
+                    upstream: Upstream::Ones,
+                };
+                let host = HostContrastiveInputs {
+                    x1: &host[0],
+                    x2: &host[1],
+                    y: &y,
+                    dim: d,
+                    upstream: Upstream::Ones,
+                };
+                run(BenchJob {
+                    label: self.name(),
+                    shape,
+                    bytes: 4 * n * d * 4,
+                    gpu: &mut |e| loss.record(engine, e, &inputs).map(|_| ()),
+                    cpu: &mut || cpu::contrastive(&loss, &host).map(|_| ()),
+                })
+            }
+            PairDef::Triplet => {
+                let loss = Triplet::new();
+                let inputs = TripletInputs {
+                    anchor: &rows[0],
+                    positive: &rows[1],
+                    negative: &rows[2],
+                    upstream: Upstream::Ones,
+                };
+                let host = HostTripletInputs {
+                    anchor: &host[0],
+                    positive: &host[1],
+                    negative: &host[2],
+                    dim: d,
+                    upstream: Upstream::Ones,
+                };
+                run(BenchJob {
+                    label: self.name(),
+                    shape,
+                    bytes: 6 * n * d * 4,
+                    gpu: &mut |e| loss.record(engine, e, &inputs).map(|_| ()),
+                    cpu: &mut || cpu::triplet(&loss, &host).map(|_| ()),
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! Contrastive and triplet losses on the CPU, the twin of `shaders/pair_rows.wgsl`: rows in
+//! parallel, each row's distances accumulated in f64.
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use super::{Contrastive, Triplet};
+use crate::core::{LossValues, Reduction, Upstream};
+
+/// Sum of `|w|` (p = 1) or `w²` (p = 2) over `w = u − v + eps` (w in f32 as on the GPU),
+/// in eight f64 lanes (they vectorize; f64 keeps huge rows from overflowing).
+#[inline(always)]
+fn norm_sum(u: &[f32], v: &[f32], eps: f32, p: u32) -> f64 {
+    let term = |a: f32, b: f32| {
+        let w = (a - b + eps) as f64;
+        if p == 1 {
+            w.abs()
+        } else {
+            w * w
+        }
+    };
+    let mut lanes = [0.0f64; 8];
+    let (cu, cv) = (u.chunks_exact(8), v.chunks_exact(8));
+    let tail: f64 = cu
+        .remainder()
+        .iter()
+        .zip(cv.remainder())
+        .map(|(&a, &b)| term(a, b))
+        .sum();
+    for (a, b) in cu.zip(cv) {
+        for l in 0..8 {
+            lanes[l] += term(a[l], b[l]);
+        }
+    }
+    lanes.iter().sum::<f64>() + tail
+}
+
+fn norm(sum: f64, p: u32) -> f64 {
+    if p == 1 {
+        sum
+    } else {
+        sum.sqrt()
+    }
+}
+
+/// The row factor f of d‖w‖_p/dw times `c`: the element's gradient is [`norm_grad`](w, f).
+fn grad_factor(c: f64, d: f64, p: u32) -> f64 {
+    match p {
+        1 => c,
+        _ if d == 0.0 => 0.0,
+        _ => c / d,
+    }
+}
+
+/// c·d‖w‖_p/dw for one element from its row's factor: w·c/d (p = 2) or c·sign(w) (p = 1,
+/// 0 at w = 0); NaN stays NaN.
+#[inline(always)]
+fn norm_grad(w: f32, f: f64, p: u32) -> f64 {
+    let w = w as f64;
+    if p == 1 {
+        if w == 0.0 {
+            0.0
+        } else {
+            w.signum() * f
+        }
+    } else {
+        w * f
+    }
+}
+
+fn relu(v: f64) -> f64 {
+    if v < 0.0 {
+        0.0
+    } else {
+        v
+    }
+}
+
+fn check_rows(names: &[&'static str], rows: &[&[f32]], n: usize, dim: usize) -> Result<()> {
+    for (name, r) in names.iter().zip(rows) {
+        if r.len() != n * dim {
+            return Err(Error::Shape {
+                input: name,
+                expected: format!("[{n}, {dim}]"),
+                got: vec![r.len()],
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Per-row loss and the scale of each row's gradient, with the reduction applied.
+fn reduce(losses: Vec<f64>, reduction: Reduction, upstream: &[f32]) -> (Vec<f32>, Vec<f64>) {
+    let n = losses.len();
+    let denom = if reduction == Reduction::Mean {
+        n as f64
+    } else {
+        1.0
+    };
+    let up = |i: usize| *upstream.get(i).or(upstream.first()).unwrap_or(&1.0) as f64;
+    let scales = (0..n).map(|i| up(i) / denom).collect();
+    let loss = match reduction {
+        Reduction::None => losses.iter().map(|&l| l as f32).collect(),
+        _ => vec![(losses.iter().sum::<f64>() / denom) as f32],
+    };
+    (loss, scales)
+}
+
+/// Host inputs of [`contrastive`]; the fields mirror [`crate::ContrastiveInputs`].
+#[derive(Debug, Clone, Copy)]
+pub struct HostContrastiveInputs<'a> {
+    /// First rows `[N, dim]`, row-major.
+    pub x1: &'a [f32],
+    /// Second rows `[N, dim]`.
+    pub x2: &'a [f32],
+    /// Labels `[N]` (1 similar, 0 not).
+    pub y: &'a [f32],
+    /// Row length D.
+    pub dim: usize,
+    /// Gradient from above: a scalar, or one per row with reduction none.
+    pub upstream: Upstream<'a, [f32]>,
+}
+
+/// Host inputs of [`triplet`]; the fields mirror [`crate::TripletInputs`].
+#[derive(Debug, Clone, Copy)]
+pub struct HostTripletInputs<'a> {
+    /// Anchors `[N, dim]`, row-major.
+    pub anchor: &'a [f32],
+    /// Positives `[N, dim]`.
+    pub positive: &'a [f32],
+    /// Negatives `[N, dim]`.
+    pub negative: &'a [f32],
+    /// Row length D.
+    pub dim: usize,
+    /// Gradient from above: a scalar, or one per row with reduction none.
+    pub upstream: Upstream<'a, [f32]>,
+}
+
+/// Contrastive loss of rows `x1`, `x2` with labels `y`, on the CPU.
+///
+/// # Errors
+/// Bad options; [`Error::Shape`] for lengths that do not match.
+pub fn contrastive(opts: &Contrastive, inputs: &HostContrastiveInputs<'_>) -> Result<LossValues> {
+    let HostContrastiveInputs {
+        x1, x2, y, dim, ..
+    } = *inputs;
+    let upstream = &inputs.upstream.values();
+    opts.validate()?;
+    let n = y.len();
+    check_rows(&["x1", "x2"], &[x1, x2], n, dim)?;
+    let (m, eps) = (opts.margin as f64, opts.eps);
+    // (loss, d l/d d, d) per row.
+    let rows: Vec<(f64, f64, f64)> = (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let r = i * dim..(i + 1) * dim;
+            let d = norm_sum(&x1[r.clone()], &x2[r], eps, 2).sqrt();
+            let yi = y[i] as f64;
+            let hinge = relu(m - d);
+            let loss = 0.5 * (yi * d * d + (1.0 - yi) * hinge * hinge);
+            (loss, yi * d - (1.0 - yi) * hinge, d)
+        })
+        .collect();
+    let (loss, scales) = reduce(rows.iter().map(|r| r.0).collect(), opts.reduction, upstream);
+    let mut grads = Vec::new();
+    if opts.gradient {
+        let (mut g1, mut g2) = (vec![0.0f32; n * dim], vec![0.0f32; n * dim]);
+        g1.par_chunks_mut(dim.max(1))
+            .zip(g2.par_chunks_mut(dim.max(1)))
+            .enumerate()
+            .for_each(|(i, (g1, g2))| {
+                let f = grad_factor(rows[i].1 * scales[i], rows[i].2, 2);
+                let r = i * dim..(i + 1) * dim;
+                for (((a, b), g1), g2) in x1[r.clone()].iter().zip(&x2[r]).zip(g1).zip(g2) {
+                    let g = norm_grad(a - b + eps, f, 2) as f32;
+                    (*g1, *g2) = (g, -g);
+                }
+            });
+        grads = vec![("x1", g1), ("x2", g2)];
+    }
+    Ok(LossValues { loss, grads })
+}
+
+/// Triplet margin loss of rows `anchor`, `positive`, `negative`, on the CPU.
+///
+/// # Errors
+/// Bad options; [`Error::Shape`] for lengths that do not match.
+pub fn triplet(opts: &Triplet, inputs: &HostTripletInputs<'_>) -> Result<LossValues> {
+    let HostTripletInputs {
+        anchor: a,
+        positive: p,
+        negative: ng,
+        dim,
+        ..
+    } = *inputs;
+    let upstream = &inputs.upstream.values();
+    opts.validate()?;
+    let n = a.len() / dim.max(1);
+    check_rows(&["anchor", "positive", "negative"], &[a, p, ng], n, dim)?;
+    let (m, eps, pn) = (opts.margin as f64, opts.eps, opts.p);
+    // (loss, coefficients of d_ap, d_an, d_pn, the three distances) per row.
+    let rows: Vec<(f64, [f64; 3], [f64; 3])> = (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let r = i * dim..(i + 1) * dim;
+            let (ai, pi, ni) = (&a[r.clone()], &p[r.clone()], &ng[r]);
+            let d_ap = norm(norm_sum(ai, pi, eps, pn), pn);
+            let d_an = norm(norm_sum(ai, ni, eps, pn), pn);
+            let d_pn = if opts.swap {
+                norm(norm_sum(pi, ni, eps, pn), pn)
+            } else {
+                0.0
+            };
+            let (d_neg, w) = if !opts.swap || d_an < d_pn {
+                (d_an, [1.0, 0.0])
+            } else if d_pn < d_an {
+                (d_pn, [0.0, 1.0])
+            } else {
+                (d_an, [0.5, 0.5])
+            };
+            let t = m + d_ap - d_neg;
+            let on = if t >= 0.0 { 1.0 } else { 0.0 };
+            (relu(t), [on, -on * w[0], -on * w[1]], [d_ap, d_an, d_pn])
+        })
+        .collect();
+    let (loss, scales) = reduce(rows.iter().map(|r| r.0).collect(), opts.reduction, upstream);
+    let mut grads = Vec::new();
+    if opts.gradient {
+        let (mut ga, mut gp, mut gn) = (
+            vec![0.0f32; n * dim],
+            vec![0.0; n * dim],
+            vec![0.0; n * dim],
+        );
+        ga.par_chunks_mut(dim.max(1))
+            .zip(gp.par_chunks_mut(dim.max(1)))
+            .zip(gn.par_chunks_mut(dim.max(1)))
+            .enumerate()
+            .for_each(|(i, ((ga, gp), gn))| {
+                let (_, c, d) = rows[i];
+                let f: [f64; 3] = std::array::from_fn(|k| grad_factor(c[k] * scales[i], d[k], pn));
+                let r = i * dim..(i + 1) * dim;
+                let (ai, pi, ni) = (&a[r.clone()], &p[r.clone()], &ng[r]);
+                for k in 0..dim {
+                    let g_ap = norm_grad(ai[k] - pi[k] + eps, f[0], pn);
+                    let g_an = norm_grad(ai[k] - ni[k] + eps, f[1], pn);
+                    let g_pn = if opts.swap {
+                        norm_grad(pi[k] - ni[k] + eps, f[2], pn)
+                    } else {
+                        0.0
+                    };
+                    ga[k] = (g_ap + g_an) as f32;
+                    gp[k] = (-g_ap + g_pn) as f32;
+                    gn[k] = (-g_an - g_pn) as f32;
+                }
+            });
+        grads = vec![("anchor", ga), ("positive", gp), ("negative", gn)];
+    }
+    Ok(LossValues { loss, grads })
+}

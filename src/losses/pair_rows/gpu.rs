@@ -1,0 +1,297 @@
+//! Contrastive and triplet losses on the GPU: `pair_rows.wgsl` and its launch.
+
+use super::{Contrastive, Triplet};
+use crate::core::{LossValues, Reduction, Upstream};
+use crate::error::{Error, Result};
+use crate::gpu::dispatch::LossOutput;
+use crate::gpu::engine::Engine;
+use crate::gpu::kernel::KernelKey;
+use crate::gpu::shader::{Access, ShaderModule, MATH};
+use crate::gpu::tensor::{expect_shape, DType, Tensor};
+
+/// The kernel's module.
+pub(crate) const MODULE: ShaderModule = ShaderModule {
+    name: "pair_rows",
+    variant: 0,
+    source: |_| [MATH, include_str!("pair_rows.wgsl")].join("\n"),
+    bindings: |_| {
+        use Access::*;
+        vec![
+            Uniform, Read, Read, Read, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite,
+        ]
+    },
+    entry_points: &["main"],
+};
+
+/// The family's modules, for validation.
+#[cfg(test)]
+pub(crate) fn modules() -> Vec<ShaderModule> {
+    vec![MODULE]
+}
+
+/// Device inputs of [`Contrastive`]: pairs of rows and their labels (1 similar, 0 not).
+#[derive(Debug, Clone, Copy)]
+pub struct ContrastiveInputs<'a> {
+    /// First rows [N, D].
+    pub x1: &'a Tensor,
+    /// Second rows [N, D].
+    pub x2: &'a Tensor,
+    /// Labels `[N]` (f32).
+    pub y: &'a Tensor,
+    /// Gradient from above (default ones).
+    pub upstream: Upstream<'a, Tensor>,
+}
+
+/// Device inputs of [`Triplet`].
+#[derive(Debug, Clone, Copy)]
+pub struct TripletInputs<'a> {
+    /// Anchors [N, D].
+    pub anchor: &'a Tensor,
+    /// Positives [N, D].
+    pub positive: &'a Tensor,
+    /// Negatives [N, D].
+    pub negative: &'a Tensor,
+    /// Gradient from above (default ones).
+    pub upstream: Upstream<'a, Tensor>,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    dim: u32,
+    margin: f32,
+    eps: f32,
+    scale: f32,
+    _pad: [u32; 3],
+}
+
+/// What one launch of the row kernel computes.
+struct RowsJob<'a> {
+    names: &'static [&'static str],
+    rows: Vec<&'a Tensor>,
+    y: Option<&'a Tensor>,
+    upstream: Upstream<'a, Tensor>,
+    reduction: Reduction,
+    gradient: bool,
+    overrides: Vec<(&'static str, u32)>,
+    margin: f32,
+    eps: f32,
+}
+
+/// The `[N, D]` shape shared by `rows` (named `names`), checked.
+fn row_shape(names: &[&'static str], rows: &[&Tensor]) -> Result<(usize, usize)> {
+    let shape = rows[0].shape();
+    if shape.len() != 2 {
+        return Err(Error::Shape {
+            input: names[0],
+            expected: "[N, D]".into(),
+            got: shape.to_vec(),
+        });
+    }
+    if shape[0] == 0 {
+        return Err(Error::Empty(names[0]));
+    }
+    for (name, t) in names.iter().zip(rows) {
+        t.expect_dtype(name, DType::F32)?;
+        expect_shape(name, t, shape)?;
+    }
+    Ok((shape[0], shape[1]))
+}
+
+fn check_upstream(upstream: Upstream<'_, Tensor>, reduction: Reduction, n: usize) -> Result<()> {
+    if let Upstream::PerItem(t) = upstream {
+        if reduction != Reduction::None {
+            return Err(Error::Shape {
+                input: "grad_output",
+                expected: "a scalar unless the reduction is none".into(),
+                got: t.shape().to_vec(),
+            });
+        }
+        expect_shape("grad_output", t, &[n])?;
+    }
+    Ok(())
+}
+
+impl RowsJob<'_> {
+    fn record(self, engine: &Engine, encoder: &mut wgpu::CommandEncoder) -> Result<LossOutput> {
+        let (n, dim) = row_shape(self.names, &self.rows)?;
+        if let Some(y) = self.y {
+            y.expect_dtype("y", DType::F32)?;
+            expect_shape("y", y, &[n])?;
+        }
+        check_upstream(self.upstream, self.reduction, n)?;
+        engine.scoped(|| self.record_checked(engine, encoder, n, dim))
+    }
+
+    fn record_checked(
+        self,
+        engine: &Engine,
+        encoder: &mut wgpu::CommandEncoder,
+        n: usize,
+        dim: usize,
+    ) -> Result<LossOutput> {
+        let row_loss = engine.zeros(&[n], DType::F32)?;
+        let grads: Vec<Tensor> = if self.gradient {
+            self.rows
+                .iter()
+                .map(|t| engine.zeros(t.shape(), DType::F32))
+                .collect::<Result<_>>()?
+        } else {
+            Vec::new()
+        };
+        let denom = match self.reduction {
+            Reduction::Mean => n as f64,
+            _ => 1.0,
+        };
+        let upstream = match self.upstream {
+            Upstream::Scalar(g) => g as f64,
+            _ => 1.0,
+        };
+        let wg = 64.min(engine.workgroup_size());
+        // About 16 elements per invocation: short rows share a workgroup, long ones get 64.
+        let team = ((dim / 16).max(1).next_power_of_two() as u32).min(wg);
+        let rows_per_group = (wg / team) as usize;
+        let mut overrides = vec![
+            ("WG_SIZE", wg),
+            ("TEAM", team),
+            ("WANT_GRAD", self.gradient as u32),
+            (
+                "UPSTREAM_PER_ROW",
+                matches!(self.upstream, Upstream::PerItem(_)) as u32,
+            ),
+        ];
+        overrides.extend(self.overrides.iter().copied());
+        let key = KernelKey {
+            module: MODULE,
+            entry: "main",
+            overrides,
+        };
+        let dummy = engine.scratch(4);
+        let dummy_rw = engine.scratch(4);
+        for w in engine.row_windows(n, dim.max(1) as u64 * 4, true)? {
+            let (rs, rc) = (w.start * dim, w.len() * dim);
+            let uniform = engine.uniform(&Params {
+                rows: w.len() as u32,
+                dim: dim as u32,
+                margin: self.margin,
+                eps: self.eps,
+                scale: (upstream / denom) as f32,
+                _pad: [0; 3],
+            });
+            let input = |i: usize| {
+                self.rows
+                    .get(i)
+                    .map_or(dummy.as_entire_binding(), |t| t.window(rs, rc))
+            };
+            let grad = |i: usize| {
+                grads
+                    .get(i)
+                    .map_or(dummy_rw.as_entire_binding(), |t| t.window(rs, rc))
+            };
+            let resources = [
+                uniform.as_entire_binding(),
+                input(0),
+                input(1),
+                input(2),
+                self.y
+                    .map_or(dummy.as_entire_binding(), |y| y.window(w.start, w.len())),
+                match self.upstream {
+                    Upstream::PerItem(t) => t.window(w.start, w.len()),
+                    _ => dummy.as_entire_binding(),
+                },
+                grad(0),
+                grad(1),
+                grad(2),
+                row_loss.window(w.start, w.len()),
+            ];
+            let groups = w.len().div_ceil(rows_per_group) as u32;
+            engine.dispatch(encoder, key.clone(), &resources, groups)?;
+        }
+        let loss = if self.reduction == Reduction::None {
+            row_loss
+        } else {
+            let loss = engine.zeros(&[], DType::F32)?;
+            let scale = (1.0 / denom) as f32;
+            engine.record_sum(encoder, row_loss.buffer(), n, scale, None, loss.buffer())?;
+            loss
+        };
+        Ok(LossOutput {
+            loss,
+            grads: self.names.iter().copied().zip(grads).collect(),
+            status: None,
+        })
+    }
+}
+
+impl Contrastive {
+    /// Records the loss (and gradients `x1`, `x2`) into `encoder`.
+    ///
+    /// # Errors
+    /// Bad options; [`Error::Shape`] / [`Error::DType`] for inputs that are not f32 `[N, D]`
+    /// rows of one shape with `y` `[N]`; wgpu errors.
+    pub fn record(
+        &self,
+        engine: &Engine,
+        encoder: &mut wgpu::CommandEncoder,
+        inputs: &ContrastiveInputs<'_>,
+    ) -> Result<LossOutput> {
+        self.validate()?;
+        RowsJob {
+            names: &["x1", "x2"],
+            rows: vec![inputs.x1, inputs.x2],
+            y: Some(inputs.y),
+            upstream: inputs.upstream,
+            reduction: self.reduction,
+            gradient: self.gradient,
+            overrides: vec![("LOSS", 0), ("P_NORM", 2)],
+            margin: self.margin,
+            eps: self.eps,
+        }
+        .record(engine, encoder)
+    }
+
+    /// Records, submits, waits and reads back.
+    ///
+    /// # Errors
+    /// As [`Contrastive::record`].
+    pub fn run(&self, engine: &Engine, inputs: &ContrastiveInputs<'_>) -> Result<LossValues> {
+        engine.execute(|e| self.record(engine, e, inputs))
+    }
+}
+
+impl Triplet {
+    /// Records the loss (and gradients `anchor`, `positive`, `negative`) into `encoder`.
+    ///
+    /// # Errors
+    /// Bad options; [`Error::Shape`] / [`Error::DType`] for inputs that are not f32 `[N, D]`
+    /// rows of one shape; wgpu errors.
+    pub fn record(
+        &self,
+        engine: &Engine,
+        encoder: &mut wgpu::CommandEncoder,
+        inputs: &TripletInputs<'_>,
+    ) -> Result<LossOutput> {
+        self.validate()?;
+        RowsJob {
+            names: &["anchor", "positive", "negative"],
+            rows: vec![inputs.anchor, inputs.positive, inputs.negative],
+            y: None,
+            upstream: inputs.upstream,
+            reduction: self.reduction,
+            gradient: self.gradient,
+            overrides: vec![("LOSS", 1), ("P_NORM", self.p), ("SWAP", self.swap as u32)],
+            margin: self.margin,
+            eps: self.eps,
+        }
+        .record(engine, encoder)
+    }
+
+    /// Records, submits, waits and reads back.
+    ///
+    /// # Errors
+    /// As [`Triplet::record`].
+    pub fn run(&self, engine: &Engine, inputs: &TripletInputs<'_>) -> Result<LossValues> {
+        engine.execute(|e| self.record(engine, e, inputs))
+    }
+}

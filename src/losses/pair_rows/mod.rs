@@ -1,0 +1,172 @@
+//! Metric losses over explicit rows: contrastive pairs and triplets (`F.pairwise_distance`
+//! distances). One kernel (`pair_rows.wgsl`, teams of invocations per row), its CPU twin
+//! (`cpu.rs`), the f64 reference (`reference.rs`).
+
+#[cfg(feature = "cli")]
+pub(crate) mod cli;
+pub(crate) mod cpu;
+pub(crate) mod gpu;
+pub(crate) mod reference;
+
+use crate::core::{non_negative, per_item_reduction, Reduction};
+use crate::error::{Error, Result};
+
+/// `F.pairwise_distance`'s ε, the default of every `eps` option.
+pub const PAIRWISE_EPS: f32 = 1e-6;
+
+/// Contrastive loss over explicit pairs: `½[y·d² + (1−y)·max(0, m−d)²]`,
+/// `d = ‖x1 − x2 + ε‖₂`.
+///
+/// ```
+/// let c = wgpu_losses::Contrastive::new().margin(2.0);
+/// assert_eq!(c.eps, 1e-6);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Contrastive {
+    /// Combination of the per-pair losses (default mean).
+    pub reduction: Reduction,
+    /// Margin m ≥ 0 for dissimilar pairs (default 1).
+    pub margin: f32,
+    /// ε added to the difference, as `F.pairwise_distance` (default 1e-6).
+    pub eps: f32,
+    /// Compute the gradients (default true).
+    pub gradient: bool,
+}
+
+impl Default for Contrastive {
+    fn default() -> Self {
+        Self {
+            reduction: Reduction::Mean,
+            margin: 1.0,
+            eps: PAIRWISE_EPS,
+            gradient: true,
+        }
+    }
+}
+
+impl Contrastive {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Sets the reduction.
+    pub fn reduction(mut self, r: Reduction) -> Self {
+        self.reduction = r;
+        self
+    }
+    /// Sets the margin.
+    pub fn margin(mut self, m: f32) -> Self {
+        self.margin = m;
+        self
+    }
+    /// Sets ε.
+    pub fn eps(mut self, eps: f32) -> Self {
+        self.eps = eps;
+        self
+    }
+    /// Whether to compute the gradients.
+    pub fn gradient(mut self, yes: bool) -> Self {
+        self.gradient = yes;
+        self
+    }
+    /// Checks the options.
+    ///
+    /// # Errors
+    /// [`Error::Option`] for a negative or non-finite margin or ε, or `BatchMean`.
+    pub fn validate(&self) -> Result<()> {
+        non_negative("margin", self.margin)?;
+        non_negative("eps", self.eps)?;
+        per_item_reduction(self.reduction)
+    }
+}
+
+/// Triplet margin loss (`F.triplet_margin_loss`): `max(0, m + d(a,p) − d(a,n))` with
+/// `d(u,v) = ‖u − v + ε‖_p`; with `swap`, `d(a,n) ← min(d(a,n), d(p,n))`.
+///
+/// ```
+/// let t = wgpu_losses::Triplet::new().p(1).swap(true);
+/// assert_eq!(t.margin, 1.0);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Triplet {
+    /// Combination of the per-triplet losses (default mean).
+    pub reduction: Reduction,
+    /// Margin ≥ 0 (default 1).
+    pub margin: f32,
+    /// Norm degree, 1 or 2 (default 2).
+    pub p: u32,
+    /// ε added to differences (default 1e-6).
+    pub eps: f32,
+    /// Use the positive–negative distance when it is smaller (default false).
+    pub swap: bool,
+    /// Compute the gradients (default true).
+    pub gradient: bool,
+}
+
+impl Default for Triplet {
+    fn default() -> Self {
+        Self {
+            reduction: Reduction::Mean,
+            margin: 1.0,
+            p: 2,
+            eps: PAIRWISE_EPS,
+            swap: false,
+            gradient: true,
+        }
+    }
+}
+
+impl Triplet {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Sets the reduction.
+    pub fn reduction(mut self, r: Reduction) -> Self {
+        self.reduction = r;
+        self
+    }
+    /// Sets the margin.
+    pub fn margin(mut self, m: f32) -> Self {
+        self.margin = m;
+        self
+    }
+    /// Sets the norm degree (1 or 2).
+    pub fn p(mut self, p: u32) -> Self {
+        self.p = p;
+        self
+    }
+    /// Sets ε.
+    pub fn eps(mut self, eps: f32) -> Self {
+        self.eps = eps;
+        self
+    }
+    /// Sets the distance swap.
+    pub fn swap(mut self, yes: bool) -> Self {
+        self.swap = yes;
+        self
+    }
+    /// Whether to compute the gradients.
+    pub fn gradient(mut self, yes: bool) -> Self {
+        self.gradient = yes;
+        self
+    }
+    /// Checks the options.
+    ///
+    /// # Errors
+    /// [`Error::Option`] for p outside {1, 2}, a negative or non-finite margin or ε, or
+    /// `BatchMean`.
+    pub fn validate(&self) -> Result<()> {
+        if self.p != 1 && self.p != 2 {
+            return Err(Error::Option {
+                option: "p",
+                value: self.p.to_string(),
+                reason: "must be 1 or 2",
+            });
+        }
+        non_negative("margin", self.margin)?;
+        non_negative("eps", self.eps)?;
+        per_item_reduction(self.reduction)
+    }
+}
+

@@ -1,0 +1,152 @@
+//! f64 contrastive and triplet losses over explicit rows, the twin of
+//! `shaders/pair_rows.wgsl`: plain loops over `F.pairwise_distance`.
+
+use super::{Contrastive, Triplet};
+use crate::core::reference::{reduce, RefOutput};
+
+/// `‖u − v + ε‖_p` and its gradient with respect to `u` (the gradient for `v` is its
+/// negation): `w/‖w‖₂` for p = 2 (0 at 0), `sign(w)` for p = 1; NaN stays NaN.
+pub fn pairwise_distance(u: &[f64], v: &[f64], eps: f64, p: u32) -> (f64, Vec<f64>) {
+    let w: Vec<f64> = u.iter().zip(v).map(|(a, b)| a - b + eps).collect();
+    if p == 1 {
+        let d = w.iter().map(|x| x.abs()).sum();
+        // sign, with sign(0) = 0 and NaN kept.
+        let g = w
+            .iter()
+            .map(|&x| if x == 0.0 { 0.0 } else { x.signum() })
+            .collect();
+        (d, g)
+    } else {
+        let d = w.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let g = w
+            .iter()
+            .map(|&x| if d == 0.0 { 0.0 } else { x / d })
+            .collect();
+        (d, g)
+    }
+}
+
+/// Contrastive loss of `n` pairs of rows of `dim` (docs/LOSSES.md); gradients `x1`, `x2`.
+pub fn contrastive(
+    opts: &Contrastive,
+    x1: &[f64],
+    x2: &[f64],
+    y: &[f64],
+    dim: usize,
+    upstream: &[f64],
+) -> RefOutput {
+    let n = y.len();
+    let (m, eps) = (opts.margin as f64, opts.eps as f64);
+    let mut losses = Vec::with_capacity(n);
+    let mut coefs = Vec::with_capacity(n);
+    let mut dirs = Vec::with_capacity(n);
+    for (i, &yi) in y.iter().enumerate() {
+        let rows = i * dim..(i + 1) * dim;
+        let (d, g) = pairwise_distance(&x1[rows.clone()], &x2[rows], eps, 2);
+        let hinge = relu(m - d);
+        losses.push(0.5 * (yi * d * d + (1.0 - yi) * hinge * hinge));
+        coefs.push(yi * d - (1.0 - yi) * hinge);
+        dirs.push(g);
+    }
+    let (loss, scale) = reduce(&losses, opts.reduction, n as f64, upstream);
+    let mut g1 = vec![0.0; n * dim];
+    let mut terms = 0.0f64;
+    for i in 0..n {
+        let c = coefs[i] * scale(i);
+        terms = terms.max(c.abs());
+        for k in 0..dim {
+            g1[i * dim + k] = c * dirs[i][k];
+        }
+    }
+    let g2 = g1.iter().map(|g| -g).collect();
+    RefOutput {
+        loss,
+        grads: grads(opts.gradient, vec![("x1", g1), ("x2", g2)]),
+        grad_terms: terms,
+        decision_gap: f64::INFINITY,
+    }
+}
+
+/// max(0, v) that keeps NaN (as `clamp_min`).
+fn relu(v: f64) -> f64 {
+    if v < 0.0 {
+        0.0
+    } else {
+        v
+    }
+}
+
+fn grads(gradient: bool, g: Vec<(&'static str, Vec<f64>)>) -> Vec<(&'static str, Vec<f64>)> {
+    if gradient {
+        g
+    } else {
+        Vec::new()
+    }
+}
+
+/// Triplet margin loss of `n` rows of `dim` (docs/LOSSES.md, `F.triplet_margin_loss`); gradients
+/// `anchor`, `positive`, `negative`. With `swap`, equal distances share the gradient
+/// equally, as `torch.min` does.
+pub fn triplet(
+    opts: &Triplet,
+    anchor: &[f64],
+    positive: &[f64],
+    negative: &[f64],
+    dim: usize,
+    upstream: &[f64],
+) -> RefOutput {
+    let n = anchor.len() / dim.max(1);
+    let (m, eps, p) = (opts.margin as f64, opts.eps as f64, opts.p);
+    let mut losses = Vec::with_capacity(n);
+    // Per row: (d l/d d_ap, d l/d d_an, d l/d d_pn) and the three distance gradients.
+    let mut parts = Vec::with_capacity(n);
+    let mut gap = f64::INFINITY;
+    let mut dist_scale = 1.0f64;
+    for i in 0..n {
+        let r = i * dim..(i + 1) * dim;
+        let (a, pos, neg) = (&anchor[r.clone()], &positive[r.clone()], &negative[r]);
+        let (d_ap, g_ap) = pairwise_distance(a, pos, eps, p);
+        let (d_an, g_an) = pairwise_distance(a, neg, eps, p);
+        let (d_pn, g_pn) = pairwise_distance(pos, neg, eps, p);
+        let (d_neg, w_an, w_pn) = if !opts.swap || d_an < d_pn {
+            (d_an, 1.0, 0.0)
+        } else if d_pn < d_an {
+            (d_pn, 0.0, 1.0)
+        } else {
+            (d_an, 0.5, 0.5)
+        };
+        let t = m + d_ap - d_neg;
+        dist_scale = dist_scale.max(d_ap).max(d_an);
+        gap = gap.min(t.abs());
+        if opts.swap {
+            gap = gap.min((d_an - d_pn).abs());
+        }
+        losses.push(relu(t));
+        // clamp_min's gradient passes where t >= 0, as in PyTorch.
+        let on = if t >= 0.0 { 1.0 } else { 0.0 };
+        parts.push(([on, -on * w_an, -on * w_pn], [g_ap, g_an, g_pn]));
+    }
+    let (loss, scale) = reduce(&losses, opts.reduction, n as f64, upstream);
+    let (mut ga, mut gp, mut gn) = (vec![0.0; n * dim], vec![0.0; n * dim], vec![0.0; n * dim]);
+    let mut terms = 0.0f64;
+    for (i, ([c_ap, c_an, c_pn], [g_ap, g_an, g_pn])) in parts.iter().enumerate() {
+        let s = scale(i);
+        terms = terms.max(s.abs());
+        for k in 0..dim {
+            let j = i * dim + k;
+            // d_ap = d(a, p), d_an = d(a, n), d_pn = d(p, n): +g for the first row, -g for the second.
+            ga[j] = s * (c_ap * g_ap[k] + c_an * g_an[k]);
+            gp[j] = s * (-c_ap * g_ap[k] + c_pn * g_pn[k]);
+            gn[j] = s * (-c_an * g_an[k] - c_pn * g_pn[k]);
+        }
+    }
+    RefOutput {
+        loss,
+        grads: grads(
+            opts.gradient,
+            vec![("anchor", ga), ("positive", gp), ("negative", gn)],
+        ),
+        grad_terms: terms,
+        decision_gap: gap / dist_scale,
+    }
+}

@@ -1,0 +1,364 @@
+//! `triplet-mined`, `nt-xent`, `clip` and `supcon` by name, on host arrays: the command
+//! line's view.
+
+use super::cpu::{HostMinedTripletInputs, HostNceInputs, HostNceRows};
+use super::gpu::{MinedTripletInputs, NceInputs, NceRows};
+use super::{cpu, mined_reference, reference, Distance, InfoNce, MinedTriplet, Mining, NceKind};
+use crate::core::{LossValues, Upstream};
+use crate::error::Result;
+use crate::gpu::engine::Engine;
+use crate::registry::random::Rng;
+use crate::registry::{
+    f64s, spec, BenchJob, BenchRun, Case, DeviceUpstream, Evaluated, HostArray, InputSpec, LossDef, Rows, GRAD_OUTPUT,
+};
+use crate::Reduction;
+
+/// The family's losses.
+pub(crate) const LOSSES: &[&dyn LossDef] = &[
+    &AllPairsDef::Nce(NceKind::NtXent),
+    &AllPairsDef::Nce(NceKind::Clip),
+    &AllPairsDef::Nce(NceKind::SupCon),
+    &AllPairsDef::TripletMined,
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AllPairsDef {
+    TripletMined,
+    Nce(NceKind),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Opts {
+    Mined(MinedTriplet),
+    Nce(InfoNce),
+}
+
+/// A checked host problem.
+struct Problem {
+    opts: Opts,
+    rows: Rows,
+    labels: Option<Vec<i32>>,
+    upstream: f32,
+}
+
+impl AllPairsDef {
+    fn problem(&self, case: &Case) -> Result<Problem> {
+        case.check_names(self)?;
+        case.mean_only()?;
+        let opts = match self {
+            AllPairsDef::TripletMined => Opts::Mined(MinedTriplet {
+                margin: case.option("margin", 0.2)?,
+                distance: case.option("distance", Distance::Euclidean)?,
+                mining: case.option("mining", Mining::BatchAll)?,
+                gradient: true,
+            }),
+            AllPairsDef::Nce(kind) => Opts::Nce(
+                InfoNce::new(*kind)
+                    .temperature(case.option("temperature", kind.default_temperature())?),
+            ),
+        };
+        match opts {
+            Opts::Mined(o) => o.validate()?,
+            Opts::Nce(o) => o.validate()?,
+        }
+        let rows = case.rows(self)?;
+        if matches!(self, AllPairsDef::Nce(NceKind::NtXent)) && rows.n % 2 != 0 {
+            return Err(crate::Error::shape(
+                "z",
+                "an even number of rows [2N, D] (two views)".into(),
+                &[rows.n, rows.dim],
+            ));
+        }
+        let labels = case.labels(rows.n)?;
+        let upstream = case.row_upstream(rows.n, false)?;
+        Ok(Problem {
+            opts,
+            labels,
+            upstream: upstream.map_or(1.0, |g| g[0]),
+            rows,
+        })
+    }
+}
+
+impl Problem {
+    fn evaluated(&self, out: LossValues) -> Evaluated<f32> {
+        Evaluated::from_values(out, vec![], &[self.rows.n, self.rows.dim])
+    }
+
+    fn labels(&self) -> &[i32] {
+        self.labels.as_deref().expect("checked: required")
+    }
+}
+
+impl LossDef for AllPairsDef {
+    fn name(&self) -> &'static str {
+        match self {
+            AllPairsDef::TripletMined => "triplet-mined",
+            AllPairsDef::Nce(k) => k.name(),
+        }
+    }
+
+    fn inputs(&self) -> &'static [InputSpec] {
+        const LABELLED: &[InputSpec] = &[
+            spec("embeddings", true, true),
+            spec("labels", false, true),
+            GRAD_OUTPUT,
+        ];
+        const VIEWS: &[InputSpec] = &[spec("z", true, true), GRAD_OUTPUT];
+        const MODALITIES: &[InputSpec] =
+            &[spec("a", true, true), spec("b", true, true), GRAD_OUTPUT];
+        match self {
+            AllPairsDef::TripletMined | AllPairsDef::Nce(NceKind::SupCon) => LABELLED,
+            AllPairsDef::Nce(NceKind::NtXent) => VIEWS,
+            AllPairsDef::Nce(NceKind::Clip) => MODALITIES,
+        }
+    }
+
+    fn options(&self) -> &'static [&'static str] {
+        match self {
+            AllPairsDef::TripletMined => &["reduction", "margin", "distance", "mining"],
+            AllPairsDef::Nce(_) => &["reduction", "temperature"],
+        }
+    }
+
+    fn gpu(&self, engine: &Engine, case: &Case) -> Result<Evaluated<f32>> {
+        let p = self.problem(case)?;
+        let (n, dim) = (p.rows.n, p.rows.dim);
+        let rows: Vec<crate::Tensor> = p
+            .rows
+            .rows
+            .iter()
+            .map(|(_, x)| engine.upload(x, &[n, dim]))
+            .collect::<Result<_>>()?;
+        let labels = p
+            .labels
+            .as_ref()
+            .map(|l| engine.upload_i32(l, &[n]))
+            .transpose()?;
+        let up = DeviceUpstream::upload(engine, Some(&[p.upstream]), &[n], Reduction::Mean)?;
+        let out = match p.opts {
+            Opts::Mined(o) => o.run(
+                engine,
+                &MinedTripletInputs::new(&rows[0], labels.as_ref().expect("checked: required"))
+                    .upstream(up.get()),
+            )?,
+            Opts::Nce(o) => {
+                let rows = match o.kind {
+                    NceKind::NtXent => NceRows::NtXent { z: &rows[0] },
+                    NceKind::Clip => NceRows::Clip {
+                        a: &rows[0],
+                        b: &rows[1],
+                    },
+                    NceKind::SupCon => NceRows::SupCon {
+                        embeddings: &rows[0],
+                        labels: labels.as_ref().expect("checked: required"),
+                    },
+                };
+                o.run(engine, &NceInputs::from(rows).upstream(up.get()))?
+            }
+        };
+        Ok(p.evaluated(out))
+    }
+
+    fn cpu(&self, case: &Case) -> Result<Evaluated<f32>> {
+        let p = self.problem(case)?;
+        let r = &p.rows;
+        let upstream = Upstream::Scalar(p.upstream);
+        let out = match p.opts {
+            Opts::Mined(o) => cpu::mined_triplet(
+                &o,
+                &HostMinedTripletInputs {
+                    embeddings: r.row(0),
+                    labels: p.labels(),
+                    dim: r.dim,
+                    upstream,
+                },
+            )?,
+            Opts::Nce(o) => {
+                let rows = match o.kind {
+                    NceKind::NtXent => HostNceRows::NtXent { z: r.row(0) },
+                    NceKind::Clip => HostNceRows::Clip {
+                        a: r.row(0),
+                        b: r.row(1),
+                    },
+                    NceKind::SupCon => HostNceRows::SupCon {
+                        embeddings: r.row(0),
+                        labels: p.labels(),
+                    },
+                };
+                let inputs = HostNceInputs {
+                    rows,
+                    dim: r.dim,
+                    upstream,
+                };
+                cpu::info_nce(&o, &inputs)?
+            }
+        };
+        Ok(p.evaluated(out))
+    }
+
+    fn reference(&self, case: &Case) -> Result<Evaluated<f64>> {
+        let p = self.problem(case)?;
+        let rows: Vec<Vec<f64>> = p.rows.rows.iter().map(|(_, x)| f64s(x)).collect();
+        let labels: Option<Vec<i64>> = p
+            .labels
+            .as_ref()
+            .map(|l| l.iter().map(|&v| v as i64).collect());
+        let (dim, up) = (p.rows.dim, p.upstream as f64);
+        let out = match p.opts {
+            Opts::Mined(o) => mined_reference::mined_triplet(
+                &o,
+                &rows[0],
+                labels.as_deref().expect("checked: required"),
+                dim,
+                up,
+            ),
+            Opts::Nce(o) => {
+                let inputs: Vec<&[f64]> = rows.iter().map(Vec::as_slice).collect();
+                reference::info_nce_loss(&o, &inputs, labels.as_deref(), dim, up)
+            }
+        };
+        Ok(Evaluated::from_reference(out, vec![], &[p.rows.n, dim]))
+    }
+
+    fn random_case(&self, rng: &mut Rng) -> Case {
+        let (n, dim) = rng.metric_shape();
+        let rows = |rng: &mut Rng, n: usize| HostArray::f32(&[n, dim], rng.normals(n * dim, 0.6));
+        let mut case = match self {
+            AllPairsDef::TripletMined => {
+                let mining = ["batch-all", "batch-hard", "semi-hard"][rng.below(3)];
+                let n = if mining == "batch-all" { n.min(48) } else { n };
+                Case::default()
+                    .with("embeddings", rows(rng, n.max(2)))
+                    .with("labels", random_labels(rng, n.max(2)))
+                    .set("mining", mining)
+                    .set("distance", ["euclidean", "squared", "cosine"][rng.below(3)])
+                    .set("margin", rng.range(0.0, 1.0) as f32)
+            }
+            AllPairsDef::Nce(kind) => {
+                let case = Case::default().set("temperature", rng.range(0.05, 1.0) as f32);
+                match kind {
+                    NceKind::NtXent => case.with("z", rows(rng, 2 * n.div_ceil(2))),
+                    NceKind::Clip => case.with("a", rows(rng, n)).with("b", rows(rng, n)),
+                    NceKind::SupCon => case
+                        .with("embeddings", rows(rng, n))
+                        .with("labels", random_labels(rng, n)),
+                }
+            }
+        };
+        if rng.chance(0.3) {
+            case = case.with_random_upstream(rng, &[], false);
+        }
+        case
+    }
+
+    fn bench(
+        &self,
+        engine: &Engine,
+        rng: &mut Rng,
+        quick: bool,
+        run: &mut BenchRun<'_>,
+    ) -> Result<()> {
+        match *self {
+            AllPairsDef::Nce(kind) => {
+                let (n, d) = if quick { (1024, 128) } else { (4096, 256) };
+                let z = rng.normals(2 * n * d, 1.0);
+                let (za, zb) = z.split_at(n * d);
+                let (at, bt) = (engine.upload(za, &[n, d])?, engine.upload(zb, &[n, d])?);
+                let labels: Vec<i32> = (0..n).map(|_| rng.below(n / 8) as i32).collect();
+                let lt = engine.upload_i32(&labels, &[n])?;
+                let (rows, host_rows, bytes) = match kind {
+                    NceKind::NtXent => (
+                        NceRows::NtXent { z: &at },
+                        HostNceRows::NtXent { z: za },
+                        2 * n * d * 4,
+                    ),
+                    NceKind::Clip => (
+                        NceRows::Clip { a: &at, b: &bt },
+                        HostNceRows::Clip { a: za, b: zb },
+                        4 * n * d * 4,
+                    ),
+                    NceKind::SupCon => (
+                        NceRows::SupCon {
+                            embeddings: &at,
+                            labels: &lt,
+                        },
+                        HostNceRows::SupCon {
+                            embeddings: za,
+                            labels: &labels,
+                        },
+                        2 * n * d * 4,
+                    ),
+                };
+                let loss = InfoNce::new(kind);
+                let inputs = NceInputs::from(rows);
+                let host = HostNceInputs {
+                    rows: host_rows,
+                    dim: d,
+                    upstream: Upstream::Ones,
+                };
+                run(BenchJob {
+                    label: kind.name(),
+                    shape: format!("{n}x{d}"),
+                    bytes,
+                    gpu: &mut |e| loss.record(engine, e, &inputs).map(|_| ()),
+                    cpu: &mut || cpu::info_nce(&loss, &host).map(|_| ()),
+                })
+            }
+            AllPairsDef::TripletMined => {
+                let (n, d) = if quick { (512, 64) } else { (1024, 128) };
+                let e = rng.normals(n * d, 1.0);
+                let labels: Vec<i32> = (0..n).map(|_| rng.below(n / 16) as i32).collect();
+                let (et, lt) = (
+                    engine.upload(&e, &[n, d])?,
+                    engine.upload_i32(&labels, &[n])?,
+                );
+                let inputs = MinedTripletInputs::new(&et, &lt);
+                let host = HostMinedTripletInputs {
+                    embeddings: &e,
+                    labels: &labels,
+                    dim: d,
+                    upstream: Upstream::Ones,
+                };
+                for (mining, label) in [
+                    (Mining::BatchAll, "mined batch-all"),
+                    (Mining::BatchHard, "mined batch-hard"),
+                    (Mining::SemiHard, "mined semi-hard"),
+                ] {
+                    let loss = MinedTriplet::new().mining(mining);
+                    run(BenchJob {
+                        label,
+                        shape: format!("{n}x{d}"),
+                        bytes: 2 * n * d * 4,
+                        gpu: &mut |enc| loss.record(engine, enc, &inputs).map(|_| ()),
+                        cpu: &mut || cpu::mined_triplet(&loss, &host).map(|_| ()),
+                    })?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Labels in the patterns that matter: a few classes, all one class, all distinct, and
+/// classes of one element.
+fn random_labels(rng: &mut Rng, n: usize) -> HostArray {
+    let l: Vec<i64> = match rng.below(5) {
+        0 => vec![7; n],
+        1 => (0..n as i64).map(|i| 3 * i - 5).collect(),
+        2 => (0..n)
+            .map(|i| {
+                if i % 4 == 0 {
+                    100 + i as i64
+                } else {
+                    (i % 3) as i64
+                }
+            })
+            .collect(),
+        _ => {
+            let classes = 1 + rng.below(n.div_ceil(2).max(1));
+            (0..n).map(|_| rng.below(classes) as i64).collect()
+        }
+    };
+    HostArray::i64(&[n], l)
+}

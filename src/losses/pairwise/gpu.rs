@@ -1,0 +1,662 @@
+//! InfoNCE losses and mined triplets on the GPU, on the tiled all-pairs kernels of
+//! `shaders/pairwise.wgsl`. f64 twins: `reference::info_nce`, `reference::mined_triplet`.
+//!
+//! InfoNCE keeps device memory O(N·D): rows are normalized once, each similarity tile is
+//! computed in workgroup memory, reduced into per-row log-sum-exps, and recomputed in the
+//! backward pass. Mined triplets store the N×N distance matrix and an N×N matrix of
+//! integer pair weights, each split into row windows that fit one binding.
+
+use wgpu::BindingResource;
+
+use super::{Distance, InfoNce, MinedTriplet, Mining, NceKind};
+use crate::core::{LossValues, Upstream};
+use crate::error::{Error, Result};
+use crate::gpu::dispatch::LossOutput;
+use crate::gpu::engine::Engine;
+use crate::gpu::kernel::KernelKey;
+use crate::gpu::shader::{Access, ShaderModule, MATH};
+use crate::gpu::tensor::{expect_shape, DType, Tensor};
+
+/// The kernels' module.
+pub(crate) const MODULE: ShaderModule = ShaderModule {
+    name: "pairwise",
+    variant: 0,
+    source: |_| [MATH, include_str!("pairwise.wgsl")].join("\n"),
+    bindings: |_| {
+        use Access::*;
+        let mut b = vec![Uniform];
+        b.extend([Read; 10]);
+        b.extend([ReadWrite; 3]);
+        b
+    },
+    entry_points: &[
+        "normalize",
+        "finish",
+        "nce_forward",
+        "nce_backward",
+        "distances",
+        "mine",
+        "mined_backward",
+    ],
+};
+
+/// The family's modules, for validation.
+#[cfg(test)]
+pub(crate) fn modules() -> Vec<ShaderModule> {
+    vec![MODULE]
+}
+
+const TILE: usize = 32;
+/// Per-row statistics are stored in planes at multiples of this many elements, so each
+/// plane can be bound at an offset every adapter accepts (256 bytes).
+const PLANE_ALIGN: usize = 64;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    dim: u32,
+    q_begin: u32,
+    q_count: u32,
+    k_begin: u32,
+    k_count: u32,
+    n: u32,
+    plane: u32,
+    _pad: u32,
+    inv_tau: f32,
+    margin: f32,
+    scale: f32,
+    _pad1: f32,
+}
+
+/// The 13 bindings of `shaders/pairwise.wgsl` after the uniform; unused ones get scratch.
+#[derive(Default)]
+struct Slots<'a> {
+    rows_q: Option<BindingResource<'a>>,
+    rows_k: Option<BindingResource<'a>>,
+    labels_q: Option<BindingResource<'a>>,
+    labels_k: Option<BindingResource<'a>>,
+    stats_q: Option<BindingResource<'a>>,
+    stats_k: Option<BindingResource<'a>>,
+    divisor: Option<BindingResource<'a>>,
+    dist_q: Option<BindingResource<'a>>,
+    cnt_q: Option<BindingResource<'a>>,
+    cnt_k: Option<BindingResource<'a>>,
+    out: Option<BindingResource<'a>>,
+    out_stats: Option<BindingResource<'a>>,
+    out_cnt: Option<BindingResource<'a>>,
+}
+
+/// Records one launch of `entry` with `groups` workgroups.
+fn launch<'a>(
+    engine: &'a Engine,
+    encoder: &mut wgpu::CommandEncoder,
+    (entry, overrides): (&'static str, &[(&'static str, u32)]),
+    params: Params,
+    slots: Slots<'a>,
+    groups: usize,
+) -> Result<()> {
+    let uniform = engine.uniform(&params);
+    let read = engine.scratch(4);
+    let write = [engine.scratch(4), engine.scratch(4), engine.scratch(4)];
+    let r = |s: Option<BindingResource<'a>>| s.unwrap_or_else(|| read.as_entire_binding());
+    let resources = [
+        uniform.as_entire_binding(),
+        r(slots.rows_q),
+        r(slots.rows_k),
+        r(slots.labels_q),
+        r(slots.labels_k),
+        r(slots.stats_q),
+        r(slots.stats_k),
+        r(slots.divisor),
+        r(slots.dist_q),
+        r(slots.cnt_q),
+        r(slots.cnt_k),
+        slots.out.unwrap_or(write[0].as_entire_binding()),
+        slots.out_stats.unwrap_or(write[1].as_entire_binding()),
+        slots.out_cnt.unwrap_or(write[2].as_entire_binding()),
+    ];
+    let key = KernelKey {
+        module: MODULE,
+        entry,
+        overrides: [("WG_SIZE", 256)]
+            .into_iter()
+            .chain(overrides.iter().copied())
+            .collect(),
+    };
+    engine.dispatch(encoder, key, &resources, groups as u32)
+}
+
+/// `[N, D]` f32 rows named `name` with N ≥ 1, that fit one binding.
+fn rows_of(engine: &Engine, name: &'static str, t: &Tensor) -> Result<(usize, usize)> {
+    t.expect_dtype(name, DType::F32)?;
+    let s = t.shape();
+    if s.len() != 2 {
+        return Err(Error::Shape {
+            input: name,
+            expected: "[N, D]".into(),
+            got: s.to_vec(),
+        });
+    }
+    if s[0] == 0 {
+        return Err(Error::Empty(name));
+    }
+    if t.bytes() > engine.max_binding_bytes() {
+        return Err(Error::Limit(format!(
+            "`{name}` ({} bytes) exceeds one {}-byte binding",
+            t.bytes(),
+            engine.max_binding_bytes()
+        )));
+    }
+    Ok((s[0], s[1]))
+}
+
+fn labels_of(name: &'static str, t: &Tensor, n: usize) -> Result<()> {
+    t.expect_dtype(name, DType::I32)?;
+    expect_shape(name, t, &[n])
+}
+
+/// Normalized rows and norms of `rows` ([n, dim]).
+fn normalized(
+    engine: &Engine,
+    encoder: &mut wgpu::CommandEncoder,
+    rows: &Tensor,
+    (n, dim): (usize, usize),
+) -> Result<(Tensor, Tensor)> {
+    let unit = engine.zeros(&[n, dim], DType::F32)?;
+    let norms = engine.zeros(&[n], DType::F32)?;
+    let params = Params {
+        dim: dim as u32,
+        q_count: n as u32,
+        ..Params::default()
+    };
+    let slots = Slots {
+        rows_q: Some(rows.binding()),
+        out: Some(unit.binding()),
+        out_stats: Some(norms.binding()),
+        ..Slots::default()
+    };
+    launch(engine, encoder, ("normalize", &[]), params, slots, n)?;
+    Ok((unit, norms))
+}
+
+/// Records `loss = Σ loss plane / Σ count plane` (0 when the count is 0) from a statistics
+/// buffer, returning the loss and the divisor.
+fn mean_of_planes(
+    engine: &Engine,
+    encoder: &mut wgpu::CommandEncoder,
+    stats: &Tensor,
+    (loss_plane, count_plane): (usize, usize),
+    rows: usize,
+) -> Result<(Tensor, Tensor)> {
+    let divisor = engine.zeros(&[1], DType::F32)?;
+    let loss = engine.zeros(&[], DType::F32)?;
+    let buffer = stats.buffer();
+    engine.record_sum_at(
+        encoder,
+        (buffer, count_plane),
+        rows,
+        1.0,
+        None,
+        divisor.buffer(),
+    )?;
+    engine.record_sum_at(
+        encoder,
+        (buffer, loss_plane),
+        rows,
+        1.0,
+        Some(divisor.buffer()),
+        loss.buffer(),
+    )?;
+    Ok((loss, divisor))
+}
+
+/// The rows of an [`InfoNce`] loss, by kind.
+#[derive(Debug, Clone, Copy)]
+pub enum NceRows<'a> {
+    /// nt-xent: `z` [2N, D], rows i and i+N positives.
+    NtXent {
+        /// The two views stacked.
+        z: &'a Tensor,
+    },
+    /// clip: `a`, `b` [N, D], row i of each a matched pair.
+    Clip {
+        /// First modality.
+        a: &'a Tensor,
+        /// Second modality.
+        b: &'a Tensor,
+    },
+    /// supcon: `embeddings` `[N, D]` with i32 `labels` `[N]`.
+    SupCon {
+        /// The rows.
+        embeddings: &'a Tensor,
+        /// Their classes.
+        labels: &'a Tensor,
+    },
+}
+
+/// Device inputs of an [`InfoNce`] loss: its rows and the upstream gradient (a scalar: the
+/// loss is a mean).
+#[derive(Debug, Clone, Copy)]
+pub struct NceInputs<'a> {
+    /// The rows, by kind.
+    pub rows: NceRows<'a>,
+    /// Gradient from above (default ones).
+    pub upstream: Upstream<'a, Tensor>,
+}
+
+impl<'a> NceInputs<'a> {
+    /// nt-xent's two views stacked, `z` `[2N, D]`.
+    pub fn nt_xent(z: &'a Tensor) -> Self {
+        NceRows::NtXent { z }.into()
+    }
+
+    /// clip's matched rows `a`, `b` `[N, D]`.
+    pub fn clip(a: &'a Tensor, b: &'a Tensor) -> Self {
+        NceRows::Clip { a, b }.into()
+    }
+
+    /// supcon's `embeddings` `[N, D]` and i32 `labels` `[N]`.
+    pub fn supcon(embeddings: &'a Tensor, labels: &'a Tensor) -> Self {
+        NceRows::SupCon { embeddings, labels }.into()
+    }
+
+    /// Sets the upstream gradient.
+    pub fn upstream(mut self, upstream: Upstream<'a, Tensor>) -> Self {
+        self.upstream = upstream;
+        self
+    }
+}
+
+impl<'a> From<NceRows<'a>> for NceInputs<'a> {
+    fn from(rows: NceRows<'a>) -> Self {
+        Self {
+            rows,
+            upstream: Upstream::Ones,
+        }
+    }
+}
+
+/// Device inputs of a [`MinedTriplet`] loss.
+#[derive(Debug, Clone, Copy)]
+pub struct MinedTripletInputs<'a> {
+    /// f32 `[N, D]`.
+    pub embeddings: &'a Tensor,
+    /// i32 `[N]`.
+    pub labels: &'a Tensor,
+    /// Gradient from above (a scalar: the loss is a mean; default ones).
+    pub upstream: Upstream<'a, Tensor>,
+}
+
+impl<'a> MinedTripletInputs<'a> {
+    /// Embeddings and their labels, upstream gradient of ones.
+    pub fn new(embeddings: &'a Tensor, labels: &'a Tensor) -> Self {
+        Self {
+            embeddings,
+            labels,
+            upstream: Upstream::Ones,
+        }
+    }
+
+    /// Sets the upstream gradient.
+    pub fn upstream(mut self, upstream: Upstream<'a, Tensor>) -> Self {
+        self.upstream = upstream;
+        self
+    }
+}
+
+impl InfoNce {
+    /// Records the loss (a mean over anchors) and the gradients of every input.
+    ///
+    /// # Errors
+    /// Bad options; [`Error::Shape`] for inputs that are not `[N, D]`, differing shapes,
+    /// labels not `[N]`, an odd nt-xent row count; [`Error::DType`]; inputs past one
+    /// binding ([`Error::Limit`]); wgpu errors.
+    pub fn record(
+        &self,
+        engine: &Engine,
+        encoder: &mut wgpu::CommandEncoder,
+        inputs: &NceInputs<'_>,
+    ) -> Result<LossOutput> {
+        self.validate()?;
+        let scale = inputs.upstream.scalar()?;
+        let rows = &inputs.rows;
+        let kind_ok = matches!(
+            (self.kind, rows),
+            (NceKind::NtXent, NceRows::NtXent { .. })
+                | (NceKind::Clip, NceRows::Clip { .. })
+                | (NceKind::SupCon, NceRows::SupCon { .. })
+        );
+        if !kind_ok {
+            return Err(Error::Unknown {
+                kind: "input set",
+                name: format!("{rows:?}"),
+                hint: format!(" for {}", self.kind.name()),
+            });
+        }
+        match *rows {
+            NceRows::NtXent { z } => {
+                let (m, _) = rows_of(engine, "z", z)?;
+                if m % 2 != 0 {
+                    return Err(Error::Shape {
+                        input: "z",
+                        expected: "an even number of rows [2N, D] (two views)".into(),
+                        got: z.shape().to_vec(),
+                    });
+                }
+            }
+            NceRows::Clip { a, b } => {
+                rows_of(engine, "a", a)?;
+                rows_of(engine, "b", b)?;
+                expect_shape("b", b, a.shape())?;
+            }
+            NceRows::SupCon { embeddings, labels } => {
+                let (n, _) = rows_of(engine, "embeddings", embeddings)?;
+                labels_of("labels", labels, n)?;
+            }
+        }
+        engine.scoped(|| self.record_checked(engine, encoder, rows, scale))
+    }
+
+    fn record_checked(
+        &self,
+        engine: &Engine,
+        encoder: &mut wgpu::CommandEncoder,
+        inputs: &NceRows<'_>,
+        scale: f32,
+    ) -> Result<LossOutput> {
+        // Every loss is one set of M rows with labels: clip stacks [a; b] and pairs row i
+        // with row i + N, as nt-xent does; only the candidates of each anchor differ.
+        let stacked;
+        let generated;
+        let (rows, labels, half) = match *inputs {
+            NceRows::NtXent { z } => {
+                let m = z.shape()[0];
+                let l: Vec<i32> = (0..m).map(|i| (i % (m / 2)) as i32).collect();
+                generated = engine.upload_i32(&l, &[m])?;
+                (z, &generated, m / 2)
+            }
+            NceRows::Clip { a, b } => {
+                let (n, d) = (a.shape()[0], a.shape()[1]);
+                stacked = engine.zeros(&[2 * n, d], DType::F32)?;
+                encoder.copy_buffer_to_buffer(a.buffer(), 0, stacked.buffer(), 0, a.bytes());
+                encoder.copy_buffer_to_buffer(
+                    b.buffer(),
+                    0,
+                    stacked.buffer(),
+                    a.bytes(),
+                    b.bytes(),
+                );
+                let l: Vec<i32> = (0..2 * n).map(|i| (i % n) as i32).collect();
+                generated = engine.upload_i32(&l, &[2 * n])?;
+                (&stacked, &generated, n)
+            }
+            NceRows::SupCon { embeddings, labels } => (embeddings, labels, 0),
+        };
+        let (m, dim) = (rows.shape()[0], rows.shape()[1]);
+        let (unit, norms) = normalized(engine, encoder, rows, (m, dim))?;
+        let plane = m.next_multiple_of(PLANE_ALIGN);
+        let stats = engine.zeros(&[4 * plane], DType::F32)?;
+        // (queries, candidates): clip's anchors of a see the rows of b and vice versa.
+        let directions = if self.kind == NceKind::Clip {
+            vec![((0, half), (half, half)), ((half, half), (0, half))]
+        } else {
+            vec![((0, m), (0, m))]
+        };
+        let overrides = [("EXCLUDE_SELF", (self.kind != NceKind::Clip) as u32)];
+        let params =
+            |(q_begin, q_count): (usize, usize), (k_begin, k_count): (usize, usize)| Params {
+                dim: dim as u32,
+                q_begin: q_begin as u32,
+                q_count: q_count as u32,
+                k_begin: k_begin as u32,
+                k_count: k_count as u32,
+                plane: plane as u32,
+                inv_tau: 1.0 / self.temperature,
+                scale,
+                ..Params::default()
+            };
+        for &(q, k) in &directions {
+            let slots = Slots {
+                rows_q: Some(unit.binding()),
+                rows_k: Some(unit.binding()),
+                labels_q: Some(labels.binding()),
+                labels_k: Some(labels.binding()),
+                out_stats: Some(stats.binding()),
+                ..Slots::default()
+            };
+            let groups = q.1.div_ceil(TILE);
+            launch(
+                engine,
+                encoder,
+                ("nce_forward", &overrides),
+                params(q, k),
+                slots,
+                groups,
+            )?;
+        }
+        let (loss, divisor) = mean_of_planes(engine, encoder, &stats, (2 * plane, 3 * plane), m)?;
+        let mut grads = Vec::new();
+        if self.gradient {
+            let grad = engine.zeros(&[m, dim], DType::F32)?;
+            for &(q, k) in &directions {
+                let slots = Slots {
+                    rows_q: Some(unit.binding()),
+                    rows_k: Some(unit.binding()),
+                    labels_q: Some(labels.binding()),
+                    labels_k: Some(labels.binding()),
+                    stats_q: Some(stats.binding()),
+                    stats_k: Some(stats.binding()),
+                    divisor: Some(divisor.binding()),
+                    out: Some(grad.binding()),
+                    ..Slots::default()
+                };
+                let groups = q.1.div_ceil(TILE);
+                let job = ("nce_backward", &overrides[..]);
+                launch(engine, encoder, job, params(q, k), slots, groups)?;
+            }
+            finish(engine, encoder, (&unit, &norms), &grad, (m, dim))?;
+            grads = match *inputs {
+                NceRows::Clip { a, b } => {
+                    let ga = engine.zeros(a.shape(), DType::F32)?;
+                    let gb = engine.zeros(b.shape(), DType::F32)?;
+                    encoder.copy_buffer_to_buffer(grad.buffer(), 0, ga.buffer(), 0, a.bytes());
+                    encoder.copy_buffer_to_buffer(
+                        grad.buffer(),
+                        a.bytes(),
+                        gb.buffer(),
+                        0,
+                        b.bytes(),
+                    );
+                    vec![("a", ga), ("b", gb)]
+                }
+                NceRows::NtXent { .. } => vec![("z", grad)],
+                NceRows::SupCon { .. } => vec![("embeddings", grad)],
+            };
+        }
+        Ok(LossOutput {
+            loss,
+            grads,
+            status: None,
+        })
+    }
+
+    /// Records, submits, waits and reads back.
+    ///
+    /// # Errors
+    /// As [`InfoNce::record`].
+    pub fn run(
+        &self,
+        engine: &Engine,
+        inputs: &NceInputs<'_>,
+    ) -> Result<LossValues> {
+        engine.execute(|e| self.record(engine, e, inputs))
+    }
+}
+
+/// Turns the accumulated G in `grad` (the gradient for the normalized rows `unit`) into the
+/// raw rows' gradient through the normalization's Jacobian.
+fn finish(
+    engine: &Engine,
+    encoder: &mut wgpu::CommandEncoder,
+    (unit, norms): (&Tensor, &Tensor),
+    grad: &Tensor,
+    (m, dim): (usize, usize),
+) -> Result<()> {
+    let params = Params {
+        dim: dim as u32,
+        q_count: m as u32,
+        ..Params::default()
+    };
+    let slots = Slots {
+        rows_q: Some(unit.binding()),
+        stats_q: Some(norms.binding()),
+        out: Some(grad.binding()),
+        ..Slots::default()
+    };
+    launch(engine, encoder, ("finish", &[]), params, slots, m)
+}
+
+impl MinedTriplet {
+    /// Records the loss (a mean, see [`Mining`]) and the gradient of the embeddings.
+    ///
+    /// # Errors
+    /// Bad options; [`Error::Shape`] / [`Error::DType`] for the inputs; an N×N matrix past
+    /// the adapter's buffer size ([`Error::Limit`]); wgpu errors.
+    pub fn record(
+        &self,
+        engine: &Engine,
+        encoder: &mut wgpu::CommandEncoder,
+        inputs: &MinedTripletInputs<'_>,
+    ) -> Result<LossOutput> {
+        self.validate()?;
+        let scale = inputs.upstream.scalar()?;
+        let (embeddings, labels) = (inputs.embeddings, inputs.labels);
+        let (n, _) = rows_of(engine, "embeddings", embeddings)?;
+        labels_of("labels", labels, n)?;
+        engine.scoped(|| self.record_checked(engine, encoder, (embeddings, labels), scale))
+    }
+
+    fn record_checked(
+        &self,
+        engine: &Engine,
+        encoder: &mut wgpu::CommandEncoder,
+        (embeddings, labels): (&Tensor, &Tensor),
+        scale: f32,
+    ) -> Result<LossOutput> {
+        let (n, dim) = (embeddings.shape()[0], embeddings.shape()[1]);
+        let cosine = self.distance == Distance::Cosine;
+        let unit = if cosine {
+            Some(normalized(engine, encoder, embeddings, (n, dim))?)
+        } else {
+            None
+        };
+        let rows = unit.as_ref().map_or(embeddings, |(u, _)| u);
+        let dist = engine.zeros(&[n, n], DType::F32)?;
+        let counts = engine.zeros(&[n, n], DType::I32)?;
+        let windows = engine.row_windows(n, n as u64 * 4, false)?;
+        let mode = match self.distance {
+            Distance::Euclidean => 0,
+            Distance::Squared => 1,
+            Distance::Cosine => 2,
+        };
+        let mining = match self.mining {
+            Mining::BatchAll => 0,
+            Mining::BatchHard => 1,
+            Mining::SemiHard => 2,
+        };
+        let overrides = [("MODE", mode), ("MINING", mining)];
+        let plane = n.next_multiple_of(PLANE_ALIGN);
+        let params = |q: &std::ops::Range<usize>, k: &std::ops::Range<usize>| Params {
+            dim: dim as u32,
+            q_begin: q.start as u32,
+            q_count: q.len() as u32,
+            k_begin: k.start as u32,
+            k_count: k.len() as u32,
+            n: n as u32,
+            plane: plane as u32,
+            margin: self.margin,
+            scale,
+            ..Params::default()
+        };
+        let all = 0..n;
+        for w in &windows {
+            let slots = Slots {
+                rows_q: Some(rows.binding()),
+                rows_k: Some(rows.binding()),
+                out: Some(dist.window(w.start * n, w.len() * n)),
+                ..Slots::default()
+            };
+            let groups = w.len().div_ceil(TILE) * n.div_ceil(TILE);
+            launch(
+                engine,
+                encoder,
+                ("distances", &overrides),
+                params(w, &all),
+                slots,
+                groups,
+            )?;
+        }
+        let stats = engine.zeros(&[2 * plane], DType::F32)?;
+        for w in &windows {
+            let slots = Slots {
+                labels_q: Some(labels.binding()),
+                labels_k: Some(labels.binding()),
+                dist_q: Some(dist.window(w.start * n, w.len() * n)),
+                out_stats: Some(stats.binding()),
+                out_cnt: Some(counts.window(w.start * n, w.len() * n)),
+                ..Slots::default()
+            };
+            launch(
+                engine,
+                encoder,
+                ("mine", &overrides),
+                params(w, &all),
+                slots,
+                w.len(),
+            )?;
+        }
+        let (loss, divisor) = mean_of_planes(engine, encoder, &stats, (0, plane), n)?;
+        let mut grads = Vec::new();
+        if self.gradient {
+            let grad = engine.zeros(&[n, dim], DType::F32)?;
+            for wq in &windows {
+                for wk in &windows {
+                    let slots = Slots {
+                        rows_q: Some(rows.binding()),
+                        rows_k: Some(rows.binding()),
+                        divisor: Some(divisor.binding()),
+                        dist_q: Some(dist.window(wq.start * n, wq.len() * n)),
+                        cnt_q: Some(counts.window(wq.start * n, wq.len() * n)),
+                        cnt_k: Some(counts.window(wk.start * n, wk.len() * n)),
+                        out: Some(grad.binding()),
+                        ..Slots::default()
+                    };
+                    let groups = wq.len().div_ceil(TILE);
+                    let job = ("mined_backward", &overrides[..]);
+                    launch(engine, encoder, job, params(wq, wk), slots, groups)?;
+                }
+            }
+            if let Some((u, norms)) = &unit {
+                finish(engine, encoder, (u, norms), &grad, (n, dim))?;
+            }
+            grads.push(("embeddings", grad));
+        }
+        Ok(LossOutput {
+            loss,
+            grads,
+            status: None,
+        })
+    }
+
+    /// Records, submits, waits and reads back.
+    ///
+    /// # Errors
+    /// As [`MinedTriplet::record`].
+    pub fn run(
+        &self,
+        engine: &Engine,
+        inputs: &MinedTripletInputs<'_>,
+    ) -> Result<LossValues> {
+        engine.execute(|e| self.record(engine, e, inputs))
+    }
+}

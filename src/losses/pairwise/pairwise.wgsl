@@ -1,0 +1,631 @@
+// Batch losses over all pairs of rows (metric learning; semantics: docs/LOSSES.md).
+//
+// A 32×32 tile engine through workgroup memory: 64 invocations (8×8), each owning a 4×4
+// block of the tile (rows ty + 8a, columns 4tx + b), stream 32-wide depth chunks of the
+// query and key rows as vec4s. It computes similarity/distance tiles (`tile_scores`) and
+// accumulates gradient rows from a coefficient tile (`accumulate`, G += C·K). Every inner
+// step reads eight vec4s from workgroup memory for 64 multiply-adds.
+//
+// InfoNCE (nt-xent, clip, supcon) never stores the N×N matrix: `nce_forward` streams key
+// tiles through an online log-sum-exp per query row; `nce_backward` recomputes each tile and
+// turns it into gradient coefficients with the saved log-sum-exps (flash-attention style).
+// Mined triplets use the distance matrix (`distances`, `mine`), split into row windows,
+// with integer pair counts (exact, deterministic atomics) as gradient weights (`mined_backward`).
+// `normalize` and `finish` (the normalization's Jacobian) are the per-row steps before and after.
+
+override WG_SIZE: u32 = 256u;
+override MODE: u32 = 0u;          // distances: EUCLIDEAN, SQUARED or COSINE (rows pre-normalized)
+override MINING: u32 = 0u;        // BATCH_ALL, BATCH_HARD or SEMI_HARD
+override EXCLUDE_SELF: bool = true;
+
+const EUCLIDEAN: u32 = 0u;
+const SQUARED: u32 = 1u;
+const COSINE: u32 = 2u;
+const BATCH_ALL: u32 = 0u;
+const BATCH_HARD: u32 = 1u;
+const SEMI_HARD: u32 = 2u;
+const NORM_EPS: f32 = 1e-12;
+const NONE: u32 = 0xffffffffu;
+
+const T: u32 = 32u;      // tile rows and columns
+const KC: u32 = 32u;     // depth chunk
+const RS: u32 = 9u;      // row stride of the vec4 tiles in workgroup memory (8 + 1 padding)
+const TW: u32 = 64u;     // invocations of the tile kernels (8×8)
+const SIDE: u32 = 8u;    // invocations along each side of the tile
+
+// An invocation's 4×4 block: [a][b] for row ty + 8a, column 4tx + b.
+alias Block = array<vec4<f32>, 4>;
+
+struct Params {
+    dim: u32,
+    q_begin: u32,    // first query row of this launch (global index)
+    q_count: u32,
+    k_begin: u32,    // first key row (global index)
+    k_count: u32,
+    n: u32,          // row length of the N×N matrices
+    plane: u32,      // stride between the planes of the per-row statistics
+    _pad: u32,
+    inv_tau: f32,
+    margin: f32,
+    scale: f32,      // upstream gradient; divided by divisor[0] on the device
+    _pad1: f32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> rows_q: array<f32>;     // query rows [*, dim]
+@group(0) @binding(2) var<storage, read> rows_k: array<f32>;     // key rows [*, dim]
+@group(0) @binding(3) var<storage, read> labels_q: array<i32>;
+@group(0) @binding(4) var<storage, read> labels_k: array<i32>;
+@group(0) @binding(5) var<storage, read> stats_q: array<f32>;    // per query row, in planes
+@group(0) @binding(6) var<storage, read> stats_k: array<f32>;    // per key row, in planes
+@group(0) @binding(7) var<storage, read> divisor: array<f32>;    // [1]
+@group(0) @binding(8) var<storage, read> dist_q: array<f32>;     // matrix rows q_begin..
+@group(0) @binding(9) var<storage, read> cnt_q: array<i32>;      // count rows q_begin..
+@group(0) @binding(10) var<storage, read> cnt_k: array<i32>;     // count rows k_begin..
+@group(0) @binding(11) var<storage, read_write> out: array<f32>;
+@group(0) @binding(12) var<storage, read_write> out_stats: array<f32>;
+@group(0) @binding(13) var<storage, read_write> out_cnt: array<atomic<i32>>;
+
+// Tiles of 32 rows × 8 vec4s: query (or coefficient) rows, key rows, coefficients.
+var<workgroup> sh_q: array<vec4<f32>, 288>;
+var<workgroup> sh_k: array<vec4<f32>, 288>;
+// Coefficient tile; also the scratch of the workgroup reductions, which never overlap it.
+var<workgroup> sh_c: array<vec4<f32>, 288>;
+
+// Elements c..c+3 of the query (key) row starting at `base`, zeros past the row's `dim`.
+fn load_q4(base: u32, c: u32, dim: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    for (var t = 0u; t < 4u; t++) {
+        if (c + t < dim) {
+            v[t] = rows_q[base + c + t];
+        }
+    }
+    return v;
+}
+
+fn load_k4(base: u32, c: u32, dim: u32) -> vec4<f32> {
+    var v = vec4<f32>(0.0);
+    for (var t = 0u; t < 4u; t++) {
+        if (c + t < dim) {
+            v[t] = rows_k[base + c + t];
+        }
+    }
+    return v;
+}
+
+// Scores of this invocation's 4×4 block of the tile at (q0, k0): Σ q·k, or Σ(q − k)² when
+// `sqdiff`; rows past q_end / k_end read zeros. Called by the whole workgroup (barriers).
+fn tile_scores(lid: u32, q0: u32, q_end: u32, k0: u32, k_end: u32, sqdiff: bool) -> Block {
+    let ty = lid / SIDE;
+    let tx = lid % SIDE;
+    let dim = params.dim;
+    // One accumulator per row, unrolled, so every index is a constant.
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    for (var d0 = 0u; d0 < dim; d0 += KC) {
+        for (var m = 0u; m < 4u; m++) {
+            let idx = lid + m * TW;
+            let r = idx / 8u;
+            let c = d0 + 4u * (idx % 8u);
+            var qv = vec4<f32>(0.0);
+            var kv = vec4<f32>(0.0);
+            if (q0 + r < q_end) {
+                qv = load_q4((q0 + r) * dim, c, dim);
+            }
+            if (k0 + r < k_end) {
+                kv = load_k4((k0 + r) * dim, c, dim);
+            }
+            sh_q[r * RS + idx % 8u] = qv;
+            sh_k[r * RS + idx % 8u] = kv;
+        }
+        workgroupBarrier();
+        let quads = (min(KC, dim - d0) + 3u) / 4u;
+        for (var c = 0u; c < quads; c++) {
+            // Columns: the 4 key rows' vec4s at this depth.
+            let k = mat4x4<f32>(
+                sh_k[(4u * tx) * RS + c],
+                sh_k[(4u * tx + 1u) * RS + c],
+                sh_k[(4u * tx + 2u) * RS + c],
+                sh_k[(4u * tx + 3u) * RS + c],
+            );
+            acc0 += row_scores(sh_q[ty * RS + c], k, sqdiff);
+            acc1 += row_scores(sh_q[(ty + SIDE) * RS + c], k, sqdiff);
+            acc2 += row_scores(sh_q[(ty + 2u * SIDE) * RS + c], k, sqdiff);
+            acc3 += row_scores(sh_q[(ty + 3u * SIDE) * RS + c], k, sqdiff);
+        }
+        workgroupBarrier();
+    }
+    return Block(acc0, acc1, acc2, acc3);
+}
+
+// (q·k_b) or Σ(q − k_b)² for the four columns k_b of `k`.
+fn row_scores(q: vec4<f32>, k: mat4x4<f32>, sqdiff: bool) -> vec4<f32> {
+    if (sqdiff) {
+        let d0 = q - k[0];
+        let d1 = q - k[1];
+        let d2 = q - k[2];
+        let d3 = q - k[3];
+        return vec4<f32>(dot(d0, d0), dot(d1, d1), dot(d2, d2), dot(d3, d3));
+    }
+    return q * k;
+}
+
+// Row and column (within the tile) of block element e.
+fn block_row(lid: u32, e: u32) -> u32 {
+    return lid / SIDE + SIDE * (e / 4u);
+}
+
+fn block_col(lid: u32, e: u32) -> u32 {
+    return 4u * (lid % SIDE) + e % 4u;
+}
+
+// Stores this invocation's coefficients into sh_c (rows × vec4s of columns).
+fn store_coefficients(lid: u32, c: Block) {
+    for (var a = 0u; a < 4u; a++) {
+        sh_c[(lid / SIDE + SIDE * a) * RS + lid % SIDE] = c[a];
+    }
+}
+
+// out[i] += Σ_j sh_c[i][j]·rows_k[j] for the tile's query rows i (global) and key rows
+// k0.. (zeros past k_end); sh_c must hold the coefficient tile. With `diff`, the terms are
+// sh_c[i][j]·(rows_q[i] − rows_k[j]) instead: each difference is formed before it is
+// scaled, so a large coefficient of a close pair cannot cancel in f32. Whole workgroup.
+fn accumulate(lid: u32, q0: u32, q_end: u32, k0: u32, k_end: u32, diff: bool) {
+    workgroupBarrier();
+    let ty = lid / SIDE;
+    let tx = lid % SIDE;
+    let dim = params.dim;
+    for (var d0 = 0u; d0 < dim; d0 += KC) {
+        for (var m = 0u; m < 4u; m++) {
+            let idx = lid + m * TW;
+            let r = idx / 8u;
+            var kv = vec4<f32>(0.0);
+            if (k0 + r < k_end) {
+                kv = load_k4((k0 + r) * dim, d0 + 4u * (idx % 8u), dim);
+            }
+            sh_k[r * RS + idx % 8u] = kv;
+        }
+        workgroupBarrier();
+        // Rows ty + 8a, dimensions d0 + 4tx .. +3; columns of `k`: four consecutive keys.
+        var g = Block(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+        if (diff) {
+            var q: Block;
+            for (var a = 0u; a < 4u; a++) {
+                let i = q0 + ty + SIDE * a;
+                q[a] = select(vec4<f32>(0.0), load_q4(i * dim, d0 + 4u * tx, dim), i < q_end);
+            }
+            for (var j = 0u; j < T; j++) {
+                let k = sh_k[j * RS + tx];
+                for (var a = 0u; a < 4u; a++) {
+                    g[a] += sh_c[(ty + SIDE * a) * RS + j / 4u][j % 4u] * (q[a] - k);
+                }
+            }
+        } else {
+            var g0 = vec4<f32>(0.0);
+            var g1 = vec4<f32>(0.0);
+            var g2 = vec4<f32>(0.0);
+            var g3 = vec4<f32>(0.0);
+            for (var j4 = 0u; j4 < 8u; j4++) {
+                let k = mat4x4<f32>(
+                    sh_k[(4u * j4) * RS + tx],
+                    sh_k[(4u * j4 + 1u) * RS + tx],
+                    sh_k[(4u * j4 + 2u) * RS + tx],
+                    sh_k[(4u * j4 + 3u) * RS + tx],
+                );
+                g0 += k * sh_c[ty * RS + j4];
+                g1 += k * sh_c[(ty + SIDE) * RS + j4];
+                g2 += k * sh_c[(ty + 2u * SIDE) * RS + j4];
+                g3 += k * sh_c[(ty + 3u * SIDE) * RS + j4];
+            }
+            g = Block(g0, g1, g2, g3);
+        }
+        for (var a = 0u; a < 4u; a++) {
+            let i = q0 + ty + SIDE * a;
+            for (var t = 0u; t < 4u; t++) {
+                let d = d0 + 4u * tx + t;
+                if (i < q_end && d < dim) {
+                    out[i * dim + d] += g[a][t];
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+}
+
+// Sums over the workgroup of two values, in a fixed order. Whole workgroup.
+fn workgroup_sum2(lid: u32, v: vec2<f32>) -> vec2<f32> {
+    workgroupBarrier();
+    sh_c[lid] = vec4<f32>(v, 0.0, 0.0);
+    for (var stride = WG_SIZE / 2u; stride > 0u; stride /= 2u) {
+        workgroupBarrier();
+        if (lid < stride) {
+            sh_c[lid] += sh_c[lid + stride];
+        }
+    }
+    workgroupBarrier();
+    return sh_c[0].xy;
+}
+
+// The best (value, index) over the workgroup: largest value when `largest`, else smallest;
+// ties to the lower index; index NONE for no candidate. Whole workgroup.
+fn workgroup_best(lid: u32, v: f32, idx: u32, largest: bool) -> vec2<u32> {
+    workgroupBarrier();
+    sh_c[lid] = vec4<f32>(v, bitcast<f32>(idx), 0.0, 0.0);
+    for (var stride = WG_SIZE / 2u; stride > 0u; stride /= 2u) {
+        workgroupBarrier();
+        if (lid < stride) {
+            let o = sh_c[lid + stride];
+            let me = sh_c[lid];
+            if (better(o.x, bitcast<u32>(o.y), me.x, bitcast<u32>(me.y), largest)) {
+                sh_c[lid] = o;
+            }
+        }
+    }
+    workgroupBarrier();
+    return bitcast<vec2<u32>>(sh_c[0].xy);
+}
+
+fn better(v: f32, i: u32, best_v: f32, best_i: u32, largest: bool) -> bool {
+    if (i == NONE) {
+        return false;
+    }
+    if (best_i == NONE) {
+        return true;
+    }
+    let strictly = select((v < best_v), (v > best_v), largest);
+    return strictly || (v == best_v && i < best_i);
+}
+
+fn is_nan(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
+}
+
+// --- per-row steps -------------------------------------------------------------------
+
+// out = rows_q / max(‖row‖, 1e-12), out_stats = ‖row‖; one workgroup per row.
+@compute @workgroup_size(WG_SIZE)
+fn normalize(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let row = params.q_begin + group_index(wid, nwg);
+    if (row >= params.q_begin + params.q_count) {
+        return;
+    }
+    let base = row * params.dim;
+    var ss = 0.0;
+    for (var d = lid; d < params.dim; d += WG_SIZE) {
+        let v = rows_q[base + d];
+        ss += v * v;
+    }
+    let norm = sqrt(workgroup_sum2(lid, vec2<f32>(ss, 0.0)).x);
+    let div = max(norm, NORM_EPS);
+    for (var d = lid; d < params.dim; d += WG_SIZE) {
+        out[base + d] = rows_q[base + d] / div;
+    }
+    if (lid == 0u) {
+        out_stats[row] = norm;
+    }
+}
+
+// Turns G (in out), the gradient for the normalized rows (in rows_q, norms in stats_q),
+// into the raw rows' gradient: (G − n(n·G))/‖x‖, or G/eps where the norm was clamped.
+@compute @workgroup_size(WG_SIZE)
+fn finish(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let row = params.q_begin + group_index(wid, nwg);
+    if (row >= params.q_begin + params.q_count) {
+        return;
+    }
+    let base = row * params.dim;
+    var dot = 0.0;
+    for (var d = lid; d < params.dim; d += WG_SIZE) {
+        dot += out[base + d] * rows_q[base + d];
+    }
+    dot = workgroup_sum2(lid, vec2<f32>(dot, 0.0)).x;
+    let norm = stats_q[row];
+    let clamped = !(norm >= NORM_EPS);
+    for (var d = lid; d < params.dim; d += WG_SIZE) {
+        let g = out[base + d];
+        out[base + d] = select((g - rows_q[base + d] * dot) / norm, g / NORM_EPS, clamped);
+    }
+}
+
+// --- InfoNCE ---------------------------------------------------------------------------
+
+// Per query row i over all key rows j (j ≠ i when EXCLUDE_SELF), s = q_i·k_j/τ: writes the
+// planes of out_stats: lse, 1/|P(i)| (0 without positives), the row loss
+// lse − mean_{p∈P(i)} s_ip (0 without positives), and 1/0 for whether the row counts.
+@compute @workgroup_size(TW)
+fn nce_forward(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let q0 = params.q_begin + group_index(wid, nwg) * T;
+    let q_end = params.q_begin + params.q_count;
+    if (q0 >= q_end) {
+        return;
+    }
+    let k_end = params.k_begin + params.k_count;
+    // Per row a of the block: running log-sum-exp and (Σ s, count) over positives.
+    var st: array<vec2<f32>, 4>;
+    var pos: array<vec2<f32>, 4>;
+    for (var a = 0u; a < 4u; a++) {
+        st[a] = vec2<f32>(F32_LOWEST, 0.0);
+        pos[a] = vec2<f32>(0.0);
+    }
+    for (var k0 = params.k_begin; k0 < k_end; k0 += T) {
+        let s = tile_scores(lid, q0, q_end, k0, k_end, false);
+        for (var e = 0u; e < 16u; e++) {
+            let a = e / 4u;
+            let i = q0 + block_row(lid, e);
+            let j = k0 + block_col(lid, e);
+            if (i < q_end && j < k_end && !(EXCLUDE_SELF && i == j)) {
+                let v = s[e / 4u][e % 4u] * params.inv_tau;
+                st[a] = lse_push(st[a], v);
+                if (labels_q[i] == labels_k[j]) {
+                    pos[a] += vec2<f32>(v, 1.0);
+                }
+            }
+        }
+    }
+    // Merge the 8 invocations of each row, in order: sh_c[row·8 + tx].
+    for (var a = 0u; a < 4u; a++) {
+        sh_c[block_row(lid, a * 4u) * SIDE + lid % SIDE] = vec4<f32>(st[a], pos[a]);
+    }
+    workgroupBarrier();
+    if (lid < T && q0 + lid < q_end) {
+        var total = vec2<f32>(F32_LOWEST, 0.0);
+        var p = vec2<f32>(0.0);
+        for (var t = 0u; t < SIDE; t++) {
+            let v = sh_c[lid * SIDE + t];
+            total = lse_merge(total, v.xy);
+            p += v.zw;
+        }
+        let i = q0 + lid;
+        let lse = total.x + log(total.y);
+        let valid = p.y > 0.0;
+        let inv = select(0.0, 1.0 / p.y, valid);
+        out_stats[i] = lse;
+        out_stats[params.plane + i] = inv;
+        out_stats[2u * params.plane + i] = select(0.0, lse - p.x * inv, valid);
+        out_stats[3u * params.plane + i] = select(0.0, 1.0, valid);
+    }
+}
+
+// Gradient rows G_i = Σ_j c_ij·k_j for the query rows, recomputing each similarity tile:
+// c_ij = w·[(e^{s_ij − lse_i} − pos_ij/|P(i)|) + (e^{s_ij − lse_j} − pos_ij/|P(j)|)]/τ, the
+// terms of anchor i (query side) and of anchor j (key side, whose loss holds s_ji = s_ij),
+// each only for anchors that count; w = upstream / number of anchors that count.
+@compute @workgroup_size(TW)
+fn nce_backward(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let q0 = params.q_begin + group_index(wid, nwg) * T;
+    let q_end = params.q_begin + params.q_count;
+    if (q0 >= q_end) {
+        return;
+    }
+    let k_end = params.k_begin + params.k_count;
+    let div = divisor[0];
+    let w = select(params.scale / div * params.inv_tau, 0.0, div == 0.0);
+    let plane = params.plane;
+    for (var k0 = params.k_begin; k0 < k_end; k0 += T) {
+        let s = tile_scores(lid, q0, q_end, k0, k_end, false);
+        var coef: Block;
+        for (var e = 0u; e < 16u; e++) {
+            let i = q0 + block_row(lid, e);
+            let j = k0 + block_col(lid, e);
+            var c = 0.0;
+            if (i < q_end && j < k_end && !(EXCLUDE_SELF && i == j)) {
+                let v = s[e / 4u][e % 4u] * params.inv_tau;
+                let pos = labels_q[i] == labels_k[j];
+                let inv_i = stats_q[plane + i];
+                let inv_j = stats_k[plane + j];
+                let term_i = exp(v - stats_q[i]) - select(0.0, inv_i, pos);
+                let term_j = exp(v - stats_k[j]) - select(0.0, inv_j, pos);
+                c = w * (select(0.0, term_i, inv_i > 0.0) + select(0.0, term_j, inv_j > 0.0));
+            }
+            coef[e / 4u][e % 4u] = c;
+        }
+        store_coefficients(lid, coef);
+        accumulate(lid, q0, q_end, k0, k_end, false);
+    }
+}
+
+// --- mined triplets ----------------------------------------------------------------------
+
+// The distance matrix rows of this launch's window: out[(i − q_begin)·n + j] = D_ij.
+// Workgroups cover (query tile, key tile) pairs.
+@compute @workgroup_size(TW)
+fn distances(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let key_tiles = (params.k_count + T - 1u) / T;
+    let g = group_index(wid, nwg);
+    let q0 = params.q_begin + (g / key_tiles) * T;
+    let k0 = params.k_begin + (g % key_tiles) * T;
+    let q_end = params.q_begin + params.q_count;
+    let k_end = params.k_begin + params.k_count;
+    if (q0 >= q_end) {
+        return;
+    }
+    let s = tile_scores(lid, q0, q_end, k0, k_end, MODE != COSINE);
+    for (var e = 0u; e < 16u; e++) {
+        let i = q0 + block_row(lid, e);
+        let j = k0 + block_col(lid, e);
+        if (i < q_end && j < k_end) {
+            var v = s[e / 4u][e % 4u];
+            if (MODE == EUCLIDEAN) {
+                v = sqrt(v);
+            } else if (MODE == COSINE) {
+                v = 1.0 - v;
+            }
+            out[(i - params.q_begin) * params.n + j] = v;
+        }
+    }
+}
+
+// One workgroup per anchor a of the window: mines its row of the distance matrix, adds the
+// chosen pairs' gradient weights to out_cnt (+1 per use as D_ap, −1 per use as D_an, only
+// for triplets with a positive loss), and writes the anchor's loss sum and count to the
+// planes of out_stats. A NaN distance in the anchor's row makes its count NaN.
+@compute @workgroup_size(WG_SIZE)
+fn mine(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let local_a = group_index(wid, nwg);
+    if (local_a >= params.q_count) {
+        return;
+    }
+    let a = params.q_begin + local_a;
+    let n = params.n;
+    let row = local_a * n;
+    let label = labels_q[a];
+    let m = params.margin;
+    var loss = 0.0;
+    var count = 0.0;
+    var nan = false;
+    for (var j = lid; j < n; j += WG_SIZE) {
+        nan = nan || (j != a && is_nan(dist_q[row + j]));
+    }
+    if (MINING == BATCH_HARD) {
+        var p_best = vec2<f32>(0.0, bitcast<f32>(NONE));
+        var n_best = vec2<f32>(0.0, bitcast<f32>(NONE));
+        for (var j = lid; j < n; j += WG_SIZE) {
+            let d = dist_q[row + j];
+            if (labels_k[j] == label) {
+                if (j != a && better(d, j, p_best.x, bitcast<u32>(p_best.y), true)) {
+                    p_best = vec2<f32>(d, bitcast<f32>(j));
+                }
+            } else if (better(d, j, n_best.x, bitcast<u32>(n_best.y), false)) {
+                n_best = vec2<f32>(d, bitcast<f32>(j));
+            }
+        }
+        let p = workgroup_best(lid, p_best.x, bitcast<u32>(p_best.y), true);
+        let q = workgroup_best(lid, n_best.x, bitcast<u32>(n_best.y), false);
+        if (lid == 0u && p.y != NONE && q.y != NONE) {
+            let t = bitcast<f32>(p.x) - bitcast<f32>(q.x) + m;
+            loss = max(t, 0.0);
+            count = 1.0;
+            if (t > 0.0) {
+                atomicAdd(&out_cnt[row + p.y], 1);
+                atomicAdd(&out_cnt[row + q.y], -1);
+            }
+        }
+    } else {
+        // One invocation per positive p, scanning every negative.
+        for (var p = lid; p < n; p += WG_SIZE) {
+            if (p == a || labels_k[p] != label) {
+                continue;
+            }
+            let d_ap = dist_q[row + p];
+            if (MINING == BATCH_ALL) {
+                var k = 0;
+                for (var j = 0u; j < n; j++) {
+                    let t = d_ap - dist_q[row + j] + m;
+                    if (labels_k[j] != label && t > 0.0) {
+                        loss += t;
+                        k += 1;
+                        atomicAdd(&out_cnt[row + j], -1);
+                    }
+                }
+                count += f32(k);
+                if (k > 0) {
+                    atomicAdd(&out_cnt[row + p], k);
+                }
+            } else {
+                // Semi-hard: the nearest negative farther than p, else the farthest.
+                var far = vec2<f32>(0.0, bitcast<f32>(NONE));
+                var farthest = vec2<f32>(0.0, bitcast<f32>(NONE));
+                for (var j = 0u; j < n; j++) {
+                    if (labels_k[j] == label) {
+                        continue;
+                    }
+                    let d = dist_q[row + j];
+                    if (d > d_ap && better(d, j, far.x, bitcast<u32>(far.y), false)) {
+                        far = vec2<f32>(d, bitcast<f32>(j));
+                    }
+                    if (better(d, j, farthest.x, bitcast<u32>(farthest.y), true)) {
+                        farthest = vec2<f32>(d, bitcast<f32>(j));
+                    }
+                }
+                let pick = select(far, farthest, bitcast<u32>(far.y) == NONE);
+                let chosen = bitcast<u32>(pick.y);
+                if (chosen != NONE) {
+                    let t = d_ap - pick.x + m;
+                    loss += max(t, 0.0);
+                    count += 1.0;
+                    if (t > 0.0) {
+                        atomicAdd(&out_cnt[row + p], 1);
+                        atomicAdd(&out_cnt[row + chosen], -1);
+                    }
+                }
+            }
+        }
+    }
+    let sums = workgroup_sum2(lid, vec2<f32>(loss, count));
+    let any_nan = workgroup_sum2(lid, vec2<f32>(select(0.0, 1.0, nan), 0.0)).x > 0.0;
+    if (lid == 0u) {
+        out_stats[a] = sums.x;
+        out_stats[params.plane + a] = select(sums.y, bitcast<f32>(0x7fc00000u), any_nan);
+    }
+}
+
+// Gradient rows for the query rows of this window from the key rows of another:
+// c_ij = (C_ij + C_ji)·f(D_ij)·upstream/divisor with f = 1/D (euclidean, 0 at 0),
+// 2 (squared), −1 (cosine, on normalized rows); out_i += Σ_j c_ij·(e_i − e_j) for
+// distances, Σ_j c_ij·n_j for cosine (accumulating over key windows).
+@compute @workgroup_size(TW)
+fn mined_backward(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let q0 = params.q_begin + group_index(wid, nwg) * T;
+    let q_end = params.q_begin + params.q_count;
+    if (q0 >= q_end) {
+        return;
+    }
+    let k_end = params.k_begin + params.k_count;
+    let n = params.n;
+    let div = divisor[0];
+    let w = select(params.scale / div, 0.0, div == 0.0);
+    for (var k0 = params.k_begin; k0 < k_end; k0 += T) {
+        var coef: Block;
+        for (var e = 0u; e < 16u; e++) {
+            let i = q0 + block_row(lid, e);
+            let j = k0 + block_col(lid, e);
+            var c = 0.0;
+            if (i < q_end && j < k_end && i != j) {
+                let at = (i - params.q_begin) * n + j;
+                let uses = f32(cnt_q[at] + cnt_k[(j - params.k_begin) * n + i]);
+                var f = -1.0;
+                if (MODE == EUCLIDEAN) {
+                    let d = dist_q[at];
+                    f = select(0.0, 1.0 / d, d > 0.0);
+                } else if (MODE == SQUARED) {
+                    f = 2.0;
+                }
+                c = uses * f * w;
+            }
+            coef[e / 4u][e % 4u] = c;
+        }
+        store_coefficients(lid, coef);
+        // Distances: c·(e_i − e_j); cosine: c·n_j into G, then the normalization's Jacobian.
+        accumulate(lid, q0, q_end, k0, k_end, MODE != COSINE);
+    }
+}

@@ -1,0 +1,526 @@
+//! Losses by name, on host arrays: what the command line (`eval`, `check`, `bench`) and the
+//! registry-wide tests drive. Each loss family implements [`LossDef`] in its `cli.rs`; the
+//! one list of them is [`crate::losses::all`].
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+pub mod compare;
+pub mod random;
+
+use crate::core::reference::RefOutput;
+use crate::core::{LossValues, Reduction, Upstream};
+use crate::error::{Error, Result};
+use crate::gpu::engine::Engine;
+use crate::gpu::tensor::Tensor;
+use compare::Tolerance;
+use random::Rng;
+
+/// Element data of a host array.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HostData {
+    /// Floats (f32 and f64 files are read as f32).
+    F32(Vec<f32>),
+    /// Integers (int32 and int64 files).
+    I64(Vec<i64>),
+}
+
+/// A host array with its shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostArray {
+    /// Outermost first; `[]` for a scalar.
+    pub shape: Vec<usize>,
+    /// The elements, row-major.
+    pub data: HostData,
+}
+
+impl HostArray {
+    /// A float array.
+    pub fn f32(shape: &[usize], data: Vec<f32>) -> Self {
+        Self {
+            shape: shape.to_vec(),
+            data: HostData::F32(data),
+        }
+    }
+
+    /// An integer array.
+    pub fn i64(shape: &[usize], data: Vec<i64>) -> Self {
+        Self {
+            shape: shape.to_vec(),
+            data: HostData::I64(data),
+        }
+    }
+}
+
+/// One problem: named inputs and options (values as text, as on the command line).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Case {
+    /// Inputs by name (docs/LOSSES.md spellings).
+    pub inputs: BTreeMap<String, HostArray>,
+    /// Options by name.
+    pub options: BTreeMap<String, String>,
+}
+
+/// Results on the host: the loss and the gradient of each differentiable input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluated<T> {
+    /// One value for mean/sum (`loss_shape` `[]`), one per item for none.
+    pub loss: Vec<T>,
+    /// Shape of the loss.
+    pub loss_shape: Vec<usize>,
+    /// (input name, gradient, shape) for each differentiable input.
+    pub grads: Vec<(&'static str, Vec<T>, Vec<usize>)>,
+    /// The reference's `RefOutput::grad_terms`; 0 for GPU results.
+    pub grad_terms: f64,
+    /// The reference's `RefOutput::decision_gap`; infinite for GPU and
+    /// CPU results.
+    pub decision_gap: f64,
+}
+
+impl Evaluated<f32> {
+    /// A GPU or CPU result: every gradient has the shape `grad_shape`.
+    pub fn from_values(out: LossValues, loss_shape: Vec<usize>, grad_shape: &[usize]) -> Self {
+        Self {
+            loss: out.loss,
+            loss_shape,
+            grads: out
+                .grads
+                .into_iter()
+                .map(|(name, g)| (name, g, grad_shape.to_vec()))
+                .collect(),
+            grad_terms: 0.0,
+            decision_gap: f64::INFINITY,
+        }
+    }
+}
+
+impl Evaluated<f64> {
+    /// A reference result: every gradient has the shape `grad_shape`.
+    pub fn from_reference(out: RefOutput, loss_shape: Vec<usize>, grad_shape: &[usize]) -> Self {
+        Self {
+            loss: out.loss,
+            loss_shape,
+            grads: out
+                .grads
+                .into_iter()
+                .map(|(name, g)| (name, g, grad_shape.to_vec()))
+                .collect(),
+            grad_terms: out.grad_terms,
+            decision_gap: out.decision_gap,
+        }
+    }
+
+    /// Whether a discrete decision of the loss (mining, a hinge's gradient) lies within f32
+    /// rounding of its boundary (`decision_gap` below 1e-5 of the distance scale), where an
+    /// f32 result may legitimately decide the other way; comparisons draw another case.
+    pub fn ambiguous(&self) -> bool {
+        self.decision_gap < 1e-5
+    }
+
+    /// `tol` for this result's gradients: their error is measured against the scale of the
+    /// terms they are summed from.
+    pub fn grad_tolerance(&self, tol: Tolerance) -> Tolerance {
+        Tolerance {
+            floor: tol.floor.max(self.grad_terms),
+            ..tol
+        }
+    }
+}
+
+/// Declared input of a loss.
+#[derive(Debug, Clone, Copy)]
+pub struct InputSpec {
+    /// docs/LOSSES.md name.
+    pub name: &'static str,
+    /// Whether a gradient is returned for it.
+    pub differentiable: bool,
+    /// Whether it must be given.
+    pub required: bool,
+}
+
+/// A loss as the command line sees it.
+pub trait LossDef: Sync {
+    /// The docs/LOSSES.md name, e.g. `cross-entropy`.
+    fn name(&self) -> &'static str;
+    /// Its inputs.
+    fn inputs(&self) -> &'static [InputSpec];
+    /// Its option names.
+    fn options(&self) -> &'static [&'static str];
+    /// Runs on the GPU.
+    ///
+    /// # Errors
+    /// Bad inputs or options, device errors.
+    fn gpu(&self, engine: &Engine, case: &Case) -> Result<Evaluated<f32>>;
+    /// Runs the multi-threaded CPU backend.
+    ///
+    /// # Errors
+    /// Bad inputs or options.
+    fn cpu(&self, case: &Case) -> Result<Evaluated<f32>>;
+    /// Runs the f64 reference.
+    ///
+    /// # Errors
+    /// Bad inputs or options.
+    fn reference(&self, case: &Case) -> Result<Evaluated<f64>>;
+    /// A random problem covering the loss's options, for `check`.
+    fn random_case(&self, rng: &mut Rng) -> Case;
+    /// The benchmark's problems for this loss, resident on the device and on the host,
+    /// handed to `run` one at a time (each is dropped before the next is made).
+    ///
+    /// # Errors
+    /// Allocation and device errors; those of `run`.
+    fn bench(
+        &self,
+        engine: &Engine,
+        rng: &mut Rng,
+        quick: bool,
+        run: &mut BenchRun<'_>,
+    ) -> Result<()>;
+}
+
+/// One row of `wgpu-losses bench`: a problem timed on the GPU and on the CPU backend.
+pub struct BenchJob<'a> {
+    /// The row's name (the loss's, or a variant of it such as `mined batch-hard`).
+    pub label: &'a str,
+    /// The problem's shape, as printed.
+    pub shape: String,
+    /// Bytes moved by one call: inputs read plus gradients written.
+    pub bytes: usize,
+    /// Records one GPU call (inputs resident, gradients into buffers reused where the loss
+    /// takes them).
+    pub gpu: &'a mut dyn FnMut(&mut wgpu::CommandEncoder) -> Result<()>,
+    /// One CPU backend call on the same problem.
+    pub cpu: &'a mut dyn FnMut() -> Result<()>,
+}
+
+/// What times a [`BenchJob`].
+pub type BenchRun<'r> = dyn FnMut(BenchJob<'_>) -> Result<()> + 'r;
+
+impl Case {
+    /// Checks that every input and option is known to `def` and the required inputs are here.
+    ///
+    /// # Errors
+    /// [`Error::Unknown`] for a stray name, [`Error::Shape`] for a missing input.
+    pub fn check_names(&self, def: &dyn LossDef) -> Result<()> {
+        for name in self.inputs.keys() {
+            if !def.inputs().iter().any(|s| s.name == name) {
+                let known: Vec<_> = def.inputs().iter().map(|s| s.name).collect();
+                return Err(Error::Unknown {
+                    kind: "input",
+                    name: name.clone(),
+                    hint: format!(" for {} (inputs: {})", def.name(), known.join(", ")),
+                });
+            }
+        }
+        for name in self.options.keys() {
+            if !def.options().contains(&name.as_str()) {
+                return Err(Error::Unknown {
+                    kind: "option",
+                    name: name.clone(),
+                    hint: format!(
+                        " for {} (options: {})",
+                        def.name(),
+                        def.options().join(", ")
+                    ),
+                });
+            }
+        }
+        for spec in def.inputs().iter().filter(|s| s.required) {
+            if !self.inputs.contains_key(spec.name) {
+                return Err(Error::Shape {
+                    input: spec.name,
+                    expected: "an array (required input is missing)".into(),
+                    got: vec![],
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The input `name`, if given.
+    pub fn input(&self, name: &str) -> Option<&HostArray> {
+        self.inputs.get(name)
+    }
+
+    /// The float input `name` (integers are converted), if given.
+    pub fn floats(&self, name: &'static str) -> Option<(Vec<f32>, Vec<usize>)> {
+        self.input(name).map(|a| {
+            let data = match &a.data {
+                HostData::F32(v) => v.clone(),
+                HostData::I64(v) => v.iter().map(|&x| x as f32).collect(),
+            };
+            (data, a.shape.clone())
+        })
+    }
+
+    /// The option `name` parsed, or `default`.
+    ///
+    /// # Errors
+    /// [`Error::Option`] when the text does not parse.
+    pub fn option<T: FromStr>(&self, name: &'static str, default: T) -> Result<T> {
+        match self.options.get(name) {
+            None => Ok(default),
+            Some(text) => text.parse().map_err(|_| Error::Option {
+                option: name,
+                value: text.clone(),
+                reason: "does not parse as the option's type",
+            }),
+        }
+    }
+
+    /// The boolean option `name` (true/false/1/0), or `default`.
+    ///
+    /// # Errors
+    /// [`Error::Option`] for other text.
+    pub fn flag(&self, name: &'static str, default: bool) -> Result<bool> {
+        match self.options.get(name).map(|s| s.to_ascii_lowercase()) {
+            None => Ok(default),
+            Some(t) if t == "true" || t == "1" => Ok(true),
+            Some(t) if t == "false" || t == "0" => Ok(false),
+            Some(t) => Err(Error::Option {
+                option: name,
+                value: t,
+                reason: "expected true or false",
+            }),
+        }
+    }
+
+    /// Adds an input (builder style).
+    pub fn with(mut self, name: &str, a: HostArray) -> Self {
+        self.inputs.insert(name.into(), a);
+        self
+    }
+
+    /// Adds an option (builder style).
+    pub fn set(mut self, name: &str, value: impl ToString) -> Self {
+        self.options.insert(name.into(), value.to_string());
+        self
+    }
+}
+
+/// Integer labels as i32, from an integer array or a float array of whole numbers.
+///
+/// # Errors
+/// [`Error::Value`] naming the first value that is not a whole number in i32's range.
+pub fn labels_i32(input: &'static str, a: &HostArray) -> Result<Vec<i32>> {
+    let bad = |row: usize, value: String| Error::Value {
+        input,
+        row,
+        value,
+        reason: "labels must be whole numbers in i32's range".into(),
+    };
+    match &a.data {
+        HostData::I64(v) => v
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| i32::try_from(x).map_err(|_| bad(i, x.to_string())))
+            .collect(),
+        HostData::F32(v) => v
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| {
+                if x.fract() == 0.0 && x.abs() < 2.1e9 {
+                    Ok(x as i32)
+                } else {
+                    Err(bad(i, x.to_string()))
+                }
+            })
+            .collect(),
+    }
+}
+
+/// A host upstream gradient for a CPU run: per item when the reduction is none and it has one
+/// value per item, a scalar when it has one value, ones when absent.
+pub(crate) fn host_upstream(
+    host: Option<&[f32]>,
+    items: usize,
+    reduction: Reduction,
+) -> Upstream<'_, [f32]> {
+    match host {
+        Some(g) if reduction == Reduction::None && g.len() == items => Upstream::PerItem(g),
+        Some(g) => g.first().map_or(Upstream::Ones, |&s| Upstream::Scalar(s)),
+        None => Upstream::Ones,
+    }
+}
+
+/// A host upstream gradient moved to the device for a GPU run: per item when the reduction
+/// is none and it has one value per item of `shape`, else a scalar.
+pub(crate) struct DeviceUpstream {
+    per_item: Option<Tensor>,
+    scalar: Option<f32>,
+}
+
+impl DeviceUpstream {
+    pub(crate) fn upload(
+        engine: &Engine,
+        host: Option<&[f32]>,
+        shape: &[usize],
+        reduction: Reduction,
+    ) -> Result<Self> {
+        let items: usize = shape.iter().product();
+        Ok(match host {
+            Some(g) if reduction == Reduction::None && g.len() == items => Self {
+                per_item: Some(engine.upload(g, shape)?),
+                scalar: None,
+            },
+            Some(g) => Self {
+                per_item: None,
+                scalar: g.first().copied(),
+            },
+            None => Self {
+                per_item: None,
+                scalar: None,
+            },
+        })
+    }
+
+    pub(crate) fn get(&self) -> Upstream<'_, Tensor> {
+        match (&self.per_item, self.scalar) {
+            (Some(t), _) => Upstream::PerItem(t),
+            (None, Some(g)) => Upstream::Scalar(g),
+            (None, None) => Upstream::Ones,
+        }
+    }
+}
+
+/// The rows of a metric loss: its differentiable inputs, each `[N, D]` of one shape.
+pub(crate) struct Rows {
+    /// (name, data) in declaration order.
+    pub rows: Vec<(&'static str, Vec<f32>)>,
+    pub n: usize,
+    pub dim: usize,
+}
+
+impl Rows {
+    /// The data of the `i`-th row input.
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.rows[i].1
+    }
+}
+
+impl Case {
+    /// The differentiable inputs of `def` as `[N, D]` rows of one shape, N and D ≥ 1.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] / [`Error::Empty`] naming the input.
+    pub(crate) fn rows(&self, def: &dyn LossDef) -> Result<Rows> {
+        let names: Vec<&'static str> = def
+            .inputs()
+            .iter()
+            .filter(|s| s.differentiable)
+            .map(|s| s.name)
+            .collect();
+        let mut rows = Vec::new();
+        let mut shape = Vec::new();
+        for &name in &names {
+            let (x, s) = self.floats(name).expect("checked: required");
+            if s.len() != 2 {
+                return Err(Error::shape(name, "[N, D]".into(), &s));
+            }
+            if shape.is_empty() {
+                shape = s.clone();
+            } else if s != shape {
+                return Err(Error::shape(
+                    name,
+                    format!("{shape:?} like {}", names[0]),
+                    &s,
+                ));
+            }
+            rows.push((name, x));
+        }
+        let (n, dim) = (shape[0], shape[1]);
+        if n == 0 {
+            return Err(Error::Empty(names[0]));
+        }
+        if dim == 0 {
+            return Err(Error::shape(names[0], "[N, D] with D >= 1".into(), &shape));
+        }
+        Ok(Rows { rows, n, dim })
+    }
+
+    /// Integer `labels` `[n]`, if given.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] for another shape; [`Error::Value`] for a value that is not a label.
+    pub(crate) fn labels(&self, n: usize) -> Result<Option<Vec<i32>>> {
+        match self.input("labels") {
+            Some(a) if a.shape == [n] => Ok(Some(labels_i32("labels", a)?)),
+            Some(a) => Err(Error::shape(
+                "labels",
+                format!("[{n}] (one per row)"),
+                &a.shape,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// `grad_output`, if given: a scalar, or `[n]` values when `per_row` (reduction none).
+    ///
+    /// # Errors
+    /// [`Error::Shape`] for another shape.
+    pub(crate) fn row_upstream(&self, n: usize, per_row: bool) -> Result<Option<Vec<f32>>> {
+        match self.floats("grad_output") {
+            Some((g, s)) if s.iter().product::<usize>() == 1 => Ok(Some(g)),
+            Some((g, s)) if s == [n] && per_row => Ok(Some(g)),
+            Some((_, s)) => {
+                let expected = if per_row {
+                    format!("a scalar, or [{n}] with reduction none")
+                } else {
+                    "a scalar".into()
+                };
+                Err(Error::shape("grad_output", expected, &s))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// `reduction` for the losses that are always a mean: only `mean` is accepted.
+    ///
+    /// # Errors
+    /// [`Error::Option`] for any other reduction.
+    pub(crate) fn mean_only(&self) -> Result<()> {
+        match self.options.get("reduction").map(String::as_str) {
+            None | Some("mean") => Ok(()),
+            Some(other) => Err(Error::Option {
+                option: "reduction",
+                value: other.into(),
+                reason: "this loss is a mean over anchors, pairs or triplets: only mean",
+            }),
+        }
+    }
+}
+
+/// `spec(name, differentiable, required)`: an [`InputSpec`] in one line.
+pub(crate) const fn spec(name: &'static str, differentiable: bool, required: bool) -> InputSpec {
+    InputSpec {
+        name,
+        differentiable,
+        required,
+    }
+}
+
+/// The upstream gradient input every loss takes.
+pub(crate) const GRAD_OUTPUT: InputSpec = spec("grad_output", false, false);
+
+/// f32 values widened to f64, for the reference.
+pub(crate) fn f64s(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+impl Case {
+    /// Adds a random `grad_output`: per item of `shape` when `per_item` (reduction none),
+    /// else a scalar.
+    pub(crate) fn with_random_upstream(
+        self,
+        rng: &mut Rng,
+        shape: &[usize],
+        per_item: bool,
+    ) -> Self {
+        let g = if per_item {
+            let n = shape.iter().product();
+            HostArray::f32(shape, rng.normals(n, 1.0))
+        } else {
+            HostArray::f32(&[], vec![rng.range(-2.0, 2.0) as f32])
+        };
+        self.with("grad_output", g)
+    }
+}

@@ -1,0 +1,86 @@
+//! The registry-wide suites: every loss of `wgpu_losses::losses::all()` — no hand-kept
+//! count, so a new loss is covered the moment it is listed — on every backend against the
+//! f64 reference. Inputs are fresh on every run (seed printed; `WGPU_LOSSES_SEED` replays).
+
+#[macro_use]
+mod common;
+
+use common::{check_on, fresh_rng, Backend};
+use wgpu_losses::registry::HostData;
+use wgpu_losses::Tolerance;
+
+/// Random problems per loss: the GPU (lavapipe in CI) is the slower backend.
+fn cases(backend: Backend) -> usize {
+    match backend {
+        Backend::Gpu => 10,
+        Backend::Cpu => 14,
+    }
+}
+
+on_every_backend! {
+    /// Each loss's random problems (every option, ragged shapes) against the reference.
+    fn every_loss_matches_the_reference(backend) {
+        let mut rng = fresh_rng(&format!("every_loss_matches_the_reference {backend:?}"));
+        let all = wgpu_losses::losses::all();
+        assert!(all.len() >= 18, "{} losses listed", all.len());
+        for def in all {
+            let mut compared = 0;
+            for _ in 0..cases(backend) {
+                let case = def.random_case(&mut rng);
+                compared += check_on(backend, *def, &case, Tolerance::default()) as usize;
+            }
+            assert!(compared > 0, "{}: every case was ambiguous", def.name());
+        }
+    }
+}
+
+on_every_backend! {
+    /// One element, one row (two for nt-xent's two views) and the ragged sizes that
+    /// `random_case` draws.
+    fn every_loss_on_one_element_and_ragged_sizes(backend) {
+        let mut rng = fresh_rng(&format!("one element {backend:?}"));
+        for def in wgpu_losses::losses::all() {
+            for _ in 0..4 {
+                let mut case = def.random_case(&mut rng);
+                if rng.chance(0.5) {
+                    let keep = if def.name() == "nt-xent" { 2 } else { 1 };
+                    for (name, a) in case.inputs.iter_mut() {
+                        let per_row = a.shape.len() == 1
+                            && matches!(name.as_str(), "target" | "labels" | "y");
+                        let width = match a.shape.len() {
+                            2 => a.shape[1],
+                            _ if per_row => 1,
+                            _ => continue,
+                        };
+                        a.shape[0] = keep;
+                        match &mut a.data {
+                            HostData::F32(v) => v.truncate(keep * width),
+                            HostData::I64(v) => v.truncate(keep * width),
+                        }
+                    }
+                    case.inputs.remove("grad_output");
+                }
+                check_on(backend, *def, &case, Tolerance::default());
+            }
+        }
+    }
+}
+
+on_every_backend! {
+    /// The same inputs give the same bits, run after run.
+    fn every_loss_gives_identical_bits_on_repeated_runs(backend) {
+        let mut rng = fresh_rng(&format!("determinism {backend:?}"));
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>();
+        for def in wgpu_losses::losses::all() {
+            let case = def.random_case(&mut rng);
+            let first = backend.run(*def, &case).unwrap();
+            for _ in 0..2 {
+                let again = backend.run(*def, &case).unwrap();
+                assert_eq!(bits(&first.loss), bits(&again.loss), "{}: loss", def.name());
+                for ((name, g, _), (_, h, _)) in first.grads.iter().zip(&again.grads) {
+                    assert!(bits(g) == bits(h), "{}: gradient {name} bits differ", def.name());
+                }
+            }
+        }
+    }
+}
