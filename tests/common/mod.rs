@@ -106,6 +106,23 @@ macro_rules! on_every_backend {
 /// checks nothing) when the case is ambiguous in f32 (`Evaluated::ambiguous`: a mining
 /// decision within rounding of its boundary).
 pub fn check_on(backend: Backend, def: &dyn LossDef, case: &Case, tol: Tolerance) -> bool {
+    check_with(&format!("{backend:?}"), def, case, tol, || {
+        backend.run(def, case)
+    })
+}
+
+/// [`check_on`] the GPU of `engine` (an engine of its own: capped bindings, say).
+pub fn check_case(def: &dyn LossDef, engine: &Engine, case: &Case, tol: Tolerance) -> bool {
+    check_with("gpu", def, case, tol, || def.gpu(engine, case))
+}
+
+fn check_with(
+    backend: &str,
+    def: &dyn LossDef,
+    case: &Case,
+    tol: Tolerance,
+    run: impl FnOnce() -> wgpu_losses::Result<Evaluated<f32>>,
+) -> bool {
     let want = def
         .reference(case)
         .unwrap_or_else(|e| panic!("reference failed on {:?}: {e}", case.options));
@@ -116,19 +133,12 @@ pub fn check_on(backend: Backend, def: &dyn LossDef, case: &Case, tol: Tolerance
         );
         return false;
     }
-    let got = backend
-        .run(def, case)
-        .unwrap_or_else(|e| panic!("{backend:?} failed on {:?}: {e}", case.options));
+    let got = run().unwrap_or_else(|e| panic!("{backend} failed on {:?}: {e}", case.options));
     assert_evaluated(
-        &format!("{backend:?} {} {:?}", def.name(), case.options),
+        &format!("{backend} {} {:?}", def.name(), case.options),
         &got,
         &want,
         tol,
     );
     true
-}
-
-/// [`check_on`] the GPU.
-pub fn check_case(def: &dyn LossDef, _engine: &Engine, case: &Case, tol: Tolerance) -> bool {
-    check_on(Backend::Gpu, def, case, tol)
 }
