@@ -3,7 +3,7 @@ and backward, and writes JSON that `wgpu-losses bench --compare FILE` prints bes
 
     pip install torch "jax[cpu]" optax numpy
     python bench/compare.py --threads 2 --out compare.json
-    cargo run --release -- bench --compare compare.json
+    cargo run --release --features cli -- bench --compare compare.json
 
 Same thread count for everyone: pass the cores the Rust side uses (rayon's default is all).
 Each framework allocates its gradient per call, as it would in training; the Rust CPU rows

@@ -3,7 +3,7 @@
 //! D = 128 on the GPU, the CPU backend and the f64 reference (one call each after a warm-up),
 //! and the device memory one nt-xent call creates at N = 16,384, D = 256.
 //!
-//! `cargo run --release --example metric_scale`
+//! `cargo run --release --features cli --example metric_scale`
 
 use std::time::Instant;
 
