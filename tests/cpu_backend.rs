@@ -1,6 +1,7 @@
 //! What is particular to the multi-threaded CPU backend: edge cases of its vectorized loops,
 //! bad input, `_into` buffers, and results that do not depend on the number of threads. Every
-//! loss against the reference on this backend is in tests/every_loss.rs. No GPU.
+//! loss against the reference on this backend is in tests/every_loss.rs. No GPU, except
+//! where a test compares the CPU path's answer with the GPU path's.
 
 mod common;
 
@@ -410,5 +411,60 @@ fn info_nce_register_blocks_at_every_segment_width() {
                 check_cpu_case(wgpu_losses::losses::find("nt-xent").unwrap(), &case);
             }
         }
+    }
+}
+
+/// Softmax focal's γ is checked where every path checks its options (it was accepted by the
+/// command line's GPU and CPU paths, with NaN gradients for γ = NaN).
+#[test]
+fn softmax_focal_rejects_a_bad_gamma_on_every_path() {
+    use wgpu_losses::cpu::{softmax_focal, HostRowInputs, HostTarget};
+    use wgpu_losses::{SoftmaxFocal, Upstream};
+    let focal = wgpu_losses::losses::find("softmax-focal").unwrap();
+    for gamma in [-1.0, f32::NAN, f32::INFINITY] {
+        let case = Case::default()
+            .with("logits", HostArray::f32(&[2, 3], vec![0.5; 6]))
+            .with("target", HostArray::i64(&[2], vec![0, 2]))
+            .set("gamma", gamma);
+        for (path, r) in [
+            ("cpu", focal.cpu(&case)),
+            ("gpu", focal.gpu(common::engine(), &case)),
+        ] {
+            assert!(
+                matches!(
+                    r,
+                    Err(Error::Option {
+                        option: "gamma",
+                        ..
+                    })
+                ),
+                "{path} γ = {gamma}: {r:?}"
+            );
+        }
+        assert!(matches!(
+            focal.reference(&case),
+            Err(Error::Option {
+                option: "gamma",
+                ..
+            })
+        ));
+        let inputs = HostRowInputs {
+            logits: &[0.5; 6],
+            shape: (2, 3),
+            target: HostTarget::Classes(&[0, 2]),
+            weight: None,
+            upstream: Upstream::Ones,
+        };
+        let r = softmax_focal(&SoftmaxFocal::new().gamma(gamma), &inputs);
+        assert!(
+            matches!(
+                r,
+                Err(Error::Option {
+                    option: "gamma",
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
     }
 }

@@ -84,3 +84,43 @@ on_every_backend! {
         }
     }
 }
+
+on_every_backend! {
+    /// A second input one row short is the same error on this backend as on the reference,
+    /// naming that input: the family's one set of rules decides for all of them.
+    fn a_mismatched_input_is_the_same_error_everywhere(backend) {
+        let mut rng = fresh_rng(&format!("mismatch {backend:?}"));
+        for def in wgpu_losses::losses::all() {
+            let first = def.inputs().iter().find(|s| s.differentiable).unwrap().name;
+            let Some(other) = def
+                .inputs()
+                .iter()
+                .find(|s| s.required && s.name != first)
+                .map(|s| s.name)
+            else {
+                continue; // nt-xent: one input
+            };
+            let mut tried = false;
+            for _ in 0..20 {
+                let mut case = def.random_case(&mut rng);
+                let a = case.inputs.get_mut(other).unwrap();
+                if a.shape.first().is_none_or(|&rows| rows < 2) {
+                    continue;
+                }
+                let keep = (a.shape[0] - 1) * a.shape[1..].iter().product::<usize>();
+                a.shape[0] -= 1;
+                match &mut a.data {
+                    HostData::F32(v) => v.truncate(keep),
+                    HostData::I64(v) => v.truncate(keep),
+                }
+                let want = def.reference(&case).unwrap_err();
+                let got = backend.run(*def, &case).unwrap_err();
+                assert_eq!(got, want, "{}", def.name());
+                assert!(got.to_string().contains(other), "{}: {got}", def.name());
+                tried = true;
+                break;
+            }
+            assert!(tried, "{}: no case with two rows", def.name());
+        }
+    }
+}

@@ -92,6 +92,17 @@ impl<'a, T: ?Sized + Dims> Upstream<'a, T> {
     }
 }
 
+impl<'a, T: ?Sized> Upstream<'a, T> {
+    /// The scalar, or the per-item values seen through `arg`, for the input checks.
+    pub(crate) fn split<A>(&self, arg: impl FnOnce(&'a T) -> A) -> (Option<f32>, Option<A>) {
+        match *self {
+            Upstream::Ones => (None, None),
+            Upstream::Scalar(g) => (Some(g), None),
+            Upstream::PerItem(g) => (None, Some(arg(g))),
+        }
+    }
+}
+
 impl<'a> Upstream<'a, [f32]> {
     /// The values as the CPU kernels read them: none (ones), one (a scalar) or one per item.
     pub(crate) fn values(&self) -> std::borrow::Cow<'a, [f32]> {
@@ -179,6 +190,130 @@ pub(crate) fn per_item_reduction(r: Reduction) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// One input as the checks see it on every backend: its shape and element type. The GPU
+/// builds it from a tensor, the CPU backend from a slice ([`host_shape`]), the command line
+/// from a host array; each family's rules over these are written once, in its `mod.rs`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Arg<'a> {
+    pub shape: &'a [usize],
+    pub dtype: DType,
+}
+
+impl<'a> Arg<'a> {
+    /// An f32 input of `shape`.
+    pub(crate) fn f32(shape: &'a [usize]) -> Self {
+        Self {
+            shape,
+            dtype: DType::F32,
+        }
+    }
+
+    /// Number of elements.
+    pub(crate) fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// `Err` naming `input` unless it is of `dtype`.
+    pub(crate) fn expect_dtype(&self, input: &'static str, dtype: DType) -> Result<()> {
+        if self.dtype != dtype {
+            return Err(Error::DType {
+                input,
+                expected: dtype.name(),
+                got: self.dtype.name(),
+            });
+        }
+        Ok(())
+    }
+
+    /// `Err` naming `input` unless it is of `dtype` and exactly `shape`.
+    pub(crate) fn expect(&self, input: &'static str, shape: &[usize], dtype: DType) -> Result<()> {
+        self.expect_dtype(input, dtype)?;
+        check_shape(input, self.shape, shape)
+    }
+}
+
+/// The shape a flat host slice of `len` values is checked with: `like` when it has that many
+/// elements, else `[len]` (which then fails the comparison, naming the length).
+pub(crate) fn host_shape(len: usize, like: &[usize]) -> Vec<usize> {
+    if like.iter().product::<usize>() == len {
+        like.to_vec()
+    } else {
+        vec![len]
+    }
+}
+
+/// The rule for the upstream gradient of every loss: a finite scalar, or (with reduction
+/// none) one f32 value per item of `items`.
+pub(crate) fn check_upstream(
+    scalar: Option<f32>,
+    per_item: Option<Arg<'_>>,
+    items: &[usize],
+    reduction: Reduction,
+) -> Result<()> {
+    if let Some(g) = scalar {
+        finite("grad_output", g)?;
+    }
+    if let Some(g) = per_item {
+        if reduction != Reduction::None {
+            return Err(Error::Option {
+                option: "grad_output",
+                value: format!("{:?}", g.shape),
+                reason: "a per-item upstream gradient needs reduction none",
+            });
+        }
+        g.expect("grad_output", items, DType::F32)?;
+    }
+    Ok(())
+}
+
+/// The metric losses' rule for their row inputs: each f32 `[N, D]`, all of one shape, with
+/// N ≥ 1 and D ≥ 1. Gives (N, D).
+///
+/// # Errors
+/// [`Error::Shape`], [`Error::Empty`] or [`Error::DType`] naming the input.
+pub(crate) fn check_rows(rows: &[(&'static str, Arg<'_>)]) -> Result<(usize, usize)> {
+    let (first, arg) = rows[0];
+    let &[n, dim] = arg.shape else {
+        return Err(Error::shape(first, "[N, D]".into(), arg.shape));
+    };
+    if n == 0 {
+        return Err(Error::Empty(first));
+    }
+    if dim == 0 {
+        return Err(Error::shape(first, "[N, D] with D >= 1".into(), arg.shape));
+    }
+    for &(name, r) in rows {
+        r.expect_dtype(name, DType::F32)?;
+        if r.shape != arg.shape {
+            return Err(Error::shape(
+                name,
+                format!("{:?} like {first}", arg.shape),
+                r.shape,
+            ));
+        }
+    }
+    Ok((n, dim))
+}
+
+/// The shape a flat host slice of rows of `dim` values is checked with: `[len / dim, dim]`
+/// when it holds whole rows, else `[len]`.
+pub(crate) fn host_rows(len: usize, dim: usize) -> Vec<usize> {
+    if dim > 0 && len.is_multiple_of(dim) {
+        vec![len / dim, dim]
+    } else {
+        vec![len]
+    }
+}
+
+/// An input the loss does not take.
+pub(crate) fn unused(input: &'static str) -> Error {
+    Error::Shape {
+        input,
+        expected: "nothing: this loss takes no such input".into(),
+        got: vec![],
+    }
 }
 
 /// `Err` unless `got` is exactly `shape`.

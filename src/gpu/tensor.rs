@@ -274,6 +274,16 @@ impl Engine {
     }
 }
 
+impl Tensor {
+    /// The tensor as the input checks see it.
+    pub(crate) fn arg(&self) -> crate::core::Arg<'_> {
+        crate::core::Arg {
+            shape: &self.shape,
+            dtype: self.dtype,
+        }
+    }
+}
+
 impl crate::core::Dims for Tensor {
     fn dims(&self) -> Vec<usize> {
         self.shape.clone()

@@ -382,7 +382,7 @@ impl DeviceUpstream {
     }
 }
 
-/// The rows of a metric loss: its differentiable inputs, each `[N, D]` of one shape.
+/// The rows of a metric loss: its differentiable inputs, checked by the loss's family.
 pub(crate) struct Rows {
     /// (name, data) in declaration order.
     pub rows: Vec<(&'static str, Vec<f32>)>,
@@ -397,79 +397,33 @@ impl Rows {
     }
 }
 
+/// The differentiable inputs of a loss as given, with their shapes, before its family's
+/// checks.
+pub(crate) type RowArrays = Vec<(&'static str, Vec<f32>, Vec<usize>)>;
+
+/// Float values with their shape.
+pub(crate) type Values = (Vec<f32>, Vec<usize>);
+
 impl Case {
-    /// The differentiable inputs of `def` as `[N, D]` rows of one shape, N and D ≥ 1.
-    ///
-    /// # Errors
-    /// [`Error::Shape`] / [`Error::Empty`] naming the input.
-    pub(crate) fn rows(&self, def: &dyn LossDef) -> Result<Rows> {
-        let names: Vec<&'static str> = def
-            .inputs()
+    /// The differentiable inputs of `def` (floats), with their shapes.
+    pub(crate) fn row_arrays(&self, def: &dyn LossDef) -> RowArrays {
+        def.inputs()
             .iter()
             .filter(|s| s.differentiable)
-            .map(|s| s.name)
-            .collect();
-        let mut rows = Vec::new();
-        let mut shape = Vec::new();
-        for &name in &names {
-            let (x, s) = self.floats(name).expect("checked: required");
-            if s.len() != 2 {
-                return Err(Error::shape(name, "[N, D]".into(), &s));
-            }
-            if shape.is_empty() {
-                shape = s.clone();
-            } else if s != shape {
-                return Err(Error::shape(
-                    name,
-                    format!("{shape:?} like {}", names[0]),
-                    &s,
-                ));
-            }
-            rows.push((name, x));
-        }
-        let (n, dim) = (shape[0], shape[1]);
-        if n == 0 {
-            return Err(Error::Empty(names[0]));
-        }
-        if dim == 0 {
-            return Err(Error::shape(names[0], "[N, D] with D >= 1".into(), &shape));
-        }
-        Ok(Rows { rows, n, dim })
+            .map(|s| {
+                let (x, shape) = self.floats(s.name).expect("checked: required");
+                (s.name, x, shape)
+            })
+            .collect()
     }
 
-    /// Integer `labels` `[n]`, if given.
-    ///
-    /// # Errors
-    /// [`Error::Shape`] for another shape; [`Error::Value`] for a value that is not a label.
-    pub(crate) fn labels(&self, n: usize) -> Result<Option<Vec<i32>>> {
-        match self.input("labels") {
-            Some(a) if a.shape == [n] => Ok(Some(labels_i32("labels", a)?)),
-            Some(a) => Err(Error::shape(
-                "labels",
-                format!("[{n}] (one per row)"),
-                &a.shape,
-            )),
-            None => Ok(None),
-        }
-    }
-
-    /// `grad_output`, if given: a scalar, or `[n]` values when `per_row` (reduction none).
-    ///
-    /// # Errors
-    /// [`Error::Shape`] for another shape.
-    pub(crate) fn row_upstream(&self, n: usize, per_row: bool) -> Result<Option<Vec<f32>>> {
+    /// `grad_output`: one element is a scalar; anything else per-item values with their
+    /// shape, for the loss's checks to judge.
+    pub(crate) fn upstream_parts(&self) -> (Option<f32>, Option<Values>) {
         match self.floats("grad_output") {
-            Some((g, s)) if s.iter().product::<usize>() == 1 => Ok(Some(g)),
-            Some((g, s)) if s == [n] && per_row => Ok(Some(g)),
-            Some((_, s)) => {
-                let expected = if per_row {
-                    format!("a scalar, or [{n}] with reduction none")
-                } else {
-                    "a scalar".into()
-                };
-                Err(Error::shape("grad_output", expected, &s))
-            }
-            None => Ok(None),
+            Some((g, s)) if s.iter().product::<usize>() == 1 => (Some(g[0]), None),
+            Some(per_item) => (None, Some(per_item)),
+            None => (None, None),
         }
     }
 

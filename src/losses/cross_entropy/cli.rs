@@ -6,8 +6,8 @@ use super::cpu::{
 };
 use super::gpu::{CrossEntropyInputs, Target};
 use super::reference::{self, softmax_focal as focal_reference, RefTarget};
-use super::{CrossEntropy, SoftmaxFocal};
-use crate::core::{DType, LossValues, Reduction, Upstream};
+use super::{Args, CrossEntropy, SoftmaxFocal};
+use crate::core::{Arg, DType, LossValues, Reduction, Upstream};
 use crate::error::{Error, Result};
 use crate::gpu::engine::Engine;
 use crate::registry::random::Rng;
@@ -69,54 +69,33 @@ impl HostProblem {
                 .z_loss(case.option("z_loss", 0.0)?)
                 .softcap(softcap)
         };
-        opts.validate()?;
         let (logits, shape) = case.floats("logits").unwrap_or_default();
-        let &[n, c] = shape.as_slice() else {
-            return Err(Error::shape("logits", "[N, C]".into(), &shape));
-        };
-        if n == 0 {
-            return Err(Error::Empty("logits"));
-        }
-        if c == 0 {
-            return Err(Error::shape("logits", "[N, C] with C >= 1".into(), &shape));
-        }
         let target = case.input("target").expect("checked: required");
-        let (mut classes, mut probs) = (None, None);
-        match (&target.data, target.shape.as_slice()) {
-            (_, [m]) if *m == n => classes = Some(labels_i32("target", target)?),
-            (HostData::F32(p), [m, k]) if *m == n && *k == c && !def.focal => {
-                probs = Some(p.clone())
-            }
-            _ => {
-                return Err(Error::shape(
-                    "target",
-                    if def.focal {
-                        format!("[{n}] class indices")
-                    } else {
-                        format!("[{n}] class indices or [{n}, {c}] float probabilities")
-                    },
-                    &target.shape,
-                ))
-            }
-        }
-        let weight_name = if def.focal { "alpha" } else { "weight" };
-        let weight = match case.floats(weight_name) {
-            Some((w, s)) if s == [c] => Some(w),
-            Some((_, s)) => return Err(Error::shape(weight_name, format!("[{c}]"), &s)),
-            None => None,
+        let probabilities = target.shape.len() == 2;
+        let weight = case.floats(if def.focal { "alpha" } else { "weight" });
+        let (scalar_upstream, per_item) = case.upstream_parts();
+        let (n, c) = opts.check(&Args {
+            logits: Arg::f32(&shape),
+            target: Arg {
+                shape: &target.shape,
+                dtype: match (&target.data, probabilities) {
+                    (HostData::F32(_), true) => DType::F32,
+                    // Whole-number floats are accepted as class indices.
+                    (_, false) => DType::I32,
+                    (HostData::I64(_), true) => DType::I32,
+                },
+            },
+            probabilities,
+            weight: weight.as_ref().map(|(_, s)| Arg::f32(s)),
+            scalar_upstream,
+            per_item_upstream: per_item.as_ref().map(|(_, s)| Arg::f32(s)),
+        })?;
+        let (classes, probs) = match &target.data {
+            HostData::F32(p) if probabilities => (None, Some(p.clone())),
+            _ => (Some(labels_i32("target", target)?), None),
         };
-        let upstream = match case.floats("grad_output") {
-            Some((g, s)) if s.iter().product::<usize>() == 1 => Some(g),
-            Some((g, s)) if s == [n] && opts.reduction == Reduction::None => Some(g),
-            Some((_, s)) => {
-                return Err(Error::shape(
-                    "grad_output",
-                    format!("a scalar, or [{n}] with reduction none"),
-                    &s,
-                ))
-            }
-            None => None,
-        };
+        let weight = weight.map(|(w, _)| w);
+        let upstream = per_item.map(|(g, _)| g).or(scalar_upstream.map(|g| vec![g]));
         Ok(Self {
             opts,
             logits,

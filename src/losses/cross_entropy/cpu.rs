@@ -5,8 +5,8 @@ use rayon::prelude::*;
 
 use crate::core::cpu_math::{exp, sech2, CHUNK_ELEMENTS};
 use crate::error::{Error, Result};
-use super::{target_class, CrossEntropy, SoftmaxFocal};
-use crate::core::{LossValues, Reduction, Upstream};
+use super::{target_class, Args, CrossEntropy, SoftmaxFocal};
+use crate::core::{host_shape, Arg, DType, LossValues, Reduction, Upstream};
 
 /// Target of a CPU row loss.
 #[derive(Debug, Clone, Copy)]
@@ -98,40 +98,30 @@ fn rows_into(
     grad: &mut [f32],
     in_place: bool,
 ) -> Result<Vec<f32>> {
-    opts.validate()?;
     let (n, c) = inputs.shape;
-    if n == 0 {
-        return Err(Error::Empty("logits"));
-    }
-    let given = if in_place {
-        grad.len()
-    } else {
-        inputs.logits.len()
+    let logits = if in_place { grad.len() } else { inputs.logits.len() };
+    let (target, probabilities) = match inputs.target {
+        HostTarget::Classes(t) => (host_shape(t.len(), &[n]), false),
+        HostTarget::Probabilities(p) => (host_shape(p.len(), &[n, c]), true),
     };
-    if c == 0 || given != n * c {
-        return Err(Error::shape("logits", format!("{n}x{c} values"), &[given]));
-    }
-    if let Some(w) = inputs.weight {
-        if w.len() != c {
-            return Err(Error::shape("weight", format!("[{c}]"), &[w.len()]));
-        }
-    }
+    let weight = inputs.weight.map(|w| host_shape(w.len(), &[c]));
+    let (scalar_upstream, per_item) = inputs.upstream.split(|g| host_shape(g.len(), &[n]));
+    opts.check(&Args {
+        logits: Arg::f32(&host_shape(logits, &[n, c])),
+        target: Arg {
+            shape: &target,
+            dtype: if probabilities { DType::F32 } else { DType::I32 },
+        },
+        probabilities,
+        weight: weight.as_deref().map(Arg::f32),
+        scalar_upstream,
+        per_item_upstream: per_item.as_deref().map(Arg::f32),
+    })?;
     let ups = &*inputs.upstream.values();
-    if !(ups.is_empty() || ups.len() == 1 || (ups.len() == n && opts.reduction == Reduction::None))
-    {
-        return Err(Error::shape(
-            "grad_output",
-            format!("a scalar or [{n}] with reduction none"),
-            &[ups.len()],
-        ));
-    }
     // Targets are checked (and the mean's denominator formed) before any work.
     let mut classes = Vec::new();
     let denom = match inputs.target {
         HostTarget::Classes(t) => {
-            if t.len() != n {
-                return Err(Error::shape("target", format!("[{n}]"), &[t.len()]));
-            }
             let mut d = 0.0f64;
             for (row, &y) in t.iter().enumerate() {
                 let class = target_class(y as i64, row, c, opts.ignore_index)?;
@@ -145,23 +135,7 @@ fn rows_into(
             }
             d
         }
-        HostTarget::Probabilities(p) => {
-            if opts.focal.is_some() {
-                return Err(Error::DType {
-                    input: "target",
-                    expected: "class indices (i32) for softmax-focal",
-                    got: "probabilities",
-                });
-            }
-            if p.len() != n * c {
-                return Err(Error::shape(
-                    "target",
-                    format!("{n}x{c} values"),
-                    &[p.len()],
-                ));
-            }
-            n as f64
-        }
+        HostTarget::Probabilities(_) => n as f64,
     };
     let denom = match opts.reduction {
         Reduction::Mean => denom,

@@ -1,8 +1,8 @@
 //! Cross-entropy and softmax focal loss on the GPU: the row kernel `cross_entropy.wgsl`, its
 //! I/O variants, and the host side that checks inputs and launches it.
 
-use super::{CrossEntropy, SoftmaxFocal};
-use crate::core::{finite, LossValues, Reduction, Upstream};
+use super::{Args, CrossEntropy, SoftmaxFocal};
+use crate::core::{LossValues, Reduction, Upstream};
 use crate::error::{Error, Result};
 use crate::gpu::dispatch::{LossOutput, Status};
 use crate::gpu::engine::Engine;
@@ -175,40 +175,19 @@ fn row_threads(engine: &Engine, c: usize) -> u32 {
 impl CrossEntropy {
     /// Checks the inputs' types and shapes against each other; returns (N, C).
     fn check_inputs(&self, inputs: &CrossEntropyInputs<'_>) -> Result<(usize, usize)> {
-        self.validate()?;
-        let logits = inputs.logits;
-        logits.expect_dtype("logits", DType::F32)?;
-        let &[n, c] = logits.shape() else {
-            return Err(Error::Shape {
-                input: "logits",
-                expected: "[N, C]".into(),
-                got: logits.shape().to_vec(),
-            });
+        let (target, probabilities) = match inputs.target {
+            Target::Classes(t) => (t, false),
+            Target::Probabilities(t) => (t, true),
         };
-        if n == 0 {
-            return Err(Error::Empty("logits"));
-        }
-        if c == 0 {
-            return Err(Error::Shape {
-                input: "logits",
-                expected: "[N, C] with C >= 1".into(),
-                got: vec![n, c],
-            });
-        }
-        match inputs.target {
-            Target::Classes(t) => {
-                t.expect_dtype("target", DType::I32)?;
-                expect_shape("target", t, &[n])?;
-            }
-            Target::Probabilities(t) => {
-                t.expect_dtype("target", DType::F32)?;
-                expect_shape("target", t, &[n, c])?;
-            }
-        }
-        if let Some(w) = inputs.weight {
-            w.expect_dtype("weight", DType::F32)?;
-            expect_shape("weight", w, &[c])?;
-        }
+        let (scalar_upstream, per_item_upstream) = inputs.upstream.split(Tensor::arg);
+        let (n, c) = self.check(&Args {
+            logits: inputs.logits.arg(),
+            target: target.arg(),
+            probabilities,
+            weight: inputs.weight.map(Tensor::arg),
+            scalar_upstream,
+            per_item_upstream,
+        })?;
         if let Some(g) = inputs.grad_out {
             g.expect_dtype("grad_out", DType::F32)?;
             expect_shape("grad_out", g, &[n, c])?;
@@ -218,21 +197,6 @@ impl CrossEntropy {
                     value: "given".into(),
                     reason: "conflicts with in_place and with gradient(false)",
                 });
-            }
-        }
-        match inputs.upstream {
-            Upstream::Ones => {}
-            Upstream::Scalar(g) => finite("grad_output", g)?,
-            Upstream::PerItem(g) => {
-                if self.reduction != Reduction::None {
-                    return Err(Error::Option {
-                        option: "grad_output",
-                        value: format!("{:?}", g.shape()),
-                        reason: "a per-item upstream gradient needs reduction none",
-                    });
-                }
-                g.expect_dtype("grad_output", DType::F32)?;
-                expect_shape("grad_output", g, &[n])?;
             }
         }
         Ok((n, c))
@@ -449,14 +413,6 @@ impl SoftmaxFocal {
         encoder: &mut wgpu::CommandEncoder,
         inputs: &CrossEntropyInputs<'_>,
     ) -> Result<LossOutput> {
-        self.validate()?;
-        if matches!(inputs.target, Target::Probabilities(_)) {
-            return Err(Error::DType {
-                input: "target",
-                expected: "class indices (i32) for softmax-focal",
-                got: "probabilities",
-            });
-        }
         self.row_kernel().record(engine, encoder, inputs)
     }
 

@@ -9,7 +9,7 @@ pub(crate) mod cpu;
 pub(crate) mod gpu;
 pub(crate) mod reference;
 
-use crate::core::Reduction;
+use crate::core::{check_upstream, Arg, DType, Reduction};
 use crate::error::{Error, Result};
 
 /// Softmax cross-entropy options. Defaults are PyTorch's `F.cross_entropy` defaults.
@@ -133,8 +133,69 @@ impl CrossEntropy {
                 return bad("softcap", c, "must be finite and > 0");
             }
         }
+        if let Some(gamma) = self.focal {
+            if !(gamma.is_finite() && gamma >= 0.0) {
+                return bad("gamma", gamma, "must be finite and >= 0");
+            }
+        }
         Ok(())
     }
+
+    /// Checks the options and the inputs' shapes and types, and gives (N, C): the one place
+    /// these rules are written, for every backend and the command line.
+    ///
+    /// # Errors
+    /// As [`CrossEntropy::validate`]; [`Error::Shape`], [`Error::DType`] and [`Error::Empty`]
+    /// naming the input; the upstream gradient's errors.
+    pub(crate) fn check(&self, args: &Args<'_>) -> Result<(usize, usize)> {
+        self.validate()?;
+        args.logits.expect_dtype("logits", DType::F32)?;
+        let &[n, c] = args.logits.shape else {
+            return Err(Error::shape("logits", "[N, C]".into(), args.logits.shape));
+        };
+        if n == 0 {
+            return Err(Error::Empty("logits"));
+        }
+        if c == 0 {
+            return Err(Error::shape("logits", "[N, C] with C >= 1".into(), &[n, c]));
+        }
+        if args.probabilities {
+            if self.focal.is_some() {
+                return Err(Error::DType {
+                    input: "target",
+                    expected: "class indices (i32) for softmax-focal",
+                    got: "probabilities",
+                });
+            }
+            args.target.expect("target", &[n, c], DType::F32)?;
+        } else {
+            args.target.expect("target", &[n], DType::I32)?;
+        }
+        if let Some(w) = args.weight {
+            let name = if self.focal.is_some() { "alpha" } else { "weight" };
+            w.expect(name, &[c], DType::F32)?;
+        }
+        check_upstream(
+            args.scalar_upstream,
+            args.per_item_upstream,
+            &[n],
+            self.reduction,
+        )?;
+        Ok((n, c))
+    }
+}
+
+/// The inputs of one row-kernel call as [`CrossEntropy::check`] sees them, on any backend.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Args<'a> {
+    pub logits: Arg<'a>,
+    /// Class indices `[N]` (i32), or probabilities `[N, C]` (f32) when `probabilities`.
+    pub target: Arg<'a>,
+    pub probabilities: bool,
+    /// Class weights (softmax focal's α).
+    pub weight: Option<Arg<'a>>,
+    pub scalar_upstream: Option<f32>,
+    pub per_item_upstream: Option<Arg<'a>>,
 }
 
 /// Multi-class focal loss `−α_y·(1 − p_y)^γ·log p_y` over class-index targets.
@@ -213,13 +274,6 @@ impl SoftmaxFocal {
     /// # Errors
     /// [`Error::Option`] for γ negative or non-finite, or `BatchMean`.
     pub fn validate(&self) -> Result<()> {
-        if !(self.gamma.is_finite() && self.gamma >= 0.0) {
-            return Err(Error::Option {
-                option: "gamma",
-                value: self.gamma.to_string(),
-                reason: "must be finite and >= 0",
-            });
-        }
         self.row_kernel().validate()
     }
 

@@ -2,8 +2,8 @@
 
 use super::cpu::{elementwise as cpu_elementwise, elementwise_into, HostElementInputs};
 use super::gpu::ElementwiseInputs;
-use super::{reference, ElementwiseLoss, Pointwise};
-use crate::core::{DType, LossValues, Reduction, Upstream};
+use super::{reference, Args, ElementwiseLoss, Pointwise};
+use crate::core::{Arg, DType, LossValues, Reduction, Upstream};
 use crate::error::{Error, Result};
 use crate::gpu::engine::Engine;
 use crate::registry::random::Rng;
@@ -168,66 +168,28 @@ impl ElementwiseDef {
         case.check_names(self)?;
         let kind = (self.kind)(case)?;
         let loss = ElementwiseLoss::new(kind).reduction(case.option("reduction", Reduction::Mean)?);
-        loss.validate()?;
         let names: Vec<&'static str> = self.inputs.iter().map(|s| s.name).collect();
         let (a, shape) = case.floats(names[0]).expect("checked: required");
         let (b, b_shape) = case.floats(names[1]).expect("checked: required");
-        if shape.iter().product::<usize>() == 0 {
-            return Err(Error::Empty(names[0]));
-        }
-        let same = |input: &'static str, s: &[usize]| {
-            if s == shape.as_slice() {
-                Ok(())
-            } else {
-                Err(Error::Shape {
-                    input,
-                    expected: format!("{shape:?}"),
-                    got: s.to_vec(),
-                })
-            }
-        };
-        same(names[1], &b_shape)?;
-        let labels = match case.input("y") {
-            Some(y) => {
-                same("y", &y.shape)?;
-                Some(labels_i32("y", y)?.into_iter().map(|v| v as f32).collect())
-            }
-            None => None,
-        };
-        let inner = shape.last().copied().unwrap_or(1);
+        let labels = case.input("y");
         let weight = case.floats("weight");
-        if let Some((_, s)) = &weight {
-            if s != &shape && s != &[inner] {
-                return Err(Error::Shape {
-                    input: "weight",
-                    expected: format!("{shape:?} or [{inner}]"),
-                    got: s.clone(),
-                });
-            }
-        }
-        let pos_weight = match case.floats("pos_weight") {
-            Some((pw, s)) if s == [inner] => Some(pw),
-            Some((_, s)) => {
-                return Err(Error::Shape {
-                    input: "pos_weight",
-                    expected: format!("[{inner}]"),
-                    got: s,
-                })
-            }
-            None => None,
-        };
-        let upstream = match case.floats("grad_output") {
-            Some((g, s)) if s.iter().product::<usize>() == 1 => Some(g),
-            Some((g, s)) if s == shape && loss.reduction == Reduction::None => Some(g),
-            Some((_, s)) => {
-                return Err(Error::Shape {
-                    input: "grad_output",
-                    expected: format!("a scalar, or {shape:?} with reduction none"),
-                    got: s,
-                })
-            }
-            None => None,
-        };
+        let pos_weight = case.floats("pos_weight");
+        let (scalar_upstream, per_item) = case.upstream_parts();
+        loss.check(&Args {
+            input: Arg::f32(&shape),
+            target: Arg::f32(&b_shape),
+            labels: labels.map(|y| Arg::f32(&y.shape)),
+            weight: weight.as_ref().map(|(_, s)| Arg::f32(s)),
+            pos_weight: pos_weight.as_ref().map(|(_, s)| Arg::f32(s)),
+            scalar_upstream,
+            per_item_upstream: per_item.as_ref().map(|(_, s)| Arg::f32(s)),
+        })?;
+        let labels = labels
+            .map(|y| labels_i32("y", y))
+            .transpose()?
+            .map(|y| y.into_iter().map(|v| v as f32).collect());
+        let pos_weight = pos_weight.map(|(pw, _)| pw);
+        let upstream = per_item.map(|(g, _)| g).or(scalar_upstream.map(|g| vec![g]));
         Ok(HostProblem {
             loss,
             shape,

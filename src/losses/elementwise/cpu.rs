@@ -5,8 +5,8 @@ use rayon::prelude::*;
 
 use crate::core::cpu_math::{exp, ln_1p_unit, ln_pos, CHUNK_ELEMENTS};
 use crate::error::{Error, Result};
-use super::{ElementwiseLoss, Pointwise};
-use crate::core::{LossValues, Reduction, Upstream};
+use super::{Args, ElementwiseLoss, Pointwise};
+use crate::core::{host_shape, Arg, LossValues, Reduction, Upstream};
 
 /// Host inputs of a CPU elementwise loss; the fields mirror
 /// [`crate::ElementwiseInputs`]. `upstream`: a scalar, or one per element
@@ -236,61 +236,27 @@ pub fn elementwise_into(
     grad: &mut [f32],
     grad_x2: &mut [f32],
 ) -> Result<Vec<f32>> {
-    loss.validate()?;
+    let shape = inputs.shape;
+    let (len, inner) = (
+        shape.iter().product::<usize>(),
+        shape.last().copied().unwrap_or(1),
+    );
+    let as_shape = |v: &[f32]| host_shape(v.len(), shape);
+    let (target, labels) = (as_shape(inputs.target), inputs.labels.map(as_shape));
+    let weight = inputs.weight.map(as_shape);
+    let pos_weight = inputs.pos_weight.map(|v| host_shape(v.len(), &[inner]));
+    let (scalar_upstream, per_item) = inputs.upstream.split(as_shape);
+    loss.check(&Args {
+        input: Arg::f32(&as_shape(inputs.input)),
+        target: Arg::f32(&target),
+        labels: labels.as_deref().map(Arg::f32),
+        weight: weight.as_deref().map(Arg::f32),
+        pos_weight: pos_weight.as_deref().map(Arg::f32),
+        scalar_upstream,
+        per_item_upstream: per_item.as_deref().map(Arg::f32),
+    })?;
     let names = loss.kind.grad_names();
-    let len: usize = inputs.shape.iter().product();
-    let inner = inputs.shape.last().copied().unwrap_or(1);
-    if len == 0 {
-        return Err(Error::Empty(names[0]));
-    }
-    for (name, v) in [
-        (names[0], Some(inputs.input)),
-        ("target", Some(inputs.target)),
-        ("y", inputs.labels),
-    ] {
-        if let Some(v) = v {
-            if v.len() != len {
-                return Err(Error::shape(
-                    name,
-                    format!("{:?}", inputs.shape),
-                    &[v.len()],
-                ));
-            }
-        }
-    }
-    let ranking = names.len() == 2;
-    if ranking != inputs.labels.is_some() {
-        return Err(Error::Empty("y"));
-    }
-    if let Some(w) = inputs.weight {
-        if w.len() != len && w.len() != inner {
-            return Err(Error::shape(
-                "weight",
-                format!("{:?} or [{inner}]", inputs.shape),
-                &[w.len()],
-            ));
-        }
-    }
-    if let Some(pw) = inputs.pos_weight {
-        if pw.len() != inner {
-            return Err(Error::shape(
-                "pos_weight",
-                format!("[{inner}]"),
-                &[pw.len()],
-            ));
-        }
-    }
     let ups = &*inputs.upstream.values();
-    if !(ups.is_empty()
-        || ups.len() == 1
-        || (ups.len() == len && loss.reduction == Reduction::None))
-    {
-        return Err(Error::shape(
-            "grad_output",
-            "a scalar or per element with reduction none".into(),
-            &[ups.len()],
-        ));
-    }
     let checked = match loss.kind {
         Pointwise::Hinge => Some(("target", inputs.target)),
         Pointwise::MarginRanking { .. } => inputs.labels.map(|y| ("y", y)),
@@ -306,7 +272,7 @@ pub fn elementwise_into(
             });
         }
     }
-    let (need_a, need_b) = (loss.gradient, loss.gradient && ranking);
+    let (need_a, need_b) = (loss.gradient, loss.gradient && names.len() == 2);
     for (name, g, needed) in [
         ("grad_out", &*grad, need_a),
         ("grad_out_x2", &*grad_x2, need_b),

@@ -1,13 +1,13 @@
 //! The elementwise losses on the GPU: `elementwise.wgsl`, its I/O variants, the launch.
 
-use super::{ElementwiseLoss, Pointwise, Term};
-use crate::core::{finite, LossValues, Reduction, Upstream};
+use super::{Args, ElementwiseLoss, Pointwise, Term};
+use crate::core::{unused, LossValues, Reduction, Upstream};
 use crate::error::{Error, Result};
 use crate::gpu::dispatch::{LossOutput, Status};
 use crate::gpu::engine::Engine;
 use crate::gpu::kernel::KernelKey;
 use crate::gpu::shader::{lanes, Access, ShaderModule, MATH, WORKGROUP_SUM};
-use crate::gpu::tensor::{expect_shape, DType, Tensor};
+use crate::gpu::tensor::{DType, Tensor};
 
 const SOURCE: &str = include_str!("elementwise.wgsl");
 
@@ -148,78 +148,33 @@ const ITEMS: u32 = 16;
 
 impl ElementwiseLoss {
     fn check_inputs(&self, inputs: &ElementwiseInputs<'_>) -> Result<()> {
-        self.validate()?;
-        let names = self.kind.grad_names();
-        let shape = inputs.input.shape();
-        inputs.input.expect_dtype(names[0], DType::F32)?;
-        if inputs.input.is_empty() {
-            return Err(Error::Empty(names[0]));
-        }
+        let (scalar_upstream, per_item_upstream) = inputs.upstream.split(Tensor::arg);
+        self.check(&Args {
+            input: inputs.input.arg(),
+            target: inputs.target.arg(),
+            labels: inputs.labels.map(Tensor::arg),
+            weight: inputs.weight.map(Tensor::arg),
+            pos_weight: inputs.pos_weight.map(Tensor::arg),
+            scalar_upstream,
+            per_item_upstream,
+        })?;
         if inputs.input.len() > u32::MAX as usize / 2 {
             return Err(Error::Limit(format!(
                 "{} elements exceed the kernel's u32 indexing",
                 inputs.input.len()
             )));
         }
-        let target_name = if names.len() == 2 { names[1] } else { "target" };
-        inputs.target.expect_dtype(target_name, DType::F32)?;
-        expect_shape(target_name, inputs.target, shape)?;
-        let ranking = matches!(self.kind, Pointwise::MarginRanking { .. });
-        match (ranking, inputs.labels) {
-            (true, Some(y)) => {
-                y.expect_dtype("y", DType::F32)?;
-                expect_shape("y", y, shape)?;
-            }
-            (true, None) => return Err(Error::Empty("y")),
-            (false, Some(_)) => return Err(unused("y")),
-            (false, None) => {}
-        }
-        let bce = self.kind == Pointwise::BceWithLogits;
-        let inner = shape.last().copied().unwrap_or(1);
-        if let Some(w) = inputs.weight {
-            if !bce {
-                return Err(unused("weight"));
-            }
-            w.expect_dtype("weight", DType::F32)?;
-            if w.shape() != shape && w.shape() != [inner] {
-                return Err(Error::Shape {
-                    input: "weight",
-                    expected: format!("{shape:?} or [{inner}]"),
-                    got: w.shape().to_vec(),
-                });
-            }
-        }
-        if let Some(pw) = inputs.pos_weight {
-            if !bce {
-                return Err(unused("pos_weight"));
-            }
-            pw.expect_dtype("pos_weight", DType::F32)?;
-            expect_shape("pos_weight", pw, &[inner])?;
-        }
+        let names = self.kind.grad_names();
         for (k, g) in inputs.grad_out.iter().enumerate() {
             if let Some(g) = g {
                 if k >= names.len() || !self.gradient {
                     return Err(unused("grad_out"));
                 }
-                g.expect_dtype("grad_out", DType::F32)?;
-                expect_shape("grad_out", g, shape)?;
+                g.arg()
+                    .expect("grad_out", inputs.input.shape(), DType::F32)?;
             }
         }
-        match inputs.upstream {
-            Upstream::Ones => Ok(()),
-            Upstream::Scalar(g) => finite("grad_output", g),
-            Upstream::PerItem(g) => {
-                if self.reduction != Reduction::None {
-                    return Err(Error::Option {
-                        option: "grad_output",
-                        value: format!("{:?}", g.shape()),
-                        reason: "a per-item upstream gradient needs reduction none",
-                    });
-                }
-                g.expect_dtype("grad_output", DType::F32)?;
-                expect_shape("grad_output", g, shape)
-            }
-        }
+        Ok(())
     }
 
     /// Records the loss and gradient(s) into `encoder`.
@@ -385,11 +340,4 @@ impl ElementwiseLoss {
     }
 }
 
-fn unused(input: &'static str) -> Error {
-    Error::Shape {
-        input,
-        expected: "nothing: this loss takes no such input".into(),
-        got: vec![],
-    }
-}
 

@@ -10,7 +10,7 @@ pub(crate) mod cpu;
 pub(crate) mod gpu;
 pub(crate) mod reference;
 
-use crate::core::{finite, Reduction};
+use crate::core::{check_upstream, finite, unused, Arg, DType, Reduction};
 use crate::error::{Error, Result};
 
 /// Which elementwise loss, with its parameters (each field documents the PyTorch /
@@ -179,6 +179,21 @@ impl Term {
     }
 }
 
+/// The inputs of one elementwise call as [`ElementwiseLoss::check`] sees them, on any backend.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Args<'a> {
+    /// `input`, `logits` or `x1`.
+    pub input: Arg<'a>,
+    /// `target`, or `x2`.
+    pub target: Arg<'a>,
+    /// Margin ranking's `y`.
+    pub labels: Option<Arg<'a>>,
+    pub weight: Option<Arg<'a>>,
+    pub pos_weight: Option<Arg<'a>>,
+    pub scalar_upstream: Option<f32>,
+    pub per_item_upstream: Option<Arg<'a>>,
+}
+
 /// An elementwise loss with its reduction.
 ///
 /// ```
@@ -233,6 +248,54 @@ impl ElementwiseLoss {
             });
         }
         Ok(())
+    }
+
+    /// Checks the options and the inputs' shapes and types: the one place these rules are
+    /// written, for every backend and the command line.
+    ///
+    /// # Errors
+    /// As [`ElementwiseLoss::validate`]; [`Error::Empty`] for no elements or margin ranking
+    /// without `y`; [`Error::Shape`] for a shape that does not fit or an input this loss does
+    /// not take; [`Error::DType`]; the upstream gradient's errors.
+    pub(crate) fn check(&self, args: &Args<'_>) -> Result<()> {
+        self.validate()?;
+        let names = self.kind.grad_names();
+        let shape = args.input.shape;
+        args.input.expect_dtype(names[0], DType::F32)?;
+        if args.input.len() == 0 {
+            return Err(Error::Empty(names[0]));
+        }
+        let target_name = if names.len() == 2 { names[1] } else { "target" };
+        args.target.expect(target_name, shape, DType::F32)?;
+        let ranking = matches!(self.kind, Pointwise::MarginRanking { .. });
+        match (ranking, args.labels) {
+            (true, Some(y)) => y.expect("y", shape, DType::F32)?,
+            (true, None) => return Err(Error::Empty("y")),
+            (false, Some(_)) => return Err(unused("y")),
+            (false, None) => {}
+        }
+        let bce = self.kind == Pointwise::BceWithLogits;
+        let inner = shape.last().copied().unwrap_or(1);
+        if let Some(w) = args.weight {
+            if !bce {
+                return Err(unused("weight"));
+            }
+            w.expect_dtype("weight", DType::F32)?;
+            if w.shape != shape && w.shape != [inner] {
+                return Err(Error::shape(
+                    "weight",
+                    format!("{shape:?} or [{inner}]"),
+                    w.shape,
+                ));
+            }
+        }
+        if let Some(pw) = args.pos_weight {
+            if !bce {
+                return Err(unused("pos_weight"));
+            }
+            pw.expect("pos_weight", &[inner], DType::F32)?;
+        }
+        check_upstream(args.scalar_upstream, args.per_item_upstream, shape, self.reduction)
     }
 
     /// The mean's denominator for an input of `shape`.

@@ -2,8 +2,8 @@
 
 use super::cpu::{HostContrastiveInputs, HostTripletInputs};
 use super::gpu::{ContrastiveInputs, TripletInputs};
-use super::{cpu, reference, Contrastive, Triplet, PAIRWISE_EPS};
-use crate::core::{LossValues, Reduction, Upstream};
+use super::{check, cpu, reference, Args, Contrastive, Triplet, PAIRWISE_EPS};
+use crate::core::{Arg, LossValues, Reduction, Upstream};
 use crate::error::{Error, Result};
 use crate::gpu::engine::Engine;
 use crate::registry::random::Rng;
@@ -76,24 +76,36 @@ impl PairDef {
             Opts::Contrastive(o) => o.validate()?,
             Opts::Triplet(o) => o.validate()?,
         }
-        let rows = case.rows(self)?;
-        let n = rows.n;
-        let y = match case.floats("y") {
-            Some((y, s)) if s == [n] => {
-                if let Some(row) = y.iter().position(|v| !(0.0..=1.0).contains(v)) {
-                    return Err(Error::Value {
-                        input: "y",
-                        row,
-                        value: y[row].to_string(),
-                        reason: "contrastive labels must be in [0, 1] (1 = similar)".into(),
-                    });
-                }
-                Some(y)
+        let arrays = case.row_arrays(self);
+        let y = case.floats("y");
+        let (scalar_upstream, per_item) = case.upstream_parts();
+        let args: Vec<_> = arrays.iter().map(|(name, _, s)| (*name, Arg::f32(s))).collect();
+        let (n, dim) = check(
+            &Args {
+                rows: &args,
+                y: y.as_ref().map(|(_, s)| Arg::f32(s)),
+                scalar_upstream,
+                per_item_upstream: per_item.as_ref().map(|(_, s)| Arg::f32(s)),
+            },
+            opts.reduction(),
+        )?;
+        let y = y.map(|(y, _)| y);
+        if let Some(y) = &y {
+            if let Some(row) = y.iter().position(|v| !(0.0..=1.0).contains(v)) {
+                return Err(Error::Value {
+                    input: "y",
+                    row,
+                    value: y[row].to_string(),
+                    reason: "contrastive labels must be in [0, 1] (1 = similar)".into(),
+                });
             }
-            Some((_, s)) => return Err(Error::shape("y", format!("[{n}] (one per pair)"), &s)),
-            None => None,
+        }
+        let rows = Rows {
+            rows: arrays.into_iter().map(|(name, x, _)| (name, x)).collect(),
+            n,
+            dim,
         };
-        let upstream = case.row_upstream(n, opts.reduction() == Reduction::None)?;
+        let upstream = per_item.map(|(g, _)| g).or(scalar_upstream.map(|g| vec![g]));
         Ok(Problem {
             opts,
             rows,

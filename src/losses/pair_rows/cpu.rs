@@ -3,9 +3,9 @@
 
 use rayon::prelude::*;
 
-use crate::error::{Error, Result};
-use super::{Contrastive, Triplet};
-use crate::core::{LossValues, Reduction, Upstream};
+use crate::error::Result;
+use super::{check, Args, Contrastive, Triplet};
+use crate::core::{host_rows, Arg, LossValues, Reduction, Upstream};
 
 /// Sum of `|w|` (p = 1) or `w²` (p = 2) over `w = u − v + eps` (w in f32 as on the GPU),
 /// in eight f64 lanes (they vectorize; f64 keeps huge rows from overflowing).
@@ -76,17 +76,29 @@ fn relu(v: f64) -> f64 {
     }
 }
 
-fn check_rows(names: &[&'static str], rows: &[&[f32]], n: usize, dim: usize) -> Result<()> {
-    for (name, r) in names.iter().zip(rows) {
-        if r.len() != n * dim {
-            return Err(Error::Shape {
-                input: name,
-                expected: format!("[{n}, {dim}]"),
-                got: vec![r.len()],
-            });
-        }
-    }
-    Ok(())
+/// Checks options and inputs by the family's rules ([`super::check`]); gives (N, D).
+fn check_host(
+    rows: &[(&'static str, &[f32])],
+    y: Option<&[f32]>,
+    dim: usize,
+    upstream: Upstream<'_, [f32]>,
+    reduction: Reduction,
+) -> Result<(usize, usize)> {
+    let shapes: Vec<Vec<usize>> = rows.iter().map(|(_, r)| host_rows(r.len(), dim)).collect();
+    let rows: Vec<_> = rows
+        .iter()
+        .zip(&shapes)
+        .map(|(&(name, _), s)| (name, Arg::f32(s)))
+        .collect();
+    let y_shape = y.map(|y| [y.len()]);
+    let (scalar_upstream, per_item) = upstream.split(|g| [g.len()]);
+    let args = Args {
+        rows: &rows,
+        y: y_shape.as_ref().map(|s| Arg::f32(s)),
+        scalar_upstream,
+        per_item_upstream: per_item.as_ref().map(|s| Arg::f32(s)),
+    };
+    check(&args, reduction)
 }
 
 /// Per-row loss and the scale of each row's gradient, with the reduction applied.
@@ -146,8 +158,13 @@ pub fn contrastive(opts: &Contrastive, inputs: &HostContrastiveInputs<'_>) -> Re
     } = *inputs;
     let upstream = &inputs.upstream.values();
     opts.validate()?;
-    let n = y.len();
-    check_rows(&["x1", "x2"], &[x1, x2], n, dim)?;
+    let (n, _) = check_host(
+        &[("x1", x1), ("x2", x2)],
+        Some(y),
+        dim,
+        inputs.upstream,
+        opts.reduction,
+    )?;
     let (m, eps) = (opts.margin as f64, opts.eps);
     // (loss, d l/d d, d) per row.
     let rows: Vec<(f64, f64, f64)> = (0..n)
@@ -195,8 +212,13 @@ pub fn triplet(opts: &Triplet, inputs: &HostTripletInputs<'_>) -> Result<LossVal
     } = *inputs;
     let upstream = &inputs.upstream.values();
     opts.validate()?;
-    let n = a.len() / dim.max(1);
-    check_rows(&["anchor", "positive", "negative"], &[a, p, ng], n, dim)?;
+    let (n, _) = check_host(
+        &[("anchor", a), ("positive", p), ("negative", ng)],
+        None,
+        dim,
+        inputs.upstream,
+        opts.reduction,
+    )?;
     let (m, eps, pn) = (opts.margin as f64, opts.eps, opts.p);
     // (loss, coefficients of d_ap, d_an, d_pn, the three distances) per row.
     let rows: Vec<(f64, [f64; 3], [f64; 3])> = (0..n)

@@ -1,13 +1,13 @@
 //! Contrastive and triplet losses on the GPU: `pair_rows.wgsl` and its launch.
 
-use super::{Contrastive, Triplet};
+use super::{check, Args, Contrastive, Triplet};
 use crate::core::{LossValues, Reduction, Upstream};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::gpu::dispatch::LossOutput;
 use crate::gpu::engine::Engine;
 use crate::gpu::kernel::KernelKey;
 use crate::gpu::shader::{Access, ShaderModule, MATH};
-use crate::gpu::tensor::{expect_shape, DType, Tensor};
+use crate::gpu::tensor::{DType, Tensor};
 
 /// The kernel's module.
 pub(crate) const MODULE: ShaderModule = ShaderModule {
@@ -80,47 +80,17 @@ struct RowsJob<'a> {
 }
 
 /// The `[N, D]` shape shared by `rows` (named `names`), checked.
-fn row_shape(names: &[&'static str], rows: &[&Tensor]) -> Result<(usize, usize)> {
-    let shape = rows[0].shape();
-    if shape.len() != 2 {
-        return Err(Error::Shape {
-            input: names[0],
-            expected: "[N, D]".into(),
-            got: shape.to_vec(),
-        });
-    }
-    if shape[0] == 0 {
-        return Err(Error::Empty(names[0]));
-    }
-    for (name, t) in names.iter().zip(rows) {
-        t.expect_dtype(name, DType::F32)?;
-        expect_shape(name, t, shape)?;
-    }
-    Ok((shape[0], shape[1]))
-}
-
-fn check_upstream(upstream: Upstream<'_, Tensor>, reduction: Reduction, n: usize) -> Result<()> {
-    if let Upstream::PerItem(t) = upstream {
-        if reduction != Reduction::None {
-            return Err(Error::Shape {
-                input: "grad_output",
-                expected: "a scalar unless the reduction is none".into(),
-                got: t.shape().to_vec(),
-            });
-        }
-        expect_shape("grad_output", t, &[n])?;
-    }
-    Ok(())
-}
-
 impl RowsJob<'_> {
     fn record(self, engine: &Engine, encoder: &mut wgpu::CommandEncoder) -> Result<LossOutput> {
-        let (n, dim) = row_shape(self.names, &self.rows)?;
-        if let Some(y) = self.y {
-            y.expect_dtype("y", DType::F32)?;
-            expect_shape("y", y, &[n])?;
-        }
-        check_upstream(self.upstream, self.reduction, n)?;
+        let rows: Vec<_> = self.names.iter().zip(&self.rows).map(|(&name, t)| (name, t.arg())).collect();
+        let (scalar_upstream, per_item_upstream) = self.upstream.split(Tensor::arg);
+        let args = Args {
+            rows: &rows,
+            y: self.y.map(Tensor::arg),
+            scalar_upstream,
+            per_item_upstream,
+        };
+        let (n, dim) = check(&args, self.reduction)?;
         engine.scoped(|| self.record_checked(engine, encoder, n, dim))
     }
 

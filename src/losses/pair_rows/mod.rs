@@ -8,8 +8,37 @@ pub(crate) mod cpu;
 pub(crate) mod gpu;
 pub(crate) mod reference;
 
-use crate::core::{non_negative, per_item_reduction, Reduction};
+use crate::core::{
+    check_rows, check_upstream, non_negative, per_item_reduction, Arg, DType, Reduction,
+};
 use crate::error::{Error, Result};
+
+/// The inputs of one call as [`check`] sees them, on any backend.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Args<'a> {
+    /// The row inputs by name, in declaration order.
+    pub rows: &'a [(&'static str, Arg<'a>)],
+    /// Contrastive's labels `y`.
+    pub y: Option<Arg<'a>>,
+    pub scalar_upstream: Option<f32>,
+    pub per_item_upstream: Option<Arg<'a>>,
+}
+
+/// The family's input rules, the one place they are written: rows f32 `[N, D]` of one shape,
+/// contrastive's `y` f32 `[N]`, the upstream gradient a scalar or (reduction none) `[N]`.
+/// Gives (N, D).
+///
+/// # Errors
+/// [`Error::Shape`], [`Error::Empty`], [`Error::DType`] naming the input; the upstream
+/// gradient's errors.
+pub(crate) fn check(args: &Args<'_>, reduction: Reduction) -> Result<(usize, usize)> {
+    let (n, dim) = check_rows(args.rows)?;
+    if let Some(y) = args.y {
+        y.expect("y", &[n], DType::F32)?;
+    }
+    check_upstream(args.scalar_upstream, args.per_item_upstream, &[n], reduction)?;
+    Ok((n, dim))
+}
 
 /// `F.pairwise_distance`'s ε, the default of every `eps` option.
 pub const PAIRWISE_EPS: f32 = 1e-6;

@@ -3,13 +3,15 @@
 
 use super::cpu::{HostMinedTripletInputs, HostNceInputs, HostNceRows};
 use super::gpu::{MinedTripletInputs, NceInputs, NceRows};
-use super::{cpu, mined_reference, reference, Distance, InfoNce, MinedTriplet, Mining, NceKind};
-use crate::core::{LossValues, Upstream};
+use super::{
+    cpu, mined_reference, reference, Args, Distance, InfoNce, MinedTriplet, Mining, NceKind,
+};
+use crate::core::{Arg, DType, LossValues, Upstream};
 use crate::error::Result;
 use crate::gpu::engine::Engine;
 use crate::registry::random::Rng;
 use crate::registry::{
-    f64s, spec, BenchJob, BenchRun, Case, DeviceUpstream, Evaluated, HostArray, InputSpec, LossDef, Rows, GRAD_OUTPUT,
+    f64s, labels_i32, spec, BenchJob, BenchRun, Case, DeviceUpstream, Evaluated, HostArray, InputSpec, LossDef, Rows, GRAD_OUTPUT,
 };
 use crate::Reduction;
 
@@ -57,24 +59,45 @@ impl AllPairsDef {
                     .temperature(case.option("temperature", kind.default_temperature())?),
             ),
         };
-        match opts {
-            Opts::Mined(o) => o.validate()?,
-            Opts::Nce(o) => o.validate()?,
-        }
-        let rows = case.rows(self)?;
-        if matches!(self, AllPairsDef::Nce(NceKind::NtXent)) && rows.n % 2 != 0 {
-            return Err(crate::Error::shape(
-                "z",
-                "an even number of rows [2N, D] (two views)".into(),
-                &[rows.n, rows.dim],
-            ));
-        }
-        let labels = case.labels(rows.n)?;
-        let upstream = case.row_upstream(rows.n, false)?;
+        let arrays = case.row_arrays(self);
+        let labels = case.input("labels");
+        let args: Vec<_> = arrays.iter().map(|(name, _, s)| (*name, Arg::f32(s))).collect();
+        let checked = Args {
+            kind: match self {
+                AllPairsDef::Nce(kind) => Some(*kind),
+                AllPairsDef::TripletMined => None,
+            },
+            rows: &args,
+            // Integer labels, or floats holding whole numbers (converted below).
+            labels: labels.map(|l| Arg {
+                shape: &l.shape,
+                dtype: DType::I32,
+            }),
+        };
+        let (n, dim) = match opts {
+            Opts::Mined(o) => o.check(&checked)?,
+            Opts::Nce(o) => o.check(&checked)?,
+        };
+        let labels = labels.map(|l| labels_i32("labels", l)).transpose()?;
+        let upstream = match case.upstream_parts() {
+            (_, Some((_, s))) => {
+                return Err(crate::Error::shape(
+                    "grad_output",
+                    "a scalar (the loss is a mean)".into(),
+                    &s,
+                ))
+            }
+            (scalar, None) => scalar,
+        };
+        let rows = Rows {
+            rows: arrays.into_iter().map(|(name, x, _)| (name, x)).collect(),
+            n,
+            dim,
+        };
         Ok(Problem {
             opts,
             labels,
-            upstream: upstream.map_or(1.0, |g| g[0]),
+            upstream: upstream.unwrap_or(1.0),
             rows,
         })
     }

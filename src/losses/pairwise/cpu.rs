@@ -6,9 +6,9 @@ use rayon::prelude::*;
 
 use super::simd;
 use crate::core::cpu_math::exp;
-use crate::error::{Error, Result};
-use super::{Distance, InfoNce, MinedTriplet, Mining, NceKind, NORM_EPS};
-use crate::core::{LossValues, Upstream};
+use crate::error::Result;
+use super::{Args, Distance, InfoNce, MinedTriplet, Mining, NceKind, NORM_EPS};
+use crate::core::{host_rows, Arg, DType, LossValues, Upstream};
 
 /// Dot product with eight independent f32 lanes (vectorizes), summed at the end.
 #[inline]
@@ -71,17 +71,6 @@ fn normalize_backward(g: &mut [f32], unit: &[f32], norms: &[f32], dim: usize) {
                 };
             }
         });
-}
-
-fn rows_len(name: &'static str, x: &[f32], dim: usize) -> Result<usize> {
-    if dim == 0 || !x.len().is_multiple_of(dim) || x.is_empty() {
-        return Err(Error::Shape {
-            input: name,
-            expected: format!("[N, {dim}] with N >= 1"),
-            got: vec![x.len()],
-        });
-    }
-    Ok(x.len() / dim)
 }
 
 /// Anchors per block: a candidate row is reused from L1 for all of them.
@@ -388,77 +377,47 @@ pub struct HostMinedTripletInputs<'a> {
 /// [`Error::Unknown`] for rows of another kind than `opts.kind`.
 pub fn info_nce(opts: &InfoNce, inputs: &HostNceInputs<'_>) -> Result<LossValues> {
     let upstream = inputs.upstream.scalar()?;
-    let (rows, labels): (Vec<&[f32]>, _) = match (opts.kind, inputs.rows) {
-        (NceKind::NtXent, HostNceRows::NtXent { z }) => (vec![z], None),
-        (NceKind::Clip, HostNceRows::Clip { a, b }) => (vec![a, b], None),
-        (NceKind::SupCon, HostNceRows::SupCon { embeddings, labels }) => {
-            (vec![embeddings], Some(labels))
-        }
-        (kind, rows) => {
-            return Err(Error::Unknown {
-                kind: "input set",
-                name: format!("{rows:?}"),
-                hint: format!(" for {}", kind.name()),
-            })
+    let (kind, rows, labels): (_, Vec<(&'static str, &[f32])>, _) = match inputs.rows {
+        HostNceRows::NtXent { z } => (NceKind::NtXent, vec![("z", z)], None),
+        HostNceRows::Clip { a, b } => (NceKind::Clip, vec![("a", a), ("b", b)], None),
+        HostNceRows::SupCon { embeddings, labels } => {
+            (NceKind::SupCon, vec![("embeddings", embeddings)], Some(labels))
         }
     };
-    nce(opts, &rows, labels, inputs.dim, upstream)
+    let shapes: Vec<Vec<usize>> = rows.iter().map(|(_, r)| host_rows(r.len(), inputs.dim)).collect();
+    let args: Vec<_> = rows
+        .iter()
+        .zip(&shapes)
+        .map(|(&(name, _), s)| (name, Arg::f32(s)))
+        .collect();
+    let label_shape = labels.map(|l| [l.len()]);
+    opts.check(&Args {
+        kind: Some(kind),
+        rows: &args,
+        labels: label_shape.as_ref().map(|s| Arg {
+            shape: s,
+            dtype: DType::I32,
+        }),
+    })?;
+    let rows: Vec<&[f32]> = rows.iter().map(|&(_, r)| r).collect();
+    nce(opts, &rows, labels.unwrap_or(&[]), inputs.dim, upstream)
 }
 
-/// [`info_nce`] on `inputs` `[z]` (nt-xent), `[a, b]` (clip) or `[embeddings]` (supcon, with
-/// `labels`), rows of `dim`; `upstream` scales the gradients.
+/// [`info_nce`] on checked `inputs` `[z]` (nt-xent), `[a, b]` (clip) or `[embeddings]`
+/// (supcon, with `labels`), rows of `dim`; `upstream` scales the gradients.
 fn nce(
     opts: &InfoNce,
     inputs: &[&[f32]],
-    labels: Option<&[i32]>,
+    labels: &[i32],
     dim: usize,
     upstream: f32,
 ) -> Result<LossValues> {
-    opts.validate()?;
-    let names: &[&'static str] = match opts.kind {
-        NceKind::NtXent => &["z"],
-        NceKind::Clip => &["a", "b"],
-        NceKind::SupCon => &["embeddings"],
-    };
-    if inputs.len() != names.len() {
-        return Err(Error::Shape {
-            input: names[0],
-            expected: format!("{} input arrays", names.len()),
-            got: vec![inputs.len()],
-        });
-    }
-    let n = rows_len(names[0], inputs[0], dim)?;
-    for (name, x) in names.iter().zip(inputs) {
-        if x.len() != n * dim {
-            return Err(Error::Shape {
-                input: name,
-                expected: format!("[{n}, {dim}]"),
-                got: vec![x.len() / dim, dim],
-            });
-        }
-    }
     // One stacked set of m rows with labels, as on the GPU.
     let raw: Vec<f32> = inputs.concat();
     let m = raw.len() / dim;
     let (lab, half): (Vec<i32>, usize) = match opts.kind {
-        NceKind::NtXent if !m.is_multiple_of(2) => {
-            return Err(Error::Shape {
-                input: "z",
-                expected: "an even number of rows [2N, D] (two views)".into(),
-                got: vec![m, dim],
-            })
-        }
         NceKind::NtXent | NceKind::Clip => ((0..m).map(|i| (i % (m / 2)) as i32).collect(), m / 2),
-        NceKind::SupCon => match labels {
-            Some(l) if l.len() == m => (l.to_vec(), 0),
-            other => {
-                return Err(Error::Shape {
-                    input: "labels",
-                    expected: format!("[{m}]"),
-                    got: vec![other.map_or(0, |l| l.len())],
-                })
-            }
-        },
+        NceKind::SupCon => (labels.to_vec(), 0),
     };
     let clip = opts.kind == NceKind::Clip;
     let (unit, norms) = normalize(&raw, dim);
@@ -518,7 +477,7 @@ fn nce(
             let gb = g.split_off(half * dim);
             vec![("a", g), ("b", gb)]
         } else {
-            vec![(names[0], g)]
+            vec![(opts.kind.input_names()[0], g)]
         };
     }
     Ok(LossValues {
@@ -539,15 +498,15 @@ pub fn mined_triplet(opts: &MinedTriplet, inputs: &HostMinedTripletInputs<'_>) -
         ..
     } = *inputs;
     let upstream = inputs.upstream.scalar()?;
-    opts.validate()?;
-    let n = rows_len("embeddings", embeddings, dim)?;
-    if labels.len() != n {
-        return Err(Error::Shape {
-            input: "labels",
-            expected: format!("[{n}]"),
-            got: vec![labels.len()],
-        });
-    }
+    let label_shape = [labels.len()];
+    let (n, _) = opts.check(&Args {
+        kind: None,
+        rows: &[("embeddings", Arg::f32(&host_rows(embeddings.len(), dim)))],
+        labels: Some(Arg {
+            shape: &label_shape,
+            dtype: DType::I32,
+        }),
+    })?;
     let cosine = opts.distance == Distance::Cosine;
     let (unit, norms) = if cosine {
         normalize(embeddings, dim)

@@ -8,14 +8,14 @@
 
 use wgpu::BindingResource;
 
-use super::{Distance, InfoNce, MinedTriplet, Mining, NceKind};
+use super::{Args, Distance, InfoNce, MinedTriplet, Mining, NceKind};
 use crate::core::{LossValues, Upstream};
 use crate::error::{Error, Result};
 use crate::gpu::dispatch::LossOutput;
 use crate::gpu::engine::Engine;
 use crate::gpu::kernel::KernelKey;
 use crate::gpu::shader::{Access, ShaderModule, MATH};
-use crate::gpu::tensor::{expect_shape, DType, Tensor};
+use crate::gpu::tensor::{DType, Tensor};
 
 /// The kernels' module.
 pub(crate) const MODULE: ShaderModule = ShaderModule {
@@ -126,20 +126,8 @@ fn launch<'a>(
     engine.dispatch(encoder, key, &resources, groups as u32)
 }
 
-/// `[N, D]` f32 rows named `name` with N ≥ 1, that fit one binding.
-fn rows_of(engine: &Engine, name: &'static str, t: &Tensor) -> Result<(usize, usize)> {
-    t.expect_dtype(name, DType::F32)?;
-    let s = t.shape();
-    if s.len() != 2 {
-        return Err(Error::Shape {
-            input: name,
-            expected: "[N, D]".into(),
-            got: s.to_vec(),
-        });
-    }
-    if s[0] == 0 {
-        return Err(Error::Empty(name));
-    }
+/// `Err` unless `t` fits one storage binding (the all-pairs kernels bind each input whole).
+fn fits_one_binding(engine: &Engine, name: &'static str, t: &Tensor) -> Result<()> {
     if t.bytes() > engine.max_binding_bytes() {
         return Err(Error::Limit(format!(
             "`{name}` ({} bytes) exceeds one {}-byte binding",
@@ -147,12 +135,7 @@ fn rows_of(engine: &Engine, name: &'static str, t: &Tensor) -> Result<(usize, us
             engine.max_binding_bytes()
         )));
     }
-    Ok((s[0], s[1]))
-}
-
-fn labels_of(name: &'static str, t: &Tensor, n: usize) -> Result<()> {
-    t.expect_dtype(name, DType::I32)?;
-    expect_shape(name, t, &[n])
+    Ok(())
 }
 
 /// Normalized rows and norms of `rows` ([n, dim]).
@@ -317,42 +300,25 @@ impl InfoNce {
         encoder: &mut wgpu::CommandEncoder,
         inputs: &NceInputs<'_>,
     ) -> Result<LossOutput> {
-        self.validate()?;
         let scale = inputs.upstream.scalar()?;
         let rows = &inputs.rows;
-        let kind_ok = matches!(
-            (self.kind, rows),
-            (NceKind::NtXent, NceRows::NtXent { .. })
-                | (NceKind::Clip, NceRows::Clip { .. })
-                | (NceKind::SupCon, NceRows::SupCon { .. })
-        );
-        if !kind_ok {
-            return Err(Error::Unknown {
-                kind: "input set",
-                name: format!("{rows:?}"),
-                hint: format!(" for {}", self.kind.name()),
-            });
-        }
-        match *rows {
-            NceRows::NtXent { z } => {
-                let (m, _) = rows_of(engine, "z", z)?;
-                if m % 2 != 0 {
-                    return Err(Error::Shape {
-                        input: "z",
-                        expected: "an even number of rows [2N, D] (two views)".into(),
-                        got: z.shape().to_vec(),
-                    });
-                }
-            }
-            NceRows::Clip { a, b } => {
-                rows_of(engine, "a", a)?;
-                rows_of(engine, "b", b)?;
-                expect_shape("b", b, a.shape())?;
-            }
-            NceRows::SupCon { embeddings, labels } => {
-                let (n, _) = rows_of(engine, "embeddings", embeddings)?;
-                labels_of("labels", labels, n)?;
-            }
+        let (kind, named): (_, Vec<(&'static str, &Tensor)>) = match *rows {
+            NceRows::NtXent { z } => (NceKind::NtXent, vec![("z", z)]),
+            NceRows::Clip { a, b } => (NceKind::Clip, vec![("a", a), ("b", b)]),
+            NceRows::SupCon { embeddings, .. } => (NceKind::SupCon, vec![("embeddings", embeddings)]),
+        };
+        let labels = match *rows {
+            NceRows::SupCon { labels, .. } => Some(labels.arg()),
+            _ => None,
+        };
+        let args: Vec<_> = named.iter().map(|&(name, t)| (name, t.arg())).collect();
+        self.check(&Args {
+            kind: Some(kind),
+            rows: &args,
+            labels,
+        })?;
+        for (name, t) in named {
+            fits_one_binding(engine, name, t)?;
         }
         engine.scoped(|| self.record_checked(engine, encoder, rows, scale))
     }
@@ -528,11 +494,14 @@ impl MinedTriplet {
         encoder: &mut wgpu::CommandEncoder,
         inputs: &MinedTripletInputs<'_>,
     ) -> Result<LossOutput> {
-        self.validate()?;
         let scale = inputs.upstream.scalar()?;
         let (embeddings, labels) = (inputs.embeddings, inputs.labels);
-        let (n, _) = rows_of(engine, "embeddings", embeddings)?;
-        labels_of("labels", labels, n)?;
+        self.check(&Args {
+            kind: None,
+            rows: &[("embeddings", embeddings.arg())],
+            labels: Some(labels.arg()),
+        })?;
+        fits_one_binding(engine, "embeddings", embeddings)?;
         engine.scoped(|| self.record_checked(engine, encoder, (embeddings, labels), scale))
     }
 

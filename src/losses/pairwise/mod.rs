@@ -14,8 +14,45 @@ mod simd;
 
 use std::str::FromStr;
 
-use crate::core::{check_option, non_negative};
+use crate::core::{check_option, check_rows, non_negative, Arg, DType};
 use crate::error::{Error, Result};
+
+/// The inputs of one all-pairs call as the checks see them, on any backend. The upstream
+/// gradient is checked apart: these losses are means, so it is a scalar.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Args<'a> {
+    /// The kind whose rows these are (`None` for mined triplets).
+    pub kind: Option<NceKind>,
+    /// The row inputs by name, in declaration order.
+    pub rows: &'a [(&'static str, Arg<'a>)],
+    pub labels: Option<Arg<'a>>,
+}
+
+impl Args<'_> {
+    /// The family's input rules, the one place they are written: rows f32 `[N, D]` of one
+    /// shape, labels i32 `[N]` where the loss takes them, nt-xent's rows an even count.
+    /// Gives (N, D).
+    ///
+    /// # Errors
+    /// [`Error::Shape`], [`Error::Empty`], [`Error::DType`] naming the input.
+    fn check(&self, labelled: bool) -> Result<(usize, usize)> {
+        let (n, dim) = check_rows(self.rows)?;
+        if self.kind == Some(NceKind::NtXent) && n % 2 != 0 {
+            return Err(Error::shape(
+                "z",
+                "an even number of rows [2N, D] (two views)".into(),
+                &[n, dim],
+            ));
+        }
+        match (labelled, self.labels) {
+            (true, Some(l)) => l.expect("labels", &[n], DType::I32)?,
+            (true, None) => return Err(Error::Empty("labels")),
+            (false, Some(_)) => return Err(crate::core::unused("labels")),
+            (false, None) => {}
+        }
+        Ok((n, dim))
+    }
+}
 
 /// `F.normalize`'s ε: rows are divided by `max(‖x‖₂, NORM_EPS)`.
 pub const NORM_EPS: f32 = 1e-12;
@@ -32,6 +69,15 @@ pub enum NceKind {
 }
 
 impl NceKind {
+    /// The names of its row inputs.
+    pub(crate) fn input_names(self) -> &'static [&'static str] {
+        match self {
+            NceKind::NtXent => &["z"],
+            NceKind::Clip => &["a", "b"],
+            NceKind::SupCon => &["embeddings"],
+        }
+    }
+
     /// docs/LOSSES.md name.
     pub fn name(self) -> &'static str {
         match self {
@@ -70,6 +116,23 @@ pub struct InfoNce {
 }
 
 impl InfoNce {
+    /// Checks the options and the inputs (see [`Args`]); gives (N, D) of the stacked rows'
+    /// first input.
+    ///
+    /// # Errors
+    /// Bad options; rows of another kind ([`Error::Unknown`]); the input errors of [`Args`].
+    pub(crate) fn check(&self, args: &Args<'_>) -> Result<(usize, usize)> {
+        self.validate()?;
+        if args.kind != Some(self.kind) {
+            return Err(Error::Unknown {
+                kind: "input set",
+                name: args.kind.map_or("mined-triplet rows", NceKind::name).into(),
+                hint: format!(" for {}", self.kind.name()),
+            });
+        }
+        args.check(self.kind == NceKind::SupCon)
+    }
+
     /// The loss `kind` with its default temperature.
     pub fn new(kind: NceKind) -> Self {
         Self {
@@ -190,6 +253,15 @@ impl Default for MinedTriplet {
 }
 
 impl MinedTriplet {
+    /// Checks the options and the inputs (see [`Args`]); gives (N, D).
+    ///
+    /// # Errors
+    /// Bad options; the input errors of [`Args`].
+    pub(crate) fn check(&self, args: &Args<'_>) -> Result<(usize, usize)> {
+        self.validate()?;
+        args.check(true)
+    }
+
     /// The defaults.
     pub fn new() -> Self {
         Self::default()
