@@ -6,8 +6,8 @@
 mod common;
 
 use common::{check_on, fresh_rng, Backend};
-use wgpu_losses::registry::HostData;
-use wgpu_losses::Tolerance;
+use wgpu_losses::registry::{HostArray, HostData};
+use wgpu_losses::{Error, Tolerance};
 
 /// Random problems per loss: the GPU (lavapipe in CI) is the slower backend.
 fn cases(backend: Backend) -> usize {
@@ -121,6 +121,32 @@ on_every_backend! {
                 break;
             }
             assert!(tried, "{}: no case with two rows", def.name());
+        }
+    }
+}
+
+on_every_backend! {
+    /// A non-finite `grad_output` is one error on every backend and the reference, for every
+    /// loss (the CPU and reference paths, and every path of the metric losses, used to return
+    /// NaN gradients instead).
+    fn a_non_finite_grad_output_is_an_error_everywhere(backend) {
+        let mut rng = fresh_rng(&format!("grad_output {backend:?}"));
+        for def in wgpu_losses::losses::all() {
+            for g in [f32::NAN, f32::INFINITY] {
+                let case = def
+                    .random_case(&mut rng)
+                    .with("grad_output", HostArray::f32(&[], vec![g]));
+                for r in [
+                    backend.run(*def, &case).map(|_| ()),
+                    def.reference(&case).map(|_| ()),
+                ] {
+                    assert!(
+                        matches!(r, Err(Error::Option { option: "grad_output", .. })),
+                        "{} with grad_output {g}: {r:?}",
+                        def.name()
+                    );
+                }
+            }
         }
     }
 }

@@ -250,6 +250,40 @@ fn eval_rejects_bad_input_with_one_line_and_nonzero_exit() {
             ],
             "bogus",
         ),
+        // The same input or option twice is an error, not the last one silently.
+        (
+            vec![
+                "eval",
+                "cross-entropy",
+                "--in",
+                &l,
+                "--in",
+                &l,
+                "--out",
+                out,
+            ],
+            "given twice",
+        ),
+        (
+            vec![
+                "eval",
+                "cross-entropy",
+                "--in",
+                &l,
+                "--set",
+                "z_loss=0",
+                "--set",
+                "z_loss=1",
+                "--out",
+                out,
+            ],
+            "given twice",
+        ),
+        // check names an unknown loss instead of checking nothing.
+        (
+            vec!["check", "--loss", "nope", "--cases", "1"],
+            "unknown loss",
+        ),
     ] {
         let (ok, err) = run(&args);
         assert!(!ok, "{args:?} should fail");

@@ -159,13 +159,23 @@ fn eval(
 ) -> Result<()> {
     let def = wgpu_losses::losses::find(loss)?;
     let mut case = Case::default();
+    let twice = |option, name: &str| Error::Option {
+        option,
+        value: name.into(),
+        reason: "given twice; give each once",
+    };
     for arg in inputs {
         let (name, file) = split_pair(arg)?;
+        if case.inputs.contains_key(name) {
+            return Err(twice("--in", name));
+        }
         case.inputs.insert(name.into(), npy::read(file.as_ref())?);
     }
     for arg in options {
         let (key, value) = split_pair(arg)?;
-        case.options.insert(key.into(), value.into());
+        if case.options.insert(key.into(), value.into()).is_some() {
+            return Err(twice("--set", key));
+        }
     }
     case.check_names(def)?;
     let result = match backend {
@@ -193,6 +203,10 @@ fn shape_of(case: &Case) -> String {
 }
 
 fn check(backend: Backend, cases: usize, seed: Option<u64>, only: Option<&str>) -> Result<bool> {
+    // An unknown loss is an error before anything runs, never a check of nothing.
+    if let Some(name) = only {
+        wgpu_losses::losses::find(name)?;
+    }
     let engine = match backend {
         Backend::Gpu => Some(Engine::new()?),
         Backend::Cpu => None,

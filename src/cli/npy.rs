@@ -27,12 +27,37 @@ pub fn read(path: &Path) -> Result<HostArray> {
             "Fortran-order arrays are not supported (use np.ascontiguousarray)",
         ));
     }
-    let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     let npyz::DType::Plain(ts) = npy.dtype() else {
         return Err(io_err(path, "structured arrays are not supported"));
     };
+    // The header's shape is checked against the file before anything is allocated for it.
+    let needed = npy
+        .shape()
+        .iter()
+        .try_fold(ts.size_field(), |n, &d| n.checked_mul(d))
+        .filter(|&n| n <= bytes.len() as u64)
+        .ok_or_else(|| {
+            io_err(
+                path,
+                format!(
+                    "the header's shape {:?} of {ts} needs more data than the file's {} bytes",
+                    npy.shape(),
+                    bytes.len()
+                ),
+            )
+        })?;
+    let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     use npyz::TypeChar::{Bool, Float, Int, Uint};
-    let fail = |e: std::io::Error| io_err(path, e);
+    let fail = |e: std::io::Error| {
+        io_err(
+            path,
+            format!(
+                "{e}: the header's shape {shape:?} of {ts} needs {needed} bytes of data, \
+                 the file holds {} bytes in all",
+                bytes.len()
+            ),
+        )
+    };
     let array = match (ts.type_char(), ts.size_field()) {
         (Float, 4) => HostArray::f32(&shape, npy.into_vec::<f32>().map_err(fail)?),
         (Float, 8) => {
@@ -44,8 +69,12 @@ pub fn read(path: &Path) -> Result<HostArray> {
             HostArray::i64(&shape, v.into_iter().map(i64::from).collect())
         }
         (Int, 8) => HostArray::i64(&shape, npy.into_vec::<i64>().map_err(fail)?),
-        (Uint, 1) | (Bool, 1) => {
+        (Uint, 1) => {
             let v = npy.into_vec::<u8>().map_err(fail)?;
+            HostArray::i64(&shape, v.into_iter().map(i64::from).collect())
+        }
+        (Bool, 1) => {
+            let v = npy.into_vec::<bool>().map_err(fail)?;
             HostArray::i64(&shape, v.into_iter().map(i64::from).collect())
         }
         _ => {

@@ -78,11 +78,12 @@ impl<'a, T: ?Sized + Dims> Upstream<'a, T> {
     /// The scalar of a loss that is always a mean (ones: 1).
     ///
     /// # Errors
+    /// [`Error::Option`] for a scalar that is not finite (the rule of [`check_upstream`]);
     /// [`Error::Shape`] for per-item values.
     pub(crate) fn scalar(&self) -> Result<f32> {
         match self {
             Upstream::Ones => Ok(1.0),
-            Upstream::Scalar(g) => Ok(*g),
+            Upstream::Scalar(g) => finite("grad_output", *g).map(|()| *g),
             Upstream::PerItem(t) => Err(Error::shape(
                 "grad_output",
                 "a scalar (the loss is a mean)".into(),
@@ -190,6 +191,18 @@ pub(crate) fn per_item_reduction(r: Reduction) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// The bytes of an array of `shape` with 4-byte elements, computed with overflow checks.
+///
+/// # Errors
+/// [`Error::Shape`] naming `input` when the element count or the byte count overflows.
+pub(crate) fn shape_bytes(input: &'static str, shape: &[usize]) -> Result<u64> {
+    shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .and_then(|n| u64::try_from(n).ok()?.checked_mul(4))
+        .ok_or_else(|| Error::shape(input, "a shape whose size fits in 64 bits".into(), shape))
 }
 
 /// One input as the checks see it on every backend: its shape and element type. The GPU

@@ -2,6 +2,7 @@
 
 use wgpu::util::DeviceExt;
 
+use crate::core::shape_bytes;
 pub use crate::core::DType;
 use crate::error::{Error, Result};
 use crate::gpu::engine::Engine;
@@ -31,15 +32,16 @@ impl Tensor {
     /// [`Error::Shape`] when the buffer is smaller than the shape needs; [`Error::Option`] when
     /// it lacks `STORAGE` usage.
     pub fn from_buffer(buffer: wgpu::Buffer, shape: &[usize], dtype: DType) -> Result<Self> {
+        let bytes = shape_bytes("shape", shape)?;
         let t = Self {
             buffer,
             shape: shape.to_vec(),
             dtype,
         };
-        if t.buffer.size() < t.bytes() {
+        if t.buffer.size() < bytes {
             return Err(Error::Shape {
                 input: "buffer",
-                expected: format!("at least {} bytes", t.bytes()),
+                expected: format!("at least {bytes} bytes"),
                 got: vec![t.buffer.size() as usize],
             });
         }
@@ -169,7 +171,7 @@ impl Engine {
     }
 
     fn check_len(input: &'static str, len: usize, shape: &[usize]) -> Result<()> {
-        if shape.iter().product::<usize>() != len {
+        if shape_bytes("shape", shape)? != len as u64 * 4 {
             return Err(Error::Shape {
                 input,
                 expected: format!("{len} elements"),
@@ -202,7 +204,7 @@ impl Engine {
     /// # Errors
     /// [`Error::Limit`] past the adapter's buffer size; wgpu errors.
     pub fn zeros(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {
-        let bytes = (shape.iter().product::<usize>() as u64 * 4).max(MIN_BYTES);
+        let bytes = shape_bytes("shape", shape)?.max(MIN_BYTES);
         self.check_size(bytes)?;
         self.note_buffer(bytes);
         let buffer = self.scoped(|| {
@@ -226,7 +228,9 @@ impl Engine {
     /// [`Error::DType`] for an i32 tensor; map failures and wgpu errors.
     pub fn download(&self, t: &Tensor) -> Result<Vec<f32>> {
         t.expect_dtype("tensor", DType::F32)?;
-        Ok(bytemuck::cast_slice(&self.read_bytes(&t.buffer, t.bytes())?).to_vec())
+        Ok(bytemuck::pod_collect_to_vec(
+            &self.read_bytes(&t.buffer, t.bytes())?,
+        ))
     }
 
     /// Reads an i32 tensor back to the host.
@@ -235,7 +239,9 @@ impl Engine {
     /// As [`Engine::download`].
     pub fn download_i32(&self, t: &Tensor) -> Result<Vec<i32>> {
         t.expect_dtype("tensor", DType::I32)?;
-        Ok(bytemuck::cast_slice(&self.read_bytes(&t.buffer, t.bytes())?).to_vec())
+        Ok(bytemuck::pod_collect_to_vec(
+            &self.read_bytes(&t.buffer, t.bytes())?,
+        ))
     }
 
     /// Copies the first `bytes` bytes of `buffer` to the host.

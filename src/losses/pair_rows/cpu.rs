@@ -151,7 +151,7 @@ pub struct HostTripletInputs<'a> {
 /// Contrastive loss of rows `x1`, `x2` with labels `y`, on the CPU.
 ///
 /// # Errors
-/// Bad options; [`Error::Shape`] for lengths that do not match.
+/// Bad options; [`Error::Shape`](crate::Error::Shape) for lengths that do not match.
 pub fn contrastive(opts: &Contrastive, inputs: &HostContrastiveInputs<'_>) -> Result<LossValues> {
     let HostContrastiveInputs {
         x1, x2, y, dim, ..
@@ -201,7 +201,7 @@ pub fn contrastive(opts: &Contrastive, inputs: &HostContrastiveInputs<'_>) -> Re
 /// Triplet margin loss of rows `anchor`, `positive`, `negative`, on the CPU.
 ///
 /// # Errors
-/// Bad options; [`Error::Shape`] for lengths that do not match.
+/// Bad options; [`Error::Shape`](crate::Error::Shape) for lengths that do not match.
 pub fn triplet(opts: &Triplet, inputs: &HostTripletInputs<'_>) -> Result<LossValues> {
     let HostTripletInputs {
         anchor: a,

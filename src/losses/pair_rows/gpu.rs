@@ -198,7 +198,7 @@ impl Contrastive {
     /// Records the loss (and gradients `x1`, `x2`) into `encoder`.
     ///
     /// # Errors
-    /// Bad options; [`Error::Shape`] / [`Error::DType`] for inputs that are not f32 `[N, D]`
+    /// Bad options; [`Error::Shape`](crate::Error::Shape) / [`Error::DType`](crate::Error::DType) for inputs that are not f32 `[N, D]`
     /// rows of one shape with `y` `[N]`; wgpu errors.
     pub fn record(
         &self,
@@ -234,7 +234,7 @@ impl Triplet {
     /// Records the loss (and gradients `anchor`, `positive`, `negative`) into `encoder`.
     ///
     /// # Errors
-    /// Bad options; [`Error::Shape`] / [`Error::DType`] for inputs that are not f32 `[N, D]`
+    /// Bad options; [`Error::Shape`](crate::Error::Shape) / [`Error::DType`](crate::Error::DType) for inputs that are not f32 `[N, D]`
     /// rows of one shape; wgpu errors.
     pub fn record(
         &self,

@@ -89,6 +89,9 @@ impl AllPairsDef {
             }
             (scalar, None) => scalar,
         };
+        if let Some(g) = upstream {
+            crate::core::finite("grad_output", g)?;
+        }
         let rows = Rows {
             rows: arrays.into_iter().map(|(name, x, _)| (name, x)).collect(),
             n,

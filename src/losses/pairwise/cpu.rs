@@ -373,8 +373,8 @@ pub struct HostMinedTripletInputs<'a> {
 /// The InfoNCE loss `opts` on the CPU.
 ///
 /// # Errors
-/// Bad options; [`Error::Shape`] for mismatched inputs, labels, or an odd nt-xent batch;
-/// [`Error::Unknown`] for rows of another kind than `opts.kind`.
+/// Bad options; [`Error::Shape`](crate::Error::Shape) for mismatched inputs, labels, or an odd nt-xent batch;
+/// [`Error::Unknown`](crate::Error::Unknown) for rows of another kind than `opts.kind`.
 pub fn info_nce(opts: &InfoNce, inputs: &HostNceInputs<'_>) -> Result<LossValues> {
     let upstream = inputs.upstream.scalar()?;
     let (kind, rows, labels): (_, Vec<(&'static str, &[f32])>, _) = match inputs.rows {
@@ -489,7 +489,7 @@ fn nce(
 /// Mined triplet loss of embeddings with their labels, on the CPU.
 ///
 /// # Errors
-/// Bad options; [`Error::Shape`] for a label count that is not the row count.
+/// Bad options; [`Error::Shape`](crate::Error::Shape) for a label count that is not the row count.
 pub fn mined_triplet(opts: &MinedTriplet, inputs: &HostMinedTripletInputs<'_>) -> Result<LossValues> {
     let HostMinedTripletInputs {
         embeddings,
