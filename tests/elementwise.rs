@@ -441,3 +441,58 @@ fn huber_and_smooth_l1_propagate_nan_as_pytorch() {
         check_case(def, engine(), &case, Tolerance::default());
     }
 }
+
+/// A NaN reaching hinge's or margin ranking's hinge, or kl-div's target, gives a NaN loss on
+/// every backend and the reference (they dropped it: a finite loss with no NaN anywhere).
+/// The gradient follows PyTorch: clamp_min's is 0 at NaN, kl-div's is −target = NaN.
+#[test]
+fn nan_propagates_through_hinge_margin_ranking_and_kl_div() {
+    let nan = f32::NAN;
+    let signs = HostArray::f32(&[4], vec![1.0, -1.0, 1.0, -1.0]);
+    let cases = [
+        (
+            "hinge",
+            Case::default()
+                .with("input", HostArray::f32(&[4], vec![nan, 0.3, -2.0, 5.0]))
+                .with("target", signs.clone()),
+            0.0,
+        ),
+        (
+            "margin-ranking",
+            Case::default()
+                .with("x1", HostArray::f32(&[4], vec![nan, 0.3, -2.0, 5.0]))
+                .with("x2", HostArray::f32(&[4], vec![0.0, nan, 1.0, 1.0]))
+                .with("y", signs),
+            0.0,
+        ),
+        (
+            "kl-div",
+            Case::default()
+                .with("input", HostArray::f32(&[4], vec![-1.0, -1.0, -2.0, -0.5]))
+                .with("target", HostArray::f32(&[4], vec![nan, 0.0, 0.25, -1.0])),
+            nan,
+        ),
+    ];
+    for (name, case, grad_at_nan) in cases {
+        let case = case.set("reduction", "none");
+        let def = wgpu_losses::losses::find(name).unwrap();
+        let want = def.reference(&case).unwrap();
+        let nan_at = |v: &[f32]| v.iter().map(|x| x.is_nan()).collect::<Vec<_>>();
+        let want_loss: Vec<bool> = want.loss.iter().map(|x| x.is_nan()).collect();
+        assert!(want_loss[0], "{name}: reference loss {:?}", want.loss);
+        for (backend, got) in [("gpu", def.gpu(engine(), &case)), ("cpu", def.cpu(&case))] {
+            let got = got.unwrap();
+            assert_eq!(
+                nan_at(&got.loss),
+                want_loss,
+                "{name} {backend} loss {:?}",
+                got.loss
+            );
+            let g = &got.grads[0].1;
+            let first = g[0] == grad_at_nan || (g[0].is_nan() && grad_at_nan.is_nan());
+            assert!(first, "{name} {backend}: gradient {g:?}");
+            let want_grad: Vec<f32> = want.grads[0].1.iter().map(|&v| v as f32).collect();
+            assert_eq!(nan_at(g), nan_at(&want_grad), "{name} {backend}: {g:?}");
+        }
+    }
+}

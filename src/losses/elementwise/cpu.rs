@@ -110,11 +110,12 @@ fn smooth_l1(x: f32, y: f32, beta: f32) -> Term {
     (l, g, 0.0)
 }
 
-// 0 where y ≤ 0 (or NaN), chosen per value rather than by a branch, so the loop vectorizes.
+// 0 where y ≤ 0, chosen per value rather than by a branch, so the loop vectorizes; a NaN
+// target propagates (as PyTorch's xlogy).
 fn kl_div(x: f32, y: f32) -> Term {
-    let on = y > 0.0;
+    let off = y <= 0.0;
     let l = y * (ln_pos(y) - x);
-    (if on { l } else { 0.0 }, if on { -y } else { 0.0 }, 0.0)
+    (if off { 0.0 } else { l }, if off { 0.0 } else { -y }, 0.0)
 }
 
 fn kl_div_log_target(x: f32, y: f32) -> Term {
@@ -122,18 +123,19 @@ fn kl_div_log_target(x: f32, y: f32) -> Term {
     (e * (y - x), -e, 0.0)
 }
 
-// hinge and margin-ranking without a per-element branch: max, and a 0/1 factor for the
-// gradient (a NaN margin gives 0, as the kernel and the reference).
+// hinge and margin-ranking without a per-element branch: a select, and a 0/1 factor for the
+// gradient. As PyTorch's clamp_min, a NaN m stays the loss with a zero gradient (f32::max
+// would drop it).
 fn hinge(x: f32, y: f32) -> Term {
     let m = 1.0 - y * x;
     let on = (m > 0.0) as u32 as f32;
-    (m.max(0.0), -y * on, 0.0)
+    (if m <= 0.0 { 0.0 } else { m }, -y * on, 0.0)
 }
 
 fn margin_ranking(x1: f32, x2: f32, y: f32, margin: f32) -> Term {
     let m = -y * (x1 - x2) + margin;
     let on = (m > 0.0) as u32 as f32;
-    (m.max(0.0), -y * on, y * on)
+    (if m <= 0.0 { 0.0 } else { m }, -y * on, y * on)
 }
 
 // d = y − x; q·d on the positive side, (q − 1)·d elsewhere (NaN: NaN loss, gradient 0).

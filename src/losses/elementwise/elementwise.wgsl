@@ -80,11 +80,15 @@ fn smooth_l1(x: f32, y: f32, beta: f32) -> Term {
 }
 
 // input x is a log-probability; target y a probability (0 contributes 0).
+// 0 where y <= 0; a NaN target fails both tests and propagates, as PyTorch's xlogy.
 fn kl_div(x: f32, y: f32) -> Term {
     if (y > 0.0) {
         return Term(y * (log(y) - x), -y, 0.0);
     }
-    return Term(0.0, 0.0, 0.0);
+    if (y <= 0.0) {
+        return Term(0.0, 0.0, 0.0);
+    }
+    return Term(y, y, 0.0);
 }
 
 // target y is a log-probability.
@@ -93,12 +97,17 @@ fn kl_div_log_target(x: f32, y: f32) -> Term {
     return Term(e * (y - x), -e, 0.0);
 }
 
+// max(0, m) as PyTorch's clamp_min: a NaN m fails both tests and stays the loss, with a zero
+// gradient (clamp's backward mask is false at NaN).
 fn hinge(x: f32, y: f32) -> Term {
     let m = 1.0 - y * x;
     if (m > 0.0) {
         return Term(m, -y, 0.0);
     }
-    return Term(0.0, 0.0, 0.0);
+    if (m <= 0.0) {
+        return Term(0.0, 0.0, 0.0);
+    }
+    return Term(m, 0.0, 0.0);
 }
 
 fn margin_ranking(x1: f32, x2: f32, y: f32, margin: f32) -> Term {
@@ -106,7 +115,10 @@ fn margin_ranking(x1: f32, x2: f32, y: f32, margin: f32) -> Term {
     if (m > 0.0) {
         return Term(m, -y, y);
     }
-    return Term(0.0, 0.0, 0.0);
+    if (m <= 0.0) {
+        return Term(0.0, 0.0, 0.0);
+    }
+    return Term(m, 0.0, 0.0);
 }
 
 // log(1 + z) for z in [0, 1], accurate for small z.

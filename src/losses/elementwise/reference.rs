@@ -66,8 +66,10 @@ fn term(kind: Pointwise, x: f64, y: f64, label: f64, w: f64, pw: f64) -> (f64, f
         Pointwise::KlDiv { log_target: false } => {
             if y > 0.0 {
                 plain(y * (y.ln() - x), -y)
-            } else {
+            } else if y <= 0.0 {
                 plain(0.0, 0.0)
+            } else {
+                plain(y, y) // NaN propagates, as PyTorch's xlogy
             }
         }
         Pointwise::KlDiv { log_target: true } => plain(y.exp() * (y - x), -y.exp()),
@@ -82,19 +84,24 @@ fn term(kind: Pointwise, x: f64, y: f64, label: f64, w: f64, pw: f64) -> (f64, f
             }
         }
         Pointwise::Hinge => {
+            // clamp_min: a NaN m stays the loss, with a zero gradient.
             let m = 1.0 - y * x;
             if m > 0.0 {
                 plain(m, -y)
-            } else {
+            } else if m <= 0.0 {
                 plain(0.0, 0.0)
+            } else {
+                plain(m, 0.0)
             }
         }
         Pointwise::MarginRanking { margin } => {
             let m = -label * (x - y) + margin as f64;
             if m > 0.0 {
                 (m, -label, label, 1.0)
-            } else {
+            } else if m <= 0.0 {
                 (0.0, 0.0, 0.0, 0.0)
+            } else {
+                (m, 0.0, 0.0, 0.0)
             }
         }
         Pointwise::BceWithLogits => {
