@@ -457,3 +457,64 @@ fn nt_xent_at_16384_rows_allocates_no_n_by_n_buffer() {
     let c = wgpu_losses::registry::compare::compare(out.grad("z").unwrap(), &want, tol);
     assert!(c.ok(), "gradient: {c:?}");
 }
+
+/// Rows of magnitude 1e20 and 1e30 normalize as rows of magnitude 1 do (normalization is
+/// scale-free): the GPU's sum of squares overflowed from |x| ~ 1e19, giving a zero gradient
+/// and another loss than the CPU backend and the reference. The tolerance's floor is tiny, so
+/// the 1e-20-sized gradients are compared, not waved through.
+#[test]
+fn huge_embeddings_normalize_without_overflow() {
+    let mut rng = fresh_rng("huge_embeddings_normalize_without_overflow");
+    let tol = Tolerance {
+        floor: 1e-38,
+        ..Tolerance::default()
+    };
+    for scale in [1e20f32, 1e30] {
+        let big = |rng: &mut Rng, n: usize, d: usize| {
+            HostArray::f32(
+                &[n, d],
+                rng.normals(n * d, 1.0).iter().map(|v| v * scale).collect(),
+            )
+        };
+        let cases = [
+            ("nt-xent", Case::default().with("z", big(&mut rng, 8, 5))),
+            (
+                "clip",
+                Case::default()
+                    .with("a", big(&mut rng, 6, 7))
+                    .with("b", big(&mut rng, 6, 7)),
+            ),
+            (
+                "supcon",
+                Case::default()
+                    .with("embeddings", big(&mut rng, 8, 3))
+                    .with("labels", labels(vec![0, 1, 0, 1, 2, 2, 0, 1])),
+            ),
+            (
+                "triplet-mined",
+                Case::default()
+                    .with("embeddings", big(&mut rng, 8, 3))
+                    .with("labels", labels(vec![0, 1, 0, 1, 2, 2, 0, 1]))
+                    .set("distance", "cosine")
+                    .set("mining", "batch-hard"),
+            ),
+        ];
+        for (name, case) in cases {
+            let d = def(name);
+            let gpu = d.gpu(engine(), &case).unwrap();
+            assert!(
+                gpu.grads[0].1.iter().any(|&g| g != 0.0) && gpu.loss[0].is_finite(),
+                "{name} at {scale:e}: {gpu:?}"
+            );
+            if check_case(d, engine(), &case, tol) {
+                let cpu = d.cpu(&case).unwrap();
+                assert_evaluated(
+                    &format!("cpu {name}"),
+                    &cpu,
+                    &d.reference(&case).unwrap(),
+                    tol,
+                );
+            }
+        }
+    }
+}

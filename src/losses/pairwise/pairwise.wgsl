@@ -248,6 +248,20 @@ fn workgroup_sum2(lid: u32, v: vec2<f32>) -> vec2<f32> {
     return sh_c[0].xy;
 }
 
+// The largest of one value per invocation over the workgroup. Whole workgroup.
+fn workgroup_max(lid: u32, v: f32) -> f32 {
+    workgroupBarrier();
+    sh_c[lid] = vec4<f32>(v, 0.0, 0.0, 0.0);
+    for (var stride = WG_SIZE / 2u; stride > 0u; stride /= 2u) {
+        workgroupBarrier();
+        if (lid < stride) {
+            sh_c[lid].x = max(sh_c[lid].x, sh_c[lid + stride].x);
+        }
+    }
+    workgroupBarrier();
+    return sh_c[0].x;
+}
+
 // The best (value, index) over the workgroup: largest value when `largest`, else smallest;
 // ties to the lower index; index NONE for no candidate. Whole workgroup.
 fn workgroup_best(lid: u32, v: f32, idx: u32, largest: bool) -> vec2<u32> {
@@ -296,12 +310,21 @@ fn normalize(
         return;
     }
     let base = row * params.dim;
+    // Rows with entries past 1e15 are scaled by their largest magnitude before squaring, so
+    // the sum of squares cannot overflow f32 (it did from |x| ~ 1e19); other rows, and
+    // non-finite ones (whose inf or NaN must propagate), are summed as they are.
+    var largest = 0.0;
+    for (var d = lid; d < params.dim; d += WG_SIZE) {
+        largest = max(largest, abs(rows_q[base + d]));
+    }
+    largest = workgroup_max(lid, largest);
+    let scale = select(1.0, largest, largest > 1e15 && largest <= 3.4028235e38);
     var ss = 0.0;
     for (var d = lid; d < params.dim; d += WG_SIZE) {
-        let v = rows_q[base + d];
+        let v = rows_q[base + d] / scale;
         ss += v * v;
     }
-    let norm = sqrt(workgroup_sum2(lid, vec2<f32>(ss, 0.0)).x);
+    let norm = scale * sqrt(workgroup_sum2(lid, vec2<f32>(ss, 0.0)).x);
     let div = max(norm, NORM_EPS);
     for (var d = lid; d < params.dim; d += WG_SIZE) {
         out[base + d] = rows_q[base + d] / div;
