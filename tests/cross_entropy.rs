@@ -615,3 +615,26 @@ fn softmax_focal_with_gamma_zero_and_no_alpha_is_cross_entropy_bit_for_bit() {
         assert_eq!(focal, ce, "{reduction:?}");
     }
 }
+
+/// A NaN class weight propagates into the loss and the gradient on every backend, as on the
+/// reference (the GPU wrote an all-zero gradient: its `d != 0` test is false for NaN).
+#[test]
+fn a_nan_class_weight_propagates_on_every_backend() {
+    let mut rng = fresh_rng("a_nan_class_weight_propagates_on_every_backend");
+    let (n, c) = (6, 4);
+    let mut w: Vec<f32> = (0..c).map(|_| rng.range(0.5, 2.0) as f32).collect();
+    w[1] = f32::NAN;
+    let case = Case::default()
+        .with("logits", HostArray::f32(&[n, c], rng.normals(n * c, 1.0)))
+        .with("target", HostArray::i64(&[n], vec![0, 1, 2, 3, 1, 0]))
+        .with("weight", HostArray::f32(&[c], w));
+    let want = ce().reference(&case).unwrap();
+    assert!(want.loss[0].is_nan());
+    for (backend, got) in [("gpu", ce().gpu(engine(), &case)), ("cpu", ce().cpu(&case))] {
+        let got = got.unwrap();
+        assert!(got.loss[0].is_nan(), "{backend}: loss {:?}", got.loss);
+        let nan: Vec<bool> = got.grads[0].1.iter().map(|g| g.is_nan()).collect();
+        let want_nan: Vec<bool> = want.grads[0].1.iter().map(|g| g.is_nan()).collect();
+        assert_eq!(nan, want_nan, "{backend}: gradient {:?}", got.grads[0].1);
+    }
+}

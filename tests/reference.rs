@@ -260,3 +260,69 @@ fn every_reference_gradient_matches_finite_differences() {
         );
     }
 }
+
+/// A −∞ logit in a class that is not the target leaves the loss finite, as PyTorch (the
+/// reference multiplied it by a smoothing weight of 0, giving NaN).
+#[test]
+fn a_minus_infinite_logit_elsewhere_leaves_the_loss_finite() {
+    let logits = [1.0, f64::NEG_INFINITY, 0.5];
+    let out = cross_entropy(
+        &CrossEntropy::new(),
+        &logits,
+        (1, 3),
+        RefTarget::Classes(&[0]),
+        None,
+        &[1.0],
+    )
+    .unwrap();
+    let want = -(1.0 - (1f64.exp() + 0.5f64.exp()).ln());
+    assert!((out.loss[0] - want).abs() < 1e-15, "{:?}", out.loss);
+    let g = &out.grads[0].1;
+    assert!(g.iter().all(|v| v.is_finite()), "{g:?}");
+    assert_eq!(g[1], 0.0);
+}
+
+/// Two logits tied at ±3e38 share the probability: p = ½ each, loss log 2 (the reference
+/// formed x − (m + log 2), which rounds back to x − m, and gave p = 1 to both).
+#[test]
+fn a_tie_at_the_largest_logits_splits_the_probability() {
+    for big in [3e38, -3e38] {
+        let out = cross_entropy(
+            &CrossEntropy::new(),
+            &[big, big],
+            (1, 2),
+            RefTarget::Classes(&[0]),
+            None,
+            &[1.0],
+        )
+        .unwrap();
+        assert!(
+            (out.loss[0] - 2f64.ln()).abs() < 1e-15,
+            "{big}: {:?}",
+            out.loss
+        );
+        assert_eq!(out.grads[0].1, [-0.5, 0.5], "{big}");
+    }
+}
+
+/// A NaN in `positive` makes the loss NaN but does not reach `grad_negative` without swap,
+/// as in PyTorch, which forms d(p, n) only with swap.
+#[test]
+fn a_nan_positive_does_not_poison_the_negative_gradient() {
+    use wgpu_losses::reference::triplet;
+    let (a, mut p, n) = (
+        [0.0, 1.0, 0.5, 0.5],
+        [1.0, 0.0, 0.5, -0.5],
+        [2.0, 2.0, 0.0, 0.0],
+    );
+    p[0] = f64::NAN;
+    let out = triplet(&wgpu_losses::Triplet::new(), &a, &p, &n, 2, &[1.0]);
+    assert!(out.loss[0].is_nan());
+    let gn = &out
+        .grads
+        .iter()
+        .find(|(name, _)| *name == "negative")
+        .unwrap()
+        .1;
+    assert!(gn.iter().all(|v| v.is_finite()), "{gn:?}");
+}

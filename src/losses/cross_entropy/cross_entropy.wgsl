@@ -98,7 +98,9 @@ fn row_scale(row: u32) -> f32 {
     if (has(DENOM_FROM_BUFFER)) {
         d = denom_buf[0];
     }
-    return select(0.0, s / d, d != 0.0);
+    // 0 for a zero denominator (all rows ignored); a NaN one (a NaN class weight) propagates:
+    // `d == 0` is false for NaN, where `d != 0` (an ordered comparison) is false too.
+    return select(s / d, 0.0, d == 0.0);
 }
 
 @compute @workgroup_size(WG_SIZE)

@@ -45,8 +45,11 @@ pub fn cross_entropy(
             .map(|&v| cap.map_or(v, |cv| cv * (v / cv).tanh()))
             .collect();
         let m = x.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        let lse = m + x.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
-        let logp: Vec<f64> = x.iter().map(|v| v - lse).collect();
+        // log p = (x − m) − log Σ exp(x − m): with the maximum subtracted first, two logits
+        // tied at ±3e38 each get p = ½ (m + log 2 would round back to m).
+        let log_sum = x.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
+        let lse = m + log_sum;
+        let logp: Vec<f64> = x.iter().map(|v| (v - m) - log_sum).collect();
         let p: Vec<f64> = logp.iter().map(|v| v.exp()).collect();
         let g = &mut local[i * c..(i + 1) * c];
         let mag = &mut terms[i * c..(i + 1) * c];
@@ -56,8 +59,13 @@ pub fn cross_entropy(
                     continue;
                 };
                 denom += w(y);
-                let smooth: f64 = (0..c).map(|k| -w(k) * logp[k]).sum();
-                per_row[i] = (1.0 - eps) * (-w(y) * logp[y]) + eps / c as f64 * smooth;
+                // Without smoothing the term is absent, not 0·∞ (a −∞ logit elsewhere).
+                let smooth: f64 = if eps > 0.0 {
+                    eps / c as f64 * (0..c).map(|k| -w(k) * logp[k]).sum::<f64>()
+                } else {
+                    0.0
+                };
+                per_row[i] = (1.0 - eps) * (-w(y) * logp[y]) + smooth;
                 for k in 0..c {
                     let hit = if k == y { 1.0 } else { 0.0 };
                     g[k] =

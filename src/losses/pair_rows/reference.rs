@@ -136,8 +136,11 @@ pub fn triplet(
             let j = i * dim + k;
             // d_ap = d(a, p), d_an = d(a, n), d_pn = d(p, n): +g for the first row, -g for the second.
             ga[j] = s * (c_ap * g_ap[k] + c_an * g_an[k]);
-            gp[j] = s * (-c_ap * g_ap[k] + c_pn * g_pn[k]);
-            gn[j] = s * (-c_an * g_an[k] - c_pn * g_pn[k]);
+            // d(p, n) enters only with swap, as in PyTorch (which computes it only then):
+            // a NaN positive must not reach the negative's gradient through it.
+            let pn = if opts.swap { c_pn * g_pn[k] } else { 0.0 };
+            gp[j] = s * (-c_ap * g_ap[k] + pn);
+            gn[j] = s * (-c_an * g_an[k] - pn);
         }
     }
     RefOutput {
