@@ -105,14 +105,7 @@ impl Tensor {
     }
 
     pub(crate) fn expect_dtype(&self, input: &'static str, dtype: DType) -> Result<()> {
-        if self.dtype != dtype {
-            return Err(Error::DType {
-                input,
-                expected: dtype.name(),
-                got: self.dtype.name(),
-            });
-        }
-        Ok(())
+        self.arg().expect_dtype(input, dtype)
     }
 }
 
@@ -294,9 +287,4 @@ impl crate::core::Dims for Tensor {
     fn dims(&self) -> Vec<usize> {
         self.shape.clone()
     }
-}
-
-/// `Err` unless `t` has exactly `shape`.
-pub(crate) fn expect_shape(input: &'static str, t: &Tensor, shape: &[usize]) -> Result<()> {
-    crate::core::check_shape(input, t.shape(), shape)
 }

@@ -8,7 +8,7 @@ use crate::gpu::dispatch::{LossOutput, Status};
 use crate::gpu::engine::Engine;
 use crate::gpu::kernel::KernelKey;
 use crate::gpu::shader::{lanes, Access, ShaderModule, MATH};
-use crate::gpu::tensor::{expect_shape, DType, Tensor};
+use crate::gpu::tensor::{DType, Tensor};
 
 const SOURCE: &str = include_str!("cross_entropy.wgsl");
 
@@ -189,8 +189,7 @@ impl CrossEntropy {
             per_item_upstream,
         })?;
         if let Some(g) = inputs.grad_out {
-            g.expect_dtype("grad_out", DType::F32)?;
-            expect_shape("grad_out", g, &[n, c])?;
+            g.arg().expect("grad_out", &[n, c], DType::F32)?;
             if self.in_place || !self.gradient {
                 return Err(Error::Option {
                     option: "grad_out",
