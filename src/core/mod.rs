@@ -247,6 +247,12 @@ impl<'a> Arg<'a> {
     }
 }
 
+impl Dims for Arg<'_> {
+    fn dims(&self) -> Vec<usize> {
+        self.shape.to_vec()
+    }
+}
+
 /// The shape a flat host slice of `len` values is checked with: `like` when it has that many
 /// elements, else `[len]` (which then fails the comparison, naming the length).
 pub(crate) fn host_shape(len: usize, like: &[usize]) -> Vec<usize> {

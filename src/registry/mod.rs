@@ -9,7 +9,7 @@ pub mod compare;
 pub mod random;
 
 use crate::core::reference::RefOutput;
-use crate::core::{LossValues, Reduction, Upstream};
+use crate::core::{Arg, LossValues, Reduction, Upstream};
 use crate::error::{Error, Result};
 use crate::gpu::engine::Engine;
 use crate::gpu::tensor::Tensor;
@@ -391,6 +391,27 @@ pub(crate) struct Rows {
 }
 
 impl Rows {
+    /// `arrays` as rows once `check` (the family's rule, given each input's name and shape)
+    /// has accepted them and given (N, D).
+    ///
+    /// # Errors
+    /// Those of `check`.
+    pub(crate) fn checked(
+        arrays: RowArrays,
+        check: impl FnOnce(&[(&'static str, Arg<'_>)]) -> Result<(usize, usize)>,
+    ) -> Result<Self> {
+        let args: Vec<_> = arrays
+            .iter()
+            .map(|(name, _, s)| (*name, Arg::f32(s)))
+            .collect();
+        let (n, dim) = check(&args)?;
+        Ok(Rows {
+            rows: arrays.into_iter().map(|(name, x, _)| (name, x)).collect(),
+            n,
+            dim,
+        })
+    }
+
     /// The data of the `i`-th row input.
     pub fn row(&self, i: usize) -> &[f32] {
         &self.rows[i].1
@@ -425,6 +446,22 @@ impl Case {
             Some(per_item) => (None, Some(per_item)),
             None => (None, None),
         }
+    }
+
+    /// `grad_output` of a loss that is always a mean, by the rule of every backend: a finite
+    /// scalar (1 when absent).
+    ///
+    /// # Errors
+    /// As `Upstream::scalar`.
+    pub(crate) fn mean_upstream(&self) -> Result<f32> {
+        let (scalar, per_item) = self.upstream_parts();
+        let per_item = per_item.as_ref().map(|(_, s)| Arg::f32(s));
+        match (scalar, &per_item) {
+            (_, Some(arg)) => Upstream::PerItem(arg),
+            (Some(g), None) => Upstream::Scalar(g),
+            (None, None) => Upstream::Ones,
+        }
+        .scalar()
     }
 
     /// `reduction` for the losses that are always a mean: only `mean` is accepted.

@@ -79,16 +79,15 @@ impl PairDef {
         let arrays = case.row_arrays(self);
         let y = case.floats("y");
         let (scalar_upstream, per_item) = case.upstream_parts();
-        let args: Vec<_> = arrays.iter().map(|(name, _, s)| (*name, Arg::f32(s))).collect();
-        let (n, dim) = check(
-            &Args {
-                rows: &args,
+        let rows = Rows::checked(arrays, |rows| {
+            let args = Args {
+                rows,
                 y: y.as_ref().map(|(_, s)| Arg::f32(s)),
                 scalar_upstream,
                 per_item_upstream: per_item.as_ref().map(|(_, s)| Arg::f32(s)),
-            },
-            opts.reduction(),
-        )?;
+            };
+            check(&args, opts.reduction())
+        })?;
         let y = y.map(|(y, _)| y);
         if let Some(y) = &y {
             if let Some(row) = y.iter().position(|v| !(0.0..=1.0).contains(v)) {
@@ -100,11 +99,6 @@ impl PairDef {
                 });
             }
         }
-        let rows = Rows {
-            rows: arrays.into_iter().map(|(name, x, _)| (name, x)).collect(),
-            n,
-            dim,
-        };
         let upstream = per_item.map(|(g, _)| g).or(scalar_upstream.map(|g| vec![g]));
         Ok(Problem {
             opts,

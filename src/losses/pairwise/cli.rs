@@ -61,46 +61,30 @@ impl AllPairsDef {
         };
         let arrays = case.row_arrays(self);
         let labels = case.input("labels");
-        let args: Vec<_> = arrays.iter().map(|(name, _, s)| (*name, Arg::f32(s))).collect();
-        let checked = Args {
-            kind: match self {
-                AllPairsDef::Nce(kind) => Some(*kind),
-                AllPairsDef::TripletMined => None,
-            },
-            rows: &args,
-            // Integer labels, or floats holding whole numbers (converted below).
-            labels: labels.map(|l| Arg {
-                shape: &l.shape,
-                dtype: DType::I32,
-            }),
-        };
-        let (n, dim) = match opts {
-            Opts::Mined(o) => o.check(&checked)?,
-            Opts::Nce(o) => o.check(&checked)?,
-        };
-        let labels = labels.map(|l| labels_i32("labels", l)).transpose()?;
-        let upstream = match case.upstream_parts() {
-            (_, Some((_, s))) => {
-                return Err(crate::Error::shape(
-                    "grad_output",
-                    "a scalar (the loss is a mean)".into(),
-                    &s,
-                ))
+        let rows = Rows::checked(arrays, |rows| {
+            let args = Args {
+                kind: match self {
+                    AllPairsDef::Nce(kind) => Some(*kind),
+                    AllPairsDef::TripletMined => None,
+                },
+                rows,
+                // Integer labels, or floats holding whole numbers (converted below).
+                labels: labels.map(|l| Arg {
+                    shape: &l.shape,
+                    dtype: DType::I32,
+                }),
+            };
+            match opts {
+                Opts::Mined(o) => o.check(&args),
+                Opts::Nce(o) => o.check(&args),
             }
-            (scalar, None) => scalar,
-        };
-        if let Some(g) = upstream {
-            crate::core::finite("grad_output", g)?;
-        }
-        let rows = Rows {
-            rows: arrays.into_iter().map(|(name, x, _)| (name, x)).collect(),
-            n,
-            dim,
-        };
+        })?;
+        let labels = labels.map(|l| labels_i32("labels", l)).transpose()?;
+        let upstream = case.mean_upstream()?;
         Ok(Problem {
             opts,
             labels,
-            upstream: upstream.unwrap_or(1.0),
+            upstream,
             rows,
         })
     }
