@@ -17,7 +17,7 @@ fn cross_entropy(c: &mut Criterion) {
     let mut group = c.benchmark_group(format!("cross_entropy [{name}]"));
     group.sample_size(20);
 
-    let copy = CopyJob::new(&engine, 64 << 20).unwrap();
+    let mut copy = CopyJob::new(&engine, 64 << 20).unwrap();
     group.throughput(Throughput::Bytes(copy.bytes_moved()));
     group.bench_function("copy 64MiB", |b| {
         b.iter(|| {

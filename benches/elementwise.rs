@@ -16,7 +16,7 @@ fn elementwise(c: &mut Criterion) {
     group.sample_size(20);
 
     let n = 4 << 20;
-    let copy = CopyJob::new(&engine, (n * 4) as u64).unwrap();
+    let mut copy = CopyJob::new(&engine, (n * 4) as u64).unwrap();
     group.throughput(Throughput::Bytes(copy.bytes_moved()));
     group.bench_function("copy 16MiB", |b| {
         b.iter(|| {

@@ -55,16 +55,16 @@ fn main() -> Result<(), wgpu_losses::Error> {
     }
     let (m, d) = (16_384, 256);
     let z = engine.upload(&rng.normals(m * d, 1.0), &[m, d])?;
-    engine.reset_buffer_stats();
+    engine.reset_counters();
     let t = Instant::now();
     InfoNce::new(NceKind::NtXent).run(&engine, &NceInputs::nt_xent(&z))?;
-    let stats = engine.buffer_stats();
+    let stats = engine.counters();
     println!(
         "nt-xent {m}x{d}: {:.1} s; device buffers created by the call: {:.1} MiB in all, \
          largest {:.1} MiB (input {:.1} MiB; an N×N f32 matrix would be {:.0} MiB)",
         t.elapsed().as_secs_f64(),
-        stats.bytes as f64 / 1048576.0,
-        stats.largest as f64 / 1048576.0,
+        stats.bytes_created as f64 / 1048576.0,
+        stats.largest_buffer as f64 / 1048576.0,
         (m * d * 4) as f64 / 1048576.0,
         (m * m * 4) as f64 / 1048576.0,
     );

@@ -1,6 +1,7 @@
-// Deterministic two-level sum: `partial_sums` gives one partial per contiguous block,
-// `finish` adds the partials in one workgroup and applies the scale and optional divisor.
-// The order of additions depends only on the sizes, so the same inputs give the same bits.
+// Deterministic sum: `partial_sums` gives one partial per contiguous block, `finish` adds
+// the partials (or, for short sums, the values themselves) in one workgroup and applies the
+// scale and the optional divisor. The order of additions depends only on the sizes, so the
+// same inputs give the same bits.
 
 override WG_SIZE: u32 = 256u;
 
@@ -16,6 +17,7 @@ struct ReduceParams {
 }
 
 const DIVIDE_BY_BUFFER: u32 = 1u;
+const FROM_VALUES: u32 = 2u; // finish sums values[0..len] directly
 
 @group(0) @binding(0) var<uniform> params: ReduceParams;
 @group(0) @binding(1) var<storage, read> values: array<f32>;
@@ -45,8 +47,14 @@ fn partial_sums(
 @compute @workgroup_size(WG_SIZE)
 fn finish(@builtin(local_invocation_index) lid: u32) {
     var v = 0.0;
-    for (var i = lid; i < params.groups; i += WG_SIZE) {
-        v += partials[i];
+    if ((params.flags & FROM_VALUES) != 0u) {
+        for (var i = lid; i < params.len; i += WG_SIZE) {
+            v += values[i];
+        }
+    } else {
+        for (var i = lid; i < params.groups; i += WG_SIZE) {
+            v += partials[i];
+        }
     }
     let total = workgroup_sum(lid, v) * params.scale;
     if (lid == 0u) {

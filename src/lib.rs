@@ -35,7 +35,7 @@ pub mod registry;
 
 pub use crate::core::{DType, LossValues, Reduction, Upstream};
 pub use error::{Error, Result};
-pub use gpu::{adapters, BufferStats, Engine, EngineOptions, LossOutput, Tensor};
+pub use gpu::{adapters, Counters, Engine, EngineOptions, GpuLoss, LossOutput, Plan, Tensor};
 pub use losses::cross_entropy::gpu::{CrossEntropyInputs, Target};
 pub use losses::cross_entropy::{CrossEntropy, SoftmaxFocal};
 pub use losses::elementwise::gpu::ElementwiseInputs;

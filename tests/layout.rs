@@ -263,7 +263,8 @@ fn the_graph_sees_real_imports() {
         ("losses::pair_rows::cli", "losses::pair_rows::cpu"),
         ("gpu::engine", "gpu::kernel"),
         ("gpu::kernel", "gpu::shader"),
-        ("gpu::dispatch", "gpu::tensor"),
+        ("gpu::record", "gpu::tensor"),
+        ("gpu::plan", "gpu::record"),
     ] {
         assert!(
             g.get(&m(from)).is_some_and(|d| d.contains(&m(to))),

@@ -431,16 +431,16 @@ fn nt_xent_at_16384_rows_allocates_no_n_by_n_buffer() {
     let (m, dim) = (16_384, 8);
     let z = rng.normals(m * dim, 1.0);
     let zt = e.upload(&z, &[m, dim]).unwrap();
-    e.reset_buffer_stats();
+    e.reset_counters();
     let out = InfoNce::new(NceKind::NtXent)
         .run(e, &NceInputs::nt_xent(&zt))
         .unwrap();
-    let stats = e.buffer_stats();
+    let stats = e.counters();
     let nn = (m * m * 4) as u64;
     // Normalized rows, gradient and its readback: 3·M·D floats; per-row planes; small buffers.
     let bound = (4 * m * dim * 4 + 16 * m * 4 + (1 << 20)) as u64;
     assert!(
-        stats.largest < nn / 1000 && stats.bytes <= bound,
+        stats.largest_buffer < nn / 1000 && stats.bytes_created <= bound,
         "{stats:?} vs N×N = {nn} bytes"
     );
     let cpu = def("nt-xent")

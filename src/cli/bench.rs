@@ -7,6 +7,7 @@ use std::time::Instant;
 use crate::error::Result;
 use crate::gpu::engine::Engine;
 use crate::gpu::kernel::KernelKey;
+use crate::gpu::record::{Recorder, Workspace};
 use crate::gpu::shader::COPY_MODULE;
 use crate::gpu::tensor::{DType, Tensor};
 
@@ -14,6 +15,7 @@ use crate::gpu::tensor::{DType, Tensor};
 pub struct CopyJob {
     src: Tensor,
     dst: Tensor,
+    workspace: Workspace,
 }
 
 #[repr(C)]
@@ -33,6 +35,7 @@ impl CopyJob {
         Ok(Self {
             src: engine.upload(&vec![1.0; elems], &[elems])?,
             dst: engine.zeros(&[elems], DType::F32)?,
+            workspace: Workspace::default(),
         })
     }
 
@@ -41,14 +44,15 @@ impl CopyJob {
         2 * self.src.bytes()
     }
 
-    /// Records one copy.
+    /// Records one copy (planned, like the losses: no allocation after the first).
     ///
     /// # Errors
     /// wgpu errors.
-    pub fn record(&self, engine: &Engine, encoder: &mut wgpu::CommandEncoder) -> Result<()> {
+    pub fn record(&mut self, engine: &Engine, encoder: &mut wgpu::CommandEncoder) -> Result<()> {
         let vec4s = self.src.len() / 4;
         let wg = engine.workgroup_size();
-        let uniform = engine.uniform(&CopyParams {
+        let mut rec = Recorder::new(engine, &mut self.workspace);
+        let params = rec.params(&CopyParams {
             len: vec4s as u32,
             _pad: [0; 3],
         });
@@ -62,13 +66,10 @@ impl CopyJob {
                 ("TEAM", engine.subgroup_width()),
             ],
         };
-        let resources = [
-            uniform.as_entire_binding(),
-            self.src.binding(),
-            self.dst.binding(),
-        ];
+        let bindings = vec![params, self.src.binding(), self.dst.binding()];
         let groups = vec4s.div_ceil((wg * ITEMS) as usize) as u32;
-        engine.dispatch(encoder, key, &resources, groups)
+        rec.dispatch(key, bindings, groups)?;
+        engine.scoped(|| rec.finish(encoder))
     }
 }
 
@@ -95,7 +96,7 @@ pub fn median_secs(warmup: usize, reps: usize, mut f: impl FnMut() -> Result<()>
 /// # Errors
 /// wgpu errors.
 pub fn copy_gbps(engine: &Engine, bytes: u64, reps: usize) -> Result<f64> {
-    let job = CopyJob::new(engine, bytes)?;
+    let mut job = CopyJob::new(engine, bytes)?;
     let secs = median_secs(2, reps, || {
         let mut encoder = engine.encoder();
         job.record(engine, &mut encoder)?;
@@ -171,7 +172,8 @@ impl KernelTimer {
         encoder.write_timestamp(&self.set, 1);
         encoder.resolve_query_set(&self.set, 0..2, &self.resolve, 0);
         engine.submit(encoder)?;
-        let ticks: [u64; 2] = bytemuck::pod_read_unaligned(&engine.read_bytes(&self.resolve, 16)?);
+        let ticks: [u64; 2] =
+            bytemuck::pod_read_unaligned(&engine.read_bytes(&self.resolve, 0, 16)?);
         Ok(ticks[1].saturating_sub(ticks[0]) as f64 * self.period_ns / 1e9)
     }
 }

@@ -17,6 +17,22 @@ pub struct EngineOptions {
     pub max_binding_bytes: Option<u64>,
 }
 
+impl Counters {
+    /// What happened between `earlier` and `self` (the largest buffer is `self`'s).
+    pub fn since(&self, earlier: &Counters) -> Counters {
+        Counters {
+            buffers_created: self.buffers_created - earlier.buffers_created,
+            bytes_created: self.bytes_created - earlier.bytes_created,
+            largest_buffer: self.largest_buffer,
+            bytes_zero_filled: self.bytes_zero_filled - earlier.bytes_zero_filled,
+            bind_groups_created: self.bind_groups_created - earlier.bind_groups_created,
+            dispatches: self.dispatches - earlier.dispatches,
+            compute_passes: self.compute_passes - earlier.compute_passes,
+            uniform_writes: self.uniform_writes - earlier.uniform_writes,
+        }
+    }
+}
+
 /// Optional features requested when the adapter has them.
 const WANTED_FEATURES: wgpu::Features = wgpu::Features::SUBGROUP
     .union(wgpu::Features::TIMESTAMP_QUERY)
@@ -25,8 +41,14 @@ const WANTED_FEATURES: wgpu::Features = wgpu::Features::SUBGROUP
 
 /// A wgpu device and queue with the pipelines built for it.
 ///
-/// Cheap to share by reference; every loss takes `&Engine`.
+/// Cloning is cheap and shares the device, the pipeline cache and the counters; every loss
+/// takes `&Engine`, and a [`Plan`](crate::Plan) keeps a clone.
+#[derive(Clone)]
 pub struct Engine {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     device: wgpu::Device,
     queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
@@ -35,32 +57,39 @@ pub struct Engine {
     kernels: Mutex<HashMap<KernelKey, Arc<Kernel>>>,
     lost: Arc<Mutex<Option<String>>>,
     uncaptured: Arc<Mutex<Option<String>>>,
-    ledger: BufferLedger,
+    counters: Mutex<Counters>,
 }
 
-/// Device buffers the engine has created since the last [`Engine::reset_buffer_stats`].
-#[derive(Debug, Default)]
-struct BufferLedger {
-    bytes: std::sync::atomic::AtomicU64,
-    largest: std::sync::atomic::AtomicU64,
-}
-
-/// What [`Engine::buffer_stats`] reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BufferStats {
-    /// Total bytes of the buffers created: for one loss call, an upper bound on the device
-    /// memory it needed beyond its inputs.
-    pub bytes: u64,
+/// What the engine has done since the last [`Engine::reset_counters`] (or its creation),
+/// from every thread that uses it: the structural cost of loss calls, countable where
+/// timings are not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Device buffers created (workspaces, outputs, uniforms, uploads, readback staging).
+    pub buffers_created: u64,
+    /// Their total bytes: for one loss call, an upper bound on the device memory it needed
+    /// beyond its inputs.
+    pub bytes_created: u64,
     /// Bytes of the largest buffer created.
-    pub largest: u64,
+    pub largest_buffer: u64,
+    /// Bytes zero-filled: buffers created without contents (wgpu zeroes them) and clears.
+    pub bytes_zero_filled: u64,
+    /// Bind groups created.
+    pub bind_groups_created: u64,
+    /// Compute dispatches recorded.
+    pub dispatches: u64,
+    /// Compute passes recorded.
+    pub compute_passes: u64,
+    /// Queue writes of parameters into existing buffers.
+    pub uniform_writes: u64,
 }
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
-            .field("adapter", &self.info.name)
-            .field("backend", &self.info.backend)
-            .field("max_binding", &self.max_binding)
+            .field("adapter", &self.shared.info.name)
+            .field("backend", &self.shared.info.backend)
+            .field("max_binding", &self.shared.max_binding)
             .finish()
     }
 }
@@ -192,80 +221,87 @@ impl Engine {
             uncaptured_in.lock().unwrap().get_or_insert(e.to_string());
         }));
         Self {
-            device,
-            queue,
-            info,
-            limits,
-            max_binding,
-            kernels: Mutex::new(HashMap::new()),
-            ledger: BufferLedger::default(),
-            lost,
-            uncaptured,
+            shared: Arc::new(Shared {
+                device,
+                queue,
+                info,
+                limits,
+                max_binding,
+                kernels: Mutex::new(HashMap::new()),
+                counters: Mutex::new(Counters::default()),
+                lost,
+                uncaptured,
+            }),
         }
     }
 
     /// The wgpu device.
     pub fn device(&self) -> &wgpu::Device {
-        &self.device
+        &self.shared.device
     }
 
     /// The wgpu queue.
     pub fn queue(&self) -> &wgpu::Queue {
-        &self.queue
+        &self.shared.queue
     }
 
     /// The adapter behind the device.
     pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
-        &self.info
+        &self.shared.info
     }
 
     /// The device's limits (the adapter's own, as requested).
     pub fn limits(&self) -> &wgpu::Limits {
-        &self.limits
+        &self.shared.limits
     }
 
     /// The device's features.
     pub fn features(&self) -> wgpu::Features {
-        self.device.features()
+        self.shared.device.features()
     }
 
     /// Largest storage binding used, in bytes; larger inputs are split.
     pub fn max_binding_bytes(&self) -> u64 {
-        self.max_binding
+        self.shared.max_binding
     }
 
-    /// Device buffers created through this engine since the last reset (or its creation).
-    pub fn buffer_stats(&self) -> BufferStats {
-        use std::sync::atomic::Ordering::Relaxed;
-        BufferStats {
-            bytes: self.ledger.bytes.load(Relaxed),
-            largest: self.ledger.largest.load(Relaxed),
-        }
+    /// What this engine has done since the last [`Engine::reset_counters`].
+    pub fn counters(&self) -> Counters {
+        *self.shared.counters.lock().unwrap()
     }
 
-    /// Starts a new count for [`Engine::buffer_stats`].
-    pub fn reset_buffer_stats(&self) {
-        use std::sync::atomic::Ordering::Relaxed;
-        self.ledger.bytes.store(0, Relaxed);
-        self.ledger.largest.store(0, Relaxed);
+    /// Starts a new count for [`Engine::counters`].
+    pub fn reset_counters(&self) {
+        *self.shared.counters.lock().unwrap() = Counters::default();
     }
 
-    /// Records a buffer of `bytes` created on this engine's device.
-    pub(crate) fn note_buffer(&self, bytes: u64) {
-        use std::sync::atomic::Ordering::Relaxed;
-        self.ledger.bytes.fetch_add(bytes, Relaxed);
-        self.ledger.largest.fetch_max(bytes, Relaxed);
+    /// Updates the counters.
+    pub(crate) fn count(&self, update: impl FnOnce(&mut Counters)) {
+        update(&mut self.shared.counters.lock().unwrap());
+    }
+
+    /// Counts a buffer of `bytes` created on this engine's device, zero-filled unless it was
+    /// created with contents.
+    pub(crate) fn note_buffer(&self, bytes: u64, zero_filled: bool) {
+        self.count(|c| {
+            c.buffers_created += 1;
+            c.bytes_created += bytes;
+            c.largest_buffer = c.largest_buffer.max(bytes);
+            if zero_filled {
+                c.bytes_zero_filled += bytes;
+            }
+        });
     }
 
     /// Workgroup size of every kernel: 256, or less where the adapter allows less.
     pub fn workgroup_size(&self) -> u32 {
-        256.min(self.limits.max_compute_invocations_per_workgroup)
-            .min(self.limits.max_compute_workgroup_size_x)
+        256.min(self.shared.limits.max_compute_invocations_per_workgroup)
+            .min(self.shared.limits.max_compute_workgroup_size_x)
     }
 
     /// Invocations that execute in lockstep (the smallest subgroup size), 8 when unknown.
     pub fn subgroup_width(&self) -> u32 {
-        match self.info.subgroup_min_size {
+        match self.shared.info.subgroup_min_size {
             0 => 8,
             s => s.clamp(1, self.workgroup_size()),
         }
@@ -273,19 +309,29 @@ impl Engine {
 
     /// The cached kernel for `key`, built on first use.
     pub(crate) fn kernel(&self, key: KernelKey) -> Result<Arc<Kernel>> {
-        if let Some(k) = self.kernels.lock().unwrap().get(&key) {
+        if let Some(k) = self.shared.kernels.lock().unwrap().get(&key) {
             return Ok(k.clone());
         }
-        let kernel = Arc::new(self.scoped(|| Ok(Kernel::build(&self.device, &key)))?);
-        self.kernels.lock().unwrap().insert(key, kernel.clone());
+        let kernel = Arc::new(self.scoped(|| Ok(Kernel::build(&self.shared.device, &key)))?);
+        self.shared
+            .kernels
+            .lock()
+            .unwrap()
+            .insert(key, kernel.clone());
         Ok(kernel)
     }
 
     /// Runs `f` inside validation and out-of-memory error scopes and turns what they catch,
     /// a lost device, or an uncaptured error into `Err`.
     pub(crate) fn scoped<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
-        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let oom = self
+            .shared
+            .device
+            .push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self
+            .shared
+            .device
+            .push_error_scope(wgpu::ErrorFilter::Validation);
         let out = f();
         let v = pollster::block_on(validation.pop());
         let o = pollster::block_on(oom.pop());
@@ -298,10 +344,10 @@ impl Engine {
 
     /// `Err` once the device is lost or wgpu reported an error outside our scopes.
     pub fn health(&self) -> Result<()> {
-        if let Some(m) = self.lost.lock().unwrap().clone() {
+        if let Some(m) = self.shared.lost.lock().unwrap().clone() {
             return Err(Error::DeviceLost(m));
         }
-        if let Some(m) = self.uncaptured.lock().unwrap().take() {
+        if let Some(m) = self.shared.uncaptured.lock().unwrap().take() {
             return Err(Error::Wgpu(m));
         }
         Ok(())
@@ -313,14 +359,15 @@ impl Engine {
     /// wgpu errors, a lost device or a failed wait.
     pub fn submit(&self, encoder: wgpu::CommandEncoder) -> Result<()> {
         self.scoped(|| {
-            self.queue.submit([encoder.finish()]);
+            self.shared.queue.submit([encoder.finish()]);
             self.wait()
         })
     }
 
     /// Waits for all submitted work.
     pub(crate) fn wait(&self) -> Result<()> {
-        self.device
+        self.shared
+            .device
             .poll(wgpu::PollType::wait_indefinitely())
             .map(|_| ())
             .map_err(|e| Error::DeviceLost(e.to_string()))
@@ -328,7 +375,8 @@ impl Engine {
 
     /// A new command encoder on this device.
     pub fn encoder(&self) -> wgpu::CommandEncoder {
-        self.device
+        self.shared
+            .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("wgpu-losses"),
             })

@@ -26,9 +26,17 @@ impl Kernel {
             key.module.name,
             key.entry
         );
+        // Storage is bound read-write throughout, read-only inputs included: WebGPU forbids
+        // one buffer bound both read-only and writable in a dispatch but allows repeated
+        // writable use, so views into one pooled buffer can be an input and an output.
+        // wgpu wants the shader's access to match the layout's exactly.
+        let source = key
+            .module
+            .wgsl()
+            .replace("var<storage, read>", "var<storage, read_write>");
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(key.entry),
-            source: wgpu::ShaderSource::Wgsl(key.module.wgsl().into()),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
         });
         let entries: Vec<wgpu::BindGroupLayoutEntry> = key
             .module
@@ -41,8 +49,9 @@ impl Kernel {
                 ty: wgpu::BindingType::Buffer {
                     ty: match access {
                         Access::Uniform => wgpu::BufferBindingType::Uniform,
-                        Access::Read => wgpu::BufferBindingType::Storage { read_only: true },
-                        Access::ReadWrite => wgpu::BufferBindingType::Storage { read_only: false },
+                        Access::Read | Access::ReadWrite => {
+                            wgpu::BufferBindingType::Storage { read_only: false }
+                        }
                     },
                     has_dynamic_offset: false,
                     min_binding_size: None,

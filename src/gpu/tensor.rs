@@ -7,12 +7,14 @@ pub use crate::core::DType;
 use crate::error::{Error, Result};
 use crate::gpu::engine::Engine;
 
-/// A device buffer holding a dense row-major array.
+/// A dense row-major array in a device buffer: the whole buffer, or a view of it from a
+/// byte offset (frameworks hand out sub-allocations of pooled buffers).
 ///
 /// Cloning is cheap and shares the buffer.
 #[derive(Debug, Clone)]
 pub struct Tensor {
     buffer: wgpu::Buffer,
+    offset: u64,
     shape: Vec<usize>,
     dtype: DType,
 }
@@ -32,16 +34,48 @@ impl Tensor {
     /// [`Error::Shape`] when the buffer is smaller than the shape needs; [`Error::Option`] when
     /// it lacks `STORAGE` usage.
     pub fn from_buffer(buffer: wgpu::Buffer, shape: &[usize], dtype: DType) -> Result<Self> {
+        Self::wrap(buffer, 0, shape, dtype)
+    }
+
+    /// Wraps `shape` elements of a caller's buffer from byte `offset`, without copying: a
+    /// view of a sub-allocation. Views of one buffer may be inputs and outputs of one call
+    /// as long as the outputs overlap no input.
+    ///
+    /// # Errors
+    /// [`Error::Option`] when `offset` is not a multiple of the adapter's
+    /// `min_storage_buffer_offset_alignment` or the buffer lacks `STORAGE` usage;
+    /// [`Error::Shape`] when the buffer ends before the view does.
+    pub fn view(
+        engine: &Engine,
+        buffer: wgpu::Buffer,
+        offset: u64,
+        shape: &[usize],
+        dtype: DType,
+    ) -> Result<Self> {
+        let align = engine.limits().min_storage_buffer_offset_alignment as u64;
+        if !offset.is_multiple_of(align) {
+            return Err(Error::Option {
+                option: "offset",
+                value: offset.to_string(),
+                reason: "a view must start at a multiple of the adapter's \
+                         min_storage_buffer_offset_alignment",
+            });
+        }
+        Self::wrap(buffer, offset, shape, dtype)
+    }
+
+    fn wrap(buffer: wgpu::Buffer, offset: u64, shape: &[usize], dtype: DType) -> Result<Self> {
         let bytes = shape_bytes("shape", shape)?;
         let t = Self {
             buffer,
+            offset,
             shape: shape.to_vec(),
             dtype,
         };
-        if t.buffer.size() < bytes {
+        if t.buffer.size().saturating_sub(offset) < bytes {
             return Err(Error::Shape {
                 input: "buffer",
-                expected: format!("at least {bytes} bytes"),
+                expected: format!("at least {} bytes", offset.saturating_add(bytes)),
                 got: vec![t.buffer.size() as usize],
             });
         }
@@ -69,6 +103,18 @@ impl Tensor {
         &self.buffer
     }
 
+    /// Where the data starts in [`Tensor::buffer`], in bytes.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Whether the bytes of `self` and `other` overlap.
+    pub(crate) fn overlaps(&self, other: &Tensor) -> bool {
+        self.buffer == other.buffer
+            && self.offset < other.offset + other.bytes()
+            && other.offset < self.offset + self.bytes()
+    }
+
     /// The shape, outermost first. A scalar has shape `[]`.
     pub fn shape(&self) -> &[usize] {
         &self.shape
@@ -94,13 +140,18 @@ impl Tensor {
         self.len() as u64 * 4
     }
 
-    /// The binding of `count` elements starting at element `start`.
-    pub(crate) fn window(&self, start: usize, count: usize) -> wgpu::BindingResource<'_> {
-        window(&self.buffer, start, count)
+    /// The binding of `count` elements starting at element `start` (at least one element:
+    /// wgpu cannot bind an empty range, and buffers are never smaller than 16 bytes).
+    pub(crate) fn window(&self, start: usize, count: usize) -> Binding {
+        Binding::Buffer {
+            buffer: self.buffer.clone(),
+            offset: self.offset + start as u64 * 4,
+            size: count.max(1) as u64 * 4,
+        }
     }
 
     /// The whole tensor as a binding.
-    pub(crate) fn binding(&self) -> wgpu::BindingResource<'_> {
+    pub(crate) fn binding(&self) -> Binding {
         self.window(0, self.len())
     }
 
@@ -109,18 +160,19 @@ impl Tensor {
     }
 }
 
-/// A binding of `count` 4-byte elements of `buffer` from element `start` (at least one element,
-/// since wgpu cannot bind an empty range).
-pub(crate) fn window(
-    buffer: &wgpu::Buffer,
-    start: usize,
-    count: usize,
-) -> wgpu::BindingResource<'_> {
-    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-        buffer,
-        offset: start as u64 * 4,
-        size: std::num::NonZeroU64::new(count.max(1) as u64 * 4),
-    })
+/// What one binding slot of a dispatch holds: a byte range of a buffer, or a range of the
+/// call's parameter block (placed when the call is encoded).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum Binding {
+    Buffer {
+        buffer: wgpu::Buffer,
+        offset: u64,
+        size: u64,
+    },
+    Params {
+        offset: u64,
+        size: u64,
+    },
 }
 
 impl Engine {
@@ -135,31 +187,34 @@ impl Engine {
     }
 
     fn upload_bytes(&self, bytes: &[u8], shape: &[usize], dtype: DType) -> Result<Tensor> {
-        self.check_size(bytes.len() as u64)?;
-        self.note_buffer((bytes.len() as u64).max(MIN_BYTES));
-        let buffer = self.scoped(|| {
-            Ok(if (bytes.len() as u64) < MIN_BYTES {
-                let mut padded = bytes.to_vec();
-                padded.resize(MIN_BYTES as usize, 0);
-                self.device()
-                    .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                        label: None,
-                        contents: &padded,
-                        usage: USAGE,
-                    })
-            } else {
-                self.device()
-                    .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                        label: None,
-                        contents: bytes,
-                        usage: USAGE,
-                    })
-            })
-        })?;
         Ok(Tensor {
-            buffer,
+            buffer: self.upload_buffer(bytes)?,
+            offset: 0,
             shape: shape.to_vec(),
             dtype,
+        })
+    }
+
+    /// A new storage buffer holding `bytes` (padded to the 16-byte minimum).
+    pub(crate) fn upload_buffer(&self, bytes: &[u8]) -> Result<wgpu::Buffer> {
+        self.check_size(bytes.len() as u64)?;
+        self.note_buffer((bytes.len() as u64).max(MIN_BYTES), false);
+        let mut padded;
+        let contents = if (bytes.len() as u64) < MIN_BYTES {
+            padded = bytes.to_vec();
+            padded.resize(MIN_BYTES as usize, 0);
+            &padded[..]
+        } else {
+            bytes
+        };
+        self.scoped(|| {
+            Ok(self
+                .device()
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: None,
+                    contents,
+                    usage: USAGE,
+                }))
         })
     }
 
@@ -197,21 +252,27 @@ impl Engine {
     /// # Errors
     /// [`Error::Limit`] past the adapter's buffer size; wgpu errors.
     pub fn zeros(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {
-        let bytes = shape_bytes("shape", shape)?.max(MIN_BYTES);
+        let buffer = self.new_buffer(shape_bytes("shape", shape)?)?;
+        Ok(Tensor {
+            buffer,
+            offset: 0,
+            shape: shape.to_vec(),
+            dtype,
+        })
+    }
+
+    /// A new zero-filled storage buffer of at least `bytes` bytes.
+    pub(crate) fn new_buffer(&self, bytes: u64) -> Result<wgpu::Buffer> {
+        let bytes = bytes.max(MIN_BYTES);
         self.check_size(bytes)?;
-        self.note_buffer(bytes);
-        let buffer = self.scoped(|| {
+        self.note_buffer(bytes, true);
+        self.scoped(|| {
             Ok(self.device().create_buffer(&wgpu::BufferDescriptor {
                 label: None,
                 size: bytes,
                 usage: USAGE,
                 mapped_at_creation: false,
             }))
-        })?;
-        Ok(Tensor {
-            buffer,
-            shape: shape.to_vec(),
-            dtype,
         })
     }
 
@@ -221,9 +282,11 @@ impl Engine {
     /// [`Error::DType`] for an i32 tensor; map failures and wgpu errors.
     pub fn download(&self, t: &Tensor) -> Result<Vec<f32>> {
         t.expect_dtype("tensor", DType::F32)?;
-        Ok(bytemuck::pod_collect_to_vec(
-            &self.read_bytes(&t.buffer, t.bytes())?,
-        ))
+        Ok(bytemuck::pod_collect_to_vec(&self.read_bytes(
+            &t.buffer,
+            t.offset,
+            t.bytes(),
+        )?))
     }
 
     /// Reads an i32 tensor back to the host.
@@ -232,17 +295,24 @@ impl Engine {
     /// As [`Engine::download`].
     pub fn download_i32(&self, t: &Tensor) -> Result<Vec<i32>> {
         t.expect_dtype("tensor", DType::I32)?;
-        Ok(bytemuck::pod_collect_to_vec(
-            &self.read_bytes(&t.buffer, t.bytes())?,
-        ))
+        Ok(bytemuck::pod_collect_to_vec(&self.read_bytes(
+            &t.buffer,
+            t.offset,
+            t.bytes(),
+        )?))
     }
 
-    /// Copies the first `bytes` bytes of `buffer` to the host.
-    pub(crate) fn read_bytes(&self, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+    /// Copies `bytes` bytes of `buffer` from byte `offset` to the host.
+    pub(crate) fn read_bytes(
+        &self,
+        buffer: &wgpu::Buffer,
+        offset: u64,
+        bytes: u64,
+    ) -> Result<Vec<u8>> {
         if bytes == 0 {
             return Ok(Vec::new());
         }
-        self.note_buffer(bytes);
+        self.note_buffer(bytes, true);
         let staging = self.scoped(|| {
             let staging = self.device().create_buffer(&wgpu::BufferDescriptor {
                 label: Some("readback"),
@@ -251,7 +321,7 @@ impl Engine {
                 mapped_at_creation: false,
             });
             let mut encoder = self.encoder();
-            encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes);
+            encoder.copy_buffer_to_buffer(buffer, offset, &staging, 0, bytes);
             self.queue().submit([encoder.finish()]);
             Ok(staging)
         })?;

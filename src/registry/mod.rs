@@ -7,6 +7,7 @@ use std::str::FromStr;
 
 pub mod compare;
 pub mod random;
+pub mod session;
 
 use crate::core::reference::RefOutput;
 use crate::core::{Arg, LossValues, Reduction, Upstream};
@@ -15,6 +16,7 @@ use crate::gpu::engine::Engine;
 use crate::gpu::tensor::Tensor;
 use compare::Tolerance;
 use random::Rng;
+pub use session::GpuSession;
 
 /// Element data of a host array.
 #[derive(Debug, Clone, PartialEq)]
@@ -146,11 +148,18 @@ pub trait LossDef: Sync {
     fn inputs(&self) -> &'static [InputSpec];
     /// Its option names.
     fn options(&self) -> &'static [&'static str];
-    /// Runs on the GPU.
+    /// Runs on the GPU in `session`: through its plan and input tensors when they fit.
     ///
     /// # Errors
     /// Bad inputs or options, device errors.
-    fn gpu(&self, engine: &Engine, case: &Case) -> Result<Evaluated<f32>>;
+    fn gpu_in(&self, session: &mut GpuSession<'_>, case: &Case) -> Result<Evaluated<f32>>;
+    /// Runs on the GPU, a one-off call.
+    ///
+    /// # Errors
+    /// As [`LossDef::gpu_in`].
+    fn gpu(&self, engine: &Engine, case: &Case) -> Result<Evaluated<f32>> {
+        self.gpu_in(&mut GpuSession::new(engine), case)
+    }
     /// Runs the multi-threaded CPU backend.
     ///
     /// # Errors
@@ -351,7 +360,7 @@ pub(crate) struct DeviceUpstream {
 
 impl DeviceUpstream {
     pub(crate) fn upload(
-        engine: &Engine,
+        session: &mut GpuSession<'_>,
         host: Option<&[f32]>,
         shape: &[usize],
         reduction: Reduction,
@@ -359,7 +368,7 @@ impl DeviceUpstream {
         let items: usize = shape.iter().product();
         Ok(match host {
             Some(g) if reduction == Reduction::None && g.len() == items => Self {
-                per_item: Some(engine.upload(g, shape)?),
+                per_item: Some(session.upload("upstream", g, shape)?),
                 scalar: None,
             },
             Some(g) => Self {

@@ -10,13 +10,17 @@ use wgpu_losses::{compare, Engine, Tolerance};
 /// The shared engine on the best adapter. Panics with instructions when there is none.
 pub fn engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
-    ENGINE.get_or_init(|| {
-        Engine::new().unwrap_or_else(|e| {
-            panic!(
-                "GPU tests need a wgpu adapter and found none ({e}). \
-                 On a machine without a GPU: apt-get install -y mesa-vulkan-drivers"
-            )
-        })
+    ENGINE.get_or_init(own_engine)
+}
+
+/// An engine of the calling test's own, for counting what one call does (the shared
+/// engine's counters see every test running in parallel).
+pub fn own_engine() -> Engine {
+    Engine::new().unwrap_or_else(|e| {
+        panic!(
+            "GPU tests need a wgpu adapter and found none ({e}). \
+             On a machine without a GPU: apt-get install -y mesa-vulkan-drivers"
+        )
     })
 }
 

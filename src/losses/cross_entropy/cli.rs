@@ -11,7 +11,7 @@ use crate::core::{Arg, DType, LossValues, Reduction, Upstream};
 use crate::error::{Error, Result};
 use crate::gpu::engine::Engine;
 use crate::registry::random::Rng;
-use crate::registry::{
+use crate::registry::{GpuSession, 
     host_upstream, labels_i32, BenchJob, BenchRun, Case, DeviceUpstream, Evaluated, HostArray, HostData, InputSpec, LossDef,
 };
 
@@ -193,13 +193,13 @@ impl LossDef for RowDef {
         ]
     }
 
-    fn gpu(&self, engine: &Engine, case: &Case) -> Result<Evaluated<f32>> {
+    fn gpu_in(&self, s: &mut GpuSession<'_>, case: &Case) -> Result<Evaluated<f32>> {
         let p = HostProblem::from_case(self, case)?;
         let (n, c) = (p.n, p.c);
-        let logits = engine.upload(&p.logits, &[n, c])?;
+        let logits = s.upload("logits", &p.logits, &[n, c])?;
         let target = match (&p.classes, &p.probs) {
-            (Some(y), _) => engine.upload_i32(y, &[n])?,
-            (_, Some(t)) => engine.upload(t, &[n, c])?,
+            (Some(y), _) => s.upload_i32("target", y, &[n])?,
+            (_, Some(t)) => s.upload("target", t, &[n, c])?,
             _ => unreachable!("one target kind is set"),
         };
         let target = match p.classes {
@@ -209,14 +209,14 @@ impl LossDef for RowDef {
         let weight = p
             .weight
             .as_ref()
-            .map(|w| engine.upload(w, &[c]))
+            .map(|w| s.upload("weight", w, &[c]))
             .transpose()?;
         let upstream =
-            DeviceUpstream::upload(engine, p.upstream.as_deref(), &[n], p.opts.reduction)?;
+            DeviceUpstream::upload(s, p.upstream.as_deref(), &[n], p.opts.reduction)?;
         let mut inputs = CrossEntropyInputs::new(&logits, target);
         inputs.weight = weight.as_ref();
         inputs.upstream = upstream.get();
-        let out = p.opts.run(engine, &inputs)?;
+        let out = s.run(&p.opts, &inputs)?;
         Ok(p.evaluated(out))
     }
 

@@ -5,8 +5,9 @@
 // several times faster on some adapters, lavapipe among them).
 // Pass 1 reads the row once for the online log-sum-exp and the sums that the loss needs;
 // pass 2 re-reads it (from cache for all but the largest rows) and writes the gradient.
-// `row_weights` is the pre-pass of the mean over class targets: it writes w[y_n] (0 when
-// ignored) per row, which the reduce kernel sums into the denominator.
+// `denominator` is the pre-pass of the mean over class targets: each workgroup sums w[y_n]
+// (0 when ignored) over a block of rows into denom[group_base + g], in a fixed order. One
+// block is the denominator itself; more are summed by the reduce kernel before `main`.
 
 override WG_SIZE: u32 = 256u;
 override ROW_THREADS: u32 = 256u;
@@ -33,7 +34,10 @@ struct Params {
     grad_output: f32,
     denom: f32,
     gamma: f32,
-    _pad: u32,
+    block: u32,      // rows per workgroup (denominator)
+    group_base: u32, // index of this window's first block (denominator)
+    _pad0: u32,
+    _pad1: u32,
 }
 
 const DENOM_FROM_BUFFER: u32 = 4u;
@@ -45,7 +49,8 @@ const WANT_GRAD: u32 = 16u;
 @group(0) @binding(1) var<storage, read> targets: array<u32>;
 @group(0) @binding(2) var<storage, read> weight: array<f32>;
 @group(0) @binding(3) var<storage, read> upstream: array<f32>;
-@group(0) @binding(4) var<storage, read> denom_buf: array<f32>;
+// The denominator (main), or the blocks' partial denominators (denominator).
+@group(0) @binding(4) var<storage, read_write> denom: array<f32>;
 @group(0) @binding(5) var<storage, read_write> loss_rows: array<f32>;
 // status[0] = 0xffffffff - (first bad row), 0 when every target is valid.
 @group(0) @binding(6) var<storage, read_write> status: array<atomic<u32>>;
@@ -96,7 +101,7 @@ fn row_scale(row: u32) -> f32 {
     }
     var d = params.denom;
     if (has(DENOM_FROM_BUFFER)) {
-        d = denom_buf[0];
+        d = denom[0];
     }
     // 0 for a zero denominator (all rows ignored); a NaN one (a NaN class weight) propagates:
     // `d == 0` is false for NaN, where `d != 0` (an ordered comparison) is false too.
@@ -104,22 +109,27 @@ fn row_scale(row: u32) -> f32 {
 }
 
 @compute @workgroup_size(WG_SIZE)
-fn row_weights(
+fn denominator(
     @builtin(local_invocation_index) lid: u32,
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let row = group_index(wid, nwg) * WG_SIZE + lid;
-    if (row >= params.n) {
-        return;
-    }
-    let y = row_class(row);
     // The mean divides by sum w[y] (cross-entropy) or by the kept rows (focal).
-    var w = 1.0;
-    if (!FOCAL) {
-        w = class_weight(u32(max(y, 0)));
+    let g = group_index(wid, nwg);
+    let end = min((g + 1u) * params.block, params.n);
+    var v = 0.0;
+    for (var row = g * params.block + lid; row < end; row += WG_SIZE) {
+        let y = row_class(row);
+        var w = 1.0;
+        if (!FOCAL) {
+            w = class_weight(u32(max(y, 0)));
+        }
+        v += select(0.0, w, y >= 0);
     }
-    loss_rows[row] = select(0.0, w, y >= 0);
+    let total = workgroup_sum(lid, v);
+    if (lid == 0u) {
+        denom[params.group_base + g] = total;
+    }
 }
 
 @compute @workgroup_size(WG_SIZE)

@@ -4,10 +4,12 @@
 use super::{Args, CrossEntropy, SoftmaxFocal};
 use crate::core::{LossValues, Reduction, Upstream};
 use crate::error::{Error, Result};
-use crate::gpu::dispatch::{LossOutput, Status};
 use crate::gpu::engine::Engine;
 use crate::gpu::kernel::KernelKey;
-use crate::gpu::shader::{lanes, Access, ShaderModule, MATH};
+use crate::gpu::output::{LossOutput, Status};
+use crate::gpu::plan::{check_disjoint, GpuLoss};
+use crate::gpu::record::{Recorder, SumOf};
+use crate::gpu::shader::{lanes, Access, ShaderModule, MATH, WORKGROUP_SUM};
 use crate::gpu::tensor::{DType, Tensor};
 
 const SOURCE: &str = include_str!("cross_entropy.wgsl");
@@ -38,10 +40,10 @@ impl RowIo {
         ShaderModule {
             name: "cross_entropy",
             variant: self.variant(),
-            source: |v| [MATH, &Self::from_variant(v).header(), SOURCE].join("\n"),
+            source: |v| [MATH, WORKGROUP_SUM, &Self::from_variant(v).header(), SOURCE].join("\n"),
             bindings: |v| {
                 use Access::*;
-                let mut b = vec![Uniform, Read, Read, Read, Read, ReadWrite, ReadWrite];
+                let mut b = vec![Uniform, Read, Read, Read, ReadWrite, ReadWrite, ReadWrite];
                 if Self::from_variant(v).in_place {
                     b.push(ReadWrite);
                 } else {
@@ -49,7 +51,7 @@ impl RowIo {
                 }
                 b
             },
-            entry_points: &["main", "row_weights"],
+            entry_points: &["main", "denominator"],
         }
     }
 
@@ -153,7 +155,9 @@ pub(crate) struct CeParams {
     pub grad_output: f32,
     pub denom: f32,
     pub gamma: f32,
-    pub _pad: u32,
+    pub block: u32,
+    pub group_base: u32,
+    pub _pad: [u32; 2],
 }
 
 const DENOM_FROM_BUFFER: u32 = 4;
@@ -197,13 +201,20 @@ impl CrossEntropy {
                     reason: "conflicts with in_place and with gradient(false)",
                 });
             }
+            let mut read = vec![("logits", inputs.logits), ("target", target)];
+            read.extend(inputs.weight.map(|w| ("weight", w)));
+            if let Upstream::PerItem(u) = inputs.upstream {
+                read.push(("upstream", u));
+            }
+            check_disjoint(&[("grad_out", g)], &read)?;
         }
         Ok((n, c))
     }
 
-    /// Records the loss (and gradient) into `encoder`. Submit the encoder, then read the
-    /// results with [`Engine::read_output`] (which also reports invalid targets) or use the
-    /// device tensors directly; call [`Engine::check_status`] to validate targets.
+    /// Records the loss (and gradient) into `encoder`: a one-off [`Plan`](crate::Plan).
+    /// Submit the encoder, then read the results with [`Engine::read_output`] (which also
+    /// reports invalid targets) or use the device tensors directly; call
+    /// [`Engine::check_status`] to validate targets.
     ///
     /// # Errors
     /// Invalid options or shapes ([`Error::Option`], [`Error::Shape`], [`Error::DType`],
@@ -214,18 +225,17 @@ impl CrossEntropy {
         encoder: &mut wgpu::CommandEncoder,
         inputs: &CrossEntropyInputs<'_>,
     ) -> Result<LossOutput> {
-        let (n, c) = self.check_inputs(inputs)?;
-        engine.scoped(|| self.record_checked(engine, encoder, inputs, n, c))
+        self.plan(engine).record(encoder, inputs)
     }
 
     fn record_checked(
         &self,
-        engine: &Engine,
-        encoder: &mut wgpu::CommandEncoder,
+        rec: &mut Recorder<'_>,
         inputs: &CrossEntropyInputs<'_>,
         n: usize,
         c: usize,
     ) -> Result<LossOutput> {
+        let engine = rec.engine();
         let wg = engine.workgroup_size();
         let threads = row_threads(engine, c);
         let team = engine.subgroup_width().min(threads);
@@ -236,24 +246,30 @@ impl CrossEntropy {
         };
         let windows = engine.row_windows(n, c as u64 * 4, true)?;
 
-        let loss_rows = engine.zeros(&[n], DType::F32)?;
+        let loss_rows = rec.tensor(&[n], DType::F32)?;
         let loss = match self.reduction {
             Reduction::None => loss_rows.clone(),
-            _ => engine.zeros(&[], DType::F32)?,
+            _ => rec.tensor(&[], DType::F32)?,
         };
         let grad = match (self.gradient, self.in_place) {
             (false, _) => None,
             (true, true) => Some(inputs.logits.clone()),
             (true, false) => match inputs.grad_out {
                 Some(g) => Some(g.clone()),
-                None => Some(engine.zeros(&[n, c], DType::F32)?),
+                None => Some(rec.tensor(&[n, c], DType::F32)?),
             },
         };
-        let status = engine.scratch(1);
-        let denom = engine.scratch(1);
-        let dummy = engine.scratch(4);
-        // A read-write binding cannot share a buffer with read-only ones.
-        let unused_grad = engine.scratch(1);
+        let status = rec.zeros(&[1], DType::I32)?;
+        let unused = rec.unused()?;
+        // The mean's denominator: one partial per block of rows, summed when there are more.
+        let block = engine.single_pass_sum();
+        let blocks: Vec<usize> = windows.iter().map(|w| w.len().div_ceil(block)).collect();
+        let total_blocks: usize = blocks.iter().sum();
+        let denom = rec.tensor(&[1], DType::F32)?;
+        let partial_denoms = match total_blocks {
+            1 => denom.clone(),
+            _ => rec.tensor(&[total_blocks], DType::F32)?,
+        };
 
         let denom_from_buffer = self.reduction == Reduction::Mean && !probs;
         let flags = [
@@ -296,10 +312,11 @@ impl CrossEntropy {
             ],
         };
         let row_elems = if probs { c } else { 1 };
-        let launch = |entry, encoder: &mut wgpu::CommandEncoder| -> Result<()> {
-            for w in &windows {
+        let launch = |entry, rec: &mut Recorder<'_>| -> Result<()> {
+            for (i, w) in windows.iter().enumerate() {
                 let rows = w.len();
-                let params = CeParams {
+                let pre_pass = entry == "denominator";
+                let params = rec.params(&CeParams {
                     n: rows as u32,
                     c: c as u32,
                     row_base: w.start as u32,
@@ -311,67 +328,61 @@ impl CrossEntropy {
                     grad_output,
                     denom: host_denom,
                     gamma: self.focal.unwrap_or(0.0),
-                    _pad: 0,
-                };
-                let uniform = engine.uniform(&params);
-                let mut resources = vec![
-                    uniform.as_entire_binding(),
+                    block: block as u32,
+                    group_base: blocks[..i].iter().sum::<usize>() as u32,
+                    _pad: [0; 2],
+                });
+                let mut bindings = vec![
+                    params,
                     target.window(w.start * row_elems, rows * row_elems),
-                    match inputs.weight {
-                        Some(t) => t.binding(),
-                        None => dummy.as_entire_binding(),
-                    },
+                    inputs.weight.map_or(unused.clone(), Tensor::binding),
                     match inputs.upstream {
                         Upstream::PerItem(t) => t.window(w.start, rows),
-                        _ => dummy.as_entire_binding(),
+                        _ => unused.clone(),
                     },
-                    denom.as_entire_binding(),
+                    if pre_pass {
+                        partial_denoms.binding()
+                    } else {
+                        denom.binding()
+                    },
                     loss_rows.window(w.start, rows),
-                    status.as_entire_binding(),
+                    status.binding(),
                     inputs.logits.window(w.start * c, rows * c),
                 ];
                 if !io.in_place {
-                    resources.push(match &grad {
+                    bindings.push(match &grad {
                         Some(g) => g.window(w.start * c, rows * c),
-                        None => unused_grad.as_entire_binding(),
+                        None => unused.clone(),
                     });
                 }
-                let (groups, threads) = if entry == "row_weights" {
-                    (rows.div_ceil(wg as usize), wg)
+                let (groups, threads) = if pre_pass {
+                    (blocks[i], wg)
                 } else {
                     (rows.div_ceil(rows_per_group), threads)
                 };
-                engine.dispatch(encoder, key(entry, threads), &resources, groups as u32)?;
+                rec.dispatch(key(entry, threads), bindings, groups as u32)?;
             }
             Ok(())
         };
 
         if denom_from_buffer {
-            launch("row_weights", encoder)?;
-            engine.record_sum(encoder, loss_rows.buffer(), n, 1.0, None, &denom)?;
-        }
-        launch("main", encoder)?;
-        match self.reduction {
-            Reduction::None => {}
-            Reduction::Sum => {
-                engine.record_sum(encoder, loss_rows.buffer(), n, 1.0, None, loss.buffer())?
+            launch("denominator", rec)?;
+            if total_blocks > 1 {
+                rec.sum((&partial_denoms, 0), total_blocks, SumOf::PLAIN, &denom)?;
             }
-            Reduction::Mean if probs => engine.record_sum(
-                encoder,
-                loss_rows.buffer(),
-                n,
-                1.0 / n as f32,
-                None,
-                loss.buffer(),
-            )?,
-            Reduction::Mean | Reduction::BatchMean => engine.record_sum(
-                encoder,
-                loss_rows.buffer(),
-                n,
-                1.0,
-                Some(&denom),
-                loss.buffer(),
-            )?,
+        }
+        launch("main", rec)?;
+        let sum = match self.reduction {
+            Reduction::None => None,
+            Reduction::Sum => Some(SumOf::PLAIN),
+            Reduction::Mean if probs => Some(SumOf::scaled(1.0 / n as f32)),
+            Reduction::Mean | Reduction::BatchMean => Some(SumOf {
+                scale: 1.0,
+                divisor: denom_from_buffer.then_some(&denom),
+            }),
+        };
+        if let Some(how) = sum {
+            rec.sum((&loss_rows, 0), n, how, &loss)?;
         }
 
         let status = (!probs).then(|| Status {
@@ -396,7 +407,20 @@ impl CrossEntropy {
     /// As [`CrossEntropy::record`], plus [`Error::Value`] for a class index outside `[0, C)`
     /// that is not `ignore_index` (naming the first such row and its value).
     pub fn run(&self, engine: &Engine, inputs: &CrossEntropyInputs<'_>) -> Result<LossValues> {
-        engine.execute(|e| self.record(engine, e, inputs))
+        self.plan(engine).run(inputs)
+    }
+}
+
+impl GpuLoss for CrossEntropy {
+    type Inputs<'a> = CrossEntropyInputs<'a>;
+
+    fn record_into(
+        &self,
+        rec: &mut Recorder<'_>,
+        inputs: &CrossEntropyInputs<'_>,
+    ) -> Result<LossOutput> {
+        let (n, c) = self.check_inputs(inputs)?;
+        rec.engine().scoped(|| self.record_checked(rec, inputs, n, c))
     }
 }
 
@@ -412,7 +436,7 @@ impl SoftmaxFocal {
         encoder: &mut wgpu::CommandEncoder,
         inputs: &CrossEntropyInputs<'_>,
     ) -> Result<LossOutput> {
-        self.row_kernel().record(engine, encoder, inputs)
+        self.plan(engine).record(encoder, inputs)
     }
 
     /// Records, submits, waits and reads back.
@@ -420,6 +444,18 @@ impl SoftmaxFocal {
     /// # Errors
     /// As [`SoftmaxFocal::record`], plus [`Error::Value`] for a target out of range.
     pub fn run(&self, engine: &Engine, inputs: &CrossEntropyInputs<'_>) -> Result<LossValues> {
-        engine.execute(|e| self.record(engine, e, inputs))
+        self.plan(engine).run(inputs)
+    }
+}
+
+impl GpuLoss for SoftmaxFocal {
+    type Inputs<'a> = CrossEntropyInputs<'a>;
+
+    fn record_into(
+        &self,
+        rec: &mut Recorder<'_>,
+        inputs: &CrossEntropyInputs<'_>,
+    ) -> Result<LossOutput> {
+        self.row_kernel().record_into(rec, inputs)
     }
 }

@@ -7,7 +7,7 @@ use crate::core::{Arg, DType, LossValues, Reduction, Upstream};
 use crate::error::{Error, Result};
 use crate::gpu::engine::Engine;
 use crate::registry::random::Rng;
-use crate::registry::{
+use crate::registry::{GpuSession, 
     host_upstream, labels_i32, spec, BenchJob, BenchRun, Case, DeviceUpstream, Evaluated, HostArray, InputSpec, LossDef, GRAD_OUTPUT,
 };
 
@@ -247,29 +247,29 @@ impl LossDef for ElementwiseDef {
         self.options
     }
 
-    fn gpu(&self, engine: &Engine, case: &Case) -> Result<Evaluated<f32>> {
+    fn gpu_in(&self, s: &mut GpuSession<'_>, case: &Case) -> Result<Evaluated<f32>> {
         let p = self.problem(case)?;
         p.check_labels()?;
         let shape = &p.shape;
-        let a = engine.upload(&p.a, shape)?;
-        let b = engine.upload(&p.b, shape)?;
+        let a = s.upload("input", &p.a, shape)?;
+        let b = s.upload("target", &p.b, shape)?;
         let labels = p
             .labels
             .as_ref()
-            .map(|y| engine.upload(y, shape))
+            .map(|y| s.upload("labels", y, shape))
             .transpose()?;
         let weight = p
             .weight
             .as_ref()
-            .map(|(w, s)| engine.upload(w, s))
+            .map(|(w, shape)| s.upload("weight", w, shape))
             .transpose()?;
         let pos_weight = p
             .pos_weight
             .as_ref()
-            .map(|pw| engine.upload(pw, &[pw.len()]))
+            .map(|pw| s.upload("pos_weight", pw, &[pw.len()]))
             .transpose()?;
         let upstream =
-            DeviceUpstream::upload(engine, p.upstream.as_deref(), shape, p.loss.reduction)?;
+            DeviceUpstream::upload(s, p.upstream.as_deref(), shape, p.loss.reduction)?;
         let inputs = ElementwiseInputs {
             input: &a,
             target: &b,
@@ -279,7 +279,7 @@ impl LossDef for ElementwiseDef {
             grad_out: [None, None],
             upstream: upstream.get(),
         };
-        let out = p.loss.run(engine, &inputs)?;
+        let out = s.run(&p.loss, &inputs)?;
         Ok(p.evaluated(out))
     }
 

@@ -3,9 +3,11 @@
 use super::{Args, ElementwiseLoss, Pointwise, Term};
 use crate::core::{unused, LossValues, Reduction, Upstream};
 use crate::error::{Error, Result};
-use crate::gpu::dispatch::{LossOutput, Status};
 use crate::gpu::engine::Engine;
 use crate::gpu::kernel::KernelKey;
+use crate::gpu::output::{LossOutput, Status};
+use crate::gpu::plan::{check_disjoint, GpuLoss};
+use crate::gpu::record::{Recorder, SumOf};
 use crate::gpu::shader::{lanes, Access, ShaderModule, MATH, WORKGROUP_SUM};
 use crate::gpu::tensor::{DType, Tensor};
 
@@ -165,6 +167,14 @@ impl ElementwiseLoss {
             )));
         }
         let names = self.kind.grad_names();
+        let mut read = vec![("input", inputs.input), ("target", inputs.target)];
+        read.extend(inputs.labels.map(|t| ("labels", t)));
+        read.extend(inputs.weight.map(|t| ("weight", t)));
+        read.extend(inputs.pos_weight.map(|t| ("pos_weight", t)));
+        if let Upstream::PerItem(t) = inputs.upstream {
+            read.push(("upstream", t));
+        }
+        let mut written = Vec::new();
         for (k, g) in inputs.grad_out.iter().enumerate() {
             if let Some(g) = g {
                 if k >= names.len() || !self.gradient {
@@ -172,12 +182,15 @@ impl ElementwiseLoss {
                 }
                 g.arg()
                     .expect("grad_out", inputs.input.shape(), DType::F32)?;
+                check_disjoint(&[("grad_out", g)], &read)?;
+                check_disjoint(&[("grad_out", g)], &written)?;
+                written.push(("grad_out", *g));
             }
         }
         Ok(())
     }
 
-    /// Records the loss and gradient(s) into `encoder`.
+    /// Records the loss and gradient(s) into `encoder`: a one-off [`Plan`](crate::Plan).
     ///
     /// # Errors
     /// Invalid options, shapes or types; wgpu errors. Labels outside ±1 (hinge, margin
@@ -188,16 +201,15 @@ impl ElementwiseLoss {
         encoder: &mut wgpu::CommandEncoder,
         inputs: &ElementwiseInputs<'_>,
     ) -> Result<LossOutput> {
-        self.check_inputs(inputs)?;
-        engine.scoped(|| self.record_checked(engine, encoder, inputs))
+        self.plan(engine).record(encoder, inputs)
     }
 
     fn record_checked(
         &self,
-        engine: &Engine,
-        encoder: &mut wgpu::CommandEncoder,
+        rec: &mut Recorder<'_>,
         inputs: &ElementwiseInputs<'_>,
     ) -> Result<LossOutput> {
+        let engine = rec.engine();
         let shape = inputs.input.shape();
         let len = inputs.input.len();
         let inner = shape.last().copied().unwrap_or(1);
@@ -212,11 +224,11 @@ impl ElementwiseLoss {
         let ranking = names.len() == 2;
 
         let per_element = self.reduction == Reduction::None;
-        let out = engine.zeros(&[if per_element { len } else { blocks }], DType::F32)?;
+        let out = rec.tensor(&[if per_element { len } else { blocks }], DType::F32)?;
         let loss = if per_element {
             Tensor::reshaped(out.clone(), shape)
         } else {
-            engine.zeros(&[], DType::F32)?
+            rec.tensor(&[], DType::F32)?
         };
         let grads: Vec<Tensor> = if self.gradient {
             names
@@ -224,15 +236,14 @@ impl ElementwiseLoss {
                 .zip(inputs.grad_out)
                 .map(|(_, given)| match given {
                     Some(g) => Ok(g.clone()),
-                    None => engine.zeros(shape, DType::F32),
+                    None => rec.tensor(shape, DType::F32),
                 })
                 .collect::<Result<_>>()?
         } else {
             Vec::new()
         };
-        let status = engine.scratch(1);
-        let dummy = engine.scratch(4);
-        let dummy_rw = engine.scratch(4);
+        let status = rec.zeros(&[1], DType::I32)?;
+        let unused = rec.unused()?;
 
         let weight_full = inputs.weight.is_some_and(|w| w.shape() == shape);
         let specialize = [
@@ -267,7 +278,7 @@ impl ElementwiseLoss {
         };
         for w in &windows {
             let (start, count) = (w.start * block, (w.end * block).min(len) - w.start * block);
-            let uniform = engine.uniform(&Params {
+            let params = rec.params(&Params {
                 len: count as u32,
                 base: start as u32,
                 inner: inner as u32,
@@ -281,38 +292,36 @@ impl ElementwiseLoss {
                 (Some(t), _) => t.window(start, count),
                 (None, Some(t)) if weight_full => t.window(start, count),
                 (None, Some(t)) => t.binding(),
-                (None, None) => dummy.as_entire_binding(),
+                (None, None) => unused.clone(),
             };
-            let resources = [
-                uniform.as_entire_binding(),
+            let bindings = vec![
+                params,
                 inputs.input.window(start, count),
                 inputs.target.window(start, count),
                 c,
-                inputs
-                    .pos_weight
-                    .map_or(dummy.as_entire_binding(), Tensor::binding),
+                inputs.pos_weight.map_or(unused.clone(), Tensor::binding),
                 match inputs.upstream {
                     Upstream::PerItem(t) => t.window(start, count),
-                    _ => dummy.as_entire_binding(),
+                    _ => unused.clone(),
                 },
                 grads
                     .first()
-                    .map_or(dummy_rw.as_entire_binding(), |g| g.window(start, count)),
+                    .map_or(unused.clone(), |g| g.window(start, count)),
                 grads
                     .get(1)
-                    .map_or(dummy_rw.as_entire_binding(), |g| g.window(start, count)),
+                    .map_or(unused.clone(), |g| g.window(start, count)),
                 if per_element {
                     out.window(start, count)
                 } else {
                     out.binding()
                 },
-                status.as_entire_binding(),
+                status.binding(),
             ];
-            engine.dispatch(encoder, key.clone(), &resources, w.len() as u32)?;
+            rec.dispatch(key.clone(), bindings, w.len() as u32)?;
         }
         if !per_element {
             let scale = (1.0 / self.denominator(shape)) as f32;
-            engine.record_sum(encoder, out.buffer(), blocks, scale, None, loss.buffer())?;
+            rec.sum((&out, 0), blocks, SumOf::scaled(scale), &loss)?;
         }
         let checked = match self.kind {
             Pointwise::Hinge => Some(("target", inputs.target)),
@@ -336,7 +345,20 @@ impl ElementwiseLoss {
     /// # Errors
     /// As [`ElementwiseLoss::record`], plus [`Error::Value`] for a label outside ±1.
     pub fn run(&self, engine: &Engine, inputs: &ElementwiseInputs<'_>) -> Result<LossValues> {
-        engine.execute(|e| self.record(engine, e, inputs))
+        self.plan(engine).run(inputs)
+    }
+}
+
+impl GpuLoss for ElementwiseLoss {
+    type Inputs<'a> = ElementwiseInputs<'a>;
+
+    fn record_into(
+        &self,
+        rec: &mut Recorder<'_>,
+        inputs: &ElementwiseInputs<'_>,
+    ) -> Result<LossOutput> {
+        self.check_inputs(inputs)?;
+        rec.engine().scoped(|| self.record_checked(rec, inputs))
     }
 }
 

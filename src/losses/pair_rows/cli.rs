@@ -7,7 +7,7 @@ use crate::core::{Arg, LossValues, Reduction, Upstream};
 use crate::error::{Error, Result};
 use crate::gpu::engine::Engine;
 use crate::registry::random::Rng;
-use crate::registry::{
+use crate::registry::{GpuSession, 
     f64s, host_upstream, spec, BenchJob, BenchRun, Case, DeviceUpstream, Evaluated, HostArray, InputSpec, LossDef, Rows, GRAD_OUTPUT,
 };
 
@@ -161,21 +161,21 @@ impl LossDef for PairDef {
         }
     }
 
-    fn gpu(&self, engine: &Engine, case: &Case) -> Result<Evaluated<f32>> {
+    fn gpu_in(&self, s: &mut GpuSession<'_>, case: &Case) -> Result<Evaluated<f32>> {
         let p = self.problem(case)?;
         let (n, dim) = (p.rows.n, p.rows.dim);
         let rows: Vec<crate::Tensor> = p
             .rows
             .rows
             .iter()
-            .map(|(_, x)| engine.upload(x, &[n, dim]))
+            .map(|(name, x)| s.upload(name, x, &[n, dim]))
             .collect::<Result<_>>()?;
-        let up = DeviceUpstream::upload(engine, p.upstream.as_deref(), &[n], p.opts.reduction())?;
+        let up = DeviceUpstream::upload(s, p.upstream.as_deref(), &[n], p.opts.reduction())?;
         let out = match p.opts {
             Opts::Contrastive(o) => {
-                let y = engine.upload(p.y(), &[n])?;
-                o.run(
-                    engine,
+                let y = s.upload("y", p.y(), &[n])?;
+                s.run(
+                    &o,
                     &ContrastiveInputs {
                         x1: &rows[0],
                         x2: &rows[1],
@@ -184,8 +184,8 @@ impl LossDef for PairDef {
                     },
                 )?
             }
-            Opts::Triplet(o) => o.run(
-                engine,
+            Opts::Triplet(o) => s.run(
+                &o,
                 &TripletInputs {
                     anchor: &rows[0],
                     positive: &rows[1],

@@ -3,9 +3,11 @@
 use super::{check, Args, Contrastive, Triplet};
 use crate::core::{LossValues, Reduction, Upstream};
 use crate::error::Result;
-use crate::gpu::dispatch::LossOutput;
 use crate::gpu::engine::Engine;
 use crate::gpu::kernel::KernelKey;
+use crate::gpu::output::LossOutput;
+use crate::gpu::plan::GpuLoss;
+use crate::gpu::record::{Recorder, SumOf};
 use crate::gpu::shader::{Access, ShaderModule, MATH};
 use crate::gpu::tensor::{DType, Tensor};
 
@@ -81,7 +83,7 @@ struct RowsJob<'a> {
 
 /// The `[N, D]` shape shared by `rows` (named `names`), checked.
 impl RowsJob<'_> {
-    fn record(self, engine: &Engine, encoder: &mut wgpu::CommandEncoder) -> Result<LossOutput> {
+    fn record(self, rec: &mut Recorder<'_>) -> Result<LossOutput> {
         let rows: Vec<_> = self.names.iter().zip(&self.rows).map(|(&name, t)| (name, t.arg())).collect();
         let (scalar_upstream, per_item_upstream) = self.upstream.split(Tensor::arg);
         let args = Args {
@@ -91,21 +93,16 @@ impl RowsJob<'_> {
             per_item_upstream,
         };
         let (n, dim) = check(&args, self.reduction)?;
-        engine.scoped(|| self.record_checked(engine, encoder, n, dim))
+        rec.engine().scoped(|| self.record_checked(rec, n, dim))
     }
 
-    fn record_checked(
-        self,
-        engine: &Engine,
-        encoder: &mut wgpu::CommandEncoder,
-        n: usize,
-        dim: usize,
-    ) -> Result<LossOutput> {
-        let row_loss = engine.zeros(&[n], DType::F32)?;
+    fn record_checked(self, rec: &mut Recorder<'_>, n: usize, dim: usize) -> Result<LossOutput> {
+        let engine = rec.engine();
+        let row_loss = rec.tensor(&[n], DType::F32)?;
         let grads: Vec<Tensor> = if self.gradient {
             self.rows
                 .iter()
-                .map(|t| engine.zeros(t.shape(), DType::F32))
+                .map(|t| rec.tensor(t.shape(), DType::F32))
                 .collect::<Result<_>>()?
         } else {
             Vec::new()
@@ -137,11 +134,10 @@ impl RowsJob<'_> {
             entry: "main",
             overrides,
         };
-        let dummy = engine.scratch(4);
-        let dummy_rw = engine.scratch(4);
+        let unused = rec.unused()?;
         for w in engine.row_windows(n, dim.max(1) as u64 * 4, true)? {
             let (rs, rc) = (w.start * dim, w.len() * dim);
-            let uniform = engine.uniform(&Params {
+            let params = rec.params(&Params {
                 rows: w.len() as u32,
                 dim: dim as u32,
                 margin: self.margin,
@@ -152,23 +148,23 @@ impl RowsJob<'_> {
             let input = |i: usize| {
                 self.rows
                     .get(i)
-                    .map_or(dummy.as_entire_binding(), |t| t.window(rs, rc))
+                    .map_or(unused.clone(), |t| t.window(rs, rc))
             };
             let grad = |i: usize| {
                 grads
                     .get(i)
-                    .map_or(dummy_rw.as_entire_binding(), |t| t.window(rs, rc))
+                    .map_or(unused.clone(), |t| t.window(rs, rc))
             };
-            let resources = [
-                uniform.as_entire_binding(),
+            let bindings = vec![
+                params,
                 input(0),
                 input(1),
                 input(2),
                 self.y
-                    .map_or(dummy.as_entire_binding(), |y| y.window(w.start, w.len())),
+                    .map_or(unused.clone(), |y| y.window(w.start, w.len())),
                 match self.upstream {
                     Upstream::PerItem(t) => t.window(w.start, w.len()),
-                    _ => dummy.as_entire_binding(),
+                    _ => unused.clone(),
                 },
                 grad(0),
                 grad(1),
@@ -176,14 +172,13 @@ impl RowsJob<'_> {
                 row_loss.window(w.start, w.len()),
             ];
             let groups = w.len().div_ceil(rows_per_group) as u32;
-            engine.dispatch(encoder, key.clone(), &resources, groups)?;
+            rec.dispatch(key.clone(), bindings, groups)?;
         }
         let loss = if self.reduction == Reduction::None {
             row_loss
         } else {
-            let loss = engine.zeros(&[], DType::F32)?;
-            let scale = (1.0 / denom) as f32;
-            engine.record_sum(encoder, row_loss.buffer(), n, scale, None, loss.buffer())?;
+            let loss = rec.tensor(&[], DType::F32)?;
+            rec.sum((&row_loss, 0), n, SumOf::scaled((1.0 / denom) as f32), &loss)?;
             loss
         };
         Ok(LossOutput {
@@ -206,6 +201,22 @@ impl Contrastive {
         encoder: &mut wgpu::CommandEncoder,
         inputs: &ContrastiveInputs<'_>,
     ) -> Result<LossOutput> {
+        self.plan(engine).record(encoder, inputs)
+    }
+
+    /// Records, submits, waits and reads back.
+    ///
+    /// # Errors
+    /// As [`Contrastive::record`].
+    pub fn run(&self, engine: &Engine, inputs: &ContrastiveInputs<'_>) -> Result<LossValues> {
+        self.plan(engine).run(inputs)
+    }
+}
+
+impl GpuLoss for Contrastive {
+    type Inputs<'a> = ContrastiveInputs<'a>;
+
+    fn record_into(&self, rec: &mut Recorder<'_>, inputs: &ContrastiveInputs<'_>) -> Result<LossOutput> {
         self.validate()?;
         RowsJob {
             names: &["x1", "x2"],
@@ -218,15 +229,7 @@ impl Contrastive {
             margin: self.margin,
             eps: self.eps,
         }
-        .record(engine, encoder)
-    }
-
-    /// Records, submits, waits and reads back.
-    ///
-    /// # Errors
-    /// As [`Contrastive::record`].
-    pub fn run(&self, engine: &Engine, inputs: &ContrastiveInputs<'_>) -> Result<LossValues> {
-        engine.execute(|e| self.record(engine, e, inputs))
+        .record(rec)
     }
 }
 
@@ -242,6 +245,22 @@ impl Triplet {
         encoder: &mut wgpu::CommandEncoder,
         inputs: &TripletInputs<'_>,
     ) -> Result<LossOutput> {
+        self.plan(engine).record(encoder, inputs)
+    }
+
+    /// Records, submits, waits and reads back.
+    ///
+    /// # Errors
+    /// As [`Triplet::record`].
+    pub fn run(&self, engine: &Engine, inputs: &TripletInputs<'_>) -> Result<LossValues> {
+        self.plan(engine).run(inputs)
+    }
+}
+
+impl GpuLoss for Triplet {
+    type Inputs<'a> = TripletInputs<'a>;
+
+    fn record_into(&self, rec: &mut Recorder<'_>, inputs: &TripletInputs<'_>) -> Result<LossOutput> {
         self.validate()?;
         RowsJob {
             names: &["anchor", "positive", "negative"],
@@ -254,14 +273,6 @@ impl Triplet {
             margin: self.margin,
             eps: self.eps,
         }
-        .record(engine, encoder)
-    }
-
-    /// Records, submits, waits and reads back.
-    ///
-    /// # Errors
-    /// As [`Triplet::record`].
-    pub fn run(&self, engine: &Engine, inputs: &TripletInputs<'_>) -> Result<LossValues> {
-        engine.execute(|e| self.record(engine, e, inputs))
+        .record(rec)
     }
 }

@@ -10,7 +10,7 @@ use crate::core::{Arg, DType, LossValues, Upstream};
 use crate::error::Result;
 use crate::gpu::engine::Engine;
 use crate::registry::random::Rng;
-use crate::registry::{
+use crate::registry::{GpuSession, 
     f64s, labels_i32, spec, BenchJob, BenchRun, Case, DeviceUpstream, Evaluated, HostArray, InputSpec, LossDef, Rows, GRAD_OUTPUT,
 };
 use crate::Reduction;
@@ -131,24 +131,24 @@ impl LossDef for AllPairsDef {
         }
     }
 
-    fn gpu(&self, engine: &Engine, case: &Case) -> Result<Evaluated<f32>> {
+    fn gpu_in(&self, s: &mut GpuSession<'_>, case: &Case) -> Result<Evaluated<f32>> {
         let p = self.problem(case)?;
         let (n, dim) = (p.rows.n, p.rows.dim);
         let rows: Vec<crate::Tensor> = p
             .rows
             .rows
             .iter()
-            .map(|(_, x)| engine.upload(x, &[n, dim]))
+            .map(|(name, x)| s.upload(name, x, &[n, dim]))
             .collect::<Result<_>>()?;
         let labels = p
             .labels
             .as_ref()
-            .map(|l| engine.upload_i32(l, &[n]))
+            .map(|l| s.upload_i32("labels", l, &[n]))
             .transpose()?;
-        let up = DeviceUpstream::upload(engine, Some(&[p.upstream]), &[n], Reduction::Mean)?;
+        let up = DeviceUpstream::upload(s, Some(&[p.upstream]), &[n], Reduction::Mean)?;
         let out = match p.opts {
-            Opts::Mined(o) => o.run(
-                engine,
+            Opts::Mined(o) => s.run(
+                &o,
                 &MinedTripletInputs::new(&rows[0], labels.as_ref().expect("checked: required"))
                     .upstream(up.get()),
             )?,
@@ -164,7 +164,7 @@ impl LossDef for AllPairsDef {
                         labels: labels.as_ref().expect("checked: required"),
                     },
                 };
-                o.run(engine, &NceInputs::from(rows).upstream(up.get()))?
+                s.run(&o, &NceInputs::from(rows).upstream(up.get()))?
             }
         };
         Ok(p.evaluated(out))

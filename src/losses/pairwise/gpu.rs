@@ -6,16 +6,16 @@
 //! backward pass. Mined triplets store the N×N distance matrix and an N×N matrix of
 //! integer pair weights, each split into row windows that fit one binding.
 
-use wgpu::BindingResource;
-
 use super::{Args, Distance, InfoNce, MinedTriplet, Mining, NceKind};
 use crate::core::{LossValues, Upstream};
 use crate::error::{Error, Result};
-use crate::gpu::dispatch::LossOutput;
 use crate::gpu::engine::Engine;
 use crate::gpu::kernel::KernelKey;
+use crate::gpu::output::LossOutput;
+use crate::gpu::plan::GpuLoss;
+use crate::gpu::record::{Recorder, SumOf};
 use crate::gpu::shader::{Access, ShaderModule, MATH};
-use crate::gpu::tensor::{DType, Tensor};
+use crate::gpu::tensor::{Binding, DType, Tensor};
 
 /// The kernels' module.
 pub(crate) const MODULE: ShaderModule = ShaderModule {
@@ -68,39 +68,39 @@ struct Params {
     _pad1: f32,
 }
 
-/// The 13 bindings of `shaders/pairwise.wgsl` after the uniform; unused ones get scratch.
+/// The 13 bindings of `pairwise.wgsl` after the uniform; unused ones get scratch.
 #[derive(Default)]
-struct Slots<'a> {
-    rows_q: Option<BindingResource<'a>>,
-    rows_k: Option<BindingResource<'a>>,
-    labels_q: Option<BindingResource<'a>>,
-    labels_k: Option<BindingResource<'a>>,
-    stats_q: Option<BindingResource<'a>>,
-    stats_k: Option<BindingResource<'a>>,
-    divisor: Option<BindingResource<'a>>,
-    dist_q: Option<BindingResource<'a>>,
-    cnt_q: Option<BindingResource<'a>>,
-    cnt_k: Option<BindingResource<'a>>,
-    out: Option<BindingResource<'a>>,
-    out_stats: Option<BindingResource<'a>>,
-    out_cnt: Option<BindingResource<'a>>,
+struct Slots {
+    rows_q: Option<Binding>,
+    rows_k: Option<Binding>,
+    labels_q: Option<Binding>,
+    labels_k: Option<Binding>,
+    stats_q: Option<Binding>,
+    stats_k: Option<Binding>,
+    divisor: Option<Binding>,
+    dist_q: Option<Binding>,
+    cnt_q: Option<Binding>,
+    cnt_k: Option<Binding>,
+    out: Option<Binding>,
+    out_stats: Option<Binding>,
+    out_cnt: Option<Binding>,
 }
 
 /// Records one launch of `entry` with `groups` workgroups.
-fn launch<'a>(
-    engine: &'a Engine,
-    encoder: &mut wgpu::CommandEncoder,
+fn launch(
+    rec: &mut Recorder<'_>,
     (entry, overrides): (&'static str, &[(&'static str, u32)]),
     params: Params,
-    slots: Slots<'a>,
+    slots: Slots,
     groups: usize,
 ) -> Result<()> {
-    let uniform = engine.uniform(&params);
-    let read = engine.scratch(4);
-    let write = [engine.scratch(4), engine.scratch(4), engine.scratch(4)];
-    let r = |s: Option<BindingResource<'a>>| s.unwrap_or_else(|| read.as_entire_binding());
-    let resources = [
-        uniform.as_entire_binding(),
+    let params = rec.params(&params);
+    let read = rec.unused()?;
+    let write = rec.discarded()?;
+    let r = |s: Option<Binding>| s.unwrap_or_else(|| read.clone());
+    let w = |s: Option<Binding>| s.unwrap_or_else(|| write.clone());
+    let bindings = vec![
+        params,
         r(slots.rows_q),
         r(slots.rows_k),
         r(slots.labels_q),
@@ -111,9 +111,9 @@ fn launch<'a>(
         r(slots.dist_q),
         r(slots.cnt_q),
         r(slots.cnt_k),
-        slots.out.unwrap_or(write[0].as_entire_binding()),
-        slots.out_stats.unwrap_or(write[1].as_entire_binding()),
-        slots.out_cnt.unwrap_or(write[2].as_entire_binding()),
+        w(slots.out),
+        w(slots.out_stats),
+        w(slots.out_cnt),
     ];
     let key = KernelKey {
         module: MODULE,
@@ -123,7 +123,7 @@ fn launch<'a>(
             .chain(overrides.iter().copied())
             .collect(),
     };
-    engine.dispatch(encoder, key, &resources, groups as u32)
+    rec.dispatch(key, bindings, groups as u32)
 }
 
 /// `Err` unless `t` fits one storage binding (the all-pairs kernels bind each input whole).
@@ -140,13 +140,12 @@ fn fits_one_binding(engine: &Engine, name: &'static str, t: &Tensor) -> Result<(
 
 /// Normalized rows and norms of `rows` ([n, dim]).
 fn normalized(
-    engine: &Engine,
-    encoder: &mut wgpu::CommandEncoder,
+    rec: &mut Recorder<'_>,
     rows: &Tensor,
     (n, dim): (usize, usize),
 ) -> Result<(Tensor, Tensor)> {
-    let unit = engine.zeros(&[n, dim], DType::F32)?;
-    let norms = engine.zeros(&[n], DType::F32)?;
+    let unit = rec.tensor(&[n, dim], DType::F32)?;
+    let norms = rec.tensor(&[n], DType::F32)?;
     let params = Params {
         dim: dim as u32,
         q_count: n as u32,
@@ -158,38 +157,26 @@ fn normalized(
         out_stats: Some(norms.binding()),
         ..Slots::default()
     };
-    launch(engine, encoder, ("normalize", &[]), params, slots, n)?;
+    launch(rec, ("normalize", &[]), params, slots, n)?;
     Ok((unit, norms))
 }
 
 /// Records `loss = Σ loss plane / Σ count plane` (0 when the count is 0) from a statistics
 /// buffer, returning the loss and the divisor.
 fn mean_of_planes(
-    engine: &Engine,
-    encoder: &mut wgpu::CommandEncoder,
+    rec: &mut Recorder<'_>,
     stats: &Tensor,
     (loss_plane, count_plane): (usize, usize),
     rows: usize,
 ) -> Result<(Tensor, Tensor)> {
-    let divisor = engine.zeros(&[1], DType::F32)?;
-    let loss = engine.zeros(&[], DType::F32)?;
-    let buffer = stats.buffer();
-    engine.record_sum_at(
-        encoder,
-        (buffer, count_plane),
-        rows,
-        1.0,
-        None,
-        divisor.buffer(),
-    )?;
-    engine.record_sum_at(
-        encoder,
-        (buffer, loss_plane),
-        rows,
-        1.0,
-        Some(divisor.buffer()),
-        loss.buffer(),
-    )?;
+    let divisor = rec.tensor(&[1], DType::F32)?;
+    let loss = rec.tensor(&[], DType::F32)?;
+    rec.sum((stats, count_plane), rows, SumOf::PLAIN, &divisor)?;
+    let mean = SumOf {
+        scale: 1.0,
+        divisor: Some(&divisor),
+    };
+    rec.sum((stats, loss_plane), rows, mean, &loss)?;
     Ok((loss, divisor))
 }
 
@@ -300,33 +287,12 @@ impl InfoNce {
         encoder: &mut wgpu::CommandEncoder,
         inputs: &NceInputs<'_>,
     ) -> Result<LossOutput> {
-        let scale = inputs.upstream.scalar()?;
-        let rows = &inputs.rows;
-        let (kind, named): (_, Vec<(&'static str, &Tensor)>) = match *rows {
-            NceRows::NtXent { z } => (NceKind::NtXent, vec![("z", z)]),
-            NceRows::Clip { a, b } => (NceKind::Clip, vec![("a", a), ("b", b)]),
-            NceRows::SupCon { embeddings, .. } => (NceKind::SupCon, vec![("embeddings", embeddings)]),
-        };
-        let labels = match *rows {
-            NceRows::SupCon { labels, .. } => Some(labels.arg()),
-            _ => None,
-        };
-        let args: Vec<_> = named.iter().map(|&(name, t)| (name, t.arg())).collect();
-        self.check(&Args {
-            kind: Some(kind),
-            rows: &args,
-            labels,
-        })?;
-        for (name, t) in named {
-            fits_one_binding(engine, name, t)?;
-        }
-        engine.scoped(|| self.record_checked(engine, encoder, rows, scale))
+        self.plan(engine).record(encoder, inputs)
     }
 
     fn record_checked(
         &self,
-        engine: &Engine,
-        encoder: &mut wgpu::CommandEncoder,
+        rec: &mut Recorder<'_>,
         inputs: &NceRows<'_>,
         scale: f32,
     ) -> Result<LossOutput> {
@@ -338,30 +304,24 @@ impl InfoNce {
             NceRows::NtXent { z } => {
                 let m = z.shape()[0];
                 let l: Vec<i32> = (0..m).map(|i| (i % (m / 2)) as i32).collect();
-                generated = engine.upload_i32(&l, &[m])?;
+                generated = rec.constant_i32(&l, &[m])?;
                 (z, &generated, m / 2)
             }
             NceRows::Clip { a, b } => {
                 let (n, d) = (a.shape()[0], a.shape()[1]);
-                stacked = engine.zeros(&[2 * n, d], DType::F32)?;
-                encoder.copy_buffer_to_buffer(a.buffer(), 0, stacked.buffer(), 0, a.bytes());
-                encoder.copy_buffer_to_buffer(
-                    b.buffer(),
-                    0,
-                    stacked.buffer(),
-                    a.bytes(),
-                    b.bytes(),
-                );
+                stacked = rec.tensor(&[2 * n, d], DType::F32)?;
+                rec.copy((a, 0), (&stacked, 0), a.len());
+                rec.copy((b, 0), (&stacked, a.len()), b.len());
                 let l: Vec<i32> = (0..2 * n).map(|i| (i % n) as i32).collect();
-                generated = engine.upload_i32(&l, &[2 * n])?;
+                generated = rec.constant_i32(&l, &[2 * n])?;
                 (&stacked, &generated, n)
             }
             NceRows::SupCon { embeddings, labels } => (embeddings, labels, 0),
         };
         let (m, dim) = (rows.shape()[0], rows.shape()[1]);
-        let (unit, norms) = normalized(engine, encoder, rows, (m, dim))?;
+        let (unit, norms) = normalized(rec, rows, (m, dim))?;
         let plane = m.next_multiple_of(PLANE_ALIGN);
-        let stats = engine.zeros(&[4 * plane], DType::F32)?;
+        let stats = rec.tensor(&[4 * plane], DType::F32)?;
         // (queries, candidates): clip's anchors of a see the rows of b and vice versa.
         let directions = if self.kind == NceKind::Clip {
             vec![((0, half), (half, half)), ((half, half), (0, half))]
@@ -392,18 +352,18 @@ impl InfoNce {
             };
             let groups = q.1.div_ceil(TILE);
             launch(
-                engine,
-                encoder,
+                rec,
                 ("nce_forward", &overrides),
                 params(q, k),
                 slots,
                 groups,
             )?;
         }
-        let (loss, divisor) = mean_of_planes(engine, encoder, &stats, (2 * plane, 3 * plane), m)?;
+        let (loss, divisor) = mean_of_planes(rec, &stats, (2 * plane, 3 * plane), m)?;
         let mut grads = Vec::new();
         if self.gradient {
-            let grad = engine.zeros(&[m, dim], DType::F32)?;
+            // nce_backward accumulates into the gradient.
+            let grad = rec.zeros(&[m, dim], DType::F32)?;
             for &(q, k) in &directions {
                 let slots = Slots {
                     rows_q: Some(unit.binding()),
@@ -418,21 +378,15 @@ impl InfoNce {
                 };
                 let groups = q.1.div_ceil(TILE);
                 let job = ("nce_backward", &overrides[..]);
-                launch(engine, encoder, job, params(q, k), slots, groups)?;
+                launch(rec, job, params(q, k), slots, groups)?;
             }
-            finish(engine, encoder, (&unit, &norms), &grad, (m, dim))?;
+            finish(rec, (&unit, &norms), &grad, (m, dim))?;
             grads = match *inputs {
                 NceRows::Clip { a, b } => {
-                    let ga = engine.zeros(a.shape(), DType::F32)?;
-                    let gb = engine.zeros(b.shape(), DType::F32)?;
-                    encoder.copy_buffer_to_buffer(grad.buffer(), 0, ga.buffer(), 0, a.bytes());
-                    encoder.copy_buffer_to_buffer(
-                        grad.buffer(),
-                        a.bytes(),
-                        gb.buffer(),
-                        0,
-                        b.bytes(),
-                    );
+                    let ga = rec.tensor(a.shape(), DType::F32)?;
+                    let gb = rec.tensor(b.shape(), DType::F32)?;
+                    rec.copy((&grad, 0), (&ga, 0), a.len());
+                    rec.copy((&grad, a.len()), (&gb, 0), b.len());
                     vec![("a", ga), ("b", gb)]
                 }
                 NceRows::NtXent { .. } => vec![("z", grad)],
@@ -455,15 +409,42 @@ impl InfoNce {
         engine: &Engine,
         inputs: &NceInputs<'_>,
     ) -> Result<LossValues> {
-        engine.execute(|e| self.record(engine, e, inputs))
+        self.plan(engine).run(inputs)
+    }
+}
+
+impl GpuLoss for InfoNce {
+    type Inputs<'a> = NceInputs<'a>;
+
+    fn record_into(&self, rec: &mut Recorder<'_>, inputs: &NceInputs<'_>) -> Result<LossOutput> {
+        let scale = inputs.upstream.scalar()?;
+        let rows = &inputs.rows;
+        let (kind, named): (_, Vec<(&'static str, &Tensor)>) = match *rows {
+            NceRows::NtXent { z } => (NceKind::NtXent, vec![("z", z)]),
+            NceRows::Clip { a, b } => (NceKind::Clip, vec![("a", a), ("b", b)]),
+            NceRows::SupCon { embeddings, .. } => (NceKind::SupCon, vec![("embeddings", embeddings)]),
+        };
+        let labels = match *rows {
+            NceRows::SupCon { labels, .. } => Some(labels.arg()),
+            _ => None,
+        };
+        let args: Vec<_> = named.iter().map(|&(name, t)| (name, t.arg())).collect();
+        self.check(&Args {
+            kind: Some(kind),
+            rows: &args,
+            labels,
+        })?;
+        for (name, t) in named {
+            fits_one_binding(rec.engine(), name, t)?;
+        }
+        rec.engine().scoped(|| self.record_checked(rec, rows, scale))
     }
 }
 
 /// Turns the accumulated G in `grad` (the gradient for the normalized rows `unit`) into the
 /// raw rows' gradient through the normalization's Jacobian.
 fn finish(
-    engine: &Engine,
-    encoder: &mut wgpu::CommandEncoder,
+    rec: &mut Recorder<'_>,
     (unit, norms): (&Tensor, &Tensor),
     grad: &Tensor,
     (m, dim): (usize, usize),
@@ -479,7 +460,7 @@ fn finish(
         out: Some(grad.binding()),
         ..Slots::default()
     };
-    launch(engine, encoder, ("finish", &[]), params, slots, m)
+    launch(rec, ("finish", &[]), params, slots, m)
 }
 
 impl MinedTriplet {
@@ -494,34 +475,27 @@ impl MinedTriplet {
         encoder: &mut wgpu::CommandEncoder,
         inputs: &MinedTripletInputs<'_>,
     ) -> Result<LossOutput> {
-        let scale = inputs.upstream.scalar()?;
-        let (embeddings, labels) = (inputs.embeddings, inputs.labels);
-        self.check(&Args {
-            kind: None,
-            rows: &[("embeddings", embeddings.arg())],
-            labels: Some(labels.arg()),
-        })?;
-        fits_one_binding(engine, "embeddings", embeddings)?;
-        engine.scoped(|| self.record_checked(engine, encoder, (embeddings, labels), scale))
+        self.plan(engine).record(encoder, inputs)
     }
 
     fn record_checked(
         &self,
-        engine: &Engine,
-        encoder: &mut wgpu::CommandEncoder,
+        rec: &mut Recorder<'_>,
         (embeddings, labels): (&Tensor, &Tensor),
         scale: f32,
     ) -> Result<LossOutput> {
+        let engine = rec.engine();
         let (n, dim) = (embeddings.shape()[0], embeddings.shape()[1]);
         let cosine = self.distance == Distance::Cosine;
         let unit = if cosine {
-            Some(normalized(engine, encoder, embeddings, (n, dim))?)
+            Some(normalized(rec, embeddings, (n, dim))?)
         } else {
             None
         };
         let rows = unit.as_ref().map_or(embeddings, |(u, _)| u);
-        let dist = engine.zeros(&[n, n], DType::F32)?;
-        let counts = engine.zeros(&[n, n], DType::I32)?;
+        let dist = rec.tensor(&[n, n], DType::F32)?;
+        // Mining adds pair weights atomically.
+        let counts = rec.zeros(&[n, n], DType::I32)?;
         let windows = engine.row_windows(n, n as u64 * 4, false)?;
         let mode = match self.distance {
             Distance::Euclidean => 0,
@@ -557,15 +531,14 @@ impl MinedTriplet {
             };
             let groups = w.len().div_ceil(TILE) * n.div_ceil(TILE);
             launch(
-                engine,
-                encoder,
+                rec,
                 ("distances", &overrides),
                 params(w, &all),
                 slots,
                 groups,
             )?;
         }
-        let stats = engine.zeros(&[2 * plane], DType::F32)?;
+        let stats = rec.tensor(&[2 * plane], DType::F32)?;
         for w in &windows {
             let slots = Slots {
                 labels_q: Some(labels.binding()),
@@ -576,18 +549,18 @@ impl MinedTriplet {
                 ..Slots::default()
             };
             launch(
-                engine,
-                encoder,
+                rec,
                 ("mine", &overrides),
                 params(w, &all),
                 slots,
                 w.len(),
             )?;
         }
-        let (loss, divisor) = mean_of_planes(engine, encoder, &stats, (0, plane), n)?;
+        let (loss, divisor) = mean_of_planes(rec, &stats, (0, plane), n)?;
         let mut grads = Vec::new();
         if self.gradient {
-            let grad = engine.zeros(&[n, dim], DType::F32)?;
+            // mined_backward accumulates into the gradient over key windows.
+            let grad = rec.zeros(&[n, dim], DType::F32)?;
             for wq in &windows {
                 for wk in &windows {
                     let slots = Slots {
@@ -602,11 +575,11 @@ impl MinedTriplet {
                     };
                     let groups = wq.len().div_ceil(TILE);
                     let job = ("mined_backward", &overrides[..]);
-                    launch(engine, encoder, job, params(wq, wk), slots, groups)?;
+                    launch(rec, job, params(wq, wk), slots, groups)?;
                 }
             }
             if let Some((u, norms)) = &unit {
-                finish(engine, encoder, (u, norms), &grad, (n, dim))?;
+                finish(rec, (u, norms), &grad, (n, dim))?;
             }
             grads.push(("embeddings", grad));
         }
@@ -626,6 +599,27 @@ impl MinedTriplet {
         engine: &Engine,
         inputs: &MinedTripletInputs<'_>,
     ) -> Result<LossValues> {
-        engine.execute(|e| self.record(engine, e, inputs))
+        self.plan(engine).run(inputs)
+    }
+}
+
+impl GpuLoss for MinedTriplet {
+    type Inputs<'a> = MinedTripletInputs<'a>;
+
+    fn record_into(
+        &self,
+        rec: &mut Recorder<'_>,
+        inputs: &MinedTripletInputs<'_>,
+    ) -> Result<LossOutput> {
+        let scale = inputs.upstream.scalar()?;
+        let (embeddings, labels) = (inputs.embeddings, inputs.labels);
+        self.check(&Args {
+            kind: None,
+            rows: &[("embeddings", embeddings.arg())],
+            labels: Some(labels.arg()),
+        })?;
+        fits_one_binding(rec.engine(), "embeddings", embeddings)?;
+        rec.engine()
+            .scoped(|| self.record_checked(rec, (embeddings, labels), scale))
     }
 }
