@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use wgpu_losses::cli::bench::{copy_gbps, host_copy_gbps, median_secs, KernelTimer};
 use wgpu_losses::cli::npy;
 use wgpu_losses::registry::random::Rng;
-use wgpu_losses::registry::{BenchJob, Case, Evaluated};
+use wgpu_losses::registry::{BenchJob, BenchSpec, Case, Evaluated};
 use wgpu_losses::{compare, Tolerance};
 use wgpu_losses::{Engine, Error, Result};
 
@@ -86,7 +86,29 @@ enum Command {
         /// Python (with torch / jax installed) on the same shapes and thread count.
         #[arg(long, value_name = "PYTHON", conflicts_with = "compare")]
         frameworks: Option<PathBuf>,
+        /// Only this loss (repeatable).
+        #[arg(long, value_name = "NAME")]
+        loss: Vec<String>,
+        /// Run at this shape instead of each loss's own, e.g. 64x131072 (rows x classes or
+        /// dimensions; one number for elementwise losses); repeatable.
+        #[arg(long, value_name = "NxC", value_parser = parse_shape)]
+        shape: Vec<Vec<usize>>,
     },
+}
+
+/// `64x131072` as `[64, 131072]`.
+fn parse_shape(s: &str) -> std::result::Result<Vec<usize>, String> {
+    s.split('x')
+        .map(|d| {
+            d.trim()
+                .parse::<usize>()
+                .map_err(|e| format!("`{d}` in `{s}`: {e}"))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .and_then(|v| match v.iter().all(|&d| d > 0) {
+            true => Ok(v),
+            false => Err(format!("`{s}` has an empty dimension")),
+        })
 }
 
 fn split_pair(s: &str) -> Result<(&str, &str)> {
@@ -288,8 +310,9 @@ fn check(backend: Backend, cases: usize, seed: Option<u64>, only: Option<&str>) 
     Ok(all_ok)
 }
 
-/// The benchmark: each row times the GPU (resident inputs, median of repeats after warm-up)
-/// and the CPU backend on the same problem; bytes = inputs read + gradients written.
+/// The benchmark: each row times the GPU (resident inputs, a planned call: median of
+/// repeats after warm-up, several calls submitted before one wait) and the CPU backend on the
+/// same problem, and counts what one planned call records.
 struct Bench<'a> {
     engine: &'a Engine,
     timer: Option<KernelTimer>,
@@ -305,25 +328,41 @@ impl Bench<'_> {
         let BenchJob {
             label: loss,
             shape,
-            bytes,
+            bytes_min,
+            bytes_moved,
+            flops,
             gpu,
             cpu,
         } = job;
-        // Calls of over a quarter second (all-pairs losses on a software adapter) get three
-        // repeats, so the full run stays within minutes.
-        let mut run_gpu = || {
-            let mut encoder = self.engine.encoder();
+        let engine = self.engine;
+        // The first call allocates the plan; the second is the steady state, counted.
+        let once = |gpu: &mut dyn FnMut(&mut wgpu::CommandEncoder) -> Result<()>| {
+            let mut encoder = engine.encoder();
             gpu(&mut encoder)?;
-            self.engine.submit(encoder)
+            engine.submit(encoder)
         };
-        let first = median_secs(0, 1, &mut run_gpu)?;
+        let first = median_secs(0, 1, || once(&mut *gpu))?;
+        let before = engine.counters();
+        once(&mut *gpu)?;
+        let counted = engine.counters().since(&before);
+        // Short calls are submitted in batches before one wait, so the wait's latency does
+        // not hide the kernels' time; calls over a quarter second (all-pairs losses on a
+        // software adapter) get three repeats, so the full run stays within minutes.
+        let batch = if first < 0.01 { 8 } else { 1 };
         let reps = if first > 0.25 { 3 } else { self.reps };
-        let gpu_secs = median_secs(1, reps, &mut run_gpu)?;
+        let gpu_secs = median_secs(1, reps, || {
+            for _ in 0..batch {
+                let mut encoder = engine.encoder();
+                gpu(&mut encoder)?;
+                engine.queue().submit([encoder.finish()]);
+            }
+            engine.submit(engine.encoder())
+        })? / batch as f64;
         let kernel = match &self.timer {
             Some(t) => {
                 let mut times = Vec::with_capacity(reps);
                 for _ in 0..reps {
-                    times.push(t.time(self.engine, &mut *gpu)?);
+                    times.push(t.time(engine, &mut *gpu)?);
                 }
                 times.sort_by(|a, b| a.total_cmp(b));
                 Some(times[times.len() / 2])
@@ -331,28 +370,40 @@ impl Bench<'_> {
             None => None,
         };
         let cpu = median_secs(1, reps, cpu)?;
+        let shape_text = shape
+            .iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join("x");
         for (backend, secs) in [("gpu", gpu_secs), ("cpu", cpu)] {
-            let gbps = bytes as f64 / secs / 1e9;
+            let gpu_row = backend == "gpu";
+            let gbps = bytes_min as f64 / secs / 1e9;
             // Each backend against its own yardstick: the copy kernel, or the host copy.
             let fraction = gbps
-                / if backend == "gpu" {
+                / if gpu_row {
                     self.copy_gbps
                 } else {
                     self.host_copy_gbps
                 };
-            let speedup = if backend == "gpu" {
-                format!("{:.2}x", cpu / gpu_secs)
-            } else {
-                String::new()
-            };
-            let kernel_ms = match (backend, kernel) {
-                ("gpu", Some(k)) => format!("{:.3}", k * 1e3),
-                _ => String::new(),
-            };
+            let gflops = flops.map(|f| f / secs / 1e9);
+            let blank = String::new;
+            let speedup = gpu_row.then(|| format!("{:.2}x", cpu / gpu_secs));
+            let kernel_ms = kernel
+                .filter(|_| gpu_row)
+                .map(|k| format!("{:.3}", k * 1e3));
             let line = format!(
-                "{loss:<16} {shape:>12} {backend:>4} {:>10.3} {kernel_ms:>10} {gbps:>8.2} {:>8.0}% {speedup:>9}",
+                "{loss:<16} {shape_text:>12} {backend:>4} {:>10.3} {:>10} {gbps:>8.2} {:>8.0}% {:>9} {:>5} {:>6} {:>8}",
                 secs * 1e3,
+                kernel_ms.clone().unwrap_or_else(blank),
                 100.0 * fraction,
+                speedup.unwrap_or_else(blank),
+                if gpu_row { counted.dispatches.to_string() } else { blank() },
+                if gpu_row {
+                    format!("{:.2}x", bytes_moved as f64 / bytes_min as f64)
+                } else {
+                    blank()
+                },
+                gflops.map_or_else(blank, |g| format!("{g:.1}")),
             );
             // Above the bar on a terminal; a hidden bar (output piped) would drop the line.
             if self.progress.is_hidden() {
@@ -360,15 +411,33 @@ impl Bench<'_> {
             } else {
                 self.progress.println(line);
             }
-            self.results.push(serde_json::json!({
+            let mut row = serde_json::json!({
                 "loss": loss,
                 "shape": shape,
                 "backend": backend,
                 "median_ms": secs * 1e3,
-                "kernel_ms": if backend == "gpu" { kernel.map(|k| k * 1e3) } else { None },
+                "kernel_ms": kernel.filter(|_| gpu_row).map(|k| k * 1e3),
                 "gbps": gbps,
                 "roofline_fraction": fraction,
-            }));
+                "bytes_min": bytes_min,
+                "flops": flops,
+                "gflops": gflops,
+            });
+            if gpu_row {
+                let extra = serde_json::json!({
+                    "bytes_moved": bytes_moved + counted.bytes_zero_filled as usize,
+                    "dispatches": counted.dispatches,
+                    "compute_passes": counted.compute_passes,
+                    "buffers_created": counted.buffers_created,
+                    "bind_groups_created": counted.bind_groups_created,
+                    "bytes_zero_filled": counted.bytes_zero_filled,
+                    "uniform_writes": counted.uniform_writes,
+                });
+                row.as_object_mut()
+                    .expect("an object")
+                    .extend(extra.as_object().expect("an object").clone());
+            }
+            self.results.push(row);
         }
         Ok(())
     }
@@ -408,13 +477,23 @@ fn run_frameworks(python: &std::path::Path, quick: bool) -> Result<PathBuf> {
 }
 
 fn bench(
-    quick: bool,
+    spec: &BenchSpec,
+    only: &[String],
     json: Option<&std::path::Path>,
     svg: Option<&std::path::Path>,
     compare: Option<&std::path::Path>,
     frameworks: Option<&std::path::Path>,
 ) -> Result<()> {
     // Frameworks and the comparison file first, so a failure comes before minutes of timing.
+    let quick = spec.quick;
+    // Unknown names fail before any timing.
+    let losses: Vec<_> = if only.is_empty() {
+        wgpu_losses::losses::all().to_vec()
+    } else {
+        only.iter()
+            .map(|name| wgpu_losses::losses::find(name))
+            .collect::<Result<_>>()?
+    };
     let timed = frameworks.map(|p| run_frameworks(p, quick)).transpose()?;
     let others = timed
         .as_deref()
@@ -429,14 +508,21 @@ fn bench(
     );
     println!("cpu: {} threads", rayon::current_num_threads());
     let reps = if quick { 5 } else { 15 };
-    // The yardstick is the better of two sizes, so no row looks good against a copy that
-    // fell out of (or into) the cache differently.
-    let copy_16 = copy_gbps(&engine, 16 << 20, reps.max(10))?;
-    let copy_64 = copy_gbps(&engine, 64 << 20, reps.max(10))?;
-    let copy_gbps = copy_16.max(copy_64);
-    println!(
-        "copy kernel: {copy_16:.2} GB/s at 16 MiB, {copy_64:.2} GB/s at 64 MiB (read + write)"
-    );
+    // The yardstick is the best of the sizes, so no row looks good against a copy that fell
+    // out of (or into) the cache differently; the full run adds 1 GiB, past any L2.
+    let mut sizes = vec![16u64 << 20, 64 << 20];
+    if !quick {
+        sizes.push(1 << 30);
+    }
+    let mut copy_gbps = 0.0f64;
+    let mut said = Vec::new();
+    for &bytes in &sizes {
+        let reps = if bytes >= 1 << 30 { 3 } else { reps.max(10) };
+        let gbps = self::copy_gbps(&engine, bytes, reps)?;
+        copy_gbps = copy_gbps.max(gbps);
+        said.push(format!("{gbps:.2} GB/s at {} MiB", bytes >> 20));
+    }
+    println!("copy kernel: {} (read + write)", said.join(", "));
     let host_16 = host_copy_gbps(16 << 20, reps.max(10))?;
     let host_64 = host_copy_gbps(64 << 20, reps.max(10))?;
     let host_copy_gbps = host_16.max(host_64);
@@ -455,11 +541,24 @@ fn bench(
         }
     );
     println!(
-        "{:<16} {:>12} {:>4} {:>10} {:>10} {:>8} {:>9} {:>9}",
-        "loss", "shape", "", "median ms", "kernel ms", "GB/s", "of copy", "cpu/gpu"
+        "GB/s over the least bytes a call can move; disp: dispatches per planned call; \
+         moved: bytes the kernels move over that least"
     );
-    // One row set per loss, from the one list of losses.
-    let losses = wgpu_losses::losses::all();
+    println!(
+        "{:<16} {:>12} {:>4} {:>10} {:>10} {:>8} {:>9} {:>9} {:>5} {:>6} {:>8}",
+        "loss",
+        "shape",
+        "",
+        "median ms",
+        "kernel ms",
+        "GB/s",
+        "of copy",
+        "cpu/gpu",
+        "disp",
+        "moved",
+        "GFLOP/s"
+    );
+    // One row set per loss, from the one list of losses (or those asked for).
     let progress = indicatif::ProgressBar::new(losses.len() as u64);
     progress.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} losses {elapsed}")
@@ -476,7 +575,7 @@ fn bench(
     };
     let mut rng = Rng::new(7);
     for def in losses {
-        def.bench(&engine, &mut rng, quick, &mut |job| b.row(job))?;
+        def.bench(&engine, &mut rng, spec, &mut |job| b.row(job))?;
         b.progress.inc(1);
     }
     b.progress.finish_and_clear();
@@ -655,8 +754,14 @@ fn main() -> ExitCode {
             svg,
             compare,
             frameworks,
+            loss,
+            shape,
         } => bench(
-            *quick,
+            &BenchSpec {
+                quick: *quick,
+                shapes: shape.clone(),
+            },
+            loss,
             json.as_deref(),
             svg.as_deref(),
             compare.as_deref(),

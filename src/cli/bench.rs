@@ -52,10 +52,6 @@ impl CopyJob {
         let vec4s = self.src.len() / 4;
         let wg = engine.workgroup_size();
         let mut rec = Recorder::new(engine, &mut self.workspace);
-        let params = rec.params(&CopyParams {
-            len: vec4s as u32,
-            _pad: [0; 3],
-        });
         const ITEMS: u32 = 16;
         let key = KernelKey {
             module: COPY_MODULE,
@@ -66,9 +62,21 @@ impl CopyJob {
                 ("TEAM", engine.subgroup_width()),
             ],
         };
-        let bindings = vec![params, self.src.binding(), self.dst.binding()];
-        let groups = vec4s.div_ceil((wg * ITEMS) as usize) as u32;
-        rec.dispatch(key, bindings, groups)?;
+        // Sizes past one binding are copied window by window.
+        for w in engine.row_windows(vec4s, 16, false)? {
+            let params = rec.params(&CopyParams {
+                len: w.len() as u32,
+                _pad: [0; 3],
+            });
+            let (start, count) = (4 * w.start, 4 * w.len());
+            let bindings = vec![
+                params,
+                self.src.window(start, count),
+                self.dst.window(start, count),
+            ];
+            let groups = w.len().div_ceil((wg * ITEMS) as usize) as u32;
+            rec.dispatch(key.clone(), bindings, groups)?;
+        }
         engine.scoped(|| rec.finish(encoder))
     }
 }

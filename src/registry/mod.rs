@@ -173,7 +173,8 @@ pub trait LossDef: Sync {
     /// A random problem covering the loss's options, for `check`.
     fn random_case(&self, rng: &mut Rng) -> Case;
     /// The benchmark's problems for this loss, resident on the device and on the host,
-    /// handed to `run` one at a time (each is dropped before the next is made).
+    /// handed to `run` one at a time (each is dropped before the next is made): its own
+    /// shapes, or `spec.shapes` when given.
     ///
     /// # Errors
     /// Allocation and device errors; those of `run`.
@@ -181,21 +182,65 @@ pub trait LossDef: Sync {
         &self,
         engine: &Engine,
         rng: &mut Rng,
-        quick: bool,
+        spec: &BenchSpec,
         run: &mut BenchRun<'_>,
     ) -> Result<()>;
+}
+
+/// What `wgpu-losses bench` asks of each loss.
+#[derive(Debug, Clone, Default)]
+pub struct BenchSpec {
+    /// A short run: fewer and smaller shapes.
+    pub quick: bool,
+    /// Shapes to run instead of the loss's own (`[N, C]`, `[N, D]`, or elements).
+    pub shapes: Vec<Vec<usize>>,
+}
+
+impl BenchSpec {
+    /// The shapes to run: the requested ones, else `quick` or `full`.
+    pub fn shapes(&self, quick: &[&[usize]], full: &[&[usize]]) -> Vec<Vec<usize>> {
+        if !self.shapes.is_empty() {
+            return self.shapes.clone();
+        }
+        let own = if self.quick { quick } else { full };
+        own.iter().map(|s| s.to_vec()).collect()
+    }
+
+    /// The shapes as `[N, D]` pairs (a 1-D shape `[N]` is `[N, 1]`).
+    ///
+    /// # Errors
+    /// [`Error::Shape`] for a shape of more than two dimensions.
+    pub fn pairs(&self, quick: &[&[usize]], full: &[&[usize]]) -> Result<Vec<(usize, usize)>> {
+        self.shapes(quick, full)
+            .into_iter()
+            .map(|s| match s[..] {
+                [n] => Ok((n, 1)),
+                [n, d] => Ok((n, d)),
+                _ => Err(Error::Shape {
+                    input: "--shape",
+                    expected: "N or NxD".into(),
+                    got: s,
+                }),
+            })
+            .collect()
+    }
 }
 
 /// One row of `wgpu-losses bench`: a problem timed on the GPU and on the CPU backend.
 pub struct BenchJob<'a> {
     /// The row's name (the loss's, or a variant of it such as `mined batch-hard`).
     pub label: &'a str,
-    /// The problem's shape, as printed.
-    pub shape: String,
-    /// Bytes moved by one call: inputs read plus gradients written.
-    pub bytes: usize,
-    /// Records one GPU call (inputs resident, gradients into buffers reused where the loss
-    /// takes them).
+    /// The problem's shape.
+    pub shape: Vec<usize>,
+    /// The least bytes one call can move: inputs read once, gradients written once.
+    pub bytes_min: usize,
+    /// The bytes the GPU kernels of one call read and write (re-reads, intermediate arrays,
+    /// zero-fills included), from their structure.
+    pub bytes_moved: usize,
+    /// Floating-point operations of one call, for the all-pairs losses' FLOP rate.
+    pub flops: Option<f64>,
+    /// Records one GPU call through a plan (inputs resident, gradients into buffers reused
+    /// where the loss takes them).
     pub gpu: &'a mut dyn FnMut(&mut wgpu::CommandEncoder) -> Result<()>,
     /// One CPU backend call on the same problem.
     pub cpu: &'a mut dyn FnMut() -> Result<()>,

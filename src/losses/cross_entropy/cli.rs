@@ -11,8 +11,9 @@ use crate::core::{Arg, DType, LossValues, Reduction, Upstream};
 use crate::error::{Error, Result};
 use crate::gpu::engine::Engine;
 use crate::registry::random::Rng;
+use crate::gpu::GpuLoss;
 use crate::registry::{GpuSession, 
-    host_upstream, labels_i32, BenchJob, BenchRun, Case, DeviceUpstream, Evaluated, HostArray, HostData, InputSpec, LossDef,
+    host_upstream, labels_i32, BenchJob, BenchRun, BenchSpec, Case, DeviceUpstream, Evaluated, HostArray, HostData, InputSpec, LossDef,
 };
 
 /// The family's losses.
@@ -338,24 +339,24 @@ impl LossDef for RowDef {
         &self,
         engine: &Engine,
         rng: &mut Rng,
-        quick: bool,
+        spec: &BenchSpec,
         run: &mut BenchRun<'_>,
     ) -> Result<()> {
-        let shapes: &[(usize, usize)] = if quick {
-            &[(32, 10), (1024, 4096), (64, 32000)]
-        } else {
-            &[
-                (32, 10),
-                (1024, 4096),
-                (4096, 4096),
-                (256, 32000),
-                (4096, 32000),
-                (512, 50257),
-                (64, 131072),
-            ]
-        };
-        // Softmax focal shares the kernel: it is timed where there are 4096 classes.
-        for &(n, c) in shapes.iter().filter(|s| !self.focal || s.1 == 4096) {
+        let quick: &[&[usize]] = &[&[32, 10], &[1024, 4096], &[64, 32000]];
+        let full: &[&[usize]] = &[
+            &[32, 10],
+            &[1024, 4096],
+            &[4096, 4096],
+            &[256, 32000],
+            &[4096, 32000],
+            &[512, 50257],
+            &[64, 131072],
+        ];
+        // Softmax focal shares the kernel: by default it is timed where there are 4096
+        // classes.
+        let focal_own = |&(_, c): &(usize, usize)| !spec.shapes.is_empty() || c == 4096;
+        let shapes = spec.pairs(quick, full)?;
+        for (n, c) in shapes.into_iter().filter(|s| !self.focal || focal_own(s)) {
             let x = rng.normals(n * c, 2.0);
             let y: Vec<i32> = (0..n).map(|_| rng.below(c) as i32).collect();
             let logits = engine.upload(&x, &[n, c])?;
@@ -373,15 +374,20 @@ impl LossDef for RowDef {
                 upstream: Upstream::Ones,
             };
             let (ce, focal) = (CrossEntropy::new(), SoftmaxFocal::new());
+            let (mut ce_plan, mut focal_plan) = (ce.plan(engine), focal.plan(engine));
+            // The row kernel reads each row twice (the log-sum-exp, then the gradient).
+            let logits_bytes = n * c * 4;
             run(BenchJob {
                 label: self.name(),
-                shape: format!("{n}x{c}"),
-                bytes: 2 * n * c * 4,
+                shape: vec![n, c],
+                bytes_min: 2 * logits_bytes,
+                bytes_moved: 3 * logits_bytes,
+                flops: None,
                 gpu: &mut |e| {
                     if self.focal {
-                        focal.record(engine, e, &inputs).map(|_| ())
+                        focal_plan.record(e, &inputs).map(|_| ())
                     } else {
-                        ce.record(engine, e, &inputs).map(|_| ())
+                        ce_plan.record(e, &inputs).map(|_| ())
                     }
                 },
                 cpu: &mut || {

@@ -163,11 +163,12 @@ fn main(
     var x_y = 0.0;
     var acc = vec4<f32>(0.0);
     var x_ref = 0.0;
-    if (live) {
-        if (!PROBS) {
-            y = bitcast<i32>(targets[row]);
-            keep = y != params.ignore_index && y >= 0 && u32(y) < c;
-        }
+    if (live && !PROBS) {
+        y = bitcast<i32>(targets[row]);
+        keep = y != params.ignore_index && y >= 0 && u32(y) < c;
+    }
+    // Ignored rows (padding, often a large share of a batch) read nothing.
+    if (live && keep) {
         x_ref = capped(load_chunk(row * chunks)[0]);
         for (var j = start; j < end; j += TEAM) {
             let v = load_chunk(row * chunks + j);
@@ -269,7 +270,14 @@ fn main(
         return;
     }
 
-    // Pass 2: gradient. Dropped rows (ignored, bad target, zero scale) get exact zeros.
+    // Pass 2: gradient. Dropped rows (ignored, bad target, zero scale) get exact zeros;
+    // ignored and bad rows without reading their logits.
+    if (!keep) {
+        for (var j = start; j < end; j += TEAM) {
+            store_chunk(row * chunks + j, vec4<f32>(0.0));
+        }
+        return;
+    }
     for (var j = start; j < end; j += TEAM) {
         let v = load_chunk(row * chunks + j);
         var g = vec4<f32>(0.0);

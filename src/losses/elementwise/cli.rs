@@ -7,8 +7,9 @@ use crate::core::{Arg, DType, LossValues, Reduction, Upstream};
 use crate::error::{Error, Result};
 use crate::gpu::engine::Engine;
 use crate::registry::random::Rng;
+use crate::gpu::GpuLoss;
 use crate::registry::{GpuSession, 
-    host_upstream, labels_i32, spec, BenchJob, BenchRun, Case, DeviceUpstream, Evaluated, HostArray, InputSpec, LossDef, GRAD_OUTPUT,
+    host_upstream, labels_i32, spec, BenchJob, BenchRun, BenchSpec, Case, DeviceUpstream, Evaluated, HostArray, InputSpec, LossDef, GRAD_OUTPUT,
 };
 
 /// An elementwise loss for the command line: one entry per docs/LOSSES.md name.
@@ -452,11 +453,27 @@ impl LossDef for ElementwiseDef {
         &self,
         engine: &Engine,
         rng: &mut Rng,
-        _quick: bool,
+        spec: &BenchSpec,
         run: &mut BenchRun<'_>,
     ) -> Result<()> {
         // 4M elements: 48 MB moved, past the last-level cache of most CPUs.
-        let n = 4 << 20;
+        for shape in spec.shapes(&[&[4 << 20]], &[&[4 << 20]]) {
+            self.bench_shape(engine, rng, &shape, run)?;
+        }
+        Ok(())
+    }
+}
+
+impl ElementwiseDef {
+    /// One bench row: `shape`'s elements, 1-D on the host.
+    fn bench_shape(
+        &self,
+        engine: &Engine,
+        rng: &mut Rng,
+        shape: &[usize],
+        run: &mut BenchRun<'_>,
+    ) -> Result<()> {
+        let n: usize = shape.iter().product();
         let kind = (self.kind)(&Case::default())?;
         let ranking = matches!(kind, Pointwise::MarginRanking { .. });
         let x = rng.normals(n, 2.0);
@@ -498,13 +515,17 @@ impl LossDef for ElementwiseDef {
             upstream: Upstream::Ones,
         };
         let loss = ElementwiseLoss::new(kind);
-        // Inputs read (2, or 3 with labels) and gradients written (1, or 2 for ranking).
+        let mut plan = loss.plan(engine);
+        // Inputs read (2, or 3 with labels) and gradients written (1, or 2 for ranking),
+        // each once; the partial sums are a few kB.
         let arrays = if ranking { 5 } else { 3 };
         run(BenchJob {
             label: self.name,
-            shape: format!("{}M", n >> 20),
-            bytes: arrays * n * 4,
-            gpu: &mut |e| loss.record(engine, e, &inputs).map(|_| ()),
+            shape: shape.to_vec(),
+            bytes_min: arrays * n * 4,
+            bytes_moved: arrays * n * 4,
+            flops: None,
+            gpu: &mut |e| plan.record(e, &inputs).map(|_| ()),
             cpu: &mut || elementwise_into(&loss, &host, &mut host_g1, &mut host_g2).map(|_| ()),
         })
     }

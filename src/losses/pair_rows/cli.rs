@@ -7,8 +7,9 @@ use crate::core::{Arg, LossValues, Reduction, Upstream};
 use crate::error::{Error, Result};
 use crate::gpu::engine::Engine;
 use crate::registry::random::Rng;
+use crate::gpu::GpuLoss;
 use crate::registry::{GpuSession, 
-    f64s, host_upstream, spec, BenchJob, BenchRun, Case, DeviceUpstream, Evaluated, HostArray, InputSpec, LossDef, Rows, GRAD_OUTPUT,
+    f64s, host_upstream, spec, BenchJob, BenchRun, BenchSpec, Case, DeviceUpstream, Evaluated, HostArray, InputSpec, LossDef, Rows, GRAD_OUTPUT,
 };
 
 /// The family's losses.
@@ -280,22 +281,40 @@ impl LossDef for PairDef {
         &self,
         engine: &Engine,
         rng: &mut Rng,
-        quick: bool,
+        spec: &BenchSpec,
         run: &mut BenchRun<'_>,
     ) -> Result<()> {
-        let (n, d) = if quick { (16_384, 128) } else { (65_536, 128) };
+        for (n, d) in spec.pairs(&[&[16_384, 128]], &[&[65_536, 128]])? {
+            self.bench_shape(engine, rng, (n, d), run)?;
+        }
+        Ok(())
+    }
+}
+
+impl PairDef {
+    /// One bench row: `n` rows of `d`.
+    fn bench_shape(
+        &self,
+        engine: &Engine,
+        rng: &mut Rng,
+        (n, d): (usize, usize),
+        run: &mut BenchRun<'_>,
+    ) -> Result<()> {
         let count = self.inputs().iter().filter(|s| s.differentiable).count();
         let host: Vec<Vec<f32>> = (0..count).map(|_| rng.normals(n * d, 0.5)).collect();
         let rows: Vec<crate::Tensor> = host
             .iter()
             .map(|x| engine.upload(x, &[n, d]))
             .collect::<Result<_>>()?;
-        let shape = format!("{n}x{d}");
+        let shape = vec![n, d];
+        // The row kernel reads each row twice (distances, then gradients).
+        let block = n * d * 4;
         match self {
             PairDef::Contrastive => {
                 let y: Vec<f32> = (0..n).map(|_| rng.below(2) as f32).collect();
                 let yt = engine.upload(&y, &[n])?;
                 let loss = Contrastive::new();
+                let mut plan = loss.plan(engine);
                 let inputs = ContrastiveInputs {
                     x1: &rows[0],
                     x2: &rows[1],
@@ -312,13 +331,16 @@ impl LossDef for PairDef {
                 run(BenchJob {
                     label: self.name(),
                     shape,
-                    bytes: 4 * n * d * 4,
-                    gpu: &mut |e| loss.record(engine, e, &inputs).map(|_| ()),
+                    bytes_min: 4 * block,
+                    bytes_moved: 6 * block,
+                    flops: None,
+                    gpu: &mut |e| plan.record(e, &inputs).map(|_| ()),
                     cpu: &mut || cpu::contrastive(&loss, &host).map(|_| ()),
                 })
             }
             PairDef::Triplet => {
                 let loss = Triplet::new();
+                let mut plan = loss.plan(engine);
                 let inputs = TripletInputs {
                     anchor: &rows[0],
                     positive: &rows[1],
@@ -335,8 +357,10 @@ impl LossDef for PairDef {
                 run(BenchJob {
                     label: self.name(),
                     shape,
-                    bytes: 6 * n * d * 4,
-                    gpu: &mut |e| loss.record(engine, e, &inputs).map(|_| ()),
+                    bytes_min: 6 * block,
+                    bytes_moved: 9 * block,
+                    flops: None,
+                    gpu: &mut |e| plan.record(e, &inputs).map(|_| ()),
                     cpu: &mut || cpu::triplet(&loss, &host).map(|_| ()),
                 })
             }

@@ -10,8 +10,9 @@ use crate::core::{Arg, DType, LossValues, Upstream};
 use crate::error::Result;
 use crate::gpu::engine::Engine;
 use crate::registry::random::Rng;
+use crate::gpu::GpuLoss;
 use crate::registry::{GpuSession, 
-    f64s, labels_i32, spec, BenchJob, BenchRun, Case, DeviceUpstream, Evaluated, HostArray, InputSpec, LossDef, Rows, GRAD_OUTPUT,
+    f64s, labels_i32, spec, BenchJob, BenchRun, BenchSpec, Case, DeviceUpstream, Evaluated, HostArray, InputSpec, LossDef, Rows, GRAD_OUTPUT,
 };
 use crate::Reduction;
 
@@ -266,16 +267,41 @@ impl LossDef for AllPairsDef {
         &self,
         engine: &Engine,
         rng: &mut Rng,
-        quick: bool,
+        spec: &BenchSpec,
         run: &mut BenchRun<'_>,
     ) -> Result<()> {
+        let shapes = match self {
+            AllPairsDef::Nce(_) => spec.pairs(&[&[1024, 128]], &[&[4096, 256]])?,
+            AllPairsDef::TripletMined => spec.pairs(&[&[512, 64]], &[&[1024, 128]])?,
+        };
+        for (n, d) in shapes {
+            self.bench_shape(engine, rng, (n, d), run)?;
+        }
+        Ok(())
+    }
+}
+
+impl AllPairsDef {
+    /// One bench row (three for mined triplets: one per mining): `n` rows of `d`.
+    ///
+    /// Bytes moved count the tile scheme's global reads (every query tile of 32 rows
+    /// streams every key row), the N×N matrices of mined triplets and the gradient's
+    /// read-modify-writes; FLOPs count the similarity products (2·D per pair) of the
+    /// forward pass, the backward pass's recomputation and its gradient accumulation.
+    fn bench_shape(
+        &self,
+        engine: &Engine,
+        rng: &mut Rng,
+        (n, d): (usize, usize),
+        run: &mut BenchRun<'_>,
+    ) -> Result<()> {
+        const TILE: usize = 32;
         match *self {
             AllPairsDef::Nce(kind) => {
-                let (n, d) = if quick { (1024, 128) } else { (4096, 256) };
                 let z = rng.normals(2 * n * d, 1.0);
                 let (za, zb) = z.split_at(n * d);
                 let (at, bt) = (engine.upload(za, &[n, d])?, engine.upload(zb, &[n, d])?);
-                let labels: Vec<i32> = (0..n).map(|_| rng.below(n / 8) as i32).collect();
+                let labels: Vec<i32> = (0..n).map(|_| rng.below((n / 8).max(1)) as i32).collect();
                 let lt = engine.upload_i32(&labels, &[n])?;
                 let (rows, host_rows, bytes) = match kind {
                     NceKind::NtXent => (
@@ -301,7 +327,12 @@ impl LossDef for AllPairsDef {
                     ),
                 };
                 let loss = InfoNce::new(kind);
+                let mut plan = loss.plan(engine);
                 let inputs = NceInputs::from(rows);
+                // Rows M and the (query, key) pairs P: clip's anchors see the other half.
+                let m = if kind == NceKind::Clip { 2 * n } else { n };
+                let pairs = if kind == NceKind::Clip { 2 * n * n } else { n * n };
+                let key_reads = 3 * pairs.div_ceil(TILE) * d * 4;
                 let host = HostNceInputs {
                     rows: host_rows,
                     dim: d,
@@ -309,16 +340,23 @@ impl LossDef for AllPairsDef {
                 };
                 run(BenchJob {
                     label: kind.name(),
-                    shape: format!("{n}x{d}"),
-                    bytes,
-                    gpu: &mut |e| loss.record(engine, e, &inputs).map(|_| ()),
+                    shape: vec![n, d],
+                    bytes_min: bytes,
+                    // Normalize (read, write), the tiles' key reads (forward, backward's
+                    // recomputation and accumulation), the gradient's per-key-tile
+                    // read-modify-write, and the final Jacobian pass (read rows, RMW grad).
+                    bytes_moved: 2 * m * d * 4
+                        + key_reads
+                        + 2 * pairs.div_ceil(TILE) * d * 4
+                        + 3 * m * d * 4,
+                    flops: Some(6.0 * pairs as f64 * d as f64),
+                    gpu: &mut |e| plan.record(e, &inputs).map(|_| ()),
                     cpu: &mut || cpu::info_nce(&loss, &host).map(|_| ()),
                 })
             }
             AllPairsDef::TripletMined => {
-                let (n, d) = if quick { (512, 64) } else { (1024, 128) };
                 let e = rng.normals(n * d, 1.0);
-                let labels: Vec<i32> = (0..n).map(|_| rng.below(n / 16) as i32).collect();
+                let labels: Vec<i32> = (0..n).map(|_| rng.below((n / 16).max(1)) as i32).collect();
                 let (et, lt) = (
                     engine.upload(&e, &[n, d])?,
                     engine.upload_i32(&labels, &[n])?,
@@ -336,11 +374,18 @@ impl LossDef for AllPairsDef {
                     (Mining::SemiHard, "mined semi-hard"),
                 ] {
                     let loss = MinedTriplet::new().mining(mining);
+                    let mut plan = loss.plan(engine);
+                    let (pairs, matrix) = (n * n, n * n * 4);
                     run(BenchJob {
                         label,
-                        shape: format!("{n}x{d}"),
-                        bytes: 2 * n * d * 4,
-                        gpu: &mut |enc| loss.record(engine, enc, &inputs).map(|_| ()),
+                        shape: vec![n, d],
+                        bytes_min: 2 * n * d * 4,
+                        // Distance tiles' key reads (forward and backward), the distance
+                        // matrix (written, read by mining and backward), the counts
+                        // (zeroed, read twice by backward; mining's atomics not counted).
+                        bytes_moved: 2 * pairs.div_ceil(TILE) * d * 4 + 3 * matrix + 3 * matrix,
+                        flops: Some(4.0 * pairs as f64 * d as f64),
+                        gpu: &mut |enc| plan.record(enc, &inputs).map(|_| ()),
                         cpu: &mut || cpu::mined_triplet(&loss, &host).map(|_| ()),
                     })?;
                 }

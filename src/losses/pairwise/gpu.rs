@@ -61,7 +61,7 @@ struct Params {
     k_count: u32,
     n: u32,
     plane: u32,
-    _pad: u32,
+    blocks: u32,
     inv_tau: f32,
     margin: f32,
     scale: f32,
@@ -538,7 +538,14 @@ impl MinedTriplet {
                 groups,
             )?;
         }
-        let stats = rec.tensor(&[2 * plane], DType::F32)?;
+        // Batch-all and semi-hard give each anchor a workgroup per 256 of its candidate
+        // positives; the statistics hold one (loss, count) per (block, anchor).
+        let blocks = match self.mining {
+            Mining::BatchHard => 1,
+            _ => n.div_ceil(256),
+        };
+        let stat_plane = (blocks * n).next_multiple_of(PLANE_ALIGN);
+        let stats = rec.tensor(&[2 * stat_plane], DType::F32)?;
         for w in &windows {
             let slots = Slots {
                 labels_q: Some(labels.binding()),
@@ -548,15 +555,14 @@ impl MinedTriplet {
                 out_cnt: Some(counts.window(w.start * n, w.len() * n)),
                 ..Slots::default()
             };
-            launch(
-                rec,
-                ("mine", &overrides),
-                params(w, &all),
-                slots,
-                w.len(),
-            )?;
+            let params = Params {
+                plane: stat_plane as u32,
+                blocks: blocks as u32,
+                ..params(w, &all)
+            };
+            launch(rec, ("mine", &overrides), params, slots, blocks * w.len())?;
         }
-        let (loss, divisor) = mean_of_planes(rec, &stats, (0, plane), n)?;
+        let (loss, divisor) = mean_of_planes(rec, &stats, (0, stat_plane), blocks * n)?;
         let mut grads = Vec::new();
         if self.gradient {
             // mined_backward accumulates into the gradient over key windows.

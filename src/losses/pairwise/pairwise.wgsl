@@ -44,7 +44,7 @@ struct Params {
     k_count: u32,
     n: u32,          // row length of the N×N matrices
     plane: u32,      // stride between the planes of the per-row statistics
-    _pad: u32,
+    blocks: u32,     // mine: workgroups per anchor, each with WG_SIZE of its positives
     inv_tau: f32,
     margin: f32,
     scale: f32,      // upstream gradient; divided by divisor[0] on the device
@@ -500,18 +500,24 @@ fn distances(
     }
 }
 
-// One workgroup per anchor a of the window: mines its row of the distance matrix, adds the
-// chosen pairs' gradient weights to out_cnt (+1 per use as D_ap, −1 per use as D_an, only
-// for triplets with a positive loss), and writes the anchor's loss sum and count to the
-// planes of out_stats. A NaN distance in the anchor's row makes its count NaN.
+// Mines the rows of the window's anchors: workgroup (block, a) takes anchor a's positives
+// p in [block·WG_SIZE, (block + 1)·WG_SIZE), one per invocation, each scanning the row (so no
+// invocation loops more than N times: software adapters such as lavapipe stop a shader's
+// loops after 65,535 iterations in all). Batch-hard has one block per anchor. Adds the chosen
+// pairs' gradient weights to out_cnt (+1 per use as D_ap, −1 per use as D_an, only for
+// triplets with a positive loss; integer atomics, so the order does not matter) and writes
+// the block's loss sum and count to out_stats[block·n + a] of the two planes. A NaN distance
+// in the anchor's row makes the anchor's count NaN (block 0 checks).
 @compute @workgroup_size(WG_SIZE)
 fn mine(
     @builtin(local_invocation_index) lid: u32,
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let local_a = group_index(wid, nwg);
-    if (local_a >= params.q_count) {
+    let g = group_index(wid, nwg);
+    let local_a = g % params.q_count;
+    let block = g / params.q_count;
+    if (block >= params.blocks) {
         return;
     }
     let a = params.q_begin + local_a;
@@ -522,8 +528,10 @@ fn mine(
     var loss = 0.0;
     var count = 0.0;
     var nan = false;
-    for (var j = lid; j < n; j += WG_SIZE) {
-        nan = nan || (j != a && is_nan(dist_q[row + j]));
+    if (block == 0u) {
+        for (var j = lid; j < n; j += WG_SIZE) {
+            nan = nan || (j != a && is_nan(dist_q[row + j]));
+        }
     }
     if (MINING == BATCH_HARD) {
         var p_best = vec2<f32>(0.0, bitcast<f32>(NONE));
@@ -550,11 +558,9 @@ fn mine(
             }
         }
     } else {
-        // One invocation per positive p, scanning every negative.
-        for (var p = lid; p < n; p += WG_SIZE) {
-            if (p == a || labels_k[p] != label) {
-                continue;
-            }
+        // One invocation per positive p of this block, scanning every negative.
+        let p = block * WG_SIZE + lid;
+        if (p < n && p != a && labels_k[p] == label) {
             let d_ap = dist_q[row + p];
             if (MINING == BATCH_ALL) {
                 var k = 0;
@@ -603,8 +609,9 @@ fn mine(
     let sums = workgroup_sum2(lid, vec2<f32>(loss, count));
     let any_nan = workgroup_sum2(lid, vec2<f32>(select(0.0, 1.0, nan), 0.0)).x > 0.0;
     if (lid == 0u) {
-        out_stats[a] = sums.x;
-        out_stats[params.plane + a] = select(sums.y, bitcast<f32>(0x7fc00000u), any_nan);
+        let at = block * n + a;
+        out_stats[at] = sums.x;
+        out_stats[params.plane + at] = select(sums.y, bitcast<f32>(0x7fc00000u), any_nan);
     }
 }
 

@@ -1,0 +1,44 @@
+#!/bin/sh
+# Runs the GPU tests and the full benchmark on the machine this runs on, with the binaries
+# bench/gpu-kit.sh built, and writes everything under bench/results/<adapter>/ (and $OUT,
+# where set). Installs nothing it cannot get: the Vulkan loader comes from .gl/*.deb when
+# the machine lacks one, the NVIDIA driver's ICD from /usr/local/nvidia when no ICD is found.
+set -u
+cd "$(dirname "$0")/.."
+kit=bench/kit
+[ -x "$kit/wgpu-losses" ] || { echo "run bench/gpu-kit.sh first" >&2; exit 2; }
+if ! ldconfig -p | grep -q libvulkan.so.1; then
+    for f in .gl/*.deb; do [ -e "$f" ] && dpkg -x "$f" /; done
+    ldconfig
+fi
+nvidia_icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+if ! ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json >/dev/null 2>&1 && [ -e "$nvidia_icd" ]; then
+    export VK_DRIVER_FILES="$nvidia_icd"
+fi
+export NODEVICE_SELECT=1
+# The test binaries read fixtures from the directory they were built in.
+built=$(cat "$kit/MANIFEST_DIR")
+if [ ! -e "$built" ]; then
+    mkdir -p "$(dirname "$built")" && ln -s "$PWD" "$built"
+fi
+"$kit/wgpu-losses" info > /tmp/wgpu-losses-info.txt 2>&1
+cat /tmp/wgpu-losses-info.txt
+adapter=$(sed -n 's/^chosen: \(.*\) (\(.*\))$/\1-\2/p' /tmp/wgpu-losses-info.txt |
+    tr 'A-Z' 'a-z' | tr -cs 'a-z0-9.' '-' | sed 's/^-//; s/-$//')
+[ -n "$adapter" ] || { echo "no adapter found" >&2; exit 1; }
+out="bench/results/$adapter"
+mkdir -p "$out"
+cp /tmp/wgpu-losses-info.txt "$out/info.txt"
+failed=0
+: > "$out/tests.txt"
+for t in "$kit"/tests/*; do
+    echo "== $(basename "$t")" | tee -a "$out/tests.txt"
+    "$t" --test-threads 4 >> "$out/tests.txt" 2>&1 || failed=1
+    grep -E '^test result' "$out/tests.txt" | tail -1
+done
+"$kit/wgpu-losses" bench --json "$out/bench.json" --svg "$out/bench.svg" 2>&1 | tee "$out/bench.txt"
+if [ -n "${OUT:-}" ]; then
+    cp "$out"/* "$OUT/"
+fi
+echo "tests: $([ $failed = 0 ] && echo passed || echo FAILED); results in $out"
+exit $failed
