@@ -41,6 +41,7 @@ fn budget(def: &dyn LossDef, case: &Case) -> (u64, u64) {
             .get(name)
             .map_or(0, |a| a.shape.iter().product::<usize>() as u64 * 4)
     };
+    let rows = |name: &str| case.inputs.get(name).map_or(0, |a| a.shape[0] as u64);
     let status = 16;
     match def.name() {
         // denominator, rows, sum.
@@ -51,9 +52,14 @@ fn budget(def: &dyn LossDef, case: &Case) -> (u64, u64) {
             (2, status)
         }
         "contrastive" | "triplet" => (2, 0),
-        // normalize, forward, two sums, backward, finish; clip goes both ways.
-        "nt-xent" | "supcon" => (6, bytes("z") + bytes("embeddings")),
-        "clip" => (8, bytes("a") + bytes("b")),
+        // normalize, forward, merge of the key splits, two sums, backward, finish; clip
+        // goes both ways. The backward pass accumulates one gradient per key split (at most
+        // one split per 32-row key tile).
+        "nt-xent" | "supcon" => {
+            let key_tiles = rows("z").max(rows("embeddings")).div_ceil(32);
+            (7, (bytes("z") + bytes("embeddings")) * key_tiles)
+        }
+        "clip" => (9, (bytes("a") + bytes("b")) * rows("a").div_ceil(32)),
         // normalize (cosine), distances, mining, two sums, backward, finish (cosine).
         "triplet-mined" => {
             let n = case.inputs["labels"].shape[0] as u64;

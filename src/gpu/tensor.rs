@@ -98,6 +98,15 @@ impl Tensor {
         }
     }
 
+    /// The first elements of the same buffer, seen with `shape`.
+    pub(crate) fn prefix(&self, shape: &[usize]) -> Tensor {
+        debug_assert!(shape.iter().product::<usize>() <= self.len());
+        Tensor {
+            shape: shape.to_vec(),
+            ..self.clone()
+        }
+    }
+
     /// The underlying buffer.
     pub fn buffer(&self) -> &wgpu::Buffer {
         &self.buffer

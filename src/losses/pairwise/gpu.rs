@@ -33,6 +33,7 @@ pub(crate) const MODULE: ShaderModule = ShaderModule {
         "normalize",
         "finish",
         "nce_forward",
+        "nce_merge",
         "nce_backward",
         "distances",
         "mine",
@@ -65,7 +66,7 @@ struct Params {
     inv_tau: f32,
     margin: f32,
     scale: f32,
-    _pad1: f32,
+    splits: u32,
 }
 
 /// The 13 bindings of `pairwise.wgsl` after the uniform; unused ones get scratch.
@@ -124,6 +125,36 @@ fn launch(
             .collect(),
     };
     rec.dispatch(key, bindings, groups as u32)
+}
+
+/// Key ranges per query tile for the InfoNCE kernels: enough workgroups to fill a large GPU
+/// (about 512: H100-class parts have 132 multiprocessors), at most one split per key tile,
+/// and the splits' partial gradients in one binding of at most 1 GiB. Software adapters stop
+/// a shader's loops after 65,535 iterations in all (Mesa's LP_MAX_TGSI_LOOP_ITERATIONS), so
+/// on them the runs of key tiles are also kept short enough.
+///
+/// # Errors
+/// [`Error::Limit`] when a software adapter would need more splits than memory allows.
+fn key_splits(engine: &Engine, queries: usize, keys: usize, (m, dim): (usize, usize)) -> Result<usize> {
+    const FILL: usize = 512;
+    let key_tiles = keys.div_ceil(TILE).max(1);
+    let fill = FILL.div_ceil(queries.div_ceil(TILE).max(1));
+    let room = engine.max_binding_bytes().min(1 << 30) / (m * dim * 4).max(1) as u64;
+    let memory = (room as usize).max(1);
+    let splits = fill.min(memory).min(key_tiles);
+    if engine.adapter_info().device_type != wgpu::DeviceType::Cpu {
+        return Ok(splits);
+    }
+    // Loop iterations per key tile: the coefficient block and the depth chunks' steps.
+    let per_tile = 16 + 48 * dim.div_ceil(32);
+    let needed = key_tiles.div_ceil((32_768 / per_tile).max(1));
+    if needed > memory {
+        return Err(Error::Limit(format!(
+            "{m} rows of {dim} need {needed} key splits on a software adapter (its loops stop \
+             after 65,535 iterations); their partial gradients exceed one binding"
+        )));
+    }
+    Ok(splits.max(needed))
 }
 
 /// `Err` unless `t` fits one storage binding (the all-pairs kernels bind each input whole).
@@ -328,6 +359,13 @@ impl InfoNce {
         } else {
             vec![((0, m), (0, m))]
         };
+        let (q, k) = directions[0];
+        let splits = key_splits(rec.engine(), q.1, k.1, (m, dim))?;
+        // Each split's partial (log-sum-exp state, positives) per row, merged by nce_merge.
+        let partial_stats = match splits {
+            1 => None,
+            _ => Some(rec.tensor(&[splits * plane * 4], DType::F32)?),
+        };
         let overrides = [("EXCLUDE_SELF", (self.kind != NceKind::Clip) as u32)];
         let params =
             |(q_begin, q_count): (usize, usize), (k_begin, k_count): (usize, usize)| Params {
@@ -336,9 +374,11 @@ impl InfoNce {
                 q_count: q_count as u32,
                 k_begin: k_begin as u32,
                 k_count: k_count as u32,
+                n: m as u32,
                 plane: plane as u32,
                 inv_tau: 1.0 / self.temperature,
                 scale,
+                splits: splits as u32,
                 ..Params::default()
             };
         for &(q, k) in &directions {
@@ -348,9 +388,10 @@ impl InfoNce {
                 labels_q: Some(labels.binding()),
                 labels_k: Some(labels.binding()),
                 out_stats: Some(stats.binding()),
+                out: partial_stats.as_ref().map(Tensor::binding),
                 ..Slots::default()
             };
-            let groups = q.1.div_ceil(TILE);
+            let groups = q.1.div_ceil(TILE) * splits;
             launch(
                 rec,
                 ("nce_forward", &overrides),
@@ -359,11 +400,22 @@ impl InfoNce {
                 groups,
             )?;
         }
+        if let Some(partial) = &partial_stats {
+            let slots = Slots {
+                stats_q: Some(partial.binding()),
+                out_stats: Some(stats.binding()),
+                ..Slots::default()
+            };
+            let groups = m.div_ceil(256);
+            launch(rec, ("nce_merge", &[]), params((0, m), (0, m)), slots, groups)?;
+        }
         let (loss, divisor) = mean_of_planes(rec, &stats, (2 * plane, 3 * plane), m)?;
         let mut grads = Vec::new();
         if self.gradient {
-            // nce_backward accumulates into the gradient.
-            let grad = rec.zeros(&[m, dim], DType::F32)?;
+            // nce_backward accumulates into one copy of the gradient per split; finish adds
+            // them into the first.
+            let partial_grads = rec.zeros(&[splits * m, dim], DType::F32)?;
+            let grad = partial_grads.prefix(&[m, dim]);
             for &(q, k) in &directions {
                 let slots = Slots {
                     rows_q: Some(unit.binding()),
@@ -373,14 +425,14 @@ impl InfoNce {
                     stats_q: Some(stats.binding()),
                     stats_k: Some(stats.binding()),
                     divisor: Some(divisor.binding()),
-                    out: Some(grad.binding()),
+                    out: Some(partial_grads.binding()),
                     ..Slots::default()
                 };
-                let groups = q.1.div_ceil(TILE);
+                let groups = q.1.div_ceil(TILE) * splits;
                 let job = ("nce_backward", &overrides[..]);
                 launch(rec, job, params(q, k), slots, groups)?;
             }
-            finish(rec, (&unit, &norms), &grad, (m, dim))?;
+            finish(rec, (&unit, &norms), (&partial_grads, splits), (m, dim))?;
             grads = match *inputs {
                 NceRows::Clip { a, b } => {
                     let ga = rec.tensor(a.shape(), DType::F32)?;
@@ -443,15 +495,17 @@ impl GpuLoss for InfoNce {
 
 /// Turns the accumulated G in `grad` (the gradient for the normalized rows `unit`) into the
 /// raw rows' gradient through the normalization's Jacobian.
+/// `grad` holds `splits` partial gradients, one after the other; the result is in the first.
 fn finish(
     rec: &mut Recorder<'_>,
     (unit, norms): (&Tensor, &Tensor),
-    grad: &Tensor,
+    (grad, splits): (&Tensor, usize),
     (m, dim): (usize, usize),
 ) -> Result<()> {
     let params = Params {
         dim: dim as u32,
         q_count: m as u32,
+        splits: splits as u32,
         ..Params::default()
     };
     let slots = Slots {
@@ -585,7 +639,7 @@ impl MinedTriplet {
                 }
             }
             if let Some((u, norms)) = &unit {
-                finish(rec, (u, norms), &grad, (n, dim))?;
+                finish(rec, (u, norms), (&grad, 1), (n, dim))?;
             }
             grads.push(("embeddings", grad));
         }

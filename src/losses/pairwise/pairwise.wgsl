@@ -9,6 +9,10 @@
 // InfoNCE (nt-xent, clip, supcon) never stores the N×N matrix: `nce_forward` streams key
 // tiles through an online log-sum-exp per query row; `nce_backward` recomputes each tile and
 // turns it into gradient coefficients with the saved log-sum-exps (flash-attention style).
+// The key range is split across `splits` workgroups per query tile, so that few rows still
+// fill a GPU and no invocation loops over every key: each split leaves a partial state
+// (forward) or a partial gradient (backward), merged in split order by `nce_merge` and
+// `finish`.
 // Mined triplets use the distance matrix (`distances`, `mine`), split into row windows,
 // with integer pair counts (exact, deterministic atomics) as gradient weights (`mined_backward`).
 // `normalize` and `finish` (the normalization's Jacobian) are the per-row steps before and after.
@@ -48,7 +52,7 @@ struct Params {
     inv_tau: f32,
     margin: f32,
     scale: f32,      // upstream gradient; divided by divisor[0] on the device
-    _pad1: f32,
+    splits: u32,     // InfoNCE: key ranges per query tile (one workgroup each)
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -168,6 +172,9 @@ fn store_coefficients(lid: u32, c: Block) {
     }
 }
 
+// Where this invocation's gradient rows start in `out` (a split's partial gradient).
+var<private> out_base: u32 = 0u;
+
 // out[i] += Σ_j sh_c[i][j]·rows_k[j] for the tile's query rows i (global) and key rows
 // k0.. (zeros past k_end); sh_c must hold the coefficient tile. With `diff`, the terms are
 // sh_c[i][j]·(rows_q[i] − rows_k[j]) instead: each difference is formed before it is
@@ -226,7 +233,7 @@ fn accumulate(lid: u32, q0: u32, q_end: u32, k0: u32, k_end: u32, diff: bool) {
             for (var t = 0u; t < 4u; t++) {
                 let d = d0 + 4u * tx + t;
                 if (i < q_end && d < dim) {
-                    out[i * dim + d] += g[a][t];
+                    out[out_base + i * dim + d] += g[a][t];
                 }
             }
         }
@@ -347,6 +354,13 @@ fn finish(
         return;
     }
     let base = row * params.dim;
+    // The splits' partial gradients, added in split order into split 0's rows.
+    let split_stride = params.q_count * params.dim;
+    for (var s = 1u; s < params.splits; s++) {
+        for (var d = lid; d < params.dim; d += WG_SIZE) {
+            out[base + d] += out[s * split_stride + base + d];
+        }
+    }
     var dot = 0.0;
     for (var d = lid; d < params.dim; d += WG_SIZE) {
         dot += out[base + d] * rows_q[base + d];
@@ -371,12 +385,14 @@ fn nce_forward(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let q0 = params.q_begin + group_index(wid, nwg) * T;
+    let keys = split_keys(group_index(wid, nwg));
+    let q0 = keys.x;
     let q_end = params.q_begin + params.q_count;
     if (q0 >= q_end) {
         return;
     }
-    let k_end = params.k_begin + params.k_count;
+    let k_begin = keys.y;
+    let k_end = keys.z;
     // Per row a of the block: running log-sum-exp and (Σ s, count) over positives.
     var st: array<vec2<f32>, 4>;
     var pos: array<vec2<f32>, 4>;
@@ -384,7 +400,7 @@ fn nce_forward(
         st[a] = vec2<f32>(F32_LOWEST, 0.0);
         pos[a] = vec2<f32>(0.0);
     }
-    for (var k0 = params.k_begin; k0 < k_end; k0 += T) {
+    for (var k0 = k_begin; k0 < k_end; k0 += T) {
         let s = tile_scores(lid, q0, q_end, k0, k_end, false);
         for (var e = 0u; e < 16u; e++) {
             let a = e / 4u;
@@ -413,14 +429,63 @@ fn nce_forward(
             p += v.zw;
         }
         let i = q0 + lid;
-        let lse = total.x + log(total.y);
-        let valid = p.y > 0.0;
-        let inv = select(0.0, 1.0 / p.y, valid);
-        out_stats[i] = lse;
-        out_stats[params.plane + i] = inv;
-        out_stats[2u * params.plane + i] = select(0.0, lse - p.x * inv, valid);
-        out_stats[3u * params.plane + i] = select(0.0, 1.0, valid);
+        if (params.splits == 1u) {
+            write_row_stats(i, total, p);
+        } else {
+            let at = 4u * (keys.w * params.plane + i);
+            out[at] = total.x;
+            out[at + 1u] = total.y;
+            out[at + 2u] = p.x;
+            out[at + 3u] = p.y;
+        }
     }
+}
+
+// (first query row, first key, key end, split) of workgroup g: query tile g mod tiles,
+// split g / tiles, each split a run of whole key tiles.
+fn split_keys(g: u32) -> vec4<u32> {
+    let tiles = (params.q_count + T - 1u) / T;
+    let split = g / tiles;
+    let key_tiles = (params.k_count + T - 1u) / T;
+    let span = ((key_tiles + params.splits - 1u) / params.splits) * T;
+    let k_end = params.k_begin + params.k_count;
+    let begin = min(params.k_begin + split * span, k_end);
+    let q0 = select(params.q_begin + (g % tiles) * T, NONE, split >= params.splits);
+    return vec4<u32>(q0, begin, min(begin + span, k_end), split);
+}
+
+// The statistics planes of row i from its log-sum-exp state and (Σ positive s, count).
+fn write_row_stats(i: u32, total: vec2<f32>, p: vec2<f32>) {
+    let lse = total.x + log(total.y);
+    let valid = p.y > 0.0;
+    let inv = select(0.0, 1.0 / p.y, valid);
+    out_stats[i] = lse;
+    out_stats[params.plane + i] = inv;
+    out_stats[2u * params.plane + i] = select(0.0, lse - p.x * inv, valid);
+    out_stats[3u * params.plane + i] = select(0.0, 1.0, valid);
+}
+
+// Merges the splits' partial states of each query row (in stats_q, 4 per split and row) in
+// split order and writes the row's statistics planes. One invocation per row.
+@compute @workgroup_size(WG_SIZE)
+fn nce_merge(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let r = group_index(wid, nwg) * WG_SIZE + lid;
+    if (r >= params.q_count) {
+        return;
+    }
+    let i = params.q_begin + r;
+    var total = vec2<f32>(F32_LOWEST, 0.0);
+    var p = vec2<f32>(0.0);
+    for (var s = 0u; s < params.splits; s++) {
+        let at = 4u * (s * params.plane + i);
+        total = lse_merge(total, vec2<f32>(stats_q[at], stats_q[at + 1u]));
+        p += vec2<f32>(stats_q[at + 2u], stats_q[at + 3u]);
+    }
+    write_row_stats(i, total, p);
 }
 
 // Gradient rows G_i = Σ_j c_ij·k_j for the query rows, recomputing each similarity tile:
@@ -433,16 +498,19 @@ fn nce_backward(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let q0 = params.q_begin + group_index(wid, nwg) * T;
+    let keys = split_keys(group_index(wid, nwg));
+    let q0 = keys.x;
     let q_end = params.q_begin + params.q_count;
     if (q0 >= q_end) {
         return;
     }
-    let k_end = params.k_begin + params.k_count;
+    let k_end = keys.z;
+    // Each split accumulates into its own copy of the gradient rows.
+    out_base = keys.w * params.n * params.dim;
     let div = divisor[0];
     let w = select(params.scale / div * params.inv_tau, 0.0, div == 0.0);
     let plane = params.plane;
-    for (var k0 = params.k_begin; k0 < k_end; k0 += T) {
+    for (var k0 = keys.y; k0 < k_end; k0 += T) {
         let s = tile_scores(lid, q0, q_end, k0, k_end, false);
         var coef: Block;
         for (var e = 0u; e < 16u; e++) {
