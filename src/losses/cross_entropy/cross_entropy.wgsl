@@ -1,8 +1,12 @@
 // Fused softmax cross-entropy, forward and backward (semantics: docs/LOSSES.md).
 //
 // ROW_THREADS invocations share one row; a workgroup holds WG_SIZE / ROW_THREADS rows.
-// Rows are read in chunks of LANES elements (4 when C is a multiple of 4: vector loads are
-// several times faster on some adapters, lavapipe among them).
+// Rows are read in chunks of LANES elements: vec4s, several times faster than scalars on
+// some adapters (lavapipe among them). When C is not a multiple of 4 (RAGGED), rows do not
+// start on a vec4: a row's chunks are the vec4s it overlaps, the lanes outside it are
+// skipped, and the partial chunks at its ends go through a scalar view of the same buffer.
+// `row_first_chunk`, `row_chunks`, `load_row_chunk`, `store_row_chunk` and `first_logit`
+// come from the I/O header; element k of the row is lane e of chunk j at k = k0(j) + e.
 // Pass 1 reads the row once for the online log-sum-exp and the sums that the loss needs;
 // pass 2 re-reads it (from cache for all but the largest rows) and writes the gradient.
 // `denominator` is the pre-pass of the mean over class targets: each workgroup sums w[y_n]
@@ -144,7 +148,8 @@ fn main(
     let live = row < params.n;
     let c = params.c;
     let base = row * c;
-    let chunks = c / LANES;
+    let first_chunk = row_first_chunk(row);
+    let chunks = row_chunks(row);
     // This invocation's chunks: j = start, start + TEAM, ... below end.
     let teams = ROW_THREADS / TEAM;
     let block = (chunks + teams - 1u) / teams;
@@ -169,11 +174,15 @@ fn main(
     }
     // Ignored rows (padding, often a large share of a batch) read nothing.
     if (live && keep) {
-        x_ref = capped(load_chunk(row * chunks)[0]);
+        x_ref = capped(first_logit(row));
         for (var j = start; j < end; j += TEAM) {
-            let v = load_chunk(row * chunks + j);
+            let v = load_row_chunk(row, first_chunk + j);
+            let k0 = chunk_start(row, first_chunk + j);
             for (var e = 0u; e < LANES; e++) {
-                let k = j * LANES + e;
+                let k = u32(k0 + i32(e));
+                if (RAGGED && k >= c) {
+                    continue; // outside the row (k0 + e < 0 wraps past c too)
+                }
                 let x = capped(v[e]);
                 st = lse_push(st, x);
                 if (SUMS) {
@@ -274,15 +283,19 @@ fn main(
     // ignored and bad rows without reading their logits.
     if (!keep) {
         for (var j = start; j < end; j += TEAM) {
-            store_chunk(row * chunks + j, vec4<f32>(0.0));
+            store_row_chunk(row, first_chunk + j, vec4<f32>(0.0));
         }
         return;
     }
     for (var j = start; j < end; j += TEAM) {
-        let v = load_chunk(row * chunks + j);
+        let v = load_row_chunk(row, first_chunk + j);
+        let k0 = chunk_start(row, first_chunk + j);
         var g = vec4<f32>(0.0);
         for (var e = 0u; e < LANES; e++) {
-            let k = j * LANES + e;
+            let k = u32(k0 + i32(e));
+            if (RAGGED && k >= c) {
+                continue;
+            }
             let x = capped(v[e]);
             let w = class_weight(k);
             var tt = eps_c * w;
@@ -296,6 +309,6 @@ fn main(
                 g[e] *= sech2(v[e] / params.softcap);
             }
         }
-        store_chunk(row * chunks + j, select(g, vec4<f32>(0.0), scale == 0.0));
+        store_row_chunk(row, first_chunk + j, select(g, vec4<f32>(0.0), scale == 0.0));
     }
 }

@@ -19,19 +19,35 @@ const SOURCE: &str = include_str!("cross_entropy.wgsl");
 pub(crate) struct RowIo {
     /// The gradient overwrites the logits (else it goes to its own buffer).
     pub in_place: bool,
-    /// Rows are read and written as `vec4<f32>` (needs C to be a multiple of 4).
-    pub vec4: bool,
+    /// How rows are read and written.
+    pub lanes: Lanes,
+}
+
+/// Element access of the row kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Lanes {
+    /// One `f32` at a time (tiny problems of fewer than 4 elements per window).
+    Scalar,
+    /// `vec4<f32>` chunks; C is a multiple of 4, so every row starts on a vec4.
+    Vec4,
+    /// `vec4<f32>` chunks over rows that do not start on one: the partial chunks at a row's
+    /// ends go through scalar views of the same buffers (bindings 8–10).
+    Ragged,
+}
+
+impl Lanes {
+    const ALL: [Lanes; 3] = [Lanes::Scalar, Lanes::Vec4, Lanes::Ragged];
 }
 
 impl RowIo {
     fn variant(self) -> u32 {
-        self.in_place as u32 * 2 + self.vec4 as u32
+        self.in_place as u32 * 3 + self.lanes as u32
     }
 
     fn from_variant(v: u32) -> Self {
         Self {
-            in_place: v & 2 != 0,
-            vec4: v & 1 != 0,
+            in_place: v >= 3,
+            lanes: Lanes::ALL[v as usize % 3],
         }
     }
 
@@ -43,11 +59,14 @@ impl RowIo {
             source: |v| [MATH, WORKGROUP_SUM, &Self::from_variant(v).header(), SOURCE].join("\n"),
             bindings: |v| {
                 use Access::*;
+                let io = Self::from_variant(v);
+                let ragged = io.lanes == Lanes::Ragged;
                 let mut b = vec![Uniform, Read, Read, Read, ReadWrite, ReadWrite, ReadWrite];
-                if Self::from_variant(v).in_place {
-                    b.push(ReadWrite);
-                } else {
-                    b.extend([Read, ReadWrite]);
+                match (io.in_place, ragged) {
+                    (true, false) => b.push(ReadWrite),
+                    (true, true) => b.extend([ReadWrite, ReadWrite]),
+                    (false, false) => b.extend([Read, ReadWrite]),
+                    (false, true) => b.extend([Read, ReadWrite, Read, ReadWrite]),
                 }
                 b
             },
@@ -55,25 +74,77 @@ impl RowIo {
         }
     }
 
-    /// WGSL declaring the logits (binding 7) and gradient (binding 8 unless in place), and
-    /// `load_chunk` / `store_chunk` over LANES-element chunks.
+    /// WGSL declaring the logits (binding 7), the gradient (binding 8 unless in place), their
+    /// scalar views (ragged), and the row access functions the kernel uses.
     fn header(self) -> String {
-        let (ty, lanes, get, put) = lanes(self.vec4);
-        let (access, dst, grad_decl) = if self.in_place {
-            ("read_write", "logits", String::new())
+        let vec4 = self.lanes != Lanes::Scalar;
+        let (ty, lanes, get, put) = lanes(vec4);
+        let access = if self.in_place { "read_write" } else { "read" };
+        let (dst, dst_s) = if self.in_place {
+            ("logits", "logits_s")
         } else {
-            (
-                "read",
-                "grad",
-                format!("@group(0) @binding(8) var<storage, read_write> grad: array<{ty}>;\n"),
+            ("grad", "grad_s")
+        };
+        let mut decls =
+            format!("@group(0) @binding(7) var<storage, {access}> logits: array<{ty}>;\n");
+        if !self.in_place {
+            decls += &format!("@group(0) @binding(8) var<storage, read_write> grad: array<{ty}>;\n");
+        }
+        let ragged = self.lanes == Lanes::Ragged;
+        if ragged {
+            let at = if self.in_place { 8 } else { 9 };
+            decls += &format!("@group(0) @binding({at}) var<storage, {access}> logits_s: array<f32>;\n");
+            if !self.in_place {
+                decls += "@group(0) @binding(10) var<storage, read_write> grad_s: array<f32>;\n";
+            }
+        }
+        let access_fns = if ragged {
+            format!(
+                "fn row_first_chunk(row: u32) -> u32 {{ return (row * params.c) / 4u; }}\n\
+                 fn row_chunks(row: u32) -> u32 {{\n\
+                     let lo = row * params.c;\n\
+                     return (lo + params.c + 3u) / 4u - lo / 4u;\n\
+                 }}\n\
+                 fn whole_chunk(row: u32, j: u32) -> bool {{\n\
+                     let lo = row * params.c;\n\
+                     return j * 4u >= lo && j * 4u + 4u <= lo + params.c;\n\
+                 }}\n\
+                 fn load_row_chunk(row: u32, j: u32) -> vec4<f32> {{\n\
+                     if (whole_chunk(row, j)) {{ return logits[j]; }}\n\
+                     let lo = row * params.c;\n\
+                     var v = vec4<f32>(0.0);\n\
+                     for (var e = 0u; e < 4u; e++) {{\n\
+                         let at = j * 4u + e;\n\
+                         if (at >= lo && at < lo + params.c) {{ v[e] = logits_s[at]; }}\n\
+                     }}\n\
+                     return v;\n\
+                 }}\n\
+                 fn store_row_chunk(row: u32, j: u32, g: vec4<f32>) {{\n\
+                     if (whole_chunk(row, j)) {{ {dst}[j] = g; return; }}\n\
+                     let lo = row * params.c;\n\
+                     for (var e = 0u; e < 4u; e++) {{\n\
+                         let at = j * 4u + e;\n\
+                         if (at >= lo && at < lo + params.c) {{ {dst_s}[at] = g[e]; }}\n\
+                     }}\n\
+                 }}\n\
+                 fn first_logit(row: u32) -> f32 {{ return logits_s[row * params.c]; }}\n"
+            )
+        } else {
+            format!(
+                "fn row_first_chunk(row: u32) -> u32 {{ return row * (params.c / LANES); }}\n\
+                 fn row_chunks(row: u32) -> u32 {{ return params.c / LANES; }}\n\
+                 fn load_row_chunk(row: u32, j: u32) -> vec4<f32> {{ let v = logits[j]; return {get}; }}\n\
+                 fn store_row_chunk(row: u32, j: u32, g: vec4<f32>) {{ {dst}[j] = {put}; }}\n\
+                 fn first_logit(row: u32) -> f32 {{ return load_row_chunk(row, row_first_chunk(row))[0]; }}\n"
             )
         };
         format!(
             "const LANES: u32 = {lanes}u;\n\
-             @group(0) @binding(7) var<storage, {access}> logits: array<{ty}>;\n\
-             {grad_decl}\
-             fn load_chunk(j: u32) -> vec4<f32> {{ let v = logits[j]; return {get}; }}\n\
-             fn store_chunk(j: u32, g: vec4<f32>) {{ {dst}[j] = {put}; }}\n"
+             const RAGGED: bool = {ragged};\n\
+             {decls}\
+             // The offset of chunk j's first lane from the start of the row.\n\
+             fn chunk_start(row: u32, j: u32) -> i32 {{ return i32(j * LANES) - i32(row * params.c); }}\n\
+             {access_fns}"
         )
     }
 }
@@ -81,7 +152,7 @@ impl RowIo {
 /// Every variant of the row kernel, for validation.
 #[cfg(test)]
 pub(crate) fn modules() -> Vec<ShaderModule> {
-    (0..4).map(|v| RowIo::from_variant(v).module()).collect()
+    (0..6).map(|v| RowIo::from_variant(v).module()).collect()
 }
 
 /// The target of a cross-entropy call.
@@ -292,9 +363,15 @@ impl CrossEntropy {
             _ => 1.0,
         };
 
+        // Rows as vec4 chunks whenever every window holds at least one whole vec4.
+        let lanes = match c.is_multiple_of(4) {
+            true => Lanes::Vec4,
+            false if windows.iter().all(|w| w.len() * c >= 4) => Lanes::Ragged,
+            false => Lanes::Scalar,
+        };
         let io = RowIo {
             in_place: self.in_place && grad.is_some(),
-            vec4: c.is_multiple_of(4),
+            lanes,
         };
         let module = io.module();
         let key = |entry, threads| KernelKey {
@@ -349,11 +426,19 @@ impl CrossEntropy {
                     status.binding(),
                     inputs.logits.window(w.start * c, rows * c),
                 ];
+                let grad_window = match &grad {
+                    Some(g) => g.window(w.start * c, rows * c),
+                    None => unused.clone(),
+                };
                 if !io.in_place {
-                    bindings.push(match &grad {
-                        Some(g) => g.window(w.start * c, rows * c),
-                        None => unused.clone(),
-                    });
+                    bindings.push(grad_window.clone());
+                }
+                if io.lanes == Lanes::Ragged {
+                    // The scalar views of the same ranges.
+                    bindings.push(inputs.logits.window(w.start * c, rows * c));
+                    if !io.in_place {
+                        bindings.push(grad_window);
+                    }
                 }
                 let (groups, threads) = if pre_pass {
                     (blocks[i], wg)
