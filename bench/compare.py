@@ -59,11 +59,11 @@ try:
 
     for n, c in CE:
         y = torch.tensor(rng.integers(0, c, n))
-        torch_row("cross-entropy", f"{n}x{c}", lambda x: F.cross_entropy(x, y),
+        torch_row("cross-entropy", [n, c], lambda x: F.cross_entropy(x, y),
                   rng.standard_normal((n, c), dtype=np.float32) * 2)
     t = torch.tensor(rng.random(N, dtype=np.float32))
-    torch_row("mse", "4M", lambda x: F.mse_loss(x, t), rng.standard_normal(N, dtype=np.float32))
-    torch_row("bce-with-logits", "4M", lambda x: F.binary_cross_entropy_with_logits(x, t),
+    torch_row("mse", [N], lambda x: F.mse_loss(x, t), rng.standard_normal(N, dtype=np.float32))
+    torch_row("bce-with-logits", [N], lambda x: F.binary_cross_entropy_with_logits(x, t),
               rng.standard_normal(N, dtype=np.float32))
 
     def torch_rows(loss, shape, fn, *xs):
@@ -83,8 +83,8 @@ try:
         dist = F.pairwise_distance(a, b)
         return (0.5 * (y * dist ** 2 + (1 - y) * (1 - dist).clamp(min=0) ** 2)).mean()
 
-    torch_rows("contrastive", f"{n}x{d}", contrastive, rows[0], rows[1])
-    torch_rows("triplet", f"{n}x{d}", F.triplet_margin_loss, *rows)
+    torch_rows("contrastive", [n, d], contrastive, rows[0], rows[1])
+    torch_rows("triplet", [n, d], F.triplet_margin_loss, *rows)
 
     n, d = PAIRS
     za, zb = (rng.standard_normal((n, d), dtype=np.float32) for _ in range(2))
@@ -102,7 +102,7 @@ try:
 
     idx = torch.arange(n)
     views = (idx[:, None] % (n // 2)) == (idx[None, :] % (n // 2))
-    torch_rows("nt-xent", f"{n}x{d}",
+    torch_rows("nt-xent", [n, d],
                lambda z: info_nce(F.normalize(z, dim=1), F.normalize(z, dim=1), views, 0.5, True),
                za)
 
@@ -110,10 +110,10 @@ try:
         s = F.normalize(a, dim=1) @ F.normalize(b, dim=1).T / 0.07
         return 0.5 * (F.cross_entropy(s, idx) + F.cross_entropy(s.T, idx))
 
-    torch_rows("clip", f"{n}x{d}", clip, za, zb)
+    torch_rows("clip", [n, d], clip, za, zb)
     lab = torch.tensor(rng.integers(0, n // 8, n))
     classes = lab[:, None] == lab[None, :]
-    torch_rows("supcon", f"{n}x{d}",
+    torch_rows("supcon", [n, d],
                lambda e: info_nce(F.normalize(e, dim=1), F.normalize(e, dim=1), classes, 0.1, True),
                za)
     print("torch", torch.__version__, "done")
@@ -134,12 +134,12 @@ try:
 
     for n, c in CE:
         y = jnp.asarray(rng.integers(0, c, n))
-        jax_row("cross-entropy", f"{n}x{c}",
+        jax_row("cross-entropy", [n, c],
                 lambda x: optax.softmax_cross_entropy_with_integer_labels(x, y).mean(),
                 rng.standard_normal((n, c), dtype=np.float32) * 2)
     t = jnp.asarray(rng.random(N, dtype=np.float32))
-    jax_row("mse", "4M", lambda x: jnp.mean((x - t) ** 2), rng.standard_normal(N, dtype=np.float32))
-    jax_row("bce-with-logits", "4M", lambda x: optax.sigmoid_binary_cross_entropy(x, t).mean(),
+    jax_row("mse", [N], lambda x: jnp.mean((x - t) ** 2), rng.standard_normal(N, dtype=np.float32))
+    jax_row("bce-with-logits", [N], lambda x: optax.sigmoid_binary_cross_entropy(x, t).mean(),
             rng.standard_normal(N, dtype=np.float32))
     print("jax", jax.__version__, "done")
 except ImportError as e:

@@ -656,7 +656,7 @@ fn chart(adapter: &str, copies: (f64, f64), results: &[serde_json::Value]) -> St
         let label = format!(
             "{} {} {}",
             r["loss"].as_str().unwrap_or("?"),
-            r["shape"].as_str().unwrap_or("?"),
+            shape_text(&r["shape"]),
             r["backend"].as_str().unwrap_or("?")
         );
         svg += &format!(
@@ -697,6 +697,18 @@ fn read_comparison(path: &std::path::Path) -> Result<Vec<serde_json::Value>> {
 }
 
 /// Each other framework's row beside our CPU and GPU rows for the same loss and shape.
+/// A JSON shape (`[N, C]`) as `NxC`.
+fn shape_text(shape: &serde_json::Value) -> String {
+    match shape.as_array() {
+        Some(dims) => dims
+            .iter()
+            .map(|d| d.as_u64().map_or("?".into(), |d| d.to_string()))
+            .collect::<Vec<_>>()
+            .join("x"),
+        None => shape.as_str().unwrap_or("?").to_string(),
+    }
+}
+
 fn print_comparison(ours: &[serde_json::Value], others: &[serde_json::Value]) {
     println!();
     println!(
@@ -708,7 +720,9 @@ fn print_comparison(ours: &[serde_json::Value], others: &[serde_json::Value]) {
         let find = |backend: &str| {
             ours.iter()
                 .find(|r| {
-                    r["loss"] == o["loss"] && r["shape"] == o["shape"] && r["backend"] == backend
+                    r["loss"] == o["loss"]
+                        && shape_text(&r["shape"]) == shape_text(&o["shape"])
+                        && r["backend"] == backend
                 })
                 .map(|r| format!("{:.2}x", ms(o) / ms(r)))
                 .unwrap_or_else(|| "-".into())
@@ -716,7 +730,7 @@ fn print_comparison(ours: &[serde_json::Value], others: &[serde_json::Value]) {
         println!(
             "{:<16} {:>12} {:>10} {:>10.3} {:>14} {:>14}",
             o["loss"].as_str().unwrap_or("?"),
-            o["shape"].as_str().unwrap_or("?"),
+            shape_text(&o["shape"]),
             o["backend"].as_str().unwrap_or("?"),
             ms(o),
             find("cpu"),
