@@ -641,3 +641,38 @@ fn a_nan_class_weight_propagates_on_every_backend() {
         assert_eq!(nan, want_nan, "{backend}: gradient {:?}", got.grads[0].1);
     }
 }
+
+/// Few rows of 8192 classes or more are split across workgroups (each split's pass-1 state is
+/// stored, then merged in split order before its gradient is written): every option against
+/// the reference, rows that do and do not start on a vec4, ignored rows included.
+#[test]
+fn few_rows_of_many_classes_are_split_across_workgroups() {
+    let mut rng = fresh_rng("few_rows_of_many_classes");
+    for (n, c) in [(1, 8192), (3, 12_345), (17, 40_000), (2, 65_537)] {
+        for probs in [false, true] {
+            let o = Opts {
+                probs,
+                weight: rng.chance(0.5),
+                smoothing: rng.chance(0.5).then_some(0.1),
+                z_loss: rng.chance(0.5),
+                softcap: rng.chance(0.5).then_some(20.0),
+                reduction: ["mean", "sum", "none"][rng.below(3)],
+                upstream: rng.chance(0.5),
+                scale: 3.0,
+            };
+            check_case(
+                ce(),
+                engine(),
+                &build_case(&mut rng, n, c, &o),
+                Tolerance::default(),
+            );
+        }
+        // Softmax focal shares the split rows.
+        let focal = wgpu_losses::losses::find("softmax-focal").unwrap();
+        let case = Case::default()
+            .with("logits", HostArray::f32(&[n, c], rng.normals(n * c, 3.0)))
+            .with("target", classes(&mut rng, n, c, 0.2))
+            .set("gamma", 2.0);
+        check_case(focal, engine(), &case, Tolerance::default());
+    }
+}

@@ -1,14 +1,30 @@
 //! The `.npy` reader at its edges, on files written byte by byte: a header whose shape
 //! overflows or exceeds the file, a truncated file, booleans. No GPU.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use wgpu_losses::cli::npy;
 use wgpu_losses::registry::HostData;
 use wgpu_losses::Error;
 
+/// A temporary file, removed when dropped.
+struct TempFile(PathBuf);
+
+impl std::ops::Deref for TempFile {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// A version 1.0 `.npy` file with `header` (the dict) followed by `data`.
-fn file(name: &str, header: &str, data: &[u8]) -> PathBuf {
+fn file(name: &str, header: &str, data: &[u8]) -> TempFile {
     let mut dict = header.to_string();
     // Magic (6) + version (2) + length (2) + dict + '\n' is a multiple of 64.
     while !(10 + dict.len() + 1).is_multiple_of(64) {
@@ -22,7 +38,7 @@ fn file(name: &str, header: &str, data: &[u8]) -> PathBuf {
     let path =
         std::env::temp_dir().join(format!("wgpu-losses-npy-{}-{name}.npy", std::process::id()));
     std::fs::write(&path, bytes).unwrap();
-    path
+    TempFile(path)
 }
 
 fn io_message(r: Result<wgpu_losses::registry::HostArray, Error>) -> String {

@@ -25,6 +25,10 @@ override WEIGHTED: bool = false;   // per-class weights
 override SUMS: bool = false;       // the weighted sums of pass 1 (label smoothing, PROBS)
 override CAPPED: bool = false;     // logit softcap
 override FOCAL: bool = false;      // softmax focal loss (class targets; weight holds alpha)
+// Rows split across `params.splits` workgroups each (few rows, many classes): phase 1 leaves
+// each split's pass-1 state in `state`, phase 2 merges a row's states in split order and
+// writes its split's gradient. Phase 0: one workgroup per row, both passes.
+override PHASE: u32 = 0u;
 
 struct Params {
     n: u32,
@@ -40,8 +44,8 @@ struct Params {
     gamma: f32,
     block: u32,      // rows per workgroup (denominator)
     group_base: u32, // index of this window's first block (denominator)
-    _pad0: u32,
-    _pad1: u32,
+    splits: u32,     // workgroups per row (PHASE 1 and 2)
+    _pad: u32,
 }
 
 const DENOM_FROM_BUFFER: u32 = 4u;
@@ -53,8 +57,10 @@ const WANT_GRAD: u32 = 16u;
 @group(0) @binding(1) var<storage, read> targets: array<u32>;
 @group(0) @binding(2) var<storage, read> weight: array<f32>;
 @group(0) @binding(3) var<storage, read> upstream: array<f32>;
-// The denominator (main), or the blocks' partial denominators (denominator).
+// [0]: the denominator (main), or the blocks' partial denominators (denominator); from
+// STATE_BASE: the split rows' pass-1 states, 8 per (row, split).
 @group(0) @binding(4) var<storage, read_write> denom: array<f32>;
+const STATE_BASE: u32 = 4u;
 @group(0) @binding(5) var<storage, read_write> loss_rows: array<f32>;
 // status[0] = 0xffffffff - (first bad row), 0 when every target is valid.
 @group(0) @binding(6) var<storage, read_write> status: array<atomic<u32>>;
@@ -144,12 +150,26 @@ fn main(
 ) {
     let lane = lid % ROW_THREADS;
     let first = lid - lane;
-    let row = group_index(wid, nwg) * (WG_SIZE / ROW_THREADS) + lid / ROW_THREADS;
-    let live = row < params.n;
+    let rows_per_group = WG_SIZE / ROW_THREADS;
+    let g = group_index(wid, nwg);
+    // Split rows: workgroup g takes split g / row_groups of row group g mod row_groups.
+    let row_groups = (params.n + rows_per_group - 1u) / rows_per_group;
+    var split = 0u;
+    var row_group = g;
+    if (PHASE != 0u) {
+        split = g / row_groups;
+        row_group = g % row_groups;
+    }
+    let row = row_group * rows_per_group + lid / ROW_THREADS;
+    let live = row < params.n && split < max(params.splits, 1u);
     let c = params.c;
     let base = row * c;
-    let first_chunk = row_first_chunk(row);
-    let chunks = row_chunks(row);
+    // This split's chunks of the row (all of them unless split).
+    let row_chunk_count = row_chunks(row);
+    let span = (row_chunk_count + max(params.splits, 1u) - 1u) / max(params.splits, 1u);
+    let skipped = min(split * span, row_chunk_count);
+    let first_chunk = row_first_chunk(row) + skipped;
+    let chunks = min(span, row_chunk_count - skipped);
     // This invocation's chunks: j = start, start + TEAM, ... below end.
     let teams = ROW_THREADS / TEAM;
     let block = (chunks + teams - 1u) / teams;
@@ -175,6 +195,8 @@ fn main(
     // Ignored rows (padding, often a large share of a batch) read nothing.
     if (live && keep) {
         x_ref = capped(first_logit(row));
+    }
+    if (live && keep && PHASE != 2u) {
         for (var j = start; j < end; j += TEAM) {
             let v = load_row_chunk(row, first_chunk + j);
             let k0 = chunk_start(row, first_chunk + j);
@@ -201,29 +223,60 @@ fn main(
         }
     }
 
-    // Tree over the row's invocations, in a fixed order.
-    shared_stat[lid] = vec4<f32>(st, x_y, 0.0);
-    if (SUMS) {
-        shared_acc[lid] = acc;
-    }
-    for (var stride = ROW_THREADS / 2u; stride > 0u; stride /= 2u) {
-        workgroupBarrier();
-        if (lane < stride) {
-            let a = shared_stat[lid];
-            let b = shared_stat[lid + stride];
-            shared_stat[lid] = vec4<f32>(lse_merge(a.xy, b.xy), a.z + b.z, 0.0);
-            if (SUMS) {
-                shared_acc[lid] += shared_acc[lid + stride];
+    // Tree over the row's invocations, in a fixed order (phase 2 merges stored states).
+    if (PHASE != 2u) {
+        shared_stat[lid] = vec4<f32>(st, x_y, 0.0);
+        if (SUMS) {
+            shared_acc[lid] = acc;
+        }
+        for (var stride = ROW_THREADS / 2u; stride > 0u; stride /= 2u) {
+            workgroupBarrier();
+            if (lane < stride) {
+                let a = shared_stat[lid];
+                let b = shared_stat[lid + stride];
+                shared_stat[lid] = vec4<f32>(lse_merge(a.xy, b.xy), a.z + b.z, 0.0);
+                if (SUMS) {
+                    shared_acc[lid] += shared_acc[lid + stride];
+                }
             }
         }
+        workgroupBarrier();
     }
-    workgroupBarrier();
     if (!live) {
         return;
     }
-    let stat = shared_stat[first];
-    if (SUMS) {
-        acc = shared_acc[first];
+    var stat = vec4<f32>(F32_LOWEST, 0.0, 0.0, 0.0);
+    let states = STATE_BASE + 8u * (params.row_base + row) * params.splits;
+    if (PHASE == 2u) {
+        for (var s = 0u; s < params.splits; s++) {
+            let at = states + 8u * s;
+            stat = vec4<f32>(
+                lse_merge(stat.xy, vec2<f32>(denom[at], denom[at + 1u])),
+                stat.z + denom[at + 2u],
+                0.0,
+            );
+            if (SUMS) {
+                acc += vec4<f32>(denom[at + 4u], denom[at + 5u], denom[at + 6u], denom[at + 7u]);
+            }
+        }
+    } else {
+        stat = shared_stat[first];
+        if (SUMS) {
+            acc = shared_acc[first];
+        }
+    }
+    if (PHASE == 1u) {
+        if (lane == 0u) {
+            let at = states + 8u * split;
+            denom[at] = stat.x;
+            denom[at + 1u] = stat.y;
+            denom[at + 2u] = stat.z;
+            denom[at + 4u] = acc.x;
+            denom[at + 5u] = acc.y;
+            denom[at + 6u] = acc.z;
+            denom[at + 7u] = acc.w;
+        }
+        return;
     }
     x_y = stat.z;
     // x - lse is formed as (x - max) - log(sum): exact differences near the max keep the
@@ -238,7 +291,7 @@ fn main(
     var w_y = 0.0;
     var hit = 0.0; // the target term at the target class
     var scale = 0.0;
-    if (!PROBS && !keep && y != params.ignore_index && lane == 0u) {
+    if (!PROBS && !keep && y != params.ignore_index && lane == 0u && split == 0u) {
         report_bad_row(row);
     }
     if (keep) {
@@ -272,7 +325,7 @@ fn main(
         coef += 2.0 * params.z_loss * lse;
         scale = row_scale(row);
     }
-    if (lane == 0u) {
+    if (lane == 0u && split == 0u) {
         loss_rows[row] = loss;
     }
     if (!has(WANT_GRAD)) {

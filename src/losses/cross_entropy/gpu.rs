@@ -228,7 +228,8 @@ pub(crate) struct CeParams {
     pub gamma: f32,
     pub block: u32,
     pub group_base: u32,
-    pub _pad: [u32; 2],
+    pub splits: u32,
+    pub _pad: u32,
 }
 
 const DENOM_FROM_BUFFER: u32 = 4;
@@ -245,6 +246,25 @@ fn row_threads(engine: &Engine, c: usize) -> u32 {
         16
     };
     (c.div_ceil(per_thread).next_power_of_two() as u32).min(engine.workgroup_size())
+}
+
+/// Where the split rows' states start in the denominator buffer (a 16-byte boundary).
+const STATE_BASE: usize = 4;
+
+/// Workgroups per row: enough that few rows still make about 256 workgroups on a GPU
+/// (H100-class parts have 132 multiprocessors) or 8 on a CPU adapter (one thread runs a
+/// workgroup at a time; splitting further only adds the merge: 64×32000 took 1.12× as long
+/// on lavapipe split 7 ways), each split at least 4096 classes.
+fn row_splits(engine: &Engine, row_groups: usize, c: usize) -> usize {
+    const MIN_CLASSES: usize = 4096;
+    let fill = match engine.adapter_info().device_type {
+        wgpu::DeviceType::Cpu => 8,
+        _ => 256,
+    };
+    if row_groups >= fill {
+        return 1;
+    }
+    fill.div_ceil(row_groups.max(1)).min(c / MIN_CLASSES).max(1)
 }
 
 impl CrossEntropy {
@@ -336,7 +356,12 @@ impl CrossEntropy {
         let block = engine.single_pass_sum();
         let blocks: Vec<usize> = windows.iter().map(|w| w.len().div_ceil(block)).collect();
         let total_blocks: usize = blocks.iter().sum();
-        let denom = rec.tensor(&[1], DType::F32)?;
+        // Few rows of many classes are split across workgroups so they still fill a GPU.
+        let row_groups: usize = windows.iter().map(|w| w.len().div_ceil(rows_per_group)).sum();
+        let splits = row_splits(engine, row_groups, c);
+        // [0]: the denominator; from STATE_BASE: the split rows' pass-1 states.
+        let state_len = if splits > 1 { STATE_BASE + 8 * n * splits } else { 1 };
+        let denom = rec.tensor(&[state_len], DType::F32)?;
         let partial_denoms = match total_blocks {
             1 => denom.clone(),
             _ => rec.tensor(&[total_blocks], DType::F32)?,
@@ -374,10 +399,11 @@ impl CrossEntropy {
             lanes,
         };
         let module = io.module();
-        let key = |entry, threads| KernelKey {
+        let key = |entry, threads, phase| KernelKey {
             module,
             entry,
             overrides: vec![
+                ("PHASE", phase),
                 ("WG_SIZE", wg),
                 ("ROW_THREADS", threads),
                 ("TEAM", team),
@@ -389,7 +415,7 @@ impl CrossEntropy {
             ],
         };
         let row_elems = if probs { c } else { 1 };
-        let launch = |entry, rec: &mut Recorder<'_>| -> Result<()> {
+        let launch = |entry, phase: u32, rec: &mut Recorder<'_>| -> Result<()> {
             for (i, w) in windows.iter().enumerate() {
                 let rows = w.len();
                 let pre_pass = entry == "denominator";
@@ -407,7 +433,8 @@ impl CrossEntropy {
                     gamma: self.focal.unwrap_or(0.0),
                     block: block as u32,
                     group_base: blocks[..i].iter().sum::<usize>() as u32,
-                    _pad: [0; 2],
+                    splits: splits as u32,
+                    _pad: 0,
                 });
                 let mut bindings = vec![
                     params,
@@ -440,23 +467,28 @@ impl CrossEntropy {
                         bindings.push(grad_window);
                     }
                 }
-                let (groups, threads) = if pre_pass {
-                    (blocks[i], wg)
-                } else {
-                    (rows.div_ceil(rows_per_group), threads)
+                let (groups, threads) = match (pre_pass, phase) {
+                    (true, _) => (blocks[i], wg),
+                    (false, 0) => (rows.div_ceil(rows_per_group), threads),
+                    (false, _) => (rows.div_ceil(rows_per_group) * splits, threads),
                 };
-                rec.dispatch(key(entry, threads), bindings, groups as u32)?;
+                rec.dispatch(key(entry, threads, phase), bindings, groups as u32)?;
             }
             Ok(())
         };
 
         if denom_from_buffer {
-            launch("denominator", rec)?;
+            launch("denominator", 0, rec)?;
             if total_blocks > 1 {
                 rec.sum((&partial_denoms, 0), total_blocks, SumOf::PLAIN, &denom)?;
             }
         }
-        launch("main", rec)?;
+        if splits > 1 {
+            launch("main", 1, rec)?;
+            launch("main", 2, rec)?;
+        } else {
+            launch("main", 0, rec)?;
+        }
         let sum = match self.reduction {
             Reduction::None => None,
             Reduction::Sum => Some(SumOf::PLAIN),
