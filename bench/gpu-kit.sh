@@ -1,7 +1,8 @@
 #!/bin/sh
 # Prepares a run of bench/on-gpu.sh on a machine with a GPU but no Rust toolchain and no
 # network (the `device` machine of this workplace): builds the release command line and the
-# GPU test binaries here, strips them into bench/kit/ (git-ignored), and fetches the Vulkan
+# GPU test binaries here, strips and compresses them into bench/kit/ (git-ignored), and
+# fetches the Vulkan
 # loader's packages into .gl/ when asked (`bench/gpu-kit.sh --loader`).
 set -eu
 cd "$(dirname "$0")/.."
@@ -23,6 +24,8 @@ for line in sys.stdin:
         shutil.copy(exe, "'"$kit"'/tests/" + m["target"]["name"])
 '
 strip "$kit/wgpu-losses" "$kit"/tests/*
+# Compressed, the kit travels in well under the device tool's 64 MiB.
+gzip -9 "$kit/wgpu-losses" "$kit"/tests/*
 # Tests find their fixtures under the directory they were built in.
 pwd > "$kit/MANIFEST_DIR"
 if [ "${1:-}" = "--loader" ]; then

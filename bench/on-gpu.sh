@@ -1,12 +1,18 @@
 #!/bin/sh
 # Runs the GPU tests and the full benchmark on the machine this runs on, with the binaries
 # bench/gpu-kit.sh built, and writes everything under bench/results/<adapter>/ (and $OUT,
-# where set). Installs nothing it cannot get: the Vulkan loader comes from .gl/*.deb when
+# where set). Arguments go to `bench` (e.g. --quick); TESTS="plans every_loss" runs only
+# those test binaries. Installs nothing it cannot get: the Vulkan loader comes from .gl/*.deb when
 # the machine lacks one, the NVIDIA driver's ICD from /usr/local/nvidia when no ICD is found.
 set -u
 cd "$(dirname "$0")/.."
-kit=bench/kit
-[ -x "$kit/wgpu-losses" ] || { echo "run bench/gpu-kit.sh first" >&2; exit 2; }
+[ -e bench/kit/wgpu-losses.gz ] || { echo "run bench/gpu-kit.sh first" >&2; exit 2; }
+kit=/tmp/wgpu-losses-kit
+rm -rf "$kit" && mkdir -p "$kit/tests"
+cp bench/kit/MANIFEST_DIR "$kit/"
+gunzip -c bench/kit/wgpu-losses.gz > "$kit/wgpu-losses"
+for t in bench/kit/tests/*.gz; do gunzip -c "$t" > "$kit/tests/$(basename "$t" .gz)"; done
+chmod +x "$kit/wgpu-losses" "$kit"/tests/*
 if ! ldconfig -p | grep -q libvulkan.so.1; then
     for f in .gl/*.deb; do [ -e "$f" ] && dpkg -x "$f" /; done
     ldconfig
@@ -31,12 +37,15 @@ mkdir -p "$out"
 cp /tmp/wgpu-losses-info.txt "$out/info.txt"
 failed=0
 : > "$out/tests.txt"
-for t in "$kit"/tests/*; do
+for t in ${TESTS:-$(ls "$kit/tests")}; do
+    t="$kit/tests/$t"
     echo "== $(basename "$t")" | tee -a "$out/tests.txt"
     "$t" --test-threads 4 >> "$out/tests.txt" 2>&1 || failed=1
     grep -E '^test result' "$out/tests.txt" | tail -1
 done
-"$kit/wgpu-losses" bench --json "$out/bench.json" --svg "$out/bench.svg" 2>&1 | tee "$out/bench.txt"
+"$kit/wgpu-losses" bench --json "$out/bench.json" --svg "$out/bench.svg" "$@" > "$out/bench.txt" 2>&1 ||
+    failed=1
+cat "$out/bench.txt"
 if [ -n "${OUT:-}" ]; then
     cp "$out"/* "$OUT/"
 fi
