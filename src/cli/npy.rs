@@ -7,10 +7,15 @@ use npyz::WriterBuilder;
 use crate::error::{Error, Result};
 use crate::registry::HostArray;
 
+/// An I/O error on one line (the header parser's own messages draw multi-line diagrams).
 fn io_err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Io {
         path: path.display().to_string(),
-        message: e.to_string(),
+        message: e
+            .to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" "),
     }
 }
 
