@@ -359,3 +359,68 @@ impl Pool {
         &self.buffer
     }
 }
+
+/// A training loop whose batch shape changes (sequence lengths vary): the plan reallocates
+/// what no longer fits, and every step matches a one-off call bit for bit.
+#[test]
+fn a_plan_follows_changing_shapes() {
+    let e = engine();
+    let mut rng = fresh_rng("a_plan_follows_changing_shapes");
+    let loss = CrossEntropy::new().label_smoothing(0.05);
+    let mut plan = loss.plan(e);
+    for &(n, c) in &[
+        (64, 100),
+        (17, 100),
+        (300, 37),
+        (64, 100),
+        (1, 9000),
+        (64, 100),
+    ] {
+        let x = rng.normals(n * c, 2.0);
+        let y: Vec<i32> = (0..n).map(|_| rng.below(c) as i32).collect();
+        let logits = e.upload(&x, &[n, c]).unwrap();
+        let target = e.upload_i32(&y, &[n]).unwrap();
+        let inputs = CrossEntropyInputs::new(&logits, Target::Classes(&target));
+        let planned = plan.run(&inputs).unwrap();
+        let once = loss.run(e, &inputs).unwrap();
+        assert_eq!(planned, once, "{n}x{c}");
+    }
+}
+
+/// Views whose rows are split across bindings (a 64 KiB cap): every window starts at the
+/// view's offset plus whole aligned blocks of rows.
+#[test]
+fn views_split_across_bindings() {
+    let small = wgpu_losses::Engine::with_options(wgpu_losses::EngineOptions {
+        max_binding_bytes: Some(64 << 10),
+        ..Default::default()
+    })
+    .expect("GPU tests need a wgpu adapter");
+    let e = &small;
+    let mut rng = fresh_rng("views_split_across_bindings");
+    let (n, c) = (200, 301);
+    let x = rng.normals(n * c, 2.0);
+    let y: Vec<i32> = (0..n).map(|_| rng.below(c) as i32).collect();
+    let mut pool = Pool::new(e, 4 << 20);
+    let lv = pool.put_f32(e, &x, &[n, c]);
+    let tv = pool.take(e, &[n], DType::I32);
+    e.queue()
+        .write_buffer(pool.buffer(), tv.offset(), bytemuck::cast_slice(&y));
+    let gv = pool.take(e, &[n, c], DType::F32);
+    let (l, t) = (
+        e.upload(&x, &[n, c]).unwrap(),
+        e.upload_i32(&y, &[n]).unwrap(),
+    );
+    let loss = CrossEntropy::new().z_loss(1e-4);
+    let whole = loss
+        .run(e, &CrossEntropyInputs::new(&l, Target::Classes(&t)))
+        .unwrap();
+    let on_views = loss
+        .run(
+            e,
+            &CrossEntropyInputs::new(&lv, Target::Classes(&tv)).grad_out(&gv),
+        )
+        .unwrap();
+    assert_eq!(on_views, whole);
+    assert_eq!(e.download(&gv).unwrap(), whole.grad("logits").unwrap());
+}
