@@ -33,6 +33,7 @@ if [ "${1:-}" = "--loader" ]; then
     mkdir -p .gl /tmp/amd64/partial
     o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
     apt-get $o update
-    (cd .gl && apt-get $o download libvulkan1)
+    # The NVIDIA ICD (libGLX_nvidia) needs glvnd's libraries beside the loader.
+    (cd .gl && apt-get $o download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
 fi
 du -sh "$kit" .gl 2>/dev/null || du -sh "$kit"
