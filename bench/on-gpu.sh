@@ -48,10 +48,10 @@ left() { r=$(( start + $1 - $(date +%s) )); echo $(( r > 1 ? r : 1 )); }
 for t in ${TESTS:-$(ls "$kit/tests")}; do
     t="$kit/tests/$t"
     echo "== $(basename "$t")" | tee -a "$out/tests.txt"
-    timeout "$(left "${TEST_UNTIL:-100000}")" "$t" --test-threads 8 >> "$out/tests.txt" 2>&1 || failed=1
+    timeout -k 10 "$(left "${TEST_UNTIL:-100000}")" "$t" --test-threads 8 >> "$out/tests.txt" 2>&1 || failed=1
     grep -E '^test result' "$out/tests.txt" | tail -1
 done
-timeout "$(left "${BENCH_UNTIL:-100000}")" "$kit/wgpu-losses" bench --json "$out/bench.json" \
+timeout -k 10 "$(left "${BENCH_UNTIL:-100000}")" "$kit/wgpu-losses" bench --json "$out/bench.json" \
     --svg "$out/bench.svg" "$@" > "$out/bench.txt" 2>&1 || failed=1
 cat "$out/bench.txt"
 echo "tests: $([ $failed = 0 ] && echo passed || echo FAILED); results in $out"

@@ -676,3 +676,44 @@ fn few_rows_of_many_classes_are_split_across_workgroups() {
         check_case(focal, engine(), &case, Tolerance::default());
     }
 }
+
+/// The GPU layout (16 classes per invocation, few rows split up to 256 ways) and the CPU
+/// layout (1,024 classes per invocation, split at most 8 ways) on whatever adapter runs the
+/// tests, so that CI on lavapipe checks what GPUs run and a GPU run checks both. Shapes
+/// cover ragged rows, rows wider than a workgroup's invocations, and split rows.
+#[test]
+fn both_kernel_layouts_match_the_reference() {
+    let mut rng = fresh_rng("both_kernel_layouts_match_the_reference");
+    for gpu_layout in [true, false] {
+        let engine = Engine::with_options(EngineOptions {
+            gpu_layout: Some(gpu_layout),
+            ..EngineOptions::default()
+        })
+        .unwrap();
+        for (n, c) in [
+            (50, 2500),
+            (7, 3),
+            (300, 4099),
+            (260, 20_000),
+            (256, 33_001),
+            (3, 50_000),
+        ] {
+            let o = Opts {
+                probs: rng.chance(0.3),
+                weight: rng.chance(0.5),
+                smoothing: rng.chance(0.5).then_some(0.1),
+                z_loss: rng.chance(0.5),
+                softcap: rng.chance(0.3).then_some(20.0),
+                reduction: ["mean", "sum", "none"][rng.below(3)],
+                upstream: rng.chance(0.5),
+                scale: 3.0,
+            };
+            check_case(
+                ce(),
+                &engine,
+                &build_case(&mut rng, n, c, &o),
+                Tolerance::default(),
+            );
+        }
+    }
+}

@@ -15,6 +15,10 @@ pub struct EngineOptions {
     /// Cap on the bytes of one storage binding, below the adapter's own limit. Inputs larger
     /// than this are split across bindings; tests use it to exercise splitting on small data.
     pub max_binding_bytes: Option<u64>,
+    /// Lay the row kernels' work out as for a GPU (`Some(true)`) or for a CPU adapter
+    /// (`Some(false)`) whatever the adapter is; `None` follows the adapter. Tests run the GPU
+    /// layout (many invocations per row, few rows split 256 ways) on lavapipe with it.
+    pub gpu_layout: Option<bool>,
 }
 
 impl Counters {
@@ -54,6 +58,7 @@ struct Shared {
     info: wgpu::AdapterInfo,
     limits: wgpu::Limits,
     max_binding: u64,
+    gpu_layout: bool,
     kernels: Mutex<HashMap<KernelKey, Arc<Kernel>>>,
     lost: Arc<Mutex<Option<String>>>,
     uncaptured: Arc<Mutex<Option<String>>>,
@@ -184,21 +189,21 @@ impl Engine {
                 message: e.to_string(),
             }
         })?;
-        Ok(Self::build(device, queue, info, options.max_binding_bytes))
+        Ok(Self::build(device, queue, info, &options))
     }
 
     /// Wraps a device and queue that the application already owns. Nothing is copied; losses
     /// run on this device and can record into the application's encoders.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
         let info = device.adapter_info();
-        Self::build(device, queue, info, None)
+        Self::build(device, queue, info, &EngineOptions::default())
     }
 
     fn build(
         device: wgpu::Device,
         queue: wgpu::Queue,
         info: wgpu::AdapterInfo,
-        cap: Option<u64>,
+        options: &EngineOptions,
     ) -> Self {
         let limits = device.limits();
         // Binding indices are u32 element offsets in the shaders: keep a binding under 4 GiB.
@@ -206,10 +211,13 @@ impl Engine {
             .max_storage_buffer_binding_size
             .min(limits.max_buffer_size)
             .min(u32::MAX as u64);
-        if let Some(cap) = cap {
+        if let Some(cap) = options.max_binding_bytes {
             max_binding = max_binding.min(cap);
         }
         max_binding -= max_binding % 16;
+        let gpu_layout = options
+            .gpu_layout
+            .unwrap_or(info.device_type != wgpu::DeviceType::Cpu);
         let lost = Arc::new(Mutex::new(None));
         let lost_in = lost.clone();
         device.set_device_lost_callback(move |reason, message| {
@@ -227,6 +235,7 @@ impl Engine {
                 info,
                 limits,
                 max_binding,
+                gpu_layout,
                 kernels: Mutex::new(HashMap::new()),
                 counters: Mutex::new(Counters::default()),
                 lost,
@@ -263,6 +272,12 @@ impl Engine {
     /// Largest storage binding used, in bytes; larger inputs are split.
     pub fn max_binding_bytes(&self) -> u64 {
         self.shared.max_binding
+    }
+
+    /// Whether the row kernels lay their work out for a GPU (many invocations per row) rather
+    /// than for a CPU adapter (long sequential runs per invocation).
+    pub fn gpu_layout(&self) -> bool {
+        self.shared.gpu_layout
     }
 
     /// What this engine has done since the last [`Engine::reset_counters`].

@@ -240,11 +240,7 @@ const WANT_GRAD: u32 = 16;
 /// elements each. Software adapters run a workgroup's invocations in turn and pay for each
 /// barrier, so they get long runs per invocation and many rows per workgroup.
 fn row_threads(engine: &Engine, c: usize) -> u32 {
-    let per_thread = if engine.adapter_info().device_type == wgpu::DeviceType::Cpu {
-        1024
-    } else {
-        16
-    };
+    let per_thread = if engine.gpu_layout() { 16 } else { 1024 };
     (c.div_ceil(per_thread).next_power_of_two() as u32).min(engine.workgroup_size())
 }
 
@@ -257,10 +253,7 @@ const STATE_BASE: usize = 4;
 /// on lavapipe split 7 ways), each split at least 4096 classes.
 fn row_splits(engine: &Engine, row_groups: usize, c: usize) -> usize {
     const MIN_CLASSES: usize = 4096;
-    let fill = match engine.adapter_info().device_type {
-        wgpu::DeviceType::Cpu => 8,
-        _ => 256,
-    };
+    let fill = if engine.gpu_layout() { 256 } else { 8 };
     if row_groups >= fill {
         return 1;
     }
