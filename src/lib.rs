@@ -40,6 +40,8 @@ pub use losses::cross_entropy::gpu::{CrossEntropyInputs, Target};
 pub use losses::cross_entropy::{CrossEntropy, SoftmaxFocal};
 pub use losses::elementwise::gpu::ElementwiseInputs;
 pub use losses::elementwise::{ElementwiseLoss, Pointwise};
+pub use losses::linear_cross_entropy::gpu::LinearCrossEntropyInputs;
+pub use losses::linear_cross_entropy::LinearCrossEntropy;
 pub use losses::pair_rows::gpu::{ContrastiveInputs, TripletInputs};
 pub use losses::pair_rows::{Contrastive, Triplet, PAIRWISE_EPS};
 pub use losses::pairwise::gpu::{MinedTripletInputs, NceInputs, NceRows};
@@ -57,6 +59,7 @@ pub mod cpu {
         softmax_focal_into, HostRowInputs, HostTarget,
     };
     pub use crate::losses::elementwise::cpu::{elementwise, elementwise_into, HostElementInputs};
+    pub use crate::losses::linear_cross_entropy::cpu::{linear_cross_entropy, HostLinearInputs};
     pub use crate::losses::pair_rows::cpu::{
         contrastive, triplet, HostContrastiveInputs, HostTripletInputs,
     };
@@ -71,6 +74,9 @@ pub mod reference {
     pub use crate::core::reference::RefOutput;
     pub use crate::losses::cross_entropy::reference::{cross_entropy, softmax_focal, RefTarget};
     pub use crate::losses::elementwise::reference::{elementwise, RefInputs};
+    pub use crate::losses::linear_cross_entropy::reference::{
+        linear_cross_entropy, RefLinearInputs,
+    };
     pub use crate::losses::pair_rows::reference::{contrastive, pairwise_distance, triplet};
     pub use crate::losses::pairwise::mined_reference::{distance_matrix, mined_triplet};
     pub use crate::losses::pairwise::reference::{info_nce_loss, normalize, normalize_backward};

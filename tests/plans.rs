@@ -63,6 +63,18 @@ fn budget(def: &dyn LossDef, case: &Case) -> (u64, u64) {
             let n = case.inputs["labels"].shape[0] as u64;
             (7, bytes("embeddings") + 4 * n * n)
         }
+        // The targets' check and denominator; per chunk of rows the logits' product, the
+        // row kernel, and the products for the hidden states, the classifier and the bias;
+        // the sum. Each chunk's row kernel zero-fills its own status flag.
+        "linear-cross-entropy" => {
+            let n = rows("hidden");
+            let chunk = case
+                .options
+                .get("chunk_rows")
+                .map_or(n, |c| c.parse().unwrap());
+            let chunks = n.div_ceil(chunk);
+            (2 + 5 * chunks, status * (1 + chunks))
+        }
         other => panic!("no budget written for {other}"),
     }
 }

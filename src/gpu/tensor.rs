@@ -107,6 +107,19 @@ impl Tensor {
         }
     }
 
+    /// Rows `[start, start + count)` of the outermost dimension, as a view of the same
+    /// buffer.
+    ///
+    /// # Errors
+    /// As [`Tensor::view`]: the rows must start at an aligned offset.
+    pub(crate) fn rows(&self, engine: &Engine, start: usize, count: usize) -> Result<Tensor> {
+        let row: usize = self.shape[1..].iter().product();
+        let mut shape = self.shape.clone();
+        shape[0] = count;
+        let offset = self.offset + (start * row * 4) as u64;
+        Tensor::view(engine, self.buffer.clone(), offset, &shape, self.dtype)
+    }
+
     /// The underlying buffer.
     pub fn buffer(&self) -> &wgpu::Buffer {
         &self.buffer

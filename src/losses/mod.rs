@@ -36,6 +36,7 @@ macro_rules! families {
 
 families! {
     cross_entropy,
+    linear_cross_entropy,
     elementwise,
     pair_rows,
     pairwise,

@@ -211,6 +211,20 @@ impl<'a> CrossEntropyInputs<'a> {
     }
 }
 
+/// What a caller that splits one batch into several row-kernel calls (fused linear
+/// cross-entropy, a chunk of rows at a time) shares between them.
+#[derive(Debug, Default)]
+pub(crate) struct Batch<'a> {
+    /// The mean's denominator over the whole batch, f32 `[1]`: gradients are scaled by it
+    /// (with any reduction) and no denominator pass runs.
+    pub denominator: Option<&'a Tensor>,
+    /// Where the per-row losses go, instead of a new tensor.
+    pub loss_rows: Option<Tensor>,
+    /// Run the denominator pass alone (which also checks every class target) and return
+    /// the mean's denominator as the loss; the logits are not read.
+    pub denominator_only: bool,
+}
+
 /// Mirrors `Params` in `cross_entropy.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
@@ -312,12 +326,15 @@ impl CrossEntropy {
         self.plan(engine).record(encoder, inputs)
     }
 
-    fn record_checked(
+    /// Records checked inputs. `batch` lets a caller that splits one batch into several
+    /// calls share the mean's denominator and the per-row losses (see [`Batch`]).
+    pub(crate) fn record_checked(
         &self,
         rec: &mut Recorder<'_>,
         inputs: &CrossEntropyInputs<'_>,
         n: usize,
         c: usize,
+        batch: Batch<'_>,
     ) -> Result<LossOutput> {
         let engine = rec.engine();
         let wg = engine.workgroup_size();
@@ -330,7 +347,10 @@ impl CrossEntropy {
         };
         let windows = engine.row_windows(n, c as u64 * 4, true)?;
 
-        let loss_rows = rec.tensor(&[n], DType::F32)?;
+        let loss_rows = match batch.loss_rows {
+            Some(rows) => rows,
+            None => rec.tensor(&[n], DType::F32)?,
+        };
         let loss = match self.reduction {
             Reduction::None => loss_rows.clone(),
             _ => rec.tensor(&[], DType::F32)?,
@@ -354,13 +374,18 @@ impl CrossEntropy {
         let splits = row_splits(engine, row_groups, c);
         // [0]: the denominator; from STATE_BASE: the split rows' pass-1 states.
         let state_len = if splits > 1 { STATE_BASE + 8 * n * splits } else { 1 };
-        let denom = rec.tensor(&[state_len], DType::F32)?;
+        let denom = match batch.denominator {
+            Some(d) if splits == 1 => d.clone(),
+            _ => rec.tensor(&[state_len], DType::F32)?,
+        };
         let partial_denoms = match total_blocks {
             1 => denom.clone(),
             _ => rec.tensor(&[total_blocks], DType::F32)?,
         };
 
-        let denom_from_buffer = self.reduction == Reduction::Mean && !probs;
+        let denom_from_buffer = (self.reduction == Reduction::Mean || batch.denominator_only)
+            && !probs
+            || batch.denominator.is_some();
         let flags = [
             (
                 UPSTREAM_PER_ROW,
@@ -444,18 +469,23 @@ impl CrossEntropy {
                     },
                     loss_rows.window(w.start, rows),
                     status.binding(),
-                    inputs.logits.window(w.start * c, rows * c),
+                    // The denominator pass reads no logits (a denominator-only call has none).
+                    if pre_pass {
+                        unused.clone()
+                    } else {
+                        inputs.logits.window(w.start * c, rows * c)
+                    },
                 ];
                 let grad_window = match &grad {
-                    Some(g) => g.window(w.start * c, rows * c),
-                    None => unused.clone(),
+                    Some(g) if !pre_pass => g.window(w.start * c, rows * c),
+                    _ => unused.clone(),
                 };
                 if !io.in_place {
                     bindings.push(grad_window.clone());
                 }
                 if io.lanes == Lanes::Ragged {
                     // The scalar views of the same ranges.
-                    bindings.push(inputs.logits.window(w.start * c, rows * c));
+                    bindings.push(bindings[7].clone());
                     if !io.in_place {
                         bindings.push(grad_window);
                     }
@@ -470,11 +500,30 @@ impl CrossEntropy {
             Ok(())
         };
 
-        if denom_from_buffer {
+        if denom_from_buffer && batch.denominator.is_none() {
             launch("denominator", 0, rec)?;
             if total_blocks > 1 {
                 rec.sum((&partial_denoms, 0), total_blocks, SumOf::PLAIN, &denom)?;
             }
+        }
+        let status = (!probs).then(|| Status {
+            flag: status.clone(),
+            input: "target",
+            values: target.clone(),
+            reason: format!(
+                "class index outside [0, {c}) and not ignore_index {}",
+                self.ignore_index
+            ),
+        });
+        if batch.denominator_only {
+            return Ok(LossOutput {
+                loss: denom.prefix(&[1]),
+                grads: Vec::new(),
+                status,
+            });
+        }
+        if let Some(d) = batch.denominator.filter(|_| splits > 1) {
+            rec.copy((d, 0), (&denom, 0), 1);
         }
         if splits > 1 {
             launch("main", 1, rec)?;
@@ -494,16 +543,6 @@ impl CrossEntropy {
         if let Some(how) = sum {
             rec.sum((&loss_rows, 0), n, how, &loss)?;
         }
-
-        let status = (!probs).then(|| Status {
-            flag: status,
-            input: "target",
-            values: target.clone(),
-            reason: format!(
-                "class index outside [0, {c}) and not ignore_index {}",
-                self.ignore_index
-            ),
-        });
         Ok(LossOutput {
             loss,
             grads: grad.into_iter().map(|g| ("logits", g)).collect(),
@@ -530,7 +569,8 @@ impl GpuLoss for CrossEntropy {
         inputs: &CrossEntropyInputs<'_>,
     ) -> Result<LossOutput> {
         let (n, c) = self.check_inputs(inputs)?;
-        rec.engine().scoped(|| self.record_checked(rec, inputs, n, c))
+        rec.engine()
+            .scoped(|| self.record_checked(rec, inputs, n, c, Batch::default()))
     }
 }
 

@@ -1,0 +1,177 @@
+//! Fused linear cross-entropy on the CPU, chunk by chunk as on the GPU: matrix products by
+//! `matrixmultiply` (single-threaded, so the bits do not depend on the thread count), the
+//! cross-entropy row kernel of the CPU backend in between.
+
+use super::{Args, LinearCrossEntropy};
+use crate::core::{host_shape, Arg, DType, LossValues, Reduction, Upstream};
+use crate::error::Result;
+use crate::losses::cross_entropy::cpu::{cross_entropy_in_place, HostRowInputs, HostTarget};
+use crate::losses::cross_entropy::target_class;
+
+/// Host inputs of [`linear_cross_entropy`].
+#[derive(Debug, Clone, Copy)]
+pub struct HostLinearInputs<'a> {
+    /// Hidden states `[N, H]`, row-major.
+    pub hidden: &'a [f32],
+    /// Classifier weight `[V, H]` (`nn.Linear`'s layout).
+    pub classifier: &'a [f32],
+    /// Bias `[V]`.
+    pub bias: Option<&'a [f32]>,
+    /// (N, H, V).
+    pub shape: (usize, usize, usize),
+    /// Class indices `[N]`.
+    pub target: &'a [i32],
+    /// Per-class weight `[V]`.
+    pub weight: Option<&'a [f32]>,
+    /// Upstream gradient: a scalar, or one per row with reduction none.
+    pub upstream: Upstream<'a, [f32]>,
+}
+
+/// `c = a·b` (`beta` 0) or `c += a·b` (`beta` 1) for row-major views given by (rows, cols)
+/// strides: a is m×k, b is k×n, c is m×n with unit column stride.
+#[allow(clippy::too_many_arguments)]
+fn gemm(
+    (m, k, n): (usize, usize, usize),
+    (a, a_rs, a_cs): (&[f32], usize, usize),
+    (b, b_rs, b_cs): (&[f32], usize, usize),
+    beta: f32,
+    c: &mut [f32],
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(a.len() > (m - 1) * a_rs + k.saturating_sub(1) * a_cs || k == 0);
+    assert!(b.len() > k.saturating_sub(1) * b_rs + (n - 1) * b_cs || k == 0);
+    assert!(c.len() >= m * n);
+    // SAFETY: the asserts keep every index the strides reach inside the slices, and `c` does
+    // not alias `a` or `b` (a shared and a mutable borrow).
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            a_rs as isize,
+            a_cs as isize,
+            b.as_ptr(),
+            b_rs as isize,
+            b_cs as isize,
+            beta,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+}
+
+/// Loss and gradients (`hidden`, `classifier`, then `bias` when given) of `x`.
+///
+/// # Errors
+/// Option, shape and target errors as the GPU path.
+pub fn linear_cross_entropy(
+    opts: &LinearCrossEntropy,
+    x: &HostLinearInputs<'_>,
+) -> Result<LossValues> {
+    let (n, h, v) = x.shape;
+    let (scalar_upstream, per_item) = x.upstream.split(|g| host_shape(g.len(), &[n]));
+    opts.check(&Args {
+        hidden: Arg::f32(&host_shape(x.hidden.len(), &[n, h])),
+        classifier: Arg::f32(&host_shape(x.classifier.len(), &[v, h])),
+        bias: x.bias.map(|b| host_shape(b.len(), &[v])).as_deref().map(Arg::f32),
+        target: Arg {
+            shape: &host_shape(x.target.len(), &[n]),
+            dtype: DType::I32,
+        },
+        weight: x.weight.map(|w| host_shape(w.len(), &[v])).as_deref().map(Arg::f32),
+        scalar_upstream,
+        per_item_upstream: per_item.as_deref().map(Arg::f32),
+    })?;
+    // Every target checked, and the mean's denominator over the whole batch.
+    let mut denom = 0.0f64;
+    for (i, &y) in x.target.iter().enumerate() {
+        if let Some(y) = target_class(y as i64, i, v, opts.ignore_index)? {
+            denom += x.weight.map_or(1.0, |w| w[y] as f64);
+        }
+    }
+    let denom = denom as f32;
+    let g = scalar_upstream.unwrap_or(1.0);
+    let row_scale = |i: usize| match (opts.reduction, x.upstream) {
+        (Reduction::Mean, _) if denom == 0.0 => 0.0,
+        (Reduction::Mean, _) => g / denom,
+        (_, Upstream::PerItem(u)) => u[i],
+        _ => g,
+    };
+
+    // The in-place row kernel always writes the gradient; loss-only calls just skip the rest.
+    let ce = opts.row_kernel().gradient(true);
+    let chunk = opts.rows_per_chunk(n, v);
+    let mut logits = vec![0.0f32; chunk * v];
+    let mut loss_rows = vec![0.0f32; n];
+    let want = opts.gradient;
+    let mut grad_hidden = vec![0.0f32; if want { n * h } else { 0 }];
+    let mut grad_classifier = vec![0.0f32; if want { v * h } else { 0 }];
+    let mut grad_bias = vec![0.0f32; if want { v } else { 0 }];
+    for (index, start) in (0..n).step_by(chunk).enumerate() {
+        let rows = chunk.min(n - start);
+        let hid = &x.hidden[start * h..(start + rows) * h];
+        let logits = &mut logits[..rows * v];
+        // logits = hidden · classifierᵀ (+ bias)
+        gemm((rows, h, v), (hid, h, 1), (x.classifier, 1, h), 0.0, logits);
+        if let Some(b) = x.bias {
+            for row in logits.chunks_mut(v) {
+                row.iter_mut().zip(b).for_each(|(l, b)| *l += b);
+            }
+        }
+        let upstream: Vec<f32> = (start..start + rows).map(row_scale).collect();
+        let rows_loss = cross_entropy_in_place(
+            &ce,
+            &HostRowInputs {
+                logits: &[],
+                shape: (rows, v),
+                target: HostTarget::Classes(&x.target[start..start + rows]),
+                weight: x.weight,
+                upstream: Upstream::PerItem(&upstream),
+            },
+            logits,
+        )?;
+        // The per-row losses are unscaled: the upstream gradient only scales gradients.
+        loss_rows[start..start + rows].copy_from_slice(&rows_loss);
+        if !want {
+            continue;
+        }
+        let grad = &*logits;
+        gemm(
+            (rows, v, h),
+            (grad, v, 1),
+            (x.classifier, h, 1),
+            0.0,
+            &mut grad_hidden[start * h..(start + rows) * h],
+        );
+        let beta = if index == 0 { 0.0 } else { 1.0 };
+        gemm((v, rows, h), (grad, 1, v), (hid, h, 1), beta, &mut grad_classifier);
+        for row in grad.chunks(v) {
+            grad_bias.iter_mut().zip(row).for_each(|(b, g)| *b += g);
+        }
+    }
+    let loss = match opts.reduction {
+        Reduction::None => loss_rows,
+        _ => {
+            let total: f64 = loss_rows.iter().map(|&l| l as f64).sum();
+            let d = match opts.reduction {
+                Reduction::Mean => denom as f64,
+                _ => 1.0,
+            };
+            vec![if d == 0.0 { 0.0 } else { (total / d) as f32 }]
+        }
+    };
+    let mut grads = Vec::new();
+    if want {
+        grads.push(("hidden", grad_hidden));
+        grads.push(("classifier", grad_classifier));
+        if x.bias.is_some() {
+            grads.push(("bias", grad_bias));
+        }
+    }
+    Ok(LossValues { loss, grads })
+}

@@ -1,0 +1,364 @@
+//! Fused linear cross-entropy on the GPU: the matrix-product kernel `gemm.wgsl` and the
+//! cross-entropy row kernel, recorded chunk by chunk (see the family's `mod.rs`).
+
+use super::{Args, LinearCrossEntropy};
+use crate::core::{LossValues, Reduction, Upstream};
+use crate::error::{Error, Result};
+use crate::gpu::engine::Engine;
+use crate::gpu::kernel::KernelKey;
+use crate::gpu::output::LossOutput;
+use crate::gpu::plan::GpuLoss;
+use crate::gpu::record::{Recorder, SumOf};
+use crate::gpu::shader::{Access, ShaderModule, MATH};
+use crate::gpu::tensor::{Binding, DType, Tensor};
+use crate::losses::cross_entropy::gpu::{Batch, CrossEntropyInputs, Target};
+use crate::CrossEntropy;
+
+const GEMM: ShaderModule = ShaderModule {
+    name: "gemm",
+    variant: 0,
+    source: |_| [MATH, include_str!("gemm.wgsl")].join("\n"),
+    bindings: |_| {
+        use Access::*;
+        vec![Uniform, Read, Read, Read, ReadWrite]
+    },
+    entry_points: &["main"],
+};
+
+/// The family's WGSL modules, for validation.
+#[cfg(test)]
+pub(crate) fn modules() -> Vec<ShaderModule> {
+    vec![GEMM]
+}
+
+/// Mirrors `Params` in `gemm.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct GemmParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    a_rs: u32,
+    a_cs: u32,
+    b_rs: u32,
+    b_cs: u32,
+    _pad: u32,
+}
+
+/// One operand of a product: a binding and its (row, column) strides in elements.
+struct Operand {
+    data: Binding,
+    strides: (usize, usize),
+}
+
+/// What one product writes: `c = a·b` or `c += a·b`, plus a bias per column.
+struct Product {
+    /// (m, k, n): a is m×k, b is k×n.
+    dims: (usize, usize, usize),
+    a: Operand,
+    /// `None`: all ones (row sums of a).
+    b: Option<Operand>,
+    bias: Option<Binding>,
+    accumulate: bool,
+}
+
+fn record_product(rec: &mut Recorder<'_>, p: Product, c: Binding) -> Result<()> {
+    let (m, k, n) = p.dims;
+    let unused = rec.unused()?;
+    let (b, (b_rs, b_cs)) = match p.b {
+        Some(b) => (b.data, b.strides),
+        None => (unused.clone(), (0, 0)),
+    };
+    let params = rec.params(&GemmParams {
+        m: m as u32,
+        n: n as u32,
+        k: k as u32,
+        a_rs: p.a.strides.0 as u32,
+        a_cs: p.a.strides.1 as u32,
+        b_rs: b_rs as u32,
+        b_cs: b_cs as u32,
+        _pad: 0,
+    });
+    let key = KernelKey {
+        module: GEMM,
+        entry: "main",
+        overrides: vec![
+            ("ACCUMULATE", p.accumulate as u32),
+            ("BIAS", p.bias.is_some() as u32),
+            ("B_ONES", ((b_rs, b_cs) == (0, 0)) as u32),
+        ],
+    };
+    let bias = p.bias.unwrap_or(unused);
+    let groups = m.div_ceil(64) * n.div_ceil(64);
+    rec.dispatch(key, vec![params, p.a.data, b, bias, c], groups as u32)
+}
+
+/// The device inputs of one fused linear cross-entropy call.
+#[derive(Debug, Clone, Copy)]
+pub struct LinearCrossEntropyInputs<'a> {
+    /// Hidden states, f32 `[N, H]`.
+    pub hidden: &'a Tensor,
+    /// Classifier weight, f32 `[V, H]` (`nn.Linear`'s layout).
+    pub classifier: &'a Tensor,
+    /// Optional bias, f32 `[V]`.
+    pub bias: Option<&'a Tensor>,
+    /// Class indices, i32 `[N]`.
+    pub target: &'a Tensor,
+    /// Optional per-class weight, f32 `[V]`.
+    pub weight: Option<&'a Tensor>,
+    /// Upstream gradient (default ones).
+    pub upstream: Upstream<'a, Tensor>,
+}
+
+impl<'a> LinearCrossEntropyInputs<'a> {
+    /// Hidden states, classifier and targets; no bias or weight, upstream gradient of ones.
+    pub fn new(hidden: &'a Tensor, classifier: &'a Tensor, target: &'a Tensor) -> Self {
+        Self {
+            hidden,
+            classifier,
+            bias: None,
+            target,
+            weight: None,
+            upstream: Upstream::Ones,
+        }
+    }
+
+    /// Adds a bias.
+    pub fn bias(mut self, bias: &'a Tensor) -> Self {
+        self.bias = Some(bias);
+        self
+    }
+
+    /// Adds per-class weights.
+    pub fn weight(mut self, weight: &'a Tensor) -> Self {
+        self.weight = Some(weight);
+        self
+    }
+
+    /// Sets the upstream gradient.
+    pub fn upstream(mut self, upstream: Upstream<'a, Tensor>) -> Self {
+        self.upstream = upstream;
+        self
+    }
+}
+
+/// `Err` unless `elements` f32 values fit one storage binding.
+fn fits(engine: &Engine, what: &str, elements: usize) -> Result<()> {
+    if elements as u64 * 4 > engine.max_binding_bytes() {
+        return Err(Error::Limit(format!(
+            "{what} ({elements} values) exceeds the adapter's {}-byte storage binding",
+            engine.max_binding_bytes()
+        )));
+    }
+    Ok(())
+}
+
+impl LinearCrossEntropy {
+    fn check_inputs(&self, x: &LinearCrossEntropyInputs<'_>) -> Result<(usize, usize, usize)> {
+        let (scalar_upstream, per_item_upstream) = x.upstream.split(Tensor::arg);
+        self.check(&Args {
+            hidden: x.hidden.arg(),
+            classifier: x.classifier.arg(),
+            bias: x.bias.map(Tensor::arg),
+            target: x.target.arg(),
+            weight: x.weight.map(Tensor::arg),
+            scalar_upstream,
+            per_item_upstream,
+        })
+    }
+
+    /// Records the loss and gradients into `encoder`: a one-off [`Plan`](crate::Plan).
+    ///
+    /// # Errors
+    /// Invalid options or shapes, sizes past the adapter's limits (the classifier and one
+    /// chunk's logits must each fit one storage binding), wgpu errors.
+    pub fn record(
+        &self,
+        engine: &Engine,
+        encoder: &mut wgpu::CommandEncoder,
+        inputs: &LinearCrossEntropyInputs<'_>,
+    ) -> Result<LossOutput> {
+        self.plan(engine).record(encoder, inputs)
+    }
+
+    /// Records, submits, waits and reads back.
+    ///
+    /// # Errors
+    /// As [`LinearCrossEntropy::record`], plus [`Error::Value`] for a class index outside
+    /// `[0, V)` that is not `ignore_index`.
+    pub fn run(&self, engine: &Engine, inputs: &LinearCrossEntropyInputs<'_>) -> Result<LossValues> {
+        self.plan(engine).run(inputs)
+    }
+
+    fn record_checked(
+        &self,
+        rec: &mut Recorder<'_>,
+        x: &LinearCrossEntropyInputs<'_>,
+        (n, h, v): (usize, usize, usize),
+    ) -> Result<LossOutput> {
+        let engine = rec.engine();
+        let chunk = self.rows_per_chunk(n, v);
+        fits(engine, "classifier", v * h)?;
+        fits(engine, "a chunk's hidden states", chunk.min(n) * h)?;
+        fits(engine, "a chunk's logits (set chunk_rows lower)", chunk.min(n) * v)?;
+
+        // Every target checked, and the mean's denominator, over the whole batch.
+        let whole = CrossEntropyInputs {
+            logits: x.hidden, // not read by a denominator-only call
+            target: Target::Classes(x.target),
+            weight: x.weight,
+            upstream: Upstream::Ones,
+            grad_out: None,
+        };
+        let checked = CrossEntropy::new()
+            .ignore_index(self.ignore_index)
+            .record_checked(rec, &whole, n, v, Batch {
+                denominator_only: true,
+                ..Batch::default()
+            })?;
+        let denom = checked.loss;
+        let mean = self.reduction == Reduction::Mean;
+
+        let loss_rows = rec.tensor(&[n], DType::F32)?;
+        let logits = rec.tensor(&[chunk.min(n), v], DType::F32)?;
+        let want = self.gradient;
+        let grad_hidden = want.then(|| rec.tensor(&[n, h], DType::F32)).transpose()?;
+        let grad_classifier = want.then(|| rec.tensor(&[v, h], DType::F32)).transpose()?;
+        let grad_bias = (want && x.bias.is_some())
+            .then(|| rec.tensor(&[v], DType::F32))
+            .transpose()?;
+        let ce = self.row_kernel().in_place(true);
+        for (index, start) in (0..n).step_by(chunk).enumerate() {
+            let rows = chunk.min(n - start);
+            let hidden = Operand {
+                data: x.hidden.window(start * h, rows * h),
+                strides: (h, 1),
+            };
+            // logits = hidden · classifierᵀ (+ bias)
+            record_product(
+                rec,
+                Product {
+                    dims: (rows, h, v),
+                    a: hidden,
+                    b: Some(Operand {
+                        data: x.classifier.binding(),
+                        strides: (1, h),
+                    }),
+                    bias: x.bias.map(Tensor::binding),
+                    accumulate: false,
+                },
+                logits.window(0, rows * v),
+            )?;
+            // Their gradient, in place, scaled by the whole batch's denominator.
+            let chunk_logits = logits.prefix(&[rows, v]);
+            let target = x.target.rows(engine, start, rows)?;
+            let upstream_rows;
+            let upstream = match x.upstream {
+                Upstream::PerItem(u) => {
+                    upstream_rows = u.rows(engine, start, rows)?;
+                    Upstream::PerItem(&upstream_rows)
+                }
+                other => other,
+            };
+            let inputs = CrossEntropyInputs {
+                logits: &chunk_logits,
+                target: Target::Classes(&target),
+                weight: x.weight,
+                upstream,
+                grad_out: None,
+            };
+            let batch = Batch {
+                denominator: mean.then_some(&denom),
+                loss_rows: Some(loss_rows.rows(engine, start, rows)?),
+                denominator_only: false,
+            };
+            ce.record_checked(rec, &inputs, rows, v, batch)?;
+            let (Some(gh), Some(gw)) = (&grad_hidden, &grad_classifier) else {
+                continue;
+            };
+            let g = |strides| Operand {
+                data: logits.window(0, rows * v),
+                strides,
+            };
+            // grad_hidden = g · classifier
+            record_product(
+                rec,
+                Product {
+                    dims: (rows, v, h),
+                    a: g((v, 1)),
+                    b: Some(Operand {
+                        data: x.classifier.binding(),
+                        strides: (h, 1),
+                    }),
+                    bias: None,
+                    accumulate: false,
+                },
+                gh.window(start * h, rows * h),
+            )?;
+            // grad_classifier += gᵀ · hidden, chunk after chunk
+            record_product(
+                rec,
+                Product {
+                    dims: (v, rows, h),
+                    a: g((1, v)),
+                    b: Some(Operand {
+                        data: x.hidden.window(start * h, rows * h),
+                        strides: (h, 1),
+                    }),
+                    bias: None,
+                    accumulate: index > 0,
+                },
+                gw.binding(),
+            )?;
+            if let Some(gb) = &grad_bias {
+                record_product(
+                    rec,
+                    Product {
+                        dims: (v, rows, 1),
+                        a: g((1, v)),
+                        b: None,
+                        bias: None,
+                        accumulate: index > 0,
+                    },
+                    gb.binding(),
+                )?;
+            }
+        }
+        let loss = match self.reduction {
+            Reduction::None => loss_rows,
+            _ => {
+                let loss = rec.tensor(&[], DType::F32)?;
+                let how = SumOf {
+                    scale: 1.0,
+                    divisor: mean.then_some(&denom),
+                };
+                rec.sum((&loss_rows, 0), n, how, &loss)?;
+                loss
+            }
+        };
+        let mut grads = Vec::new();
+        if let (Some(gh), Some(gw)) = (grad_hidden, grad_classifier) {
+            grads.push(("hidden", gh));
+            grads.push(("classifier", gw));
+        }
+        grads.extend(grad_bias.map(|gb| ("bias", gb)));
+        Ok(LossOutput {
+            loss,
+            grads,
+            status: checked.status,
+        })
+    }
+}
+
+impl GpuLoss for LinearCrossEntropy {
+    type Inputs<'a> = LinearCrossEntropyInputs<'a>;
+
+    fn record_into(
+        &self,
+        rec: &mut Recorder<'_>,
+        inputs: &LinearCrossEntropyInputs<'_>,
+    ) -> Result<LossOutput> {
+        let dims = self.check_inputs(inputs)?;
+        rec.engine().scoped(|| self.record_checked(rec, inputs, dims))
+    }
+}
