@@ -355,7 +355,7 @@ impl CrossEntropy {
             Reduction::None => loss_rows.clone(),
             _ => rec.tensor(&[], DType::F32)?,
         };
-        let grad = match (self.gradient, self.in_place) {
+        let grad = match (self.gradient && !batch.denominator_only, self.in_place) {
             (false, _) => None,
             (true, true) => Some(inputs.logits.clone()),
             (true, false) => match inputs.grad_out {

@@ -1,0 +1,150 @@
+//! Fused linear cross-entropy beyond the registry-wide suites (which check it on every
+//! backend against the f64 reference at random shapes, options and chunk sizes, and
+//! tests/pytorch_fixtures.rs against PyTorch): no N×V buffer at a gibibyte of logits,
+//! chunking, loss-only calls and bad targets. Tolerance as everywhere (`Tolerance::default`).
+
+mod common;
+
+use common::{assert_close, engine, fresh_rng, own_engine};
+use wgpu_losses::cpu::{linear_cross_entropy, HostLinearInputs};
+use wgpu_losses::{Error, LinearCrossEntropy, LinearCrossEntropyInputs, Tolerance, Upstream};
+
+fn to64(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+/// Hidden states, classifier and targets of a problem whose logits are of order 1.
+fn problem(seed: &str, n: usize, h: usize, v: usize) -> (Vec<f32>, Vec<f32>, Vec<i32>) {
+    let mut rng = fresh_rng(seed);
+    let hidden = rng.normals(n * h, 1.0);
+    let classifier = rng.normals(v * h, 1.5 / (h as f64).sqrt());
+    let target = (0..n)
+        .map(|_| {
+            if rng.chance(0.1) {
+                -100
+            } else {
+                rng.below(v) as i32
+            }
+        })
+        .collect();
+    (hidden, classifier, target)
+}
+
+#[test]
+fn a_gibibyte_of_logits_never_exists() {
+    // 8192 × 32768 f32 logits would be 1 GiB; the call holds one 64 MiB chunk of them.
+    let (n, h, v) = (8192, 4, 32768);
+    let (x, w, y) = problem("a_gibibyte_of_logits_never_exists", n, h, v);
+    let e = own_engine();
+    let hidden = e.upload(&x, &[n, h]).unwrap();
+    let classifier = e.upload(&w, &[v, h]).unwrap();
+    let target = e.upload_i32(&y, &[n]).unwrap();
+    let opts = LinearCrossEntropy::new().label_smoothing(0.1);
+    let before = e.counters();
+    let got = opts
+        .run(
+            &e,
+            &LinearCrossEntropyInputs::new(&hidden, &classifier, &target),
+        )
+        .unwrap();
+    let c = e.counters().since(&before);
+    let logits_bytes = (n * v * 4) as u64;
+    eprintln!("one call at {n}x{h}x{v}: {c:?}");
+    assert!(c.largest_buffer <= 64 << 20, "{c:?}");
+    assert!(c.bytes_created < logits_bytes / 8, "{c:?}");
+    let want = linear_cross_entropy(
+        &opts,
+        &HostLinearInputs {
+            hidden: &x,
+            classifier: &w,
+            bias: None,
+            shape: (n, h, v),
+            target: &y,
+            weight: None,
+            upstream: Upstream::Ones,
+        },
+    )
+    .unwrap();
+    assert_close("loss", &got.loss, &to64(&want.loss), Tolerance::default());
+    for ((name, g), (_, cpu)) in got.grads.iter().zip(&want.grads) {
+        assert_close(name, g, &to64(cpu), Tolerance::default());
+    }
+}
+
+#[test]
+fn chunks_of_64_rows_give_the_one_chunk_result() {
+    let (n, h, v) = (200, 24, 333);
+    let (x, w, y) = problem("chunks_of_64_rows", n, h, v);
+    let e = engine();
+    let hidden = e.upload(&x, &[n, h]).unwrap();
+    let classifier = e.upload(&w, &[v, h]).unwrap();
+    let target = e.upload_i32(&y, &[n]).unwrap();
+    let inputs = LinearCrossEntropyInputs::new(&hidden, &classifier, &target);
+    let opts = LinearCrossEntropy::new().z_loss(1e-3).softcap(Some(8.0));
+    let whole = opts.run(e, &inputs).unwrap();
+    let chunked = opts.clone().chunk_rows(64).run(e, &inputs).unwrap();
+    assert_close(
+        "loss",
+        &chunked.loss,
+        &to64(&whole.loss),
+        Tolerance::default(),
+    );
+    for ((name, a), (_, b)) in chunked.grads.iter().zip(&whole.grads) {
+        assert_close(name, a, &to64(b), Tolerance::default());
+    }
+}
+
+#[test]
+fn loss_only_calls_give_the_same_loss_and_no_gradients() {
+    let (n, h, v) = (70, 9, 65);
+    let (x, w, y) = problem("loss_only", n, h, v);
+    let e = engine();
+    let hidden = e.upload(&x, &[n, h]).unwrap();
+    let classifier = e.upload(&w, &[v, h]).unwrap();
+    let target = e.upload_i32(&y, &[n]).unwrap();
+    let inputs = LinearCrossEntropyInputs::new(&hidden, &classifier, &target);
+    let full = LinearCrossEntropy::new().run(e, &inputs).unwrap();
+    let only = LinearCrossEntropy::new()
+        .gradient(false)
+        .run(e, &inputs)
+        .unwrap();
+    assert_eq!(full.loss, only.loss);
+    assert!(only.grads.is_empty());
+}
+
+#[test]
+fn bad_targets_and_shapes_are_errors_naming_them() {
+    let (n, h, v) = (130, 3, 7);
+    let (x, w, mut y) = problem("bad_targets", n, h, v);
+    y[97] = 7;
+    let e = engine();
+    let hidden = e.upload(&x, &[n, h]).unwrap();
+    let classifier = e.upload(&w, &[v, h]).unwrap();
+    let target = e.upload_i32(&y, &[n]).unwrap();
+    let inputs = LinearCrossEntropyInputs::new(&hidden, &classifier, &target);
+    // The row is named in the whole batch, in a later chunk too.
+    for opts in [
+        LinearCrossEntropy::new(),
+        LinearCrossEntropy::new().chunk_rows(64),
+    ] {
+        match opts.run(e, &inputs) {
+            Err(Error::Value {
+                input, row, value, ..
+            }) => {
+                assert_eq!((input, row, value.as_str()), ("target", 97, "7"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // A classifier one class short of the bias: the bias is the input that disagrees.
+    let short = e.upload(&w[..(v - 1) * h], &[v - 1, h]).unwrap();
+    let bias = e.upload(&vec![0.0; v], &[v]).unwrap();
+    let mismatched = LinearCrossEntropyInputs::new(&hidden, &short, &target).bias(&bias);
+    let err = LinearCrossEntropy::new().run(e, &mismatched).unwrap_err();
+    assert!(err.to_string().contains("bias"), "{err}");
+    let err = LinearCrossEntropy::new()
+        .chunk_rows(100)
+        .run(e, &inputs)
+        .unwrap_err();
+    assert!(err.to_string().contains("chunk_rows"), "{err}");
+}
