@@ -25,6 +25,8 @@ import numpy as np
 CE = [(32, 10), (1024, 4096), (64, 32000)] if args.quick else \
      [(32, 10), (1024, 4096), (4096, 4096), (256, 32000), (4096, 32000), (512, 50257), (64, 131072)]
 N = 4 << 20
+# Fused linear cross-entropy (N, H, V): F.linear then F.cross_entropy, logits materialized.
+LINEAR = [(256, 128, 4096)] if args.quick else [(256, 128, 4096), (1024, 256, 8192)]
 # Metric losses, as `wgpu-losses bench`: explicit rows, then the all-pairs InfoNCE losses.
 ROWS = (16384, 128) if args.quick else (65536, 128)
 PAIRS = (1024, 128) if args.quick else (4096, 256)
@@ -116,6 +118,12 @@ try:
     torch_rows("supcon", [n, d],
                lambda e: info_nce(F.normalize(e, dim=1), F.normalize(e, dim=1), classes, 0.1, True),
                za)
+    for ln, lh, lv in LINEAR:
+        ly = torch.tensor(rng.integers(0, lv, ln))
+        torch_rows("linear-cross-entropy", [ln, lh, lv],
+                   lambda x, w: F.cross_entropy(F.linear(x, w), ly),
+                   rng.standard_normal((ln, lh), dtype=np.float32),
+                   rng.standard_normal((lv, lh), dtype=np.float32) * 1.5 / np.sqrt(lh))
     print("torch", torch.__version__, "done")
 except ImportError as e:
     print("torch not available:", e)
@@ -124,11 +132,11 @@ try:
     import jax, jax.numpy as jnp, optax
 
     def jax_row(loss, shape, fn, *xs):
-        g = jax.jit(jax.value_and_grad(fn))
+        g = jax.jit(jax.value_and_grad(fn, argnums=tuple(range(len(xs)))))
         xs = [jnp.asarray(x) for x in xs]
         def step():
             v, gr = g(*xs)
-            gr.block_until_ready()
+            jax.block_until_ready(gr)
         results.append({"loss": loss, "shape": shape, "backend": "jax-cpu",
                         "median_ms": median_ms(step, args.reps)})
 
@@ -141,6 +149,12 @@ try:
     jax_row("mse", [N], lambda x: jnp.mean((x - t) ** 2), rng.standard_normal(N, dtype=np.float32))
     jax_row("bce-with-logits", [N], lambda x: optax.sigmoid_binary_cross_entropy(x, t).mean(),
             rng.standard_normal(N, dtype=np.float32))
+    for ln, lh, lv in LINEAR:
+        ly = jnp.asarray(rng.integers(0, lv, ln))
+        jax_row("linear-cross-entropy", [ln, lh, lv],
+                lambda x, w: optax.softmax_cross_entropy_with_integer_labels(x @ w.T, ly).mean(),
+                rng.standard_normal((ln, lh), dtype=np.float32),
+                rng.standard_normal((lv, lh), dtype=np.float32) * 1.5 / np.sqrt(lh))
     print("jax", jax.__version__, "done")
 except ImportError as e:
     print("jax not available:", e)

@@ -124,10 +124,24 @@ fn results_do_not_depend_on_the_thread_count() {
         .with("target", HostArray::f32(&[n], rng.normals(n, 1.0)));
     let nce_case =
         Case::default().with("z", HostArray::f32(&[300, 64], rng.normals(300 * 64, 1.0)));
+    let (n, h, v) = (500, 48, 700);
+    let linear_case = Case::default()
+        .with("hidden", HostArray::f32(&[n, h], rng.normals(n * h, 1.0)))
+        .with(
+            "classifier",
+            HostArray::f32(&[v, h], rng.normals(v * h, 0.2)),
+        )
+        .with("bias", HostArray::f32(&[v], rng.normals(v, 1.0)))
+        .with(
+            "target",
+            HostArray::i64(&[n], (0..n).map(|i| (i * 7 % v) as i64).collect()),
+        )
+        .set("chunk_rows", 128);
     for (name, case) in [
         ("cross-entropy", &ce_case),
         ("mse", &mse_case),
         ("nt-xent", &nce_case),
+        ("linear-cross-entropy", &linear_case),
     ] {
         let def = wgpu_losses::losses::find(name).unwrap();
         let many = def.cpu(case).unwrap();

@@ -1,6 +1,9 @@
 //! Fused linear cross-entropy on the CPU, chunk by chunk as on the GPU: matrix products by
-//! `matrixmultiply` (single-threaded, so the bits do not depend on the thread count), the
-//! cross-entropy row kernel of the CPU backend in between.
+//! `matrixmultiply`, in blocks of 64 output rows spread over rayon's threads (the same
+//! blocks whatever the thread count, so the same bits), the cross-entropy row kernel of the
+//! CPU backend in between.
+
+use rayon::prelude::*;
 
 use super::{Args, LinearCrossEntropy};
 use crate::core::{host_shape, Arg, DType, LossValues, Reduction, Upstream};
@@ -27,10 +30,31 @@ pub struct HostLinearInputs<'a> {
     pub upstream: Upstream<'a, [f32]>,
 }
 
+/// Output rows per parallel block of [`gemm`].
+const BLOCK_ROWS: usize = 64;
+
+/// `c = a·b` (`beta` 0) or `c += a·b` (`beta` 1) for strided views (see [`gemm_block`]),
+/// blocks of [`BLOCK_ROWS`] rows of c in parallel.
+fn gemm(
+    (m, k, n): (usize, usize, usize),
+    (a, a_rs, a_cs): (&[f32], usize, usize),
+    b: (&[f32], usize, usize),
+    beta: f32,
+    c: &mut [f32],
+) {
+    c[..m * n]
+        .par_chunks_mut(BLOCK_ROWS * n.max(1))
+        .enumerate()
+        .for_each(|(i, c)| {
+            let rows = c.len() / n.max(1);
+            let a = &a[i * BLOCK_ROWS * a_rs..];
+            gemm_block((rows, k, n), (a, a_rs, a_cs), b, beta, c);
+        });
+}
+
 /// `c = a·b` (`beta` 0) or `c += a·b` (`beta` 1) for row-major views given by (rows, cols)
 /// strides: a is m×k, b is k×n, c is m×n with unit column stride.
-#[allow(clippy::too_many_arguments)]
-fn gemm(
+fn gemm_block(
     (m, k, n): (usize, usize, usize),
     (a, a_rs, a_cs): (&[f32], usize, usize),
     (b, b_rs, b_cs): (&[f32], usize, usize),
