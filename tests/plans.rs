@@ -60,8 +60,9 @@ fn budget(def: &dyn LossDef, case: &Case) -> (u64, u64) {
         "clip" => (9, (bytes("a") + bytes("b")) * rows("a").div_ceil(32)),
         // normalize (cosine), distances, mining, two sums, backward, finish (cosine).
         "triplet-mined" => {
+            // Plus the status flag; tiny buffers take at least 16 bytes (N = 1 zero-fills 32).
             let n = case.inputs["labels"].shape[0] as u64;
-            (7, bytes("embeddings") + 4 * n * n)
+            (7, (bytes("embeddings") + 4 * n * n).max(16) + status)
         }
         // The targets' check and denominator; per chunk of rows the logits' product, the
         // row kernel, and the products for the hidden states, the classifier and the bias;

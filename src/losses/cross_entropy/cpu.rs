@@ -396,7 +396,9 @@ fn row_portable(r: Row<'_, '_>, g: &mut [f32]) -> f64 {
             for (k, ek) in e.iter_mut().enumerate() {
                 let t_term = match probs {
                     Some(t) => w(k) * ((1.0 - eps) * t[k] as f64 + eps_c),
-                    None => eps_c * w(k),
+                    // No smoothing, no term: 0·w_k would turn a NaN weight into NaN here.
+                    None if eps > 0.0 => eps_c * w(k),
+                    None => 0.0,
                 };
                 *ek = *ek * a - (t_term * scale) as f32;
             }

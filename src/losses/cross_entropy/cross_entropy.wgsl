@@ -351,7 +351,11 @@ fn main(
             }
             let x = capped(v[e]);
             let w = class_weight(k);
-            var tt = eps_c * w;
+            // No smoothing, no term: 0·w would make another class's NaN weight reach this row.
+            var tt = 0.0;
+            if (eps > 0.0) {
+                tt = eps_c * w;
+            }
             if (PROBS) {
                 tt += (1.0 - eps) * w * bitcast<f32>(targets[base + k]);
             } else if (i32(k) == y) {

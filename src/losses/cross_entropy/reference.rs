@@ -38,6 +38,9 @@ pub fn cross_entropy(
     let mut local = vec![0.0; n * c]; // d l_n / d x_nc
     let mut terms = vec![0.0; n * c]; // sum of the magnitudes of its terms
     let mut denom = 0.0;
+    // Ignored rows: exact zero gradients, even when the scale is NaN (a NaN class weight in
+    // the mean's denominator), as PyTorch's nll_loss backward leaves them.
+    let mut dropped = vec![false; n];
     for i in 0..n {
         let row = &logits[i * c..(i + 1) * c];
         let x: Vec<f64> = row
@@ -56,6 +59,7 @@ pub fn cross_entropy(
         match target {
             RefTarget::Classes(t) => {
                 let Some(y) = target_class(t[i], i, c, opts.ignore_index)? else {
+                    dropped[i] = true;
                     continue;
                 };
                 denom += w(y);
@@ -68,11 +72,14 @@ pub fn cross_entropy(
                 per_row[i] = (1.0 - eps) * (-w(y) * logp[y]) + smooth;
                 for k in 0..c {
                     let hit = if k == y { 1.0 } else { 0.0 };
-                    g[k] =
-                        (1.0 - eps) * w(y) * (p[k] - hit) + eps / c as f64 * (p[k] * w_sum - w(k));
-                    mag[k] = ((1.0 - eps) * w(y) + eps / c as f64 * w_sum) * p[k]
-                        + (1.0 - eps) * w(y) * hit
-                        + eps / c as f64 * w(k);
+                    g[k] = (1.0 - eps) * w(y) * (p[k] - hit);
+                    mag[k] = (1.0 - eps) * w(y) * (p[k] + hit);
+                    // As in the loss, the smoothing terms exist only with smoothing (another
+                    // class's NaN weight must not reach this row through 0·NaN).
+                    if eps > 0.0 {
+                        g[k] += eps / c as f64 * (p[k] * w_sum - w(k));
+                        mag[k] += eps / c as f64 * (w_sum * p[k] + w(k));
+                    }
                 }
             }
             RefTarget::Probabilities(t) => {
@@ -100,6 +107,7 @@ pub fn cross_entropy(
         }
     }
     let (loss, scale) = reduce(&per_row, opts.reduction, denom, upstream);
+    let scale = |i: usize| if dropped[i] { 0.0 } else { scale(i) };
     Ok(row_output(loss, (&local, &terms), c, scale, opts.gradient))
 }
 
@@ -123,8 +131,10 @@ pub fn softmax_focal(
     let mut local = vec![0.0; n * c];
     let mut terms = vec![0.0; n * c];
     let mut kept = 0.0;
+    let mut dropped = vec![false; n];
     for i in 0..n {
         let Some(y) = target_class(target[i], i, c, opts.ignore_index)? else {
+            dropped[i] = true;
             continue;
         };
         kept += 1.0;
@@ -153,5 +163,6 @@ pub fn softmax_focal(
         }
     }
     let (loss, scale) = reduce(&per_row, opts.reduction, kept, upstream);
+    let scale = |i: usize| if dropped[i] { 0.0 } else { scale(i) };
     Ok(row_output(loss, (&local, &terms), c, scale, opts.gradient))
 }

@@ -48,7 +48,8 @@ fn normalize(x: &[f32], dim: usize) -> (Vec<f32>, Vec<f32>) {
         .par_chunks_mut(dim.max(1))
         .map(|row| {
             let norm = row.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt() as f32;
-            let div = norm.max(NORM_EPS);
+            // `max` would drop a NaN norm; PyTorch's clamp_min keeps it (the row turns NaN).
+            let div = if norm < NORM_EPS { NORM_EPS } else { norm };
             row.iter_mut().for_each(|v| *v /= div);
             norm
         })
@@ -64,10 +65,10 @@ fn normalize_backward(g: &mut [f32], unit: &[f32], norms: &[f32], dim: usize) {
         .for_each(|((g, n), &norm)| {
             let d: f64 = g.iter().zip(n).map(|(a, b)| *a as f64 * *b as f64).sum();
             for (gk, nk) in g.iter_mut().zip(n) {
-                *gk = if norm >= NORM_EPS {
-                    ((*gk as f64 - *nk as f64 * d) / norm as f64) as f32
-                } else {
+                *gk = if norm < NORM_EPS {
                     *gk / NORM_EPS
+                } else {
+                    ((*gk as f64 - *nk as f64 * d) / norm as f64) as f32
                 };
             }
         });

@@ -332,7 +332,8 @@ fn normalize(
         ss += v * v;
     }
     let norm = scale * sqrt(workgroup_sum2(lid, vec2<f32>(ss, 0.0)).x);
-    let div = max(norm, NORM_EPS);
+    // A NaN norm stays NaN (as PyTorch's clamp_min): the whole row becomes NaN.
+    let div = select(norm, NORM_EPS, norm < NORM_EPS);
     for (var d = lid; d < params.dim; d += WG_SIZE) {
         out[base + d] = rows_q[base + d] / div;
     }
@@ -367,7 +368,7 @@ fn finish(
     }
     dot = workgroup_sum2(lid, vec2<f32>(dot, 0.0)).x;
     let norm = stats_q[row];
-    let clamped = !(norm >= NORM_EPS);
+    let clamped = norm < NORM_EPS; // false for NaN, which then reaches the whole row
     for (var d = lid; d < params.dim; d += WG_SIZE) {
         let g = out[base + d];
         out[base + d] = select((g - rows_q[base + d] * dot) / norm, g / NORM_EPS, clamped);

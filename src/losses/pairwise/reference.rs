@@ -13,7 +13,8 @@ pub fn normalize(x: &[f64], dim: usize) -> (Vec<f64>, Vec<f64>) {
         .zip(n.chunks_mut(dim.max(1)))
         .map(|(row, out)| {
             let norm = row.iter().map(|v| v * v).sum::<f64>().sqrt();
-            let div = norm.max(NORM_EPS as f64);
+            // As PyTorch's clamp_min, a NaN norm stays NaN (`max` would drop it).
+            let div = if norm < NORM_EPS as f64 { NORM_EPS as f64 } else { norm };
             out.iter_mut().for_each(|v| *v /= div);
             norm
         })
@@ -32,10 +33,10 @@ pub fn normalize_backward(g: &[f64], n: &[f64], norms: &[f64], dim: usize) -> Ve
         let (gi, ni) = (&g[r.clone()], &n[r.clone()]);
         let dot: f64 = gi.iter().zip(ni).map(|(a, b)| a * b).sum();
         for k in 0..dim {
-            out[r.start + k] = if norm >= eps {
-                (gi[k] - ni[k] * dot) / norm
-            } else {
+            out[r.start + k] = if norm < eps {
                 gi[k] / eps
+            } else {
+                (gi[k] - ni[k] * dot) / norm
             };
         }
     }
