@@ -123,7 +123,7 @@ try:
         torch_rows("linear-cross-entropy", [ln, lh, lv],
                    lambda x, w: F.cross_entropy(F.linear(x, w), ly),
                    rng.standard_normal((ln, lh), dtype=np.float32),
-                   rng.standard_normal((lv, lh), dtype=np.float32) * 1.5 / np.sqrt(lh))
+                   rng.standard_normal((lv, lh), dtype=np.float32) * (1.5 / lh ** 0.5))
     print("torch", torch.__version__, "done")
 except ImportError as e:
     print("torch not available:", e)
@@ -154,7 +154,7 @@ try:
         jax_row("linear-cross-entropy", [ln, lh, lv],
                 lambda x, w: optax.softmax_cross_entropy_with_integer_labels(x @ w.T, ly).mean(),
                 rng.standard_normal((ln, lh), dtype=np.float32),
-                rng.standard_normal((lv, lh), dtype=np.float32) * 1.5 / np.sqrt(lh))
+                rng.standard_normal((lv, lh), dtype=np.float32) * (1.5 / lh ** 0.5))
     print("jax", jax.__version__, "done")
 except ImportError as e:
     print("jax not available:", e)
