@@ -39,6 +39,7 @@ pub(crate) const LOSSES: &[&dyn LossDef] = &[
     &BCE_WITH_LOGITS,
     &SIGMOID_FOCAL,
     &QUANTILE,
+    &POWER,
 ];
 
 static MSE: ElementwiseDef = ElementwiseDef {
@@ -149,6 +150,17 @@ static QUANTILE: ElementwiseDef = ElementwiseDef {
     },
     inputs: INPUT_TARGET,
     options: &["reduction", "q"],
+};
+
+static POWER: ElementwiseDef = ElementwiseDef {
+    name: "power",
+    kind: |c| {
+        Ok(Pointwise::Power {
+            p: c.option("p", 1.5)?,
+        })
+    },
+    inputs: INPUT_TARGET,
+    options: &["reduction", "p"],
 };
 
 /// A checked host problem: loss, the named input arrays, their common shape.
@@ -401,6 +413,21 @@ impl LossDef for ElementwiseDef {
                         case = case.with("pos_weight", HostArray::f32(&[cols], pw));
                     }
                 }
+            }
+            "power" => {
+                // Some exact ties (d = 0), where the gradient is 0, and p = 1 (the l1 case).
+                let x = rng.normals(len, 2.0);
+                let mut t = rng.normals(len, 2.0);
+                for (t, &x) in t.iter_mut().zip(&x) {
+                    if rng.chance(0.1) {
+                        *t = x;
+                    }
+                }
+                let p = if rng.chance(0.2) { 1.0 } else { rng.range(1.0, 4.0) as f32 };
+                case = case
+                    .with("input", HostArray::f32(&shape, x))
+                    .with("target", HostArray::f32(&shape, t))
+                    .set("p", p);
             }
             "quantile" => {
                 // Some exact ties (d = 0), where the gradient is 0.

@@ -147,6 +147,18 @@ fn quantile(x: f32, y: f32, q: f32) -> Term {
     (l, -q * pos + (1.0 - q) * neg, 0.0)
 }
 
+// |d|^p with d = x − y: gradient p·|d|^(p−1)·sign(d), 0 at d = 0; sign(d) = d/|d| away from
+// 0, so NaN stays NaN.
+fn power(x: f32, y: f32, p: f32) -> Term {
+    let d = x - y;
+    let a = d.abs();
+    if a == 0.0 {
+        return (0.0, 0.0, 0.0);
+    }
+    let lower = a.powf(p - 1.0);
+    (a * lower, p * lower * (d / a), 0.0)
+}
+
 fn bce_with_logits(x: f32, y: f32, w: f32, pw: f32) -> Term {
     let (_, q, sp) = logistic(x);
     let lw = 1.0 + (pw - 1.0) * y;
@@ -322,6 +334,7 @@ pub fn elementwise_into(
         Pointwise::KlDiv { log_target: true } => run!(|_, x, y, _| kl_div_log_target(x, y)),
         Pointwise::Hinge => run!(|_, x, y, _| hinge(x, y)),
         Pointwise::Quantile { q } => run!(move |_, x, y, _| quantile(x, y, q)),
+        Pointwise::Power { p } => run!(move |_, x, y, _| power(x, y, p)),
         Pointwise::MarginRanking { margin } => {
             run!(move |_, x, y, label| margin_ranking(x, y, label, margin))
         }

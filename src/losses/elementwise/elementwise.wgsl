@@ -202,6 +202,16 @@ fn quantile(x: f32, y: f32, q: f32) -> Term {
     return Term(select((q - 1.0) * d, q * d, d > 0.0), g, 0.0);
 }
 
+// |d|^p with d = x - y, p >= 1: gradient p·|d|^(p-1)·sign(d), 0 at d = 0. Away from 0 the
+// sign is d/|d|, so a NaN d gives NaN loss and gradient without relying on sign(NaN).
+fn power(x: f32, y: f32, p: f32) -> Term {
+    let d = x - y;
+    let a = abs(d);
+    let zero = a == 0.0;
+    let lower = select(pow(a, p - 1.0), 0.0, zero); // |d|^(p-1)
+    return Term(a * lower, select(p * lower * (d / a), 0.0, zero), 0.0);
+}
+
 fn term(x: f32, y: f32, i: u32, g: u32) -> Term {
     switch LOSS {
         case MSE: { return mse(x, y); }
@@ -232,6 +242,7 @@ fn term(x: f32, y: f32, i: u32, g: u32) -> Term {
         }
         case SIGMOID_FOCAL: { return sigmoid_focal(x, y, params.p0, params.p1); }
         case QUANTILE: { return quantile(x, y, params.p0); }
+        case POWER: { return power(x, y, params.p0); }
         default: { return Term(0.0); }
     }
 }

@@ -52,6 +52,11 @@ pub enum Pointwise {
         /// The quantile, in (0, 1) (default 0.5: half the L1 loss).
         q: f32,
     },
+    /// `|input − target|^p`, p ≥ 1; gradient `p·|d|^(p−1)·sign(d)`, 0 at d = 0.
+    Power {
+        /// The exponent, finite and ≥ 1 (default 1.5).
+        p: f32,
+    },
     /// torchvision's `sigmoid_focal_loss`: `ce·(1 − p_t)^gamma`, times `α_t` when alpha ≥ 0.
     SigmoidFocal {
         /// Balance of positives; negative disables it (default 0.25).
@@ -76,6 +81,7 @@ impl Pointwise {
             Pointwise::BceWithLogits => Term::BceWithLogits,
             Pointwise::SigmoidFocal { .. } => Term::SigmoidFocal,
             Pointwise::Quantile { .. } => Term::Quantile,
+            Pointwise::Power { .. } => Term::Power,
         }
     }
 
@@ -87,6 +93,7 @@ impl Pointwise {
             Pointwise::MarginRanking { margin } => (margin, 0.0),
             Pointwise::SigmoidFocal { alpha, gamma } => (alpha, gamma),
             Pointwise::Quantile { q } => (q, 0.0),
+            Pointwise::Power { p } => (p, 0.0),
             _ => (0.0, 0.0),
         }
     }
@@ -121,6 +128,9 @@ impl Pointwise {
             }
             Pointwise::MarginRanking { margin } => finite("margin", margin),
             Pointwise::Quantile { q } if !(q > 0.0 && q < 1.0) => bad("q", q, "must be in (0, 1)"),
+            Pointwise::Power { p } if !(p.is_finite() && p >= 1.0) => {
+                bad("p", p, "must be finite and >= 1")
+            }
             Pointwise::SigmoidFocal { alpha, gamma } => {
                 finite("alpha", alpha)?;
                 if !(gamma.is_finite() && gamma >= 0.0) {
@@ -149,6 +159,7 @@ pub(crate) enum Term {
     BceWithLogits,
     SigmoidFocal,
     Quantile,
+    Power,
 }
 
 impl Term {
@@ -164,6 +175,7 @@ impl Term {
         Term::BceWithLogits,
         Term::SigmoidFocal,
         Term::Quantile,
+        Term::Power,
     ];
 
     /// The WGSL constant's name: the variant in SCREAMING_SNAKE_CASE.

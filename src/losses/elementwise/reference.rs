@@ -83,6 +83,15 @@ fn term(kind: Pointwise, x: f64, y: f64, label: f64, w: f64, pw: f64) -> (f64, f
                 plain((q - 1.0) * d, 0.0)
             }
         }
+        Pointwise::Power { p } => {
+            // p·|d|^(p−1)·sign(d): 0 at d = 0 for every p ≥ 1 (sign(0) = 0); NaN for NaN.
+            let (d, p) = (x - y, p as f64);
+            if d == 0.0 {
+                plain(0.0, 0.0)
+            } else {
+                plain(d.abs().powf(p), p * d.abs().powf(p - 1.0) * d.signum())
+            }
+        }
         Pointwise::Hinge => {
             // clamp_min: a NaN m stays the loss, with a zero gradient.
             let m = 1.0 - y * x;
