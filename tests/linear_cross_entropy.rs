@@ -5,9 +5,12 @@
 
 mod common;
 
-use common::{assert_close, engine, fresh_rng, own_engine};
+use common::{assert_close, check_case, engine, fresh_rng, own_engine};
 use wgpu_losses::cpu::{linear_cross_entropy, HostLinearInputs};
-use wgpu_losses::{Error, LinearCrossEntropy, LinearCrossEntropyInputs, Tolerance, Upstream};
+use wgpu_losses::registry::{Case, HostArray};
+use wgpu_losses::{
+    Engine, EngineOptions, Error, LinearCrossEntropy, LinearCrossEntropyInputs, Tolerance, Upstream,
+};
 
 fn to64(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
@@ -147,4 +150,46 @@ fn bad_targets_and_shapes_are_errors_naming_them() {
         .run(e, &inputs)
         .unwrap_err();
     assert!(err.to_string().contains("chunk_rows"), "{err}");
+}
+
+#[test]
+fn few_rows_of_a_large_vocabulary_split_across_workgroups() {
+    // A few rows of 9,000+ classes: the row kernel splits each row over workgroups, and the
+    // mean's denominator (computed over the whole batch first) is copied to where it looks.
+    let mut rng = fresh_rng("few_rows_of_a_large_vocabulary");
+    let def = wgpu_losses::losses::find("linear-cross-entropy").unwrap();
+    for (n, h, v, reduction) in [
+        (10, 8, 9000, "mean"),
+        (3, 5, 20_011, "sum"),
+        (130, 4, 8200, "mean"),
+    ] {
+        for gpu_layout in [false, true] {
+            let engine = Engine::with_options(EngineOptions {
+                gpu_layout: Some(gpu_layout),
+                ..EngineOptions::default()
+            })
+            .unwrap();
+            let y = (0..n)
+                .map(|_| {
+                    if rng.chance(0.2) {
+                        -100
+                    } else {
+                        rng.below(v) as i64
+                    }
+                })
+                .collect();
+            let case = Case::default()
+                .with("hidden", HostArray::f32(&[n, h], rng.normals(n * h, 1.0)))
+                .with(
+                    "classifier",
+                    HostArray::f32(&[v, h], rng.normals(v * h, 1.0)),
+                )
+                .with("bias", HostArray::f32(&[v], rng.normals(v, 1.0)))
+                .with("target", HostArray::i64(&[n], y))
+                .set("reduction", reduction)
+                .set("label_smoothing", 0.1)
+                .set("chunk_rows", 64);
+            check_case(def, &engine, &case, Tolerance::default());
+        }
+    }
 }
