@@ -42,33 +42,42 @@ struct HostProblem {
     upstream: Option<Vec<f32>>,
 }
 
+/// `ignore_index` from `case` (default -100), which must fit in i32.
+fn ignore_index(case: &Case) -> Result<i32> {
+    let ignore: i64 = case.option("ignore_index", -100)?;
+    i32::try_from(ignore).map_err(|_| Error::Option {
+        option: "ignore_index",
+        value: ignore.to_string(),
+        reason: "must fit in i32",
+    })
+}
+
+/// Cross-entropy's options from `case` (`softcap` = `none` or `off` turns capping off): the
+/// command line's one reading of them, for cross-entropy and the fused linear loss.
+pub(crate) fn cross_entropy_options(case: &Case) -> Result<CrossEntropy> {
+    let softcap = match case.options.get("softcap").map(String::as_str) {
+        None | Some("none") | Some("off") => None,
+        Some(_) => Some(case.option("softcap", 0.0f32)?),
+    };
+    Ok(CrossEntropy::new()
+        .reduction(case.option("reduction", Reduction::Mean)?)
+        .ignore_index(ignore_index(case)?)
+        .label_smoothing(case.option("label_smoothing", 0.0)?)
+        .z_loss(case.option("z_loss", 0.0)?)
+        .softcap(softcap))
+}
+
 impl HostProblem {
     fn from_case(def: &RowDef, case: &Case) -> Result<Self> {
         case.check_names(def)?;
-        let ignore: i64 = case.option("ignore_index", -100)?;
-        let ignore = i32::try_from(ignore).map_err(|_| Error::Option {
-            option: "ignore_index",
-            value: ignore.to_string(),
-            reason: "must fit in i32",
-        })?;
-        let reduction = case.option("reduction", Reduction::Mean)?;
         let opts = if def.focal {
             SoftmaxFocal::new()
-                .reduction(reduction)
-                .ignore_index(ignore)
+                .reduction(case.option("reduction", Reduction::Mean)?)
+                .ignore_index(ignore_index(case)?)
                 .gamma(case.option("gamma", 2.0)?)
                 .row_kernel()
         } else {
-            let softcap = match case.options.get("softcap").map(String::as_str) {
-                None | Some("none") | Some("off") => None,
-                Some(_) => Some(case.option("softcap", 0.0f32)?),
-            };
-            CrossEntropy::new()
-                .reduction(reduction)
-                .ignore_index(ignore)
-                .label_smoothing(case.option("label_smoothing", 0.0)?)
-                .z_loss(case.option("z_loss", 0.0)?)
-                .softcap(softcap)
+            cross_entropy_options(case)?
         };
         let (logits, shape) = case.floats("logits").unwrap_or_default();
         let target = case.input("target").expect("checked: required");

@@ -7,6 +7,7 @@ use super::{Args, LinearCrossEntropy};
 use crate::core::{Arg, DType, LossValues, Reduction, Upstream};
 use crate::error::{Error, Result};
 use crate::gpu::engine::Engine;
+use crate::losses::cross_entropy::cli::cross_entropy_options;
 use crate::gpu::GpuLoss;
 use crate::registry::random::Rng;
 use crate::registry::{
@@ -35,22 +36,13 @@ struct HostProblem {
 impl HostProblem {
     fn from_case(def: &LinearDef, case: &Case) -> Result<Self> {
         case.check_names(def)?;
-        let ignore: i64 = case.option("ignore_index", -100)?;
-        let ignore = i32::try_from(ignore).map_err(|_| Error::Option {
-            option: "ignore_index",
-            value: ignore.to_string(),
-            reason: "must fit in i32",
-        })?;
-        let softcap = match case.options.get("softcap").map(String::as_str) {
-            None | Some("none") | Some("off") => None,
-            Some(_) => Some(case.option("softcap", 0.0f32)?),
-        };
+        let ce = cross_entropy_options(case)?;
         let mut opts = LinearCrossEntropy::new()
-            .reduction(case.option("reduction", Reduction::Mean)?)
-            .ignore_index(ignore)
-            .label_smoothing(case.option("label_smoothing", 0.0)?)
-            .z_loss(case.option("z_loss", 0.0)?)
-            .softcap(softcap);
+            .reduction(ce.reduction)
+            .ignore_index(ce.ignore_index)
+            .label_smoothing(ce.label_smoothing)
+            .z_loss(ce.z_loss)
+            .softcap(ce.softcap);
         if case.options.contains_key("chunk_rows") {
             opts = opts.chunk_rows(case.option("chunk_rows", 0usize)?);
         }
