@@ -435,3 +435,35 @@ fn views_split_across_bindings() {
     assert_eq!(on_views, whole);
     assert_eq!(e.download(&gv).unwrap(), whole.grad("logits").unwrap());
 }
+
+#[test]
+fn profiled_recordings_time_every_dispatch_by_kernel() {
+    // lavapipe (CI) and Vulkan GPUs write timestamps inside compute passes.
+    let e = own_engine();
+    let (logits, target) = ce_inputs(&e, 32, 10);
+    let inputs = CrossEntropyInputs::new(&logits, Target::Classes(&target));
+    let mut plan = CrossEntropy::new().plan(&e);
+    plan.run(&inputs).unwrap();
+    e.profile_dispatches(true).unwrap();
+    let before = e.counters();
+    plan.run(&inputs).unwrap();
+    let dispatches = e.counters().since(&before).dispatches as usize;
+    let times = e.dispatch_times().unwrap();
+    let labels: Vec<&str> = times.iter().map(|(l, _)| l.as_str()).collect();
+    assert_eq!(labels.len(), dispatches);
+    assert_eq!(
+        labels,
+        [
+            "cross_entropy:denominator",
+            "cross_entropy:main",
+            "reduce:finish"
+        ]
+    );
+    assert!(
+        times.iter().all(|&(_, s)| s.is_finite() && s >= 0.0),
+        "{times:?}"
+    );
+    e.profile_dispatches(false).unwrap();
+    plan.run(&inputs).unwrap();
+    assert!(e.dispatch_times().unwrap().is_empty());
+}

@@ -316,6 +316,8 @@ fn check(backend: Backend, cases: usize, seed: Option<u64>, only: Option<&str>) 
 struct Bench<'a> {
     engine: &'a Engine,
     timer: Option<KernelTimer>,
+    /// Whether the device times each dispatch (timestamps inside compute passes).
+    per_dispatch: bool,
     progress: indicatif::ProgressBar,
     copy_gbps: f64,
     host_copy_gbps: f64,
@@ -371,6 +373,14 @@ impl Bench<'_> {
             }
             None => None,
         };
+        let dispatch_ms = if self.per_dispatch {
+            engine.profile_dispatches(true)?;
+            let timed = once(&mut *gpu).and_then(|_| engine.dispatch_times());
+            engine.profile_dispatches(false)?;
+            per_kernel_ms(timed?)
+        } else {
+            Vec::new()
+        };
         let cpu = median_secs(1, reps, cpu)?;
         let shape_text = shape
             .iter()
@@ -407,11 +417,21 @@ impl Bench<'_> {
                 },
                 gflops.map_or_else(blank, |g| format!("{g:.1}")),
             );
-            // Above the bar on a terminal; a hidden bar (output piped) would drop the line.
-            if self.progress.is_hidden() {
-                println!("{line}");
-            } else {
-                self.progress.println(line);
+            let mut lines = vec![line];
+            if gpu_row && !dispatch_ms.is_empty() {
+                let each: Vec<String> = dispatch_ms
+                    .iter()
+                    .map(|(k, ms)| format!("{k} {ms:.3}"))
+                    .collect();
+                lines.push(format!("{:>35} {}", "kernel ms by entry:", each.join(", ")));
+            }
+            for line in lines {
+                // Above the bar on a terminal; a hidden bar (output piped) would drop it.
+                if self.progress.is_hidden() {
+                    println!("{line}");
+                } else {
+                    self.progress.println(line);
+                }
             }
             let mut row = serde_json::json!({
                 "loss": loss,
@@ -434,6 +454,10 @@ impl Bench<'_> {
                     "bind_groups_created": counted.bind_groups_created,
                     "bytes_zero_filled": counted.bytes_zero_filled,
                     "uniform_writes": counted.uniform_writes,
+                    "kernel_ms_by_entry": dispatch_ms
+                        .iter()
+                        .map(|(k, ms)| serde_json::json!({"entry": k, "ms": ms}))
+                        .collect::<Vec<_>>(),
                 });
                 row.as_object_mut()
                     .expect("an object")
@@ -443,6 +467,18 @@ impl Bench<'_> {
         }
         Ok(())
     }
+}
+
+/// Milliseconds per kernel entry, summed over its dispatches, in order of first use.
+fn per_kernel_ms(times: Vec<(String, f64)>) -> Vec<(String, f64)> {
+    let mut out: Vec<(String, f64)> = Vec::new();
+    for (label, secs) in times {
+        match out.iter_mut().find(|(l, _)| *l == label) {
+            Some((_, ms)) => *ms += secs * 1e3,
+            None => out.push((label, secs * 1e3)),
+        }
+    }
+    out
 }
 
 /// Runs bench/compare.py with `python` on the bench's shapes and rayon's thread count and
@@ -566,9 +602,12 @@ fn bench(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} losses {elapsed}")
             .expect("a fixed template"),
     );
+    let per_dispatch = engine.profile_dispatches(true).is_ok();
+    engine.profile_dispatches(false)?;
     let mut b = Bench {
         engine: &engine,
         timer,
+        per_dispatch,
         progress,
         copy_gbps,
         host_copy_gbps,

@@ -41,7 +41,31 @@ impl Counters {
 const WANTED_FEATURES: wgpu::Features = wgpu::Features::SUBGROUP
     .union(wgpu::Features::TIMESTAMP_QUERY)
     .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS)
+    .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES)
     .union(wgpu::Features::SHADER_F16);
+
+/// Dispatches one recording can time.
+pub(crate) const PROFILE_CAPACITY: u32 = 256;
+
+/// Per-dispatch timing (`gpu/profile.rs`): the query set, its resolve buffer and what the
+/// last profiled recording wrote.
+pub(crate) struct Profiler {
+    pub set: wgpu::QuerySet,
+    pub resolve: wgpu::Buffer,
+    /// The kernel (module:entry) of each timed dispatch, in order.
+    pub labels: Vec<String>,
+}
+
+impl Profiler {
+    /// The query index pair of the next dispatch, or `None` past the capacity.
+    pub(crate) fn next(&mut self, label: String) -> Option<u32> {
+        let index = self.labels.len() as u32;
+        (index < PROFILE_CAPACITY).then(|| {
+            self.labels.push(label);
+            2 * index
+        })
+    }
+}
 
 /// A wgpu device and queue with the pipelines built for it.
 ///
@@ -63,6 +87,7 @@ struct Shared {
     lost: Arc<Mutex<Option<String>>>,
     uncaptured: Arc<Mutex<Option<String>>>,
     counters: Mutex<Counters>,
+    profiler: Mutex<Option<Profiler>>,
 }
 
 /// What the engine has done since the last [`Engine::reset_counters`] (or its creation),
@@ -238,6 +263,7 @@ impl Engine {
                 gpu_layout,
                 kernels: Mutex::new(HashMap::new()),
                 counters: Mutex::new(Counters::default()),
+                profiler: Mutex::new(None),
                 lost,
                 uncaptured,
             }),
@@ -278,6 +304,11 @@ impl Engine {
     /// than for a CPU adapter (long sequential runs per invocation).
     pub fn gpu_layout(&self) -> bool {
         self.shared.gpu_layout
+    }
+
+    /// The per-dispatch timer, when profiling is on.
+    pub(crate) fn profiler(&self) -> &Mutex<Option<Profiler>> {
+        &self.shared.profiler
     }
 
     /// What this engine has done since the last [`Engine::reset_counters`].

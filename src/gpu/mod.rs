@@ -6,6 +6,7 @@ pub(crate) mod engine;
 pub(crate) mod kernel;
 pub(crate) mod output;
 pub(crate) mod plan;
+pub(crate) mod profile;
 pub(crate) mod record;
 pub(crate) mod shader;
 pub(crate) mod tensor;

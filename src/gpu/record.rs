@@ -240,6 +240,10 @@ impl<'a> Recorder<'a> {
         }
         let params_buffer = prepare_params(engine, workspace, params);
         let mut index = 0;
+        let mut profiler = engine.profiler().lock().unwrap();
+        if let Some(p) = profiler.as_mut() {
+            p.labels.clear();
+        }
         let mut pass: Option<wgpu::ComputePass<'_>> = None;
         for command in commands {
             match command {
@@ -267,6 +271,9 @@ impl<'a> Recorder<'a> {
                     bindings,
                     groups,
                 } => {
+                    let label = profiler
+                        .is_some()
+                        .then(|| format!("{}:{}", key.module.name, key.entry));
                     let prepared =
                         prepare(engine, workspace, index, key, bindings, &params_buffer)?;
                     index += 1;
@@ -280,10 +287,25 @@ impl<'a> Recorder<'a> {
                     let x = groups.min(max);
                     pass.set_pipeline(&prepared.kernel.pipeline);
                     pass.set_bind_group(0, &prepared.bind_group, &[]);
+                    let timed = profiler
+                        .as_mut()
+                        .zip(label)
+                        .and_then(|(p, label)| p.next(label).map(|q| (p.set.clone(), q)));
+                    if let Some((set, q)) = &timed {
+                        pass.write_timestamp(set, *q);
+                    }
                     pass.dispatch_workgroups(x, groups.div_ceil(x), 1);
+                    if let Some((set, q)) = &timed {
+                        pass.write_timestamp(set, q + 1);
+                    }
                     engine.count(|c| c.dispatches += 1);
                 }
             }
+        }
+        drop(pass);
+        if let Some(p) = profiler.as_ref().filter(|p| !p.labels.is_empty()) {
+            let count = 2 * p.labels.len() as u32;
+            encoder.resolve_query_set(&p.set, 0..count, &p.resolve, 0);
         }
         Ok(())
     }
