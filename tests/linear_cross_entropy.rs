@@ -193,3 +193,21 @@ fn few_rows_of_a_large_vocabulary_split_across_workgroups() {
         }
     }
 }
+
+#[test]
+fn products_deeper_than_a_software_adapters_loop_limit() {
+    // grad_hidden sums over V = 70,000 classes: on lavapipe one dispatch stopped its loops
+    // silently (grad_hidden as wrong as it was large); CPU adapters now split the depth.
+    let mut rng = fresh_rng("products_deeper_than_a_software_adapters_loop_limit");
+    let (n, h, v) = (64, 4, 70_000);
+    let y = (0..n).map(|_| rng.below(v) as i64).collect();
+    let case = Case::default()
+        .with("hidden", HostArray::f32(&[n, h], rng.normals(n * h, 1.0)))
+        .with(
+            "classifier",
+            HostArray::f32(&[v, h], rng.normals(v * h, 0.75)),
+        )
+        .with("target", HostArray::i64(&[n], y));
+    let def = wgpu_losses::losses::find("linear-cross-entropy").unwrap();
+    check_case(def, engine(), &case, Tolerance::default());
+}

@@ -2,7 +2,9 @@
 // for the fused linear cross-entropy: logits = hidden·classifierᵀ + bias,
 // grad_hidden = g·classifier, grad_classifier += gᵀ·hidden, grad_bias += gᵀ·1.
 //
-// A(i, k) = a[i * a_rs + k * a_cs], B(k, j) = b[k * b_rs + j * b_cs], C(i, j) = c[i * n + j].
+// A(i, k) = a[i * a_rs + k * a_cs], B(k, j) = b[k * b_rs + j * b_cs], C(i, j) = c[i * n + j],
+// over k in [k_base, k_base + k): software adapters, whose loops stop silently after 65,535
+// iterations, get the depth in several dispatches that add to c in order.
 // A workgroup computes a 64×64 tile of c, 4×4 per invocation, staging 16-deep blocks of a and
 // b in workgroup memory; each element's sum runs over k in order, so the bits are fixed.
 
@@ -18,7 +20,7 @@ struct Params {
     a_cs: u32,
     b_rs: u32,
     b_cs: u32,
-    _pad: u32,
+    k_base: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -61,7 +63,7 @@ fn main(
             let ka = k0 + kk;
             var va = 0.0;
             if (row < params.m && ka < params.k) {
-                va = a[row * params.a_rs + ka * params.a_cs];
+                va = a[row * params.a_rs + (params.k_base + ka) * params.a_cs];
             }
             a_s[kk * TILE + i] = va;
             if (!B_ONES) {
@@ -74,7 +76,7 @@ fn main(
                 let col = col0 + j;
                 var vb = 0.0;
                 if (col < params.n && k0 + kb < params.k) {
-                    vb = b[(k0 + kb) * params.b_rs + col * params.b_cs];
+                    vb = b[(params.k_base + k0 + kb) * params.b_rs + col * params.b_cs];
                 }
                 b_s[kb * TILE + j] = vb;
             }

@@ -42,7 +42,7 @@ struct GemmParams {
     a_cs: u32,
     b_rs: u32,
     b_cs: u32,
-    _pad: u32,
+    k_base: u32,
 }
 
 /// One operand of a product: a binding and its (row, column) strides in elements.
@@ -62,6 +62,10 @@ struct Product {
     accumulate: bool,
 }
 
+/// Depth of one product dispatch on a CPU adapter: its loops then stay under lavapipe's
+/// silent stop at 65,535 iterations (a whole 70,000-deep product came out wrong there).
+const CPU_ADAPTER_DEPTH: usize = 8192;
+
 fn record_product(rec: &mut Recorder<'_>, p: Product, c: Binding) -> Result<()> {
     let (m, k, n) = p.dims;
     let unused = rec.unused()?;
@@ -69,28 +73,36 @@ fn record_product(rec: &mut Recorder<'_>, p: Product, c: Binding) -> Result<()> 
         Some(b) => (b.data, b.strides),
         None => (unused.clone(), (0, 0)),
     };
-    let params = rec.params(&GemmParams {
-        m: m as u32,
-        n: n as u32,
-        k: k as u32,
-        a_rs: p.a.strides.0 as u32,
-        a_cs: p.a.strides.1 as u32,
-        b_rs: b_rs as u32,
-        b_cs: b_cs as u32,
-        _pad: 0,
-    });
-    let key = KernelKey {
-        module: GEMM,
-        entry: "main",
-        overrides: vec![
-            ("ACCUMULATE", p.accumulate as u32),
-            ("BIAS", p.bias.is_some() as u32),
-            ("B_ONES", ((b_rs, b_cs) == (0, 0)) as u32),
-        ],
-    };
-    let bias = p.bias.unwrap_or(unused);
+    let software = rec.engine().adapter_info().device_type == wgpu::DeviceType::Cpu;
+    let depth = if software { CPU_ADAPTER_DEPTH } else { k.max(1) };
     let groups = m.div_ceil(64) * n.div_ceil(64);
-    rec.dispatch(key, vec![params, p.a.data, b, bias, c], groups as u32)
+    // Later depth ranges add to what the first wrote (which adds the bias once).
+    for (range, k_base) in (0..k.max(1)).step_by(depth).enumerate() {
+        let first = range == 0;
+        let params = rec.params(&GemmParams {
+            m: m as u32,
+            n: n as u32,
+            k: depth.min(k - k_base) as u32,
+            a_rs: p.a.strides.0 as u32,
+            a_cs: p.a.strides.1 as u32,
+            b_rs: b_rs as u32,
+            b_cs: b_cs as u32,
+            k_base: k_base as u32,
+        });
+        let key = KernelKey {
+            module: GEMM,
+            entry: "main",
+            overrides: vec![
+                ("ACCUMULATE", (p.accumulate || !first) as u32),
+                ("BIAS", (p.bias.is_some() && first) as u32),
+                ("B_ONES", ((b_rs, b_cs) == (0, 0)) as u32),
+            ],
+        };
+        let bias = p.bias.clone().filter(|_| first).unwrap_or(unused.clone());
+        let bindings = vec![params, p.a.data.clone(), b.clone(), bias, c.clone()];
+        rec.dispatch(key, bindings, groups as u32)?;
+    }
+    Ok(())
 }
 
 /// The device inputs of one fused linear cross-entropy call.
