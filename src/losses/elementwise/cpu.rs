@@ -147,16 +147,17 @@ fn quantile(x: f32, y: f32, q: f32) -> Term {
     (l, -q * pos + (1.0 - q) * neg, 0.0)
 }
 
-// |d|^p with d = x − y: gradient p·|d|^(p−1)·sign(d), 0 at d = 0; sign(d) = d/|d| away from
-// 0, so NaN stays NaN.
+// |d|^p with d = x − y: gradient p·|d|^(p−1)·sign(d), 0 at d = 0 (±∞ at d = ±∞ for p > 1,
+// ±1 for p = 1); NaN stays NaN.
 fn power(x: f32, y: f32, p: f32) -> Term {
     let d = x - y;
     let a = d.abs();
     if a == 0.0 {
         return (0.0, 0.0, 0.0);
     }
-    let lower = a.powf(p - 1.0);
-    (a * lower, p * lower * (d / a), 0.0)
+    let lower = if p == 1.0 { 1.0 } else { a.powf(p - 1.0) };
+    let g = p * lower * d.signum();
+    (a * lower, if d.is_nan() { d } else { g }, 0.0)
 }
 
 fn bce_with_logits(x: f32, y: f32, w: f32, pw: f32) -> Term {

@@ -202,14 +202,16 @@ fn quantile(x: f32, y: f32, q: f32) -> Term {
     return Term(select((q - 1.0) * d, q * d, d > 0.0), g, 0.0);
 }
 
-// |d|^p with d = x - y, p >= 1: gradient p·|d|^(p-1)·sign(d), 0 at d = 0. Away from 0 the
-// sign is d/|d|, so a NaN d gives NaN loss and gradient without relying on sign(NaN).
+// |d|^p with d = x - y, p >= 1: gradient p·|d|^(p-1)·sign(d), 0 at d = 0, ±∞ (p > 1) or
+// ±1 (p = 1) at d = ±∞, NaN for a NaN d (the one value for which `a >= 0` is false).
 fn power(x: f32, y: f32, p: f32) -> Term {
     let d = x - y;
     let a = abs(d);
     let zero = a == 0.0;
-    let lower = select(pow(a, p - 1.0), 0.0, zero); // |d|^(p-1)
-    return Term(a * lower, select(p * lower * (d / a), 0.0, zero), 0.0);
+    // |d|^(p-1); pow is exp2((p-1)·log2 a) in WGSL, NaN at a = ∞ for p = 1: say 1 there.
+    let lower = select(select(pow(a, p - 1.0), 1.0, p == 1.0), 0.0, zero);
+    let g = select(p * lower * select(-1.0, 1.0, d > 0.0), 0.0, zero);
+    return Term(a * lower, select(d, g, a >= 0.0), 0.0);
 }
 
 fn term(x: f32, y: f32, i: u32, g: u32) -> Term {
