@@ -5,9 +5,9 @@
 #[macro_use]
 mod common;
 
-use common::{check_on, fresh_rng, Backend};
+use common::{check_case, check_on, fresh_rng, Backend};
 use wgpu_losses::registry::{HostArray, HostData};
-use wgpu_losses::{Error, Tolerance};
+use wgpu_losses::{Engine, EngineOptions, Error, Tolerance};
 
 /// Random problems per loss: the GPU (lavapipe in CI) is the slower backend.
 fn cases(backend: Backend) -> usize {
@@ -151,5 +151,31 @@ on_every_backend! {
                 }
             }
         }
+    }
+}
+
+/// Every loss with its storage bindings capped at 16 KiB, so that the random problems'
+/// inputs, outputs and workspaces span many bindings (windows, split rows, partial sums):
+/// each either matches the reference or, where a kernel needs a whole input in one binding
+/// (the all-pairs losses), refuses with `Error::Limit` — never a wrong answer.
+#[test]
+fn every_loss_across_many_small_bindings() {
+    let engine = Engine::with_options(EngineOptions {
+        max_binding_bytes: Some(16 << 10),
+        ..EngineOptions::default()
+    })
+    .unwrap();
+    let mut rng = fresh_rng("every_loss_across_many_small_bindings");
+    for def in wgpu_losses::losses::all() {
+        let (mut compared, mut refused) = (0, 0);
+        for _ in 0..6 {
+            let case = def.random_case(&mut rng);
+            match def.gpu(&engine, &case) {
+                Err(Error::Limit(_)) => refused += 1,
+                _ => compared += check_case(*def, &engine, &case, Tolerance::default()) as usize,
+            }
+        }
+        eprintln!("{}: {compared} compared, {refused} refused", def.name());
+        assert!(compared + refused > 0, "{}", def.name());
     }
 }
