@@ -48,3 +48,27 @@ fn a_zero_element_tensor_downloads_as_empty() {
     let empty = e.upload_i32(&[], &[0]).unwrap();
     assert_eq!(e.download_i32(&empty).unwrap(), Vec::<i32>::new());
 }
+
+/// A wgpu validation error on purpose (a tensor of another device) is an `Err` naming
+/// wgpu's complaint, not a panic, and the engine keeps working afterwards.
+#[test]
+fn a_validation_error_is_an_err_and_the_engine_keeps_working() {
+    use wgpu_losses::{CrossEntropy, CrossEntropyInputs, Target};
+    let (ours, other) = (engine(), engine());
+    let foreign = other.upload(&[0.5; 8], &[2, 4]).unwrap();
+    let target = ours.upload_i32(&[0, 3], &[2]).unwrap();
+    let r = CrossEntropy::new().run(
+        &ours,
+        &CrossEntropyInputs::new(&foreign, Target::Classes(&target)),
+    );
+    assert!(matches!(r, Err(Error::Wgpu(_))), "{r:?}");
+    let logits = ours.upload(&[0.5; 8], &[2, 4]).unwrap();
+    let ok = CrossEntropy::new()
+        .run(
+            &ours,
+            &CrossEntropyInputs::new(&logits, Target::Classes(&target)),
+        )
+        .unwrap();
+    assert!((ok.loss[0] - 4f32.ln()).abs() < 1e-6, "{:?}", ok.loss);
+    ours.health().unwrap();
+}
