@@ -32,6 +32,18 @@ fn sigmoid(x: f64) -> f64 {
 }
 
 /// (loss, d/da, d/db, magnitude of the terms summed into d/da) of one element.
+/// `pw·y·softplus(−x) + (1 − y)·softplus(x)`, the textbook BCE on a logit; at an infinite
+/// logit, where the textbook form is a limit, PyTorch's evaluation `(1 − y)·x + (1 + (pw −
+/// 1)·y)·softplus(−x)` instead (NaN at x = −∞, and at x = +∞ with y = 1), as docs/LOSSES.md
+/// makes PyTorch the reference.
+fn bce_textbook_or_pytorch(x: f64, y: f64, pw: f64) -> f64 {
+    if x.is_infinite() {
+        (1.0 - y) * x + (1.0 + (pw - 1.0) * y) * softplus(-x)
+    } else {
+        pw * y * softplus(-x) + (1.0 - y) * softplus(x)
+    }
+}
+
 fn term(kind: Pointwise, x: f64, y: f64, label: f64, w: f64, pw: f64) -> (f64, f64, f64, f64) {
     let sign = |d: f64| {
         if d > 0.0 {
@@ -115,7 +127,7 @@ fn term(kind: Pointwise, x: f64, y: f64, label: f64, w: f64, pw: f64) -> (f64, f
         }
         Pointwise::BceWithLogits => {
             // log σ(x) = -softplus(-x), log(1 - σ(x)) = -softplus(x).
-            let l = w * (pw * y * softplus(-x) + (1.0 - y) * softplus(x));
+            let l = w * bce_textbook_or_pytorch(x, y, pw);
             let pos = w * pw * y * sigmoid(-x);
             let neg = w * (1.0 - y) * sigmoid(x);
             (l, neg - pos, 0.0, pos.abs() + neg.abs())
@@ -123,7 +135,7 @@ fn term(kind: Pointwise, x: f64, y: f64, label: f64, w: f64, pw: f64) -> (f64, f
         Pointwise::SigmoidFocal { alpha, gamma } => {
             let (alpha, gamma) = (alpha as f64, gamma as f64);
             let p = sigmoid(x);
-            let ce = y * softplus(-x) + (1.0 - y) * softplus(x);
+            let ce = bce_textbook_or_pytorch(x, y, 1.0);
             let m = 1.0 - (p * y + (1.0 - p) * (1.0 - y)); // 1 - p_t
             let a = if alpha >= 0.0 {
                 alpha * y + (1.0 - alpha) * (1.0 - y)
