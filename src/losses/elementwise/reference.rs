@@ -32,12 +32,12 @@ fn sigmoid(x: f64) -> f64 {
 }
 
 /// (loss, d/da, d/db, magnitude of the terms summed into d/da) of one element.
-/// `pw·y·softplus(−x) + (1 − y)·softplus(x)`, the textbook BCE on a logit; at an infinite
-/// logit, where the textbook form is a limit, PyTorch's evaluation `(1 − y)·x + (1 + (pw −
+/// `pw·y·softplus(−x) + (1 − y)·softplus(x)`, the textbook BCE on a logit; with an infinite
+/// logit, target or pos_weight, where the textbook form is a limit or ∞ − ∞, PyTorch's evaluation `(1 − y)·x + (1 + (pw −
 /// 1)·y)·softplus(−x)` instead (NaN at x = −∞, and at x = +∞ with y = 1), as docs/LOSSES.md
 /// makes PyTorch the reference.
 fn bce_textbook_or_pytorch(x: f64, y: f64, pw: f64) -> f64 {
-    if x.is_infinite() {
+    if x.is_infinite() || y.is_infinite() || pw.is_infinite() {
         (1.0 - y) * x + (1.0 + (pw - 1.0) * y) * softplus(-x)
     } else {
         pw * y * softplus(-x) + (1.0 - y) * softplus(x)
@@ -130,7 +130,14 @@ fn term(kind: Pointwise, x: f64, y: f64, label: f64, w: f64, pw: f64) -> (f64, f
             let l = w * bce_textbook_or_pytorch(x, y, pw);
             let pos = w * pw * y * sigmoid(-x);
             let neg = w * (1.0 - y) * sigmoid(x);
-            (l, neg - pos, 0.0, pos.abs() + neg.abs())
+            if [x, y, w, pw].iter().all(|v| v.is_finite()) {
+                (l, neg - pos, 0.0, pos.abs() + neg.abs())
+            } else {
+                // PyTorch's gradient, w·((1 − y) − (1 + (pw − 1)·y)·σ(−x)), where an infinite
+                // input makes the two textbook terms ∞ − ∞.
+                let g = w * ((1.0 - y) - (1.0 + (pw - 1.0) * y) * sigmoid(-x));
+                (l, g, 0.0, g.abs())
+            }
         }
         Pointwise::SigmoidFocal { alpha, gamma } => {
             let (alpha, gamma) = (alpha as f64, gamma as f64);
