@@ -67,6 +67,39 @@ pub(crate) fn cross_entropy_options(case: &Case) -> Result<CrossEntropy> {
         .softcap(softcap))
 }
 
+/// Class indices in `[0, c)` for `n` rows, about a fifth of them `ignore_index` -100.
+pub(crate) fn random_classes(rng: &mut Rng, n: usize, c: usize) -> Vec<i64> {
+    (0..n)
+        .map(|_| {
+            if rng.chance(0.2) {
+                -100
+            } else {
+                rng.below(c) as i64
+            }
+        })
+        .collect()
+}
+
+/// Cross-entropy's optional inputs and options over `c` classes (a class `weight`, label
+/// smoothing, z-loss, softcap), each drawn or not: the random cases of cross-entropy and of
+/// the fused linear loss.
+pub(crate) fn random_options(rng: &mut Rng, mut case: Case, c: usize) -> Case {
+    if rng.chance(0.5) {
+        let w = (0..c).map(|_| rng.range(0.1, 2.0) as f32).collect();
+        case = case.with("weight", HostArray::f32(&[c], w));
+    }
+    if rng.chance(0.5) {
+        case = case.set("label_smoothing", rng.range(0.0, 1.0) as f32);
+    }
+    if rng.chance(0.3) {
+        case = case.set("z_loss", rng.range(0.0, 1e-3) as f32);
+    }
+    if rng.chance(0.3) {
+        case = case.set("softcap", rng.range(1.0, 50.0) as f32);
+    }
+    case
+}
+
 impl HostProblem {
     fn from_case(def: &RowDef, case: &Case) -> Result<Self> {
         case.check_names(def)?;
@@ -291,15 +324,7 @@ impl LossDef for RowDef {
             .with("logits", HostArray::f32(&[n, c], rng.normals(n * c, scale)))
             .set("reduction", ["mean", "sum", "none"][rng.below(3)]);
         if self.focal {
-            let y = (0..n)
-                .map(|_| {
-                    if rng.chance(0.2) {
-                        -100
-                    } else {
-                        rng.below(c) as i64
-                    }
-                })
-                .collect();
+            let y = random_classes(rng, n, c);
             case = case
                 .with("target", HostArray::i64(&[n], y))
                 .set("gamma", [0.0, 0.5, 1.0, 2.0, 3.0][rng.below(5)]);
@@ -317,31 +342,10 @@ impl LossDef for RowDef {
             }
             case = case.with("target", HostArray::f32(&[n, c], t));
         } else {
-            let y = (0..n)
-                .map(|_| {
-                    if rng.chance(0.2) {
-                        -100
-                    } else {
-                        rng.below(c) as i64
-                    }
-                })
-                .collect();
+            let y = random_classes(rng, n, c);
             case = case.with("target", HostArray::i64(&[n], y));
         }
-        if rng.chance(0.5) {
-            let w = (0..c).map(|_| rng.range(0.1, 2.0) as f32).collect();
-            case = case.with("weight", HostArray::f32(&[c], w));
-        }
-        if rng.chance(0.5) {
-            case = case.set("label_smoothing", rng.range(0.0, 1.0) as f32);
-        }
-        if rng.chance(0.3) {
-            case = case.set("z_loss", rng.range(0.0, 1e-3) as f32);
-        }
-        if rng.chance(0.3) {
-            case = case.set("softcap", rng.range(1.0, 50.0) as f32);
-        }
-        case
+        random_options(rng, case, c)
     }
 
     fn bench(

@@ -7,7 +7,7 @@ use super::{Args, LinearCrossEntropy};
 use crate::core::{Arg, DType, LossValues, Reduction, Upstream};
 use crate::error::{Error, Result};
 use crate::gpu::engine::Engine;
-use crate::losses::cross_entropy::cli::cross_entropy_options;
+use crate::losses::cross_entropy::cli::{cross_entropy_options, random_classes, random_options};
 use crate::gpu::GpuLoss;
 use crate::registry::random::Rng;
 use crate::registry::{
@@ -240,15 +240,7 @@ impl LossDef for LinearDef {
         let v = 1 + rng.below(300);
         // Logits of order 1: hidden and classifier entries of about 1/√H each.
         let scale = 1.5 / (h as f64).sqrt();
-        let y = (0..n)
-            .map(|_| {
-                if rng.chance(0.2) {
-                    -100
-                } else {
-                    rng.below(v) as i64
-                }
-            })
-            .collect();
+        let y = random_classes(rng, n, v);
         let mut case = Case::default()
             .with("hidden", HostArray::f32(&[n, h], rng.normals(n * h, 1.0)))
             .with(
@@ -260,23 +252,10 @@ impl LossDef for LinearDef {
         if rng.chance(0.5) {
             case = case.with("bias", HostArray::f32(&[v], rng.normals(v, 1.0)));
         }
-        if rng.chance(0.3) {
-            let w = (0..v).map(|_| rng.range(0.1, 2.0) as f32).collect();
-            case = case.with("weight", HostArray::f32(&[v], w));
-        }
-        if rng.chance(0.4) {
-            case = case.set("label_smoothing", rng.range(0.0, 1.0) as f32);
-        }
-        if rng.chance(0.3) {
-            case = case.set("z_loss", rng.range(0.0, 1e-3) as f32);
-        }
-        if rng.chance(0.3) {
-            case = case.set("softcap", rng.range(1.0, 30.0) as f32);
-        }
         if rng.chance(0.4) {
             case = case.set("chunk_rows", 64);
         }
-        case
+        random_options(rng, case, v)
     }
 
     fn bench(
