@@ -33,9 +33,10 @@ pub mod losses;
 #[cfg(feature = "cli")]
 pub mod registry;
 
-pub use crate::core::{DType, LossValues, Reduction, Upstream};
+pub use crate::core::{DType, Element, LossValues, Reduction, Upstream};
 pub use error::{Error, Result};
 pub use gpu::{adapters, Counters, Engine, EngineOptions, GpuLoss, LossOutput, Plan, Tensor};
+pub use half::{bf16, f16};
 pub use losses::cross_entropy::gpu::{CrossEntropyInputs, Target};
 pub use losses::cross_entropy::{CrossEntropy, SoftmaxFocal};
 pub use losses::elementwise::gpu::ElementwiseInputs;

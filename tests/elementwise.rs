@@ -9,7 +9,7 @@ use common::{assert_close, check_case, engine, fresh_rng};
 use wgpu_losses::registry::random::Rng;
 use wgpu_losses::registry::{Case, HostArray};
 use wgpu_losses::{
-    CrossEntropyInputs, ElementwiseInputs, ElementwiseLoss, Engine, EngineOptions, Error,
+    CrossEntropyInputs, DType, ElementwiseInputs, ElementwiseLoss, Engine, EngineOptions, Error,
     Pointwise, Reduction, SoftmaxFocal, Target, Tolerance, Upstream,
 };
 
@@ -47,6 +47,7 @@ fn sigmoid_focal_with_gamma_zero_and_no_alpha_is_bce() {
                 rtol: 1e-6,
                 atol: 1e-6,
                 floor: 1e-6,
+                written_as: DType::F32,
             },
         );
         assert_close(
@@ -57,6 +58,7 @@ fn sigmoid_focal_with_gamma_zero_and_no_alpha_is_bce() {
                 rtol: 1e-6,
                 atol: 1e-6,
                 floor: 1e-6,
+                written_as: DType::F32,
             },
         );
     }

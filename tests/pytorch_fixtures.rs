@@ -9,13 +9,14 @@ use std::process::Command;
 use common::assert_close;
 use wgpu_losses::cli::npy;
 use wgpu_losses::registry::{Case, HostData};
-use wgpu_losses::Tolerance;
+use wgpu_losses::{DType, Tolerance};
 
 /// The reference is f64 like PyTorch: it must agree to near f64 rounding.
 const REFERENCE_TOL: Tolerance = Tolerance {
     rtol: 1e-9,
     atol: 1e-9,
     floor: 1e-12,
+    written_as: DType::F32,
 };
 
 /// Every fixture case, as (loss name, case directory).
@@ -95,7 +96,7 @@ fn floats32(path: &Path) -> (Vec<f32>, Vec<usize>) {
     let a = npy::read(path).unwrap();
     match a.data {
         HostData::F32(v) => (v, a.shape),
-        HostData::I64(_) => panic!("{}: expected floats", path.display()),
+        _ => panic!("{}: expected f32 floats", path.display()),
     }
 }
 

@@ -7,9 +7,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use wgpu_losses::cli::bench::{copy_gbps, host_copy_gbps, median_secs, KernelTimer};
 use wgpu_losses::cli::npy;
 use wgpu_losses::registry::random::Rng;
-use wgpu_losses::registry::{BenchJob, BenchSpec, Case, Evaluated};
+use wgpu_losses::registry::{BenchJob, BenchSpec, Case, Evaluated, HostData};
 use wgpu_losses::{compare, Tolerance};
-use wgpu_losses::{Engine, Error, Result};
+use wgpu_losses::{DType, Engine, Error, Result};
 
 #[derive(Parser)]
 #[command(
@@ -21,7 +21,7 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
 enum Backend {
     /// The fused WGSL kernels on the best adapter.
     Gpu,
@@ -199,7 +199,20 @@ fn eval(
             return Err(twice("--set", key));
         }
     }
+    // Gradients of an f16 file come back as f16 when they were written as f16.
+    let f16_files: Vec<String> = case
+        .inputs
+        .iter()
+        .filter(|(_, a)| matches!(a.data, HostData::F16(_)))
+        .map(|(n, _)| n.clone())
+        .collect();
+    let case = case.apply_dtype(def)?;
     case.check_names(def)?;
+    let f16_grads = backend != Backend::Reference
+        && case
+            .options
+            .get("grad_dtype")
+            .is_none_or(|d| d.parse() == Ok(DType::F16));
     let result = match backend {
         Backend::Gpu => def.gpu(&Engine::new()?, &case)?,
         Backend::Cpu => def.cpu(&case)?,
@@ -211,7 +224,13 @@ fn eval(
     })?;
     npy::write_f32(&out.join("loss.npy"), &result.loss_shape, &result.loss)?;
     for (name, g, shape) in &result.grads {
-        npy::write_f32(&out.join(format!("grad_{name}.npy")), shape, g)?;
+        let path = out.join(format!("grad_{name}.npy"));
+        if f16_grads && f16_files.iter().any(|f| f == name) && case.float_dtype(name) == DType::F16
+        {
+            npy::write_f16(&path, shape, g)?;
+        } else {
+            npy::write_f32(&path, shape, g)?;
+        }
     }
     Ok(())
 }

@@ -1,11 +1,12 @@
-//! `.npy` files for `eval`, through the npyz crate: floats and integers in, f32 out.
+//! `.npy` files for `eval`, through the npyz crate: floats and integers in, f32 (or f16)
+//! out.
 
 use std::path::Path;
 
 use npyz::WriterBuilder;
 
 use crate::error::{Error, Result};
-use crate::registry::HostArray;
+use crate::registry::{HostArray, HostData};
 
 /// An I/O error on one line (the header parser's own messages draw multi-line diagrams).
 fn io_err(path: &Path, e: impl std::fmt::Display) -> Error {
@@ -19,7 +20,8 @@ fn io_err(path: &Path, e: impl std::fmt::Display) -> Error {
     }
 }
 
-/// Reads an array: f32/f64 become floats (f32), int32/int64 (and bool/uint) become integers.
+/// Reads an array: f32/f64 become floats (f32), f16 stays f16, int32/int64 (and bool/uint)
+/// become integers.
 ///
 /// # Errors
 /// [`Error::Io`] for unreadable files, Fortran order, or element types other than these.
@@ -64,6 +66,10 @@ pub fn read(path: &Path) -> Result<HostArray> {
         )
     };
     let array = match (ts.type_char(), ts.size_field()) {
+        (Float, 2) => HostArray {
+            shape: shape.clone(),
+            data: HostData::F16(npy.into_vec::<half::f16>().map_err(fail)?),
+        },
         (Float, 4) => HostArray::f32(&shape, npy.into_vec::<f32>().map_err(fail)?),
         (Float, 8) => {
             let v = npy.into_vec::<f64>().map_err(fail)?;
@@ -85,7 +91,7 @@ pub fn read(path: &Path) -> Result<HostArray> {
         _ => {
             return Err(io_err(
                 path,
-                format!("dtype {ts} is not supported (use float32/64 or int32/64)"),
+                format!("dtype {ts} is not supported (use float16/32/64 or int32/64)"),
             ))
         }
     };
@@ -97,6 +103,20 @@ pub fn read(path: &Path) -> Result<HostArray> {
 /// # Errors
 /// [`Error::Io`].
 pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
+    write(path, shape, data)
+}
+
+/// Writes an f16 array of `shape`: `data` rounded to f16 (exact for values a kernel wrote
+/// as f16).
+///
+/// # Errors
+/// [`Error::Io`].
+pub fn write_f16(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
+    let halves: Vec<half::f16> = data.iter().map(|&x| half::f16::from_f32(x)).collect();
+    write(path, shape, &halves)
+}
+
+fn write<T: npyz::AutoSerialize + Copy>(path: &Path, shape: &[usize], data: &[T]) -> Result<()> {
     let file = std::fs::File::create(path).map_err(|e| io_err(path, e))?;
     let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
     let mut w = npyz::WriteOptions::new()

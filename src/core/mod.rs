@@ -115,13 +115,17 @@ impl<'a> Upstream<'a, [f32]> {
     }
 }
 
-/// Element type of a tensor. All are 4 bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Element type of a tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DType {
     /// 32-bit float.
     F32,
     /// 32-bit signed integer (class indices, labels).
     I32,
+    /// IEEE binary16 (half precision).
+    F16,
+    /// bfloat16: the top 16 bits of an f32.
+    BF16,
 }
 
 impl DType {
@@ -130,9 +134,104 @@ impl DType {
         match self {
             DType::F32 => "f32",
             DType::I32 => "i32",
+            DType::F16 => "f16",
+            DType::BF16 => "bf16",
+        }
+    }
+
+    /// Bytes per element.
+    pub fn size(self) -> u64 {
+        match self {
+            DType::F32 | DType::I32 => 4,
+            DType::F16 | DType::BF16 => 2,
+        }
+    }
+
+    /// Whether this is a floating-point type (what a differentiable input may be).
+    pub fn is_float(self) -> bool {
+        self != DType::I32
+    }
+
+    /// Rounds `x` to this float type (to nearest, ties to even) and widens it back: the
+    /// value a tensor of this type holds. Identity for f32.
+    pub fn round(self, x: f32) -> f32 {
+        match self {
+            DType::F16 => half::f16::from_f32(x).to_f32(),
+            DType::BF16 => half::bf16::from_f32(x).to_f32(),
+            DType::F32 | DType::I32 => x,
         }
     }
 }
+
+impl FromStr for DType {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" | "float32" => Ok(DType::F32),
+            "f16" | "float16" | "half" => Ok(DType::F16),
+            "bf16" | "bfloat16" => Ok(DType::BF16),
+            _ => Err(Error::Option {
+                option: "dtype",
+                value: s.into(),
+                reason: "expected f32, f16 or bf16",
+            }),
+        }
+    }
+}
+
+/// A float element type the losses read and write: `f32`, [`half::f16`] or [`half::bf16`].
+/// Arithmetic is f32 whatever the type; 16-bit values widen exactly and narrow to nearest,
+/// ties to even.
+pub trait Element: Copy + Send + Sync + bytemuck::Pod + 'static {
+    /// The tensor type of this element.
+    const DTYPE: DType;
+    /// Exact widening.
+    fn to_f32(self) -> f32;
+    /// Rounding to nearest, ties to even.
+    fn from_f32(x: f32) -> Self;
+    /// The slice itself when the type is f32 (the CPU kernels then read it in place).
+    fn as_f32(values: &[Self]) -> Option<&[f32]>;
+    /// As [`Element::as_f32`], mutable.
+    fn as_f32_mut(values: &mut [Self]) -> Option<&mut [f32]>;
+}
+
+impl Element for f32 {
+    const DTYPE: DType = DType::F32;
+    fn to_f32(self) -> f32 {
+        self
+    }
+    fn from_f32(x: f32) -> Self {
+        x
+    }
+    fn as_f32(values: &[Self]) -> Option<&[f32]> {
+        Some(values)
+    }
+    fn as_f32_mut(values: &mut [Self]) -> Option<&mut [f32]> {
+        Some(values)
+    }
+}
+
+macro_rules! half_element {
+    ($t:ty, $d:expr) => {
+        impl Element for $t {
+            const DTYPE: DType = $d;
+            fn to_f32(self) -> f32 {
+                <$t>::to_f32(self)
+            }
+            fn from_f32(x: f32) -> Self {
+                <$t>::from_f32(x)
+            }
+            fn as_f32(_: &[Self]) -> Option<&[f32]> {
+                None
+            }
+            fn as_f32_mut(_: &mut [Self]) -> Option<&mut [f32]> {
+                None
+            }
+        }
+    };
+}
+half_element!(half::f16, DType::F16);
+half_element!(half::bf16, DType::BF16);
 
 /// Host results of one loss call, on any backend.
 #[derive(Debug, Clone, PartialEq)]
@@ -193,15 +292,17 @@ pub(crate) fn per_item_reduction(r: Reduction) -> Result<()> {
     Ok(())
 }
 
-/// The bytes of an array of `shape` with 4-byte elements, computed with overflow checks.
+/// The bytes of an array of `shape` and `dtype`, rounded up to whole 4-byte words (what a
+/// buffer holding it needs), computed with overflow checks.
 ///
 /// # Errors
 /// [`Error::Shape`] naming `input` when the element count or the byte count overflows.
-pub(crate) fn shape_bytes(input: &'static str, shape: &[usize]) -> Result<u64> {
+pub(crate) fn typed_bytes(input: &'static str, shape: &[usize], dtype: DType) -> Result<u64> {
     shape
         .iter()
         .try_fold(1usize, |n, &d| n.checked_mul(d))
-        .and_then(|n| u64::try_from(n).ok()?.checked_mul(4))
+        .and_then(|n| u64::try_from(n).ok()?.checked_mul(dtype.size()))
+        .and_then(|b| b.checked_next_multiple_of(4))
         .ok_or_else(|| Error::shape(input, "a shape whose size fits in 64 bits".into(), shape))
 }
 
@@ -234,6 +335,19 @@ impl<'a> Arg<'a> {
             return Err(Error::DType {
                 input,
                 expected: dtype.name(),
+                got: self.dtype.name(),
+            });
+        }
+        Ok(())
+    }
+
+    /// `Err` naming `input` unless it is a float type (f32, f16 or bf16): the rule for
+    /// every differentiable input.
+    pub(crate) fn expect_float(&self, input: &'static str) -> Result<()> {
+        if !self.dtype.is_float() {
+            return Err(Error::DType {
+                input,
+                expected: "f32, f16 or bf16",
                 got: self.dtype.name(),
             });
         }

@@ -78,7 +78,7 @@ impl Engine {
         let row = (u32::MAX - flag) as usize;
         let value = match status.values.dtype() {
             DType::I32 => self.download_i32(&status.values)?[row].to_string(),
-            DType::F32 => self.download(&status.values)?[row].to_string(),
+            _ => self.download(&status.values)?[row].to_string(),
         };
         Err(Error::Value {
             input: status.input,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use wgpu::util::DeviceExt;
 
-use crate::core::shape_bytes;
+use crate::core::typed_bytes;
 use crate::error::{Error, Result};
 use crate::gpu::engine::Engine;
 use crate::gpu::kernel::{Kernel, KernelKey};
@@ -129,13 +129,13 @@ impl<'a> Recorder<'a> {
     /// A workspace or output tensor whose contents the call's kernels write in full before
     /// anything reads them (undefined at the start of a call).
     pub(crate) fn tensor(&mut self, shape: &[usize], dtype: DType) -> Result<Tensor> {
-        let (buffer, _) = self.slot(shape_bytes("shape", shape)?, None)?;
+        let (buffer, _) = self.slot(typed_bytes("shape", shape, dtype)?, None)?;
         Self::tensor_in(buffer, shape, dtype)
     }
 
     /// A tensor that holds zeros at the start of every call (accumulators, status flags).
     pub(crate) fn zeros(&mut self, shape: &[usize], dtype: DType) -> Result<Tensor> {
-        let (buffer, new) = self.slot(shape_bytes("shape", shape)?, None)?;
+        let (buffer, new) = self.slot(typed_bytes("shape", shape, dtype)?, None)?;
         if !new {
             self.clears.push(buffer.clone());
         }
@@ -414,6 +414,18 @@ impl Engine {
         row_bytes: u64,
         per_row_scalars: bool,
     ) -> Result<Vec<Range<usize>>> {
+        self.row_windows_for(rows, &[row_bytes], per_row_scalars)
+    }
+
+    /// As [`Engine::row_windows`] for several arrays of rows bound together, whose rows are
+    /// `row_bytes` each (arrays of different element types): every window starts at an
+    /// accepted offset in each and fits one binding of the widest.
+    pub(crate) fn row_windows_for(
+        &self,
+        rows: usize,
+        row_bytes: &[u64],
+        per_row_scalars: bool,
+    ) -> Result<Vec<Range<usize>>> {
         let a = self.limits().min_storage_buffer_offset_alignment.max(4) as u64;
         let gcd = |mut x: u64, mut y: u64| {
             while y != 0 {
@@ -421,14 +433,17 @@ impl Engine {
             }
             x
         };
-        let row_align = a / gcd(a, row_bytes);
+        let lcm = |x: u64, y: u64| x / gcd(x, y) * y;
         let scalar_align = if per_row_scalars { a / 4 } else { 1 };
-        let align = (row_align * scalar_align / gcd(row_align, scalar_align)) as usize;
-        let fit = (self.max_binding_bytes() / row_bytes.max(4)) as usize;
+        let align = row_bytes
+            .iter()
+            .fold(scalar_align, |l, &b| lcm(l, a / gcd(a, b))) as usize;
+        let widest = row_bytes.iter().copied().max().unwrap_or(4);
+        let fit = (self.max_binding_bytes() / widest.max(4)) as usize;
         let per = fit - fit % align;
         if per == 0 {
             return Err(Error::Limit(format!(
-                "a block of {align} rows of {row_bytes} bytes exceeds the {}-byte binding limit",
+                "a block of {align} rows of {widest} bytes exceeds the {}-byte binding limit",
                 self.max_binding_bytes()
             )));
         }

@@ -5,8 +5,12 @@
 //! file. The loss families keep their WGSL beside their Rust (`src/losses/<family>/`); the
 //! reduction and copy kernels that every family or the benchmark uses live under `shaders/`.
 
+use crate::core::DType;
+
 /// The helpers every module starts with: stable `exp`/`log` pieces, the grid index.
 pub(crate) const MATH: &str = include_str!("../../shaders/common/math.wgsl");
+/// Exact widening and round-to-nearest-even narrowing of bf16 and f16 packed in u32 words.
+pub(crate) const HALF: &str = include_str!("../../shaders/common/half.wgsl");
 /// A workgroup-wide tree sum in a fixed order.
 pub(crate) const WORKGROUP_SUM: &str = include_str!("../../shaders/common/workgroup_sum.wgsl");
 const REDUCE: &str = include_str!("../../shaders/reduce.wgsl");
@@ -104,5 +108,102 @@ pub(crate) fn lanes(vec4: bool) -> (&'static str, u32, &'static str, &'static st
         ("vec4<f32>", 4, "v", "g")
     } else {
         ("f32", 1, "vec4<f32>(v, 0.0, 0.0, 0.0)", "g.x")
+    }
+}
+
+/// One float array of a kernel as its WGSL sees it, whatever its element type: the
+/// declaration and the functions that read (`load_NAME(i)`, `load4_NAME(j)`) and write
+/// (`store_NAME(i, v)`, `store4_NAME(j, v)`) it as f32, element `i` or 4-element chunk `j`.
+///
+/// f32 arrays are `array<f32>` / `array<vec4<f32>>`. 16-bit arrays are pairs packed in u32
+/// words (`half.wgsl`); a chunk of four is one `vec2<u32>`. A single 16-bit element shares
+/// its word with a neighbour another invocation may be writing, so a scalar view that is
+/// written is `array<atomic<u32>>` and each store replaces its own half with an atomic
+/// AND then OR, which leave the other half as it is in any interleaving.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FloatView<'a> {
+    pub name: &'a str,
+    pub dtype: DType,
+    pub access: Access,
+}
+
+impl FloatView<'_> {
+    fn half(&self) -> Option<&'static str> {
+        match self.dtype {
+            DType::F16 => Some("f16"),
+            DType::BF16 => Some("bf16"),
+            _ => None,
+        }
+    }
+
+    fn writable(&self) -> bool {
+        self.access == Access::ReadWrite
+    }
+
+    /// The declaration at `binding` of group 0, as chunks of four or as elements.
+    pub fn declare(&self, binding: u32, chunks: bool) -> String {
+        let element = match (self.half(), chunks) {
+            (None, true) => "vec4<f32>",
+            (None, false) => "f32",
+            (Some(_), true) => "vec2<u32>",
+            (Some(_), false) if self.writable() => "atomic<u32>",
+            (Some(_), false) => "u32",
+        };
+        let access = if self.writable() {
+            "read_write"
+        } else {
+            "read"
+        };
+        format!(
+            "@group(0) @binding({binding}) var<storage, {access}> {}: array<{element}>;\n",
+            self.name
+        )
+    }
+
+    /// The access functions of the view declared with the same `chunks`.
+    pub fn functions(&self, chunks: bool) -> String {
+        let n = self.name;
+        let mut f = match (self.half(), chunks) {
+            (None, true) => format!("fn load4_{n}(j: u32) -> vec4<f32> {{ return {n}[j]; }}\n"),
+            (None, false) => format!("fn load_{n}(i: u32) -> f32 {{ return {n}[i]; }}\n"),
+            (Some(d), true) => format!(
+                "fn load4_{n}(j: u32) -> vec4<f32> {{\n\
+                 \x20   let w = {n}[j];\n\
+                 \x20   return vec4<f32>({d}_to_f32(w.x & 0xffffu), {d}_to_f32(w.x >> 16u), \
+                 {d}_to_f32(w.y & 0xffffu), {d}_to_f32(w.y >> 16u));\n\
+                 }}\n"
+            ),
+            (Some(d), false) => {
+                let word = if self.writable() {
+                    format!("atomicLoad(&{n}[i >> 1u])")
+                } else {
+                    format!("{n}[i >> 1u]")
+                };
+                format!(
+                    "fn load_{n}(i: u32) -> f32 {{ return {d}_to_f32(({word} >> ((i & 1u) * 16u)) & 0xffffu); }}\n"
+                )
+            }
+        };
+        if !self.writable() {
+            return f;
+        }
+        f += &match (self.half(), chunks) {
+            (None, true) => format!("fn store4_{n}(j: u32, g: vec4<f32>) {{ {n}[j] = g; }}\n"),
+            (None, false) => format!("fn store_{n}(i: u32, g: f32) {{ {n}[i] = g; }}\n"),
+            (Some(d), true) => format!(
+                "fn store4_{n}(j: u32, g: vec4<f32>) {{\n\
+                 \x20   {n}[j] = vec2<u32>(f32_to_{d}(g.x) | (f32_to_{d}(g.y) << 16u), \
+                 f32_to_{d}(g.z) | (f32_to_{d}(g.w) << 16u));\n\
+                 }}\n"
+            ),
+            (Some(d), false) => format!(
+                "fn store_{n}(i: u32, g: f32) {{\n\
+                 \x20   let shift = (i & 1u) * 16u;\n\
+                 \x20   atomicAnd(&{n}[i >> 1u], ~(0xffffu << shift));\n\
+                 \x20   atomicOr(&{n}[i >> 1u], f32_to_{d}(g) << shift);\n\
+                 }}\n"
+            ),
+        };
+        f
     }
 }

@@ -2,8 +2,8 @@
 
 use wgpu::util::DeviceExt;
 
-use crate::core::shape_bytes;
 pub use crate::core::DType;
+use crate::core::{typed_bytes, Element};
 use crate::error::{Error, Result};
 use crate::gpu::engine::Engine;
 
@@ -28,7 +28,9 @@ pub(crate) const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
 const MIN_BYTES: u64 = 16;
 
 impl Tensor {
-    /// Wraps a caller's buffer, from offset 0, without copying.
+    /// Wraps a caller's buffer, from offset 0, without copying. A 16-bit tensor's buffer
+    /// holds whole 4-byte words: an odd element count needs 2 bytes of padding after it,
+    /// which the kernels leave as they are.
     ///
     /// # Errors
     /// [`Error::Shape`] when the buffer is smaller than the shape needs; [`Error::Option`] when
@@ -65,7 +67,7 @@ impl Tensor {
     }
 
     fn wrap(buffer: wgpu::Buffer, offset: u64, shape: &[usize], dtype: DType) -> Result<Self> {
-        let bytes = shape_bytes("shape", shape)?;
+        let bytes = typed_bytes("shape", shape, dtype)?;
         let t = Self {
             buffer,
             offset,
@@ -116,7 +118,7 @@ impl Tensor {
         let row: usize = self.shape[1..].iter().product();
         let mut shape = self.shape.clone();
         shape[0] = count;
-        let offset = self.offset + (start * row * 4) as u64;
+        let offset = self.offset + (start * row) as u64 * self.dtype.size();
         Tensor::view(engine, self.buffer.clone(), offset, &shape, self.dtype)
     }
 
@@ -159,16 +161,25 @@ impl Tensor {
 
     /// Size of the data in bytes.
     pub fn bytes(&self) -> u64 {
-        self.len() as u64 * 4
+        self.len() as u64 * self.dtype.size()
+    }
+
+    /// The bytes of the whole 4-byte words the data occupies.
+    fn word_bytes(&self) -> u64 {
+        self.bytes().next_multiple_of(4)
     }
 
     /// The binding of `count` elements starting at element `start` (at least one element:
-    /// wgpu cannot bind an empty range, and buffers are never smaller than 16 bytes).
+    /// wgpu cannot bind an empty range, and buffers are never smaller than 16 bytes), in
+    /// whole 4-byte words: a 16-bit window starts on a word (callers split at aligned
+    /// rows) and ends on one, taking the other half of a last shared word with it.
     pub(crate) fn window(&self, start: usize, count: usize) -> Binding {
+        let size = self.dtype.size();
+        debug_assert!((start as u64 * size).is_multiple_of(4));
         Binding::Buffer {
             buffer: self.buffer.clone(),
-            offset: self.offset + start as u64 * 4,
-            size: count.max(1) as u64 * 4,
+            offset: self.offset + start as u64 * size,
+            size: (count.max(1) as u64 * size).next_multiple_of(4),
         }
     }
 
@@ -208,7 +219,25 @@ impl Engine {
         Ok(())
     }
 
-    fn upload_bytes(&self, bytes: &[u8], shape: &[usize], dtype: DType) -> Result<Tensor> {
+    /// A new tensor of `shape` and `dtype` holding `bytes`.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when `bytes` does not hold exactly `shape`; as [`Engine::upload`].
+    pub(crate) fn upload_bytes(
+        &self,
+        bytes: &[u8],
+        shape: &[usize],
+        dtype: DType,
+    ) -> Result<Tensor> {
+        let elements = bytes.len() as u64 / dtype.size();
+        typed_bytes("shape", shape, dtype)?;
+        if shape.iter().product::<usize>() as u64 != elements {
+            return Err(Error::Shape {
+                input: "data",
+                expected: format!("{elements} elements"),
+                got: shape.to_vec(),
+            });
+        }
         Ok(Tensor {
             buffer: self.upload_buffer(bytes)?,
             offset: 0,
@@ -217,14 +246,16 @@ impl Engine {
         })
     }
 
-    /// A new storage buffer holding `bytes` (padded to the 16-byte minimum).
+    /// A new storage buffer holding `bytes` (padded to the 16-byte minimum and to whole
+    /// 4-byte words).
     pub(crate) fn upload_buffer(&self, bytes: &[u8]) -> Result<wgpu::Buffer> {
         self.check_size(bytes.len() as u64)?;
-        self.note_buffer((bytes.len() as u64).max(MIN_BYTES), false);
+        let size = (bytes.len() as u64).max(MIN_BYTES).next_multiple_of(4);
+        self.note_buffer(size, false);
         let mut padded;
-        let contents = if (bytes.len() as u64) < MIN_BYTES {
+        let contents = if (bytes.len() as u64) < size {
             padded = bytes.to_vec();
-            padded.resize(MIN_BYTES as usize, 0);
+            padded.resize(size as usize, 0);
             &padded[..]
         } else {
             bytes
@@ -241,7 +272,7 @@ impl Engine {
     }
 
     fn check_len(input: &'static str, len: usize, shape: &[usize]) -> Result<()> {
-        if shape_bytes("shape", shape)? != len as u64 * 4 {
+        if typed_bytes("shape", shape, DType::F32)? != len as u64 * 4 {
             return Err(Error::Shape {
                 input,
                 expected: format!("{len} elements"),
@@ -260,6 +291,45 @@ impl Engine {
         self.upload_bytes(bytemuck::cast_slice(data), shape, DType::F32)
     }
 
+    /// Copies f32, f16 or bf16 host data to a new device tensor of that type.
+    ///
+    /// # Errors
+    /// As [`Engine::upload`].
+    pub fn upload_values<T: Element>(&self, data: &[T], shape: &[usize]) -> Result<Tensor> {
+        Self::check_len("data", data.len(), shape)?;
+        self.upload_bytes(bytemuck::cast_slice(data), shape, T::DTYPE)
+    }
+
+    /// Copies f32 host data to a new device tensor of the float type `dtype`, rounding
+    /// each value to nearest, ties to even.
+    ///
+    /// # Errors
+    /// As [`Engine::upload`]; [`Error::DType`] when `dtype` is not a float type.
+    pub fn upload_as(&self, data: &[f32], shape: &[usize], dtype: DType) -> Result<Tensor> {
+        match dtype {
+            DType::F32 => self.upload(data, shape),
+            DType::F16 => self.upload_values(
+                &data
+                    .iter()
+                    .map(|&x| half::f16::from_f32(x))
+                    .collect::<Vec<_>>(),
+                shape,
+            ),
+            DType::BF16 => self.upload_values(
+                &data
+                    .iter()
+                    .map(|&x| half::bf16::from_f32(x))
+                    .collect::<Vec<_>>(),
+                shape,
+            ),
+            DType::I32 => Err(Error::DType {
+                input: "dtype",
+                expected: "f32, f16 or bf16",
+                got: "i32",
+            }),
+        }
+    }
+
     /// Copies i32 host data (class indices, labels) to a new device tensor.
     ///
     /// # Errors
@@ -274,7 +344,7 @@ impl Engine {
     /// # Errors
     /// [`Error::Limit`] past the adapter's buffer size; wgpu errors.
     pub fn zeros(&self, shape: &[usize], dtype: DType) -> Result<Tensor> {
-        let buffer = self.new_buffer(shape_bytes("shape", shape)?)?;
+        let buffer = self.new_buffer(typed_bytes("shape", shape, dtype)?)?;
         Ok(Tensor {
             buffer,
             offset: 0,
@@ -285,7 +355,7 @@ impl Engine {
 
     /// A new zero-filled storage buffer of at least `bytes` bytes.
     pub(crate) fn new_buffer(&self, bytes: u64) -> Result<wgpu::Buffer> {
-        let bytes = bytes.max(MIN_BYTES);
+        let bytes = bytes.max(MIN_BYTES).next_multiple_of(4);
         self.check_size(bytes)?;
         self.note_buffer(bytes, true);
         self.scoped(|| {
@@ -298,17 +368,36 @@ impl Engine {
         })
     }
 
-    /// Reads an f32 tensor back to the host (waits for queued work).
+    /// Reads a float tensor back to the host as f32 (waits for queued work); f16 and bf16
+    /// values widen exactly.
     ///
     /// # Errors
     /// [`Error::DType`] for an i32 tensor; map failures and wgpu errors.
     pub fn download(&self, t: &Tensor) -> Result<Vec<f32>> {
-        t.expect_dtype("tensor", DType::F32)?;
-        Ok(bytemuck::pod_collect_to_vec(&self.read_bytes(
-            &t.buffer,
-            t.offset,
-            t.bytes(),
-        )?))
+        match t.dtype {
+            DType::F16 => Ok(self
+                .download_values::<half::f16>(t)?
+                .iter()
+                .map(|v| v.to_f32())
+                .collect()),
+            DType::BF16 => Ok(self
+                .download_values::<half::bf16>(t)?
+                .iter()
+                .map(|v| v.to_f32())
+                .collect()),
+            _ => self.download_values::<f32>(t),
+        }
+    }
+
+    /// Reads a tensor of element type `T` back to the host.
+    ///
+    /// # Errors
+    /// [`Error::DType`] when the tensor is not of type `T`; as [`Engine::download`].
+    pub fn download_values<T: Element>(&self, t: &Tensor) -> Result<Vec<T>> {
+        t.expect_dtype("tensor", T::DTYPE)?;
+        let mut bytes = self.read_bytes(&t.buffer, t.offset, t.word_bytes())?;
+        bytes.truncate(t.bytes() as usize);
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 
     /// Reads an i32 tensor back to the host.

@@ -1,8 +1,11 @@
 //! Comparison of f32 results with the f64 reference, with stated tolerances.
 
-/// Tolerance: `|got - want| <= atol * max|want| + rtol * |want|` elementwise. The `atol`
-/// term is relative to the array's largest magnitude, because f32 error in a row is set by
-/// the row's scale, not by each element's own size.
+use crate::core::DType;
+
+/// Tolerance: `|got - want| <= atol * max|want| + rtol * |want|` elementwise, plus ½ ulp of
+/// `written_as` when the values were rounded to a 16-bit type on output. The `atol` term is
+/// relative to the array's largest magnitude, because f32 error in a row is set by the
+/// row's scale, not by each element's own size.
 #[derive(Debug, Clone, Copy)]
 pub struct Tolerance {
     /// Elementwise relative tolerance.
@@ -11,6 +14,29 @@ pub struct Tolerance {
     pub atol: f64,
     /// Smallest scale the `atol` term uses, so arrays of near-zeros are not held to zero.
     pub floor: f64,
+    /// The type the values were written in: f16 and bf16 add the final rounding, ½ ulp at
+    /// the element (`|g|·2⁻¹¹` for f16, `|g|·2⁻⁸` for bf16; subnormals by their absolute
+    /// ulp), the rule of docs/LOSSES.md.
+    pub written_as: DType,
+}
+
+impl Tolerance {
+    /// The same tolerance for values written as `dtype`.
+    pub fn written_as(self, dtype: DType) -> Self {
+        Self {
+            written_as: dtype,
+            ..self
+        }
+    }
+
+    /// ½ ulp of `written_as` at magnitude `m` (0 for f32).
+    fn rounding(&self, m: f64) -> f64 {
+        match self.written_as {
+            DType::F16 => (m * 2f64.powi(-11)).max(2f64.powi(-25)),
+            DType::BF16 => (m * 2f64.powi(-8)).max(2f64.powi(-134)),
+            DType::F32 | DType::I32 => 0.0,
+        }
+    }
 }
 
 impl Default for Tolerance {
@@ -19,6 +45,7 @@ impl Default for Tolerance {
             rtol: 1e-4,
             atol: 1e-5,
             floor: 1e-6,
+            written_as: DType::F32,
         }
     }
 }
@@ -55,7 +82,8 @@ pub fn compare(got: &[f32], want: &[f64], tol: Tolerance) -> Comparison {
         let g64 = g as f64;
         let same_special = (g64.is_nan() && w.is_nan()) || (g64.is_infinite() && g64 == w);
         let d = (g64 - w).abs();
-        let ok = same_special || d <= tol.atol * scale + tol.rtol * w.abs();
+        let bound = tol.atol * scale + tol.rtol * w.abs() + tol.rounding(w.abs().max(g64.abs()));
+        let ok = same_special || d <= bound;
         if !same_special {
             max_abs = max_abs.max(if d.is_nan() { f64::INFINITY } else { d });
         }

@@ -10,7 +10,7 @@ pub mod random;
 pub mod session;
 
 use crate::core::reference::RefOutput;
-use crate::core::{Arg, LossValues, Reduction, Upstream};
+use crate::core::{Arg, DType, LossValues, Reduction, Upstream};
 use crate::error::{Error, Result};
 use crate::gpu::engine::Engine;
 use crate::gpu::tensor::Tensor;
@@ -25,6 +25,57 @@ pub enum HostData {
     F32(Vec<f32>),
     /// Integers (int32 and int64 files).
     I64(Vec<i64>),
+    /// Half-precision floats (f16 files), kept as f16 up to the kernel.
+    F16(Vec<half::f16>),
+    /// bfloat16 values (from `dtype=bf16`: NumPy has no bf16 files).
+    BF16(Vec<half::bf16>),
+}
+
+impl HostData {
+    /// The element type as a tensor would hold it (integers as i32).
+    pub fn dtype(&self) -> DType {
+        match self {
+            HostData::F32(_) => DType::F32,
+            HostData::I64(_) => DType::I32,
+            HostData::F16(_) => DType::F16,
+            HostData::BF16(_) => DType::BF16,
+        }
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            HostData::F32(v) => v.len(),
+            HostData::I64(v) => v.len(),
+            HostData::F16(v) => v.len(),
+            HostData::BF16(v) => v.len(),
+        }
+    }
+
+    /// Whether there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Keeps the first `n` elements.
+    pub fn truncate(&mut self, n: usize) {
+        match self {
+            HostData::F32(v) => v.truncate(n),
+            HostData::I64(v) => v.truncate(n),
+            HostData::F16(v) => v.truncate(n),
+            HostData::BF16(v) => v.truncate(n),
+        }
+    }
+
+    /// The values as f32: 16-bit floats widen exactly, integers convert.
+    pub fn to_f32(&self) -> Vec<f32> {
+        match self {
+            HostData::F32(v) => v.clone(),
+            HostData::I64(v) => v.iter().map(|&x| x as f32).collect(),
+            HostData::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
+            HostData::BF16(v) => v.iter().map(|x| x.to_f32()).collect(),
+        }
+    }
 }
 
 /// A host array with its shape.
@@ -50,6 +101,19 @@ impl HostArray {
         Self {
             shape: shape.to_vec(),
             data: HostData::I64(data),
+        }
+    }
+
+    /// A float array of `dtype` (f32, f16 or bf16) holding `data` rounded to it.
+    pub fn rounded(shape: &[usize], data: &[f32], dtype: DType) -> Self {
+        let data = match dtype {
+            DType::F16 => HostData::F16(data.iter().map(|&x| half::f16::from_f32(x)).collect()),
+            DType::BF16 => HostData::BF16(data.iter().map(|&x| half::bf16::from_f32(x)).collect()),
+            _ => HostData::F32(data.to_vec()),
+        };
+        Self {
+            shape: shape.to_vec(),
+            data,
         }
     }
 }
@@ -148,6 +212,11 @@ pub trait LossDef: Sync {
     fn inputs(&self) -> &'static [InputSpec];
     /// Its option names.
     fn options(&self) -> &'static [&'static str];
+    /// Whether its differentiable inputs may be f16 or bf16 (then it also takes the option
+    /// `grad_dtype`).
+    fn half_precision(&self) -> bool {
+        false
+    }
     /// Runs on the GPU in `session`: through its plan and input tensors when they fit.
     ///
     /// # Errors
@@ -265,7 +334,31 @@ impl Case {
                 });
             }
         }
+        for spec in def.inputs().iter().filter(|s| s.differentiable) {
+            let dtype = self.float_dtype(spec.name);
+            if dtype != DType::F32 && !def.half_precision() {
+                return Err(Error::DType {
+                    input: spec.name,
+                    expected: "f32 (this loss does not read 16-bit floats yet)",
+                    got: dtype.name(),
+                });
+            }
+        }
+        for spec in def.inputs().iter().filter(|s| !s.differentiable) {
+            if let Some(a) = self.input(spec.name) {
+                if matches!(a.data, HostData::F16(_) | HostData::BF16(_)) {
+                    return Err(Error::DType {
+                        input: spec.name,
+                        expected: "f32 or integers (only differentiable inputs may be 16-bit)",
+                        got: a.data.dtype().name(),
+                    });
+                }
+            }
+        }
         for name in self.options.keys() {
+            if name == "grad_dtype" && def.half_precision() {
+                continue;
+            }
             if !def.options().contains(&name.as_str()) {
                 return Err(Error::Unknown {
                     kind: "option",
@@ -295,15 +388,49 @@ impl Case {
         self.inputs.get(name)
     }
 
-    /// The float input `name` (integers are converted), if given.
+    /// The float input `name` as f32 (16-bit floats widen exactly, integers are
+    /// converted), if given.
     pub fn floats(&self, name: &'static str) -> Option<(Vec<f32>, Vec<usize>)> {
-        self.input(name).map(|a| {
-            let data = match &a.data {
-                HostData::F32(v) => v.clone(),
-                HostData::I64(v) => v.iter().map(|&x| x as f32).collect(),
-            };
-            (data, a.shape.clone())
-        })
+        self.input(name).map(|a| (a.data.to_f32(), a.shape.clone()))
+    }
+
+    /// The element type the gradient of input `name` is written in: the `grad_dtype` option
+    /// when set (and valid), else the input's own type.
+    pub fn grad_dtype(&self, name: &str) -> DType {
+        self.options
+            .get("grad_dtype")
+            .and_then(|d| d.parse().ok())
+            .unwrap_or_else(|| self.float_dtype(name))
+    }
+
+    /// The element type of the float input `name`: f32 when absent or not a 16-bit float.
+    pub fn float_dtype(&self, name: &str) -> DType {
+        match self.input(name).map(|a| a.data.dtype()) {
+            Some(d @ (DType::F16 | DType::BF16)) => d,
+            _ => DType::F32,
+        }
+    }
+
+    /// Applies the `dtype` option (`f32`, `f16` or `bf16`), if set: every differentiable
+    /// input of `def` is rounded to it (to nearest, ties to even) and the option removed.
+    /// Other inputs keep their types.
+    ///
+    /// # Errors
+    /// [`Error::Option`] for another dtype, or for a 16-bit dtype with a loss that reads f32
+    /// only.
+    pub fn apply_dtype(mut self, def: &dyn LossDef) -> Result<Self> {
+        let Some(text) = self.options.remove("dtype") else {
+            return Ok(self);
+        };
+        let dtype: DType = text.parse()?;
+        for spec in def.inputs().iter().filter(|s| s.differentiable) {
+            if let Some(a) = self.inputs.get_mut(spec.name) {
+                if a.data.dtype().is_float() {
+                    *a = HostArray::rounded(&a.shape, &a.data.to_f32(), dtype);
+                }
+            }
+        }
+        Ok(self)
     }
 
     /// The option `name` parsed, or `default`.
@@ -368,7 +495,8 @@ pub fn labels_i32(input: &'static str, a: &HostArray) -> Result<Vec<i32>> {
             .enumerate()
             .map(|(i, &x)| i32::try_from(x).map_err(|_| bad(i, x.to_string())))
             .collect(),
-        HostData::F32(v) => v
+        floats => floats
+            .to_f32()
             .iter()
             .enumerate()
             .map(|(i, &x)| {

@@ -48,16 +48,16 @@ impl<'e> GpuSession<'e> {
     ) -> Result<Tensor> {
         if let Some(t) = self.inputs.get(name) {
             if t.shape() == shape && t.dtype() == dtype {
+                // Whole words: an odd count of 16-bit values takes 2 bytes of padding.
+                let mut words = bytes.to_vec();
+                words.resize(bytes.len().next_multiple_of(4), 0);
                 self.engine
                     .queue()
-                    .write_buffer(t.buffer(), t.offset(), bytes);
+                    .write_buffer(t.buffer(), t.offset(), &words);
                 return Ok(t.clone());
             }
         }
-        let t = match dtype {
-            DType::F32 => self.engine.upload(bytemuck::cast_slice(bytes), shape)?,
-            DType::I32 => self.engine.upload_i32(bytemuck::cast_slice(bytes), shape)?,
-        };
+        let t = self.engine.upload_bytes(bytes, shape, dtype)?;
         self.inputs.insert(name, t.clone());
         Ok(t)
     }
@@ -69,6 +69,31 @@ impl<'e> GpuSession<'e> {
     /// As [`Engine::upload`].
     pub fn upload(&mut self, name: &'static str, data: &[f32], shape: &[usize]) -> Result<Tensor> {
         self.put(name, bytemuck::cast_slice(data), shape, DType::F32)
+    }
+
+    /// The float input `name` holding `data` rounded to `dtype` (f32, f16 or bf16).
+    ///
+    /// # Errors
+    /// As [`Engine::upload_as`].
+    pub fn upload_as(
+        &mut self,
+        name: &'static str,
+        data: &[f32],
+        shape: &[usize],
+        dtype: DType,
+    ) -> Result<Tensor> {
+        let bytes: Vec<u8> = match dtype {
+            DType::F16 => data
+                .iter()
+                .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+                .collect(),
+            DType::BF16 => data
+                .iter()
+                .flat_map(|&x| half::bf16::from_f32(x).to_le_bytes())
+                .collect(),
+            _ => return self.upload(name, data, shape),
+        };
+        self.put(name, &bytes, shape, dtype)
     }
 
     /// [`GpuSession::upload`] for i32 data.

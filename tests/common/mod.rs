@@ -46,18 +46,30 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f64], tol: Tolerance) {
     }
 }
 
-/// Asserts GPU and reference agree on loss and every gradient.
+/// Asserts GPU and reference agree on loss and every gradient (f32 gradients).
 pub fn assert_evaluated(what: &str, gpu: &Evaluated<f32>, want: &Evaluated<f64>, tol: Tolerance) {
+    assert_written(what, gpu, want, tol, &Case::default());
+}
+
+/// As [`assert_evaluated`], each gradient held to `tol` plus its rounding to the type
+/// `case` has it written in (f16, bf16: ½ ulp, the rule of docs/LOSSES.md).
+pub fn assert_written(
+    what: &str,
+    gpu: &Evaluated<f32>,
+    want: &Evaluated<f64>,
+    tol: Tolerance,
+    case: &Case,
+) {
     assert_eq!(gpu.loss_shape, want.loss_shape, "{what}: loss shape");
     assert_close(&format!("{what}: loss"), &gpu.loss, &want.loss, tol);
     assert_eq!(gpu.grads.len(), want.grads.len(), "{what}: gradient count");
     for ((name, g, s), (wname, w, ws)) in gpu.grads.iter().zip(&want.grads) {
         assert_eq!((name, s), (wname, ws), "{what}: gradient name/shape");
         assert_close(
-            &format!("{what}: grad {name}"),
+            &format!("{what}: grad {name} ({})", case.grad_dtype(name).name()),
             g,
             w,
-            want.grad_tolerance(tol),
+            want.grad_tolerance(tol).written_as(case.grad_dtype(name)),
         );
     }
 }
@@ -138,11 +150,12 @@ fn check_with(
         return false;
     }
     let got = run().unwrap_or_else(|e| panic!("{backend} failed on {:?}: {e}", case.options));
-    assert_evaluated(
+    assert_written(
         &format!("{backend} {} {:?}", def.name(), case.options),
         &got,
         &want,
         tol,
+        case,
     );
     true
 }

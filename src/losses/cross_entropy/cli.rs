@@ -7,7 +7,7 @@ use super::cpu::{
 use super::gpu::{CrossEntropyInputs, Target};
 use super::reference::{self, softmax_focal as focal_reference, RefTarget};
 use super::{Args, CrossEntropy, SoftmaxFocal};
-use crate::core::{Arg, DType, LossValues, Reduction, Upstream};
+use crate::core::{Arg, DType, Element, LossValues, Reduction, Upstream};
 use crate::error::{Error, Result};
 use crate::gpu::engine::Engine;
 use crate::registry::random::Rng;
@@ -33,7 +33,9 @@ impl RowDef {
 /// A cross-entropy problem on the host, checked for consistent shapes.
 struct HostProblem {
     opts: CrossEntropy,
+    /// The logits widened to f32, and their type.
     logits: Vec<f32>,
+    dtype: DType,
     n: usize,
     c: usize,
     classes: Option<Vec<i32>>,
@@ -64,7 +66,16 @@ pub(crate) fn cross_entropy_options(case: &Case) -> Result<CrossEntropy> {
         .ignore_index(ignore_index(case)?)
         .label_smoothing(case.option("label_smoothing", 0.0)?)
         .z_loss(case.option("z_loss", 0.0)?)
-        .softcap(softcap))
+        .softcap(softcap)
+        .grad_dtype(grad_dtype(case)?))
+}
+
+/// The `grad_dtype` option: `None` (the input's type) unless set.
+pub(crate) fn grad_dtype(case: &Case) -> Result<Option<DType>> {
+    case.options
+        .get("grad_dtype")
+        .map(|t| t.parse())
+        .transpose()
 }
 
 /// Class indices in `[0, c)` for `n` rows, about a fifth of them `ignore_index` -100.
@@ -108,24 +119,28 @@ impl HostProblem {
                 .reduction(case.option("reduction", Reduction::Mean)?)
                 .ignore_index(ignore_index(case)?)
                 .gamma(case.option("gamma", 2.0)?)
+                .grad_dtype(grad_dtype(case)?)
                 .row_kernel()
         } else {
             cross_entropy_options(case)?
         };
         let (logits, shape) = case.floats("logits").unwrap_or_default();
+        let dtype = case.float_dtype("logits");
         let target = case.input("target").expect("checked: required");
         let probabilities = target.shape.len() == 2;
         let weight = case.floats(if def.focal { "alpha" } else { "weight" });
         let (scalar_upstream, per_item) = case.upstream_parts();
         let (n, c) = opts.check(&Args {
-            logits: Arg::f32(&shape),
+            logits: Arg {
+                shape: &shape,
+                dtype,
+            },
             target: Arg {
                 shape: &target.shape,
                 dtype: match (&target.data, probabilities) {
-                    (HostData::F32(_), true) => DType::F32,
                     // Whole-number floats are accepted as class indices.
                     (_, false) => DType::I32,
-                    (HostData::I64(_), true) => DType::I32,
+                    (data, true) => data.dtype(),
                 },
             },
             probabilities,
@@ -142,6 +157,7 @@ impl HostProblem {
         Ok(Self {
             opts,
             logits,
+            dtype,
             n,
             c,
             classes,
@@ -170,6 +186,10 @@ impl LossDef for RowDef {
         } else {
             "cross-entropy"
         }
+    }
+
+    fn half_precision(&self) -> bool {
+        true
     }
 
     fn inputs(&self) -> &'static [InputSpec] {
@@ -239,7 +259,7 @@ impl LossDef for RowDef {
     fn gpu_in(&self, s: &mut GpuSession<'_>, case: &Case) -> Result<Evaluated<f32>> {
         let p = HostProblem::from_case(self, case)?;
         let (n, c) = (p.n, p.c);
-        let logits = s.upload("logits", &p.logits, &[n, c])?;
+        let logits = s.upload_as("logits", &p.logits, &[n, c], p.dtype)?;
         let target = match (&p.classes, &p.probs) {
             (Some(y), _) => s.upload_i32("target", y, &[n])?,
             (_, Some(t)) => s.upload("target", t, &[n, c])?,
@@ -277,7 +297,24 @@ impl LossDef for RowDef {
             weight: p.weight.as_deref(),
             upstream: host_upstream(p.upstream.as_deref(), p.n, p.opts.reduction),
         };
-        Ok(p.evaluated(cpu_cross_entropy(&p.opts, &inputs)?))
+        // 16-bit logits reach the backend as 16-bit values.
+        fn narrowed<T: Element>(inputs: &HostRowInputs<'_>, opts: &CrossEntropy) -> Result<LossValues> {
+            let logits: Vec<T> = inputs.logits.iter().map(|&x| T::from_f32(x)).collect();
+            let narrow = HostRowInputs {
+                logits: &logits,
+                shape: inputs.shape,
+                target: inputs.target,
+                weight: inputs.weight,
+                upstream: inputs.upstream,
+            };
+            cpu_cross_entropy(opts, &narrow)
+        }
+        let out = match p.dtype {
+            DType::F16 => narrowed::<half::f16>(&inputs, &p.opts)?,
+            DType::BF16 => narrowed::<half::bf16>(&inputs, &p.opts)?,
+            _ => cpu_cross_entropy(&p.opts, &inputs)?,
+        };
+        Ok(p.evaluated(out))
     }
 
     fn reference(&self, case: &Case) -> Result<Evaluated<f64>> {

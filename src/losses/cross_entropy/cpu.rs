@@ -6,7 +6,7 @@ use rayon::prelude::*;
 use crate::core::cpu_math::{exp, sech2, CHUNK_ELEMENTS};
 use crate::error::{Error, Result};
 use super::{target_class, Args, CrossEntropy, SoftmaxFocal};
-use crate::core::{host_shape, Arg, DType, LossValues, Reduction, Upstream};
+use crate::core::{host_shape, Arg, DType, Element, LossValues, Reduction, Upstream};
 
 /// Target of a CPU row loss.
 #[derive(Debug, Clone, Copy)]
@@ -17,11 +17,13 @@ pub enum HostTarget<'a> {
     Probabilities(&'a [f32]),
 }
 
-/// Host inputs of a CPU row loss (cross-entropy, softmax focal).
+/// Host inputs of a CPU row loss (cross-entropy, softmax focal). The logits may be f32,
+/// [`half::f16`] or [`half::bf16`]; the arithmetic is f32 (f64 where it accumulates) either
+/// way.
 #[derive(Debug, Clone, Copy)]
-pub struct HostRowInputs<'a> {
+pub struct HostRowInputs<'a, T: Element = f32> {
     /// Logits `[n, c]`, row-major.
-    pub logits: &'a [f32],
+    pub logits: &'a [T],
     /// (N, C).
     pub shape: (usize, usize),
     /// Class indices or probabilities.
@@ -32,39 +34,69 @@ pub struct HostRowInputs<'a> {
     pub upstream: Upstream<'a, [f32]>,
 }
 
-/// Cross-entropy (or, with `opts.focal`, softmax focal) of `inputs` on the CPU.
+impl<'a, T: Element> HostRowInputs<'a, T> {
+    /// The same inputs over other logits (of `shape`, with the target rows from `first`).
+    fn with_logits(&self, logits: &'a [f32], first: usize, rows: usize) -> HostRowInputs<'a> {
+        let c = self.shape.1;
+        HostRowInputs {
+            logits,
+            shape: (rows, c),
+            target: match self.target {
+                HostTarget::Probabilities(p) => {
+                    HostTarget::Probabilities(&p[first * c..(first + rows) * c])
+                }
+                classes => classes,
+            },
+            weight: self.weight,
+            upstream: self.upstream,
+        }
+    }
+}
+
+/// Cross-entropy (or, with `opts.focal`, softmax focal) of `inputs` on the CPU. The
+/// gradient comes back as the values written in `opts.grad_dtype` (by default the logits'
+/// type), widened to f32.
 ///
 /// # Errors
 /// Option, shape and target errors as the GPU path.
-pub fn cross_entropy(opts: &CrossEntropy, inputs: &HostRowInputs<'_>) -> Result<LossValues> {
-    let mut grad = vec![
-        0.0f32;
-        if opts.gradient {
-            inputs.logits.len()
-        } else {
-            0
-        }
-    ];
-    let loss = cross_entropy_into(opts, inputs, &mut grad)?;
-    Ok(LossValues {
-        loss,
-        grads: if opts.gradient {
-            vec![("logits", grad)]
-        } else {
-            Vec::new()
-        },
-    })
+pub fn cross_entropy<T: Element>(
+    opts: &CrossEntropy,
+    inputs: &HostRowInputs<'_, T>,
+) -> Result<LossValues> {
+    fn run<T: Element, G: Element>(
+        opts: &CrossEntropy,
+        inputs: &HostRowInputs<'_, T>,
+    ) -> Result<LossValues> {
+        let len = if opts.gradient { inputs.logits.len() } else { 0 };
+        let mut grad = vec![G::from_f32(0.0); len];
+        let loss = rows_into(opts, inputs, &mut grad, false)?;
+        Ok(LossValues {
+            loss,
+            grads: if opts.gradient {
+                vec![("logits", grad.iter().map(|g| g.to_f32()).collect())]
+            } else {
+                Vec::new()
+            },
+        })
+    }
+    match opts.grad_dtype_for(T::DTYPE) {
+        DType::F16 => run::<T, half::f16>(opts, inputs),
+        DType::BF16 => run::<T, half::bf16>(opts, inputs),
+        _ => run::<T, f32>(opts, inputs),
+    }
 }
 
-/// As [`cross_entropy`], writing the gradient into `grad` (`[N, C]`, reused across calls to
-/// save an allocation; ignored when `opts.gradient` is false) and returning the loss.
+/// As [`cross_entropy`], writing the gradient into `grad` (`[N, C]` of `opts.grad_dtype`,
+/// by default the logits' type; reused across calls to save an allocation; ignored when
+/// `opts.gradient` is false) and returning the loss.
 ///
 /// # Errors
-/// As [`cross_entropy`]; [`Error::Shape`] when `grad` has the wrong length.
-pub fn cross_entropy_into(
+/// As [`cross_entropy`]; [`Error::Shape`] when `grad` has the wrong length,
+/// [`Error::DType`] when it has the wrong type.
+pub fn cross_entropy_into<T: Element, G: Element>(
     opts: &CrossEntropy,
-    inputs: &HostRowInputs<'_>,
-    grad: &mut [f32],
+    inputs: &HostRowInputs<'_, T>,
+    grad: &mut [G],
 ) -> Result<Vec<f32>> {
     rows_into(opts, inputs, grad, false)
 }
@@ -76,10 +108,10 @@ pub fn cross_entropy_into(
 ///
 /// # Errors
 /// As [`cross_entropy`]; [`Error::Option`] when `opts.gradient` is false.
-pub fn cross_entropy_in_place(
+pub fn cross_entropy_in_place<T: Element>(
     opts: &CrossEntropy,
-    inputs: &HostRowInputs<'_>,
-    logits: &mut [f32],
+    inputs: &HostRowInputs<'_, T>,
+    logits: &mut [T],
 ) -> Result<Vec<f32>> {
     if !opts.gradient {
         return Err(Error::Option {
@@ -92,14 +124,18 @@ pub fn cross_entropy_in_place(
 }
 
 /// The body of the CPU row losses: with `in_place`, each row's logits are read from `grad`.
-fn rows_into(
+fn rows_into<T: Element, G: Element>(
     opts: &CrossEntropy,
-    inputs: &HostRowInputs<'_>,
-    grad: &mut [f32],
+    inputs: &HostRowInputs<'_, T>,
+    grad: &mut [G],
     in_place: bool,
 ) -> Result<Vec<f32>> {
     let (n, c) = inputs.shape;
-    let logits = if in_place { grad.len() } else { inputs.logits.len() };
+    let (logits, logits_dtype) = if in_place {
+        (grad.len(), G::DTYPE)
+    } else {
+        (inputs.logits.len(), T::DTYPE)
+    };
     let (target, probabilities) = match inputs.target {
         HostTarget::Classes(t) => (host_shape(t.len(), &[n]), false),
         HostTarget::Probabilities(p) => (host_shape(p.len(), &[n, c]), true),
@@ -107,7 +143,10 @@ fn rows_into(
     let weight = inputs.weight.map(|w| host_shape(w.len(), &[c]));
     let (scalar_upstream, per_item) = inputs.upstream.split(|g| host_shape(g.len(), &[n]));
     opts.check(&Args {
-        logits: Arg::f32(&host_shape(logits, &[n, c])),
+        logits: Arg {
+            shape: &host_shape(logits, &[n, c]),
+            dtype: logits_dtype,
+        },
         target: Arg {
             shape: &target,
             dtype: if probabilities { DType::F32 } else { DType::I32 },
@@ -117,6 +156,13 @@ fn rows_into(
         scalar_upstream,
         per_item_upstream: per_item.as_deref().map(Arg::f32),
     })?;
+    if opts.gradient && G::DTYPE != opts.grad_dtype_for(logits_dtype) {
+        return Err(Error::DType {
+            input: "grad_out",
+            expected: opts.grad_dtype_for(logits_dtype).name(),
+            got: G::DTYPE.name(),
+        });
+    }
     let ups = &*inputs.upstream.values();
     // Targets are checked (and the mean's denominator formed) before any work.
     let mut classes = Vec::new();
@@ -163,8 +209,14 @@ fn rows_into(
             &[grad.len()],
         ));
     }
-    let task = |first: usize, losses: &mut [f64], grads: &mut [f32]| {
-        let mut scratch = Vec::new();
+    // f32 logits and gradient are read and written where they lie; other types go through
+    // a cache-resident f32 copy of the row.
+    let direct = match (T::as_f32(inputs.logits), in_place) {
+        (Some(l), false) => Some(inputs.with_logits(l, 0, n)),
+        _ => None,
+    };
+    let task = |first: usize, losses: &mut [f64], grads: &mut [G]| {
+        let (mut x_row, mut g_row) = (Vec::new(), Vec::new());
         for (r, loss) in losses.iter_mut().enumerate() {
             let i = first + r;
             let g = if grads.is_empty() {
@@ -173,38 +225,30 @@ fn rows_into(
                 &mut grads[r * c..(r + 1) * c]
             };
             let class = classes.get(i).copied();
-            *loss = if in_place {
-                // The row's own inputs, with the logits copied out of the gradient row.
-                scratch.clear();
-                scratch.extend_from_slice(g);
-                let one = HostRowInputs {
-                    logits: &scratch,
-                    shape: (1, c),
-                    target: match inputs.target {
-                        HostTarget::Probabilities(p) => {
-                            HostTarget::Probabilities(&p[i * c..(i + 1) * c])
-                        }
-                        classes => classes,
-                    },
-                    ..*inputs
-                };
-                let r = Row {
-                    opts,
-                    inputs: &one,
-                    i: 0,
-                    class,
-                    scale: scale(i),
-                };
-                row(r, g)
+            let scale = scale(i);
+            if let (Some(all), Some(g32)) = (&direct, G::as_f32_mut(g)) {
+                *loss = row(Row { opts, inputs: all, i, class, scale }, g32);
+                continue;
+            }
+            x_row.clear();
+            if in_place {
+                x_row.extend(g.iter().map(|v| v.to_f32()));
             } else {
-                let r = Row {
-                    opts,
-                    inputs,
-                    i,
-                    class,
-                    scale: scale(i),
-                };
-                row(r, g)
+                x_row.extend(inputs.logits[i * c..(i + 1) * c].iter().map(|v| v.to_f32()));
+            }
+            let one = inputs.with_logits(&x_row, i, 1);
+            let r = Row { opts, inputs: &one, i: 0, class, scale };
+            *loss = if g.is_empty() {
+                row(r, &mut [])
+            } else if let Some(g32) = G::as_f32_mut(g) {
+                row(r, g32)
+            } else {
+                g_row.resize(c, 0.0);
+                let loss = row(r, &mut g_row);
+                for (out, &v) in g.iter_mut().zip(&g_row) {
+                    *out = G::from_f32(v);
+                }
+                loss
             };
         }
     };
@@ -237,7 +281,10 @@ fn rows_into(
 ///
 /// # Errors
 /// As [`cross_entropy`]; probability targets are an [`Error::DType`].
-pub fn softmax_focal(opts: &SoftmaxFocal, inputs: &HostRowInputs<'_>) -> Result<LossValues> {
+pub fn softmax_focal<T: Element>(
+    opts: &SoftmaxFocal,
+    inputs: &HostRowInputs<'_, T>,
+) -> Result<LossValues> {
     opts.validate()?;
     cross_entropy(&opts.row_kernel(), inputs)
 }
@@ -246,10 +293,10 @@ pub fn softmax_focal(opts: &SoftmaxFocal, inputs: &HostRowInputs<'_>) -> Result<
 ///
 /// # Errors
 /// As [`softmax_focal`].
-pub fn softmax_focal_into(
+pub fn softmax_focal_into<T: Element, G: Element>(
     opts: &SoftmaxFocal,
-    inputs: &HostRowInputs<'_>,
-    grad: &mut [f32],
+    inputs: &HostRowInputs<'_, T>,
+    grad: &mut [G],
 ) -> Result<Vec<f32>> {
     opts.validate()?;
     cross_entropy_into(&opts.row_kernel(), inputs, grad)

@@ -9,7 +9,7 @@ use crate::gpu::kernel::KernelKey;
 use crate::gpu::output::{LossOutput, Status};
 use crate::gpu::plan::{check_disjoint, GpuLoss};
 use crate::gpu::record::{Recorder, SumOf};
-use crate::gpu::shader::{lanes, Access, ShaderModule, MATH, WORKGROUP_SUM};
+use crate::gpu::shader::{Access, FloatView, ShaderModule, HALF, MATH, WORKGROUP_SUM};
 use crate::gpu::tensor::{DType, Tensor};
 
 const SOURCE: &str = include_str!("cross_entropy.wgsl");
@@ -21,17 +21,21 @@ pub(crate) struct RowIo {
     pub in_place: bool,
     /// How rows are read and written.
     pub lanes: Lanes,
+    /// Element type of the logits.
+    pub logits: DType,
+    /// Element type of the gradient (the logits' when in place).
+    pub grad: DType,
 }
 
 /// Element access of the row kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Lanes {
-    /// One `f32` at a time (tiny problems of fewer than 4 elements per window).
+    /// One element at a time (tiny problems of fewer than 4 elements per window).
     Scalar,
-    /// `vec4<f32>` chunks; C is a multiple of 4, so every row starts on a vec4.
+    /// Chunks of 4 elements; C is a multiple of 4, so every row starts on a chunk.
     Vec4,
-    /// `vec4<f32>` chunks over rows that do not start on one: the partial chunks at a row's
-    /// ends go through scalar views of the same buffers (bindings 8–10).
+    /// Chunks of 4 elements over rows that do not start on one: the partial chunks at a
+    /// row's ends go through scalar views of the same buffers (bindings 8–10).
     Ragged,
 }
 
@@ -39,15 +43,25 @@ impl Lanes {
     const ALL: [Lanes; 3] = [Lanes::Scalar, Lanes::Vec4, Lanes::Ragged];
 }
 
+/// The float types the row kernel reads and writes, by variant digit.
+const FLOATS: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
+
+fn float_digit(d: DType) -> u32 {
+    FLOATS.iter().position(|&f| f == d).expect("a float type") as u32
+}
+
 impl RowIo {
     fn variant(self) -> u32 {
-        self.in_place as u32 * 3 + self.lanes as u32
+        ((float_digit(self.logits) * 3 + float_digit(self.grad)) * 2 + self.in_place as u32) * 3
+            + self.lanes as u32
     }
 
     fn from_variant(v: u32) -> Self {
         Self {
-            in_place: v >= 3,
             lanes: Lanes::ALL[v as usize % 3],
+            in_place: (v / 3) % 2 == 1,
+            grad: FLOATS[(v / 6) as usize % 3],
+            logits: FLOATS[(v / 18) as usize],
         }
     }
 
@@ -56,7 +70,9 @@ impl RowIo {
         ShaderModule {
             name: "cross_entropy",
             variant: self.variant(),
-            source: |v| [MATH, WORKGROUP_SUM, &Self::from_variant(v).header(), SOURCE].join("\n"),
+            source: |v| {
+                [MATH, WORKGROUP_SUM, HALF, &Self::from_variant(v).header(), SOURCE].join("\n")
+            },
             bindings: |v| {
                 use Access::*;
                 let io = Self::from_variant(v);
@@ -77,25 +93,36 @@ impl RowIo {
     /// WGSL declaring the logits (binding 7), the gradient (binding 8 unless in place), their
     /// scalar views (ragged), and the row access functions the kernel uses.
     fn header(self) -> String {
-        let vec4 = self.lanes != Lanes::Scalar;
-        let (ty, lanes, get, put) = lanes(vec4);
-        let access = if self.in_place { "read_write" } else { "read" };
-        let (dst, dst_s) = if self.in_place {
-            ("logits", "logits_s")
-        } else {
-            ("grad", "grad_s")
-        };
-        let mut decls =
-            format!("@group(0) @binding(7) var<storage, {access}> logits: array<{ty}>;\n");
-        if !self.in_place {
-            decls += &format!("@group(0) @binding(8) var<storage, read_write> grad: array<{ty}>;\n");
-        }
+        let chunked = self.lanes != Lanes::Scalar;
         let ragged = self.lanes == Lanes::Ragged;
+        let dst = if self.in_place { "logits" } else { "grad" };
+        let logits_access = if self.in_place {
+            Access::ReadWrite
+        } else {
+            Access::Read
+        };
+        // Chunk views (vec4 mode) or the only views (scalar mode) at bindings 7 and 8; the
+        // scalar views of ragged rows after them.
+        let mut decls = String::new();
+        let mut fns = String::new();
+        let mut view = |binding: u32, name: &str, dtype: DType, access: Access, chunk: bool| {
+            let view = FloatView {
+                name,
+                dtype,
+                access,
+            };
+            decls += &view.declare(binding, chunk);
+            fns += &view.functions(chunk);
+        };
+        view(7, "logits", self.logits, logits_access, chunked);
+        if !self.in_place {
+            view(8, "grad", self.grad, Access::ReadWrite, chunked);
+        }
         if ragged {
             let at = if self.in_place { 8 } else { 9 };
-            decls += &format!("@group(0) @binding({at}) var<storage, {access}> logits_s: array<f32>;\n");
+            view(at, "logits_s", self.logits, logits_access, false);
             if !self.in_place {
-                decls += "@group(0) @binding(10) var<storage, read_write> grad_s: array<f32>;\n";
+                view(10, "grad_s", self.grad, Access::ReadWrite, false);
             }
         }
         let access_fns = if ragged {
@@ -110,38 +137,49 @@ impl RowIo {
                      return j * 4u >= lo && j * 4u + 4u <= lo + params.c;\n\
                  }}\n\
                  fn load_row_chunk(row: u32, j: u32) -> vec4<f32> {{\n\
-                     if (whole_chunk(row, j)) {{ return logits[j]; }}\n\
+                     if (whole_chunk(row, j)) {{ return load4_logits(j); }}\n\
                      let lo = row * params.c;\n\
                      var v = vec4<f32>(0.0);\n\
                      for (var e = 0u; e < 4u; e++) {{\n\
                          let at = j * 4u + e;\n\
-                         if (at >= lo && at < lo + params.c) {{ v[e] = logits_s[at]; }}\n\
+                         if (at >= lo && at < lo + params.c) {{ v[e] = load_logits_s(at); }}\n\
                      }}\n\
                      return v;\n\
                  }}\n\
                  fn store_row_chunk(row: u32, j: u32, g: vec4<f32>) {{\n\
-                     if (whole_chunk(row, j)) {{ {dst}[j] = g; return; }}\n\
+                     if (whole_chunk(row, j)) {{ store4_{dst}(j, g); return; }}\n\
                      let lo = row * params.c;\n\
                      for (var e = 0u; e < 4u; e++) {{\n\
                          let at = j * 4u + e;\n\
-                         if (at >= lo && at < lo + params.c) {{ {dst_s}[at] = g[e]; }}\n\
+                         if (at >= lo && at < lo + params.c) {{ store_{dst}_s(at, g[e]); }}\n\
                      }}\n\
                  }}\n\
-                 fn first_logit(row: u32) -> f32 {{ return logits_s[row * params.c]; }}\n"
+                 fn first_logit(row: u32) -> f32 {{ return load_logits_s(row * params.c); }}\n"
+            )
+        } else if chunked {
+            format!(
+                "fn row_first_chunk(row: u32) -> u32 {{ return row * (params.c / 4u); }}\n\
+                 fn row_chunks(row: u32) -> u32 {{ return params.c / 4u; }}\n\
+                 fn load_row_chunk(row: u32, j: u32) -> vec4<f32> {{ return load4_logits(j); }}\n\
+                 fn store_row_chunk(row: u32, j: u32, g: vec4<f32>) {{ store4_{dst}(j, g); }}\n\
+                 fn first_logit(row: u32) -> f32 {{ return load4_logits(row_first_chunk(row)).x; }}\n"
             )
         } else {
             format!(
-                "fn row_first_chunk(row: u32) -> u32 {{ return row * (params.c / LANES); }}\n\
-                 fn row_chunks(row: u32) -> u32 {{ return params.c / LANES; }}\n\
-                 fn load_row_chunk(row: u32, j: u32) -> vec4<f32> {{ let v = logits[j]; return {get}; }}\n\
-                 fn store_row_chunk(row: u32, j: u32, g: vec4<f32>) {{ {dst}[j] = {put}; }}\n\
-                 fn first_logit(row: u32) -> f32 {{ return load_row_chunk(row, row_first_chunk(row))[0]; }}\n"
+                "fn row_first_chunk(row: u32) -> u32 {{ return row * params.c; }}\n\
+                 fn row_chunks(row: u32) -> u32 {{ return params.c; }}\n\
+                 fn load_row_chunk(row: u32, j: u32) -> vec4<f32> {{\n\
+                     return vec4<f32>(load_logits(j), 0.0, 0.0, 0.0);\n\
+                 }}\n\
+                 fn store_row_chunk(row: u32, j: u32, g: vec4<f32>) {{ store_{dst}(j, g.x); }}\n\
+                 fn first_logit(row: u32) -> f32 {{ return load_logits(row * params.c); }}\n"
             )
         };
+        let lanes = if chunked { 4 } else { 1 };
         format!(
             "const LANES: u32 = {lanes}u;\n\
              const RAGGED: bool = {ragged};\n\
-             {decls}\
+             {decls}{fns}\
              // The offset of chunk j's first lane from the start of the row.\n\
              fn chunk_start(row: u32, j: u32) -> i32 {{ return i32(j * LANES) - i32(row * params.c); }}\n\
              {access_fns}"
@@ -152,7 +190,11 @@ impl RowIo {
 /// Every variant of the row kernel, for validation.
 #[cfg(test)]
 pub(crate) fn modules() -> Vec<ShaderModule> {
-    (0..6).map(|v| RowIo::from_variant(v).module()).collect()
+    (0..54)
+        .map(RowIo::from_variant)
+        .filter(|io| !io.in_place || io.logits == io.grad)
+        .map(RowIo::module)
+        .collect()
 }
 
 /// The target of a cross-entropy call.
@@ -291,7 +333,8 @@ impl CrossEntropy {
             per_item_upstream,
         })?;
         if let Some(g) = inputs.grad_out {
-            g.arg().expect("grad_out", &[n, c], DType::F32)?;
+            let dtype = self.grad_dtype_for(inputs.logits.dtype());
+            g.arg().expect("grad_out", &[n, c], dtype)?;
             if self.in_place || !self.gradient {
                 return Err(Error::Option {
                     option: "grad_out",
@@ -345,7 +388,12 @@ impl CrossEntropy {
         let target = match inputs.target {
             Target::Classes(t) | Target::Probabilities(t) => t,
         };
-        let windows = engine.row_windows(n, c as u64 * 4, true)?;
+        let grad_dtype = self.grad_dtype_for(inputs.logits.dtype());
+        let windows = engine.row_windows_for(
+            n,
+            &[c as u64 * inputs.logits.dtype().size(), c as u64 * grad_dtype.size()],
+            true,
+        )?;
 
         let loss_rows = match batch.loss_rows {
             Some(rows) => rows,
@@ -360,7 +408,7 @@ impl CrossEntropy {
             (true, true) => Some(inputs.logits.clone()),
             (true, false) => match inputs.grad_out {
                 Some(g) => Some(g.clone()),
-                None => Some(rec.tensor(&[n, c], DType::F32)?),
+                None => Some(rec.tensor(&[n, c], grad_dtype)?),
             },
         };
         let status = rec.zeros(&[1], DType::I32)?;
@@ -415,6 +463,8 @@ impl CrossEntropy {
         let io = RowIo {
             in_place: self.in_place && grad.is_some(),
             lanes,
+            logits: inputs.logits.dtype(),
+            grad: grad_dtype,
         };
         let module = io.module();
         let key = |entry, threads, phase| KernelKey {

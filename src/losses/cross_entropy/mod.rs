@@ -35,6 +35,9 @@ pub struct CrossEntropy {
     pub in_place: bool,
     /// Compute the gradient (default true); false gives the loss alone.
     pub gradient: bool,
+    /// Element type of the gradient: `None` (default) writes it in the logits' type (f32,
+    /// f16 or bf16); `Some(DType::F32)` writes f32 gradients of 16-bit logits.
+    pub grad_dtype: Option<DType>,
     /// Softmax focal loss's γ: set by [`crate::SoftmaxFocal`], which shares this row kernel.
     pub(crate) focal: Option<f32>,
 }
@@ -49,6 +52,7 @@ impl Default for CrossEntropy {
             softcap: None,
             in_place: false,
             gradient: true,
+            grad_dtype: None,
             focal: None,
         }
     }
@@ -102,6 +106,17 @@ impl CrossEntropy {
         self
     }
 
+    /// Sets the gradient's element type (`None`: the logits' type).
+    pub fn grad_dtype(mut self, dtype: Option<DType>) -> Self {
+        self.grad_dtype = dtype;
+        self
+    }
+
+    /// The gradient's element type for logits of type `logits`.
+    pub(crate) fn grad_dtype_for(&self, logits: DType) -> DType {
+        self.grad_dtype.unwrap_or(logits)
+    }
+
     /// Checks the options.
     ///
     /// # Errors
@@ -138,6 +153,13 @@ impl CrossEntropy {
                 return bad("gamma", gamma, "must be finite and >= 0");
             }
         }
+        if let Some(d) = self.grad_dtype.filter(|d| !d.is_float()) {
+            return Err(Error::Option {
+                option: "grad_dtype",
+                value: d.name().into(),
+                reason: "must be f32, f16 or bf16",
+            });
+        }
         Ok(())
     }
 
@@ -149,7 +171,14 @@ impl CrossEntropy {
     /// naming the input; the upstream gradient's errors.
     pub(crate) fn check(&self, args: &Args<'_>) -> Result<(usize, usize)> {
         self.validate()?;
-        args.logits.expect_dtype("logits", DType::F32)?;
+        args.logits.expect_float("logits")?;
+        if self.in_place && self.grad_dtype_for(args.logits.dtype) != args.logits.dtype {
+            return Err(Error::Option {
+                option: "grad_dtype",
+                value: self.grad_dtype_for(args.logits.dtype).name().into(),
+                reason: "an in-place gradient has the logits' type",
+            });
+        }
         let &[n, c] = args.logits.shape else {
             return Err(Error::shape("logits", "[N, C]".into(), args.logits.shape));
         };
@@ -219,6 +248,8 @@ pub struct SoftmaxFocal {
     pub in_place: bool,
     /// Compute the gradient (default true).
     pub gradient: bool,
+    /// Element type of the gradient (default `None`: the logits' type).
+    pub grad_dtype: Option<DType>,
 }
 
 impl Default for SoftmaxFocal {
@@ -229,6 +260,7 @@ impl Default for SoftmaxFocal {
             ignore_index: -100,
             in_place: false,
             gradient: true,
+            grad_dtype: None,
         }
     }
 }
@@ -269,6 +301,12 @@ impl SoftmaxFocal {
         self
     }
 
+    /// Sets the gradient's element type (`None`: the logits' type).
+    pub fn grad_dtype(mut self, dtype: Option<DType>) -> Self {
+        self.grad_dtype = dtype;
+        self
+    }
+
     /// Checks the options.
     ///
     /// # Errors
@@ -284,6 +322,7 @@ impl SoftmaxFocal {
             ignore_index: self.ignore_index,
             in_place: self.in_place,
             gradient: self.gradient,
+            grad_dtype: self.grad_dtype,
             focal: Some(self.gamma),
             ..CrossEntropy::default()
         }
