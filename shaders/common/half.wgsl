@@ -9,42 +9,37 @@ fn bf16_to_f32(h: u32) -> f32 {
 
 fn f32_to_bf16(x: f32) -> u32 {
     let b = bitcast<u32>(x);
-    if ((b & 0x7fffffffu) > 0x7f800000u) {
-        return (b >> 16u) | 0x40u; // NaN stays a (quiet) NaN
-    }
     // Ties to even; a carry out of the mantissa rounds up the exponent (to ∞ past the max).
-    return (b + 0x7fffu + ((b >> 16u) & 1u)) >> 16u;
+    let rounded = (b + 0x7fffu + ((b >> 16u) & 1u)) >> 16u;
+    // NaN stays a (quiet) NaN. Selects, not branches: SIMD adapters run both sides anyway.
+    return select(rounded, (b >> 16u) | 0x40u, (b & 0x7fffffffu) > 0x7f800000u);
 }
 
 fn f16_to_f32(h: u32) -> f32 {
     let sign = (h & 0x8000u) << 16u;
     let e = (h >> 10u) & 0x1fu;
     let m = h & 0x3ffu;
-    if (e == 0u) {
-        // Zero or subnormal: m·2⁻²⁴, a normal f32.
-        return bitcast<f32>(sign | bitcast<u32>(f32(m) * 5.9604644775390625e-8));
-    }
-    if (e == 31u) {
-        return bitcast<f32>(sign | 0x7f800000u | (m << 13u));
-    }
-    return bitcast<f32>(sign | ((e + 112u) << 23u) | (m << 13u));
+    let normal = ((e + 112u) << 23u) | (m << 13u);
+    // Zero or subnormal: m·2⁻²⁴, a normal f32.
+    let subnormal = bitcast<u32>(f32(m) * 5.9604644775390625e-8);
+    let special = 0x7f800000u | (m << 13u); // ∞ or NaN
+    var w = select(normal, subnormal, e == 0u);
+    w = select(w, special, e == 31u);
+    return bitcast<f32>(sign | w);
 }
 
 fn f32_to_f16(x: f32) -> u32 {
     let b = bitcast<u32>(x);
     let sign = (b >> 16u) & 0x8000u;
     let a = b & 0x7fffffffu;
-    if (a > 0x7f800000u) {
-        return sign | 0x7e00u | ((a >> 13u) & 0x3ffu); // NaN stays a (quiet) NaN
-    }
-    if (a >= 0x477ff000u) {
-        return sign | 0x7c00u; // 65520 and above round to ∞
-    }
-    if (a >= 0x38800000u) {
-        // Normal: rebias the exponent (127 → 15), round the 13 dropped bits to even.
-        let r = a - 0x38000000u;
-        return sign | ((r + 0xfffu + ((r >> 13u) & 1u)) >> 13u);
-    }
+    // Normal: rebias the exponent (127 → 15), round the 13 dropped bits to even (a carry
+    // rounds up the exponent).
+    let r = a - 0x38000000u;
+    let normal = (r + 0xfffu + ((r >> 13u) & 1u)) >> 13u;
     // Subnormal (or zero): |x|·2²⁴ is exact; `round` ties to even; 1024 is the smallest normal.
-    return sign | u32(round(abs(x) * 16777216.0));
+    let subnormal = u32(round(abs(x) * 16777216.0));
+    var h = select(subnormal, normal, a >= 0x38800000u);
+    h = select(h, 0x7c00u, a >= 0x477ff000u); // 65520 and above round to ∞
+    h = select(h, 0x7e00u | ((a >> 13u) & 0x3ffu), a > 0x7f800000u); // NaN stays a NaN
+    return sign | h;
 }

@@ -93,7 +93,15 @@ enum Command {
         /// dimensions; one number for elementwise losses); repeatable.
         #[arg(long, value_name = "NxC", value_parser = parse_shape)]
         shape: Vec<Vec<usize>>,
+        /// Element type of the differentiable inputs (f32, f16, bf16); repeatable. Default:
+        /// f32, and bf16 where the loss reads 16-bit floats.
+        #[arg(long, value_name = "DTYPE", value_parser = parse_dtype)]
+        dtype: Vec<DType>,
     },
+}
+
+fn parse_dtype(s: &str) -> std::result::Result<DType, String> {
+    s.parse().map_err(|e: Error| e.to_string())
 }
 
 /// `64x131072` as `[64, 131072]`.
@@ -830,10 +838,12 @@ fn main() -> ExitCode {
             frameworks,
             loss,
             shape,
+            dtype,
         } => bench(
             &BenchSpec {
                 quick: *quick,
                 shapes: shape.clone(),
+                dtypes: dtype.clone(),
             },
             loss,
             json.as_deref(),

@@ -193,6 +193,18 @@ pub trait Element: Copy + Send + Sync + bytemuck::Pod + 'static {
     fn as_f32(values: &[Self]) -> Option<&[f32]>;
     /// As [`Element::as_f32`], mutable.
     fn as_f32_mut(values: &mut [Self]) -> Option<&mut [f32]>;
+    /// Widens `src` into `dst` (of the same length).
+    fn widen(src: &[Self], dst: &mut [f32]) {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = s.to_f32();
+        }
+    }
+    /// Narrows `src` into `dst` (of the same length), to nearest, ties to even.
+    fn narrow(src: &[f32], dst: &mut [Self]) {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = Self::from_f32(s);
+        }
+    }
 }
 
 impl Element for f32 {
@@ -211,27 +223,61 @@ impl Element for f32 {
     }
 }
 
-macro_rules! half_element {
-    ($t:ty, $d:expr) => {
-        impl Element for $t {
-            const DTYPE: DType = $d;
-            fn to_f32(self) -> f32 {
-                <$t>::to_f32(self)
-            }
-            fn from_f32(x: f32) -> Self {
-                <$t>::from_f32(x)
-            }
-            fn as_f32(_: &[Self]) -> Option<&[f32]> {
-                None
-            }
-            fn as_f32_mut(_: &mut [Self]) -> Option<&mut [f32]> {
-                None
-            }
-        }
-    };
+impl Element for half::f16 {
+    const DTYPE: DType = DType::F16;
+    fn to_f32(self) -> f32 {
+        half::f16::to_f32(self)
+    }
+    fn from_f32(x: f32) -> Self {
+        half::f16::from_f32(x)
+    }
+    fn as_f32(_: &[Self]) -> Option<&[f32]> {
+        None
+    }
+    fn as_f32_mut(_: &mut [Self]) -> Option<&mut [f32]> {
+        None
+    }
+    // The half crate's slice conversions use the CPU's conversion instructions (F16C)
+    // where it has them.
+    fn widen(src: &[Self], dst: &mut [f32]) {
+        half::slice::HalfFloatSliceExt::convert_to_f32_slice(src, dst);
+    }
+    fn narrow(src: &[f32], dst: &mut [Self]) {
+        half::slice::HalfFloatSliceExt::convert_from_f32_slice(dst, src);
+    }
 }
-half_element!(half::f16, DType::F16);
-half_element!(half::bf16, DType::BF16);
+
+impl Element for half::bf16 {
+    const DTYPE: DType = DType::BF16;
+    fn to_f32(self) -> f32 {
+        half::bf16::to_f32(self)
+    }
+    fn from_f32(x: f32) -> Self {
+        half::bf16::from_f32(x)
+    }
+    fn as_f32(_: &[Self]) -> Option<&[f32]> {
+        None
+    }
+    fn as_f32_mut(_: &mut [Self]) -> Option<&mut [f32]> {
+        None
+    }
+    // Bit operations without a branch, so the loops vectorize (the same rule as
+    // `shaders/common/half.wgsl`).
+    fn widen(src: &[Self], dst: &mut [f32]) {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = f32::from_bits((s.to_bits() as u32) << 16);
+        }
+    }
+    fn narrow(src: &[f32], dst: &mut [Self]) {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            let b = s.to_bits();
+            let rounded = b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16;
+            let nan = (b & 0x7fff_ffff) > 0x7f80_0000;
+            let h = if nan { (b >> 16) | 0x40 } else { rounded };
+            *d = half::bf16::from_bits(h as u16);
+        }
+    }
+}
 
 /// Host results of one loss call, on any backend.
 #[derive(Debug, Clone, PartialEq)]

@@ -263,9 +263,24 @@ pub struct BenchSpec {
     pub quick: bool,
     /// Shapes to run instead of the loss's own (`[N, C]`, `[N, D]`, or elements).
     pub shapes: Vec<Vec<usize>>,
+    /// Element types of the differentiable inputs to run (default: f32, and bf16 for the
+    /// losses that read 16-bit floats).
+    pub dtypes: Vec<DType>,
 }
 
 impl BenchSpec {
+    /// The element types to run for a loss that reads 16-bit floats (`half`) or not.
+    pub fn dtypes(&self, half: bool) -> Vec<DType> {
+        let wanted = match self.dtypes.is_empty() {
+            true => vec![DType::F32, DType::BF16],
+            false => self.dtypes.clone(),
+        };
+        wanted
+            .into_iter()
+            .filter(|&d| half || d == DType::F32)
+            .collect()
+    }
+
     /// The shapes to run: the requested ones, else `quick` or `full`.
     pub fn shapes(&self, quick: &[&[usize]], full: &[&[usize]]) -> Vec<Vec<usize>> {
         if !self.shapes.is_empty() {

@@ -179,6 +179,63 @@ impl HostProblem {
     }
 }
 
+impl RowDef {
+    /// One benchmark row: logits `x` of `[n, c]` as `T` with class targets `y`, and the
+    /// gradient in `T`.
+    fn bench_one<T: Element>(
+        &self,
+        engine: &Engine,
+        x: &[f32],
+        y: &[i32],
+        (n, c): (usize, usize),
+        run: &mut BenchRun<'_>,
+    ) -> Result<()> {
+        let x: Vec<T> = x.iter().map(|&v| T::from_f32(v)).collect();
+        let logits = engine.upload_values(&x, &[n, c])?;
+        let target = engine.upload_i32(y, &[n])?;
+        // Both backends write into gradient buffers allocated once, as a training loop would.
+        let grad = engine.zeros(&[n, c], T::DTYPE)?;
+        let mut host_grad = vec![T::from_f32(0.0); n * c];
+        let inputs = CrossEntropyInputs::new(&logits, Target::Classes(&target)).grad_out(&grad);
+        let host = HostRowInputs {
+            logits: &x,
+            shape: (n, c),
+            target: HostTarget::Classes(y),
+            weight: None,
+            upstream: Upstream::Ones,
+        };
+        let (ce, focal) = (CrossEntropy::new(), SoftmaxFocal::new());
+        let (mut ce_plan, mut focal_plan) = (ce.plan(engine), focal.plan(engine));
+        // The row kernel reads each row twice (the log-sum-exp, then the gradient).
+        let logits_bytes = n * c * T::DTYPE.size() as usize;
+        let label = match T::DTYPE {
+            DType::F32 => self.name().to_string(),
+            d => format!("{} {}", self.name(), d.name()),
+        };
+        run(BenchJob {
+            label: &label,
+            shape: vec![n, c],
+            bytes_min: 2 * logits_bytes,
+            bytes_moved: 3 * logits_bytes,
+            flops: None,
+            gpu: &mut |e| {
+                if self.focal {
+                    focal_plan.record(e, &inputs).map(|_| ())
+                } else {
+                    ce_plan.record(e, &inputs).map(|_| ())
+                }
+            },
+            cpu: &mut || {
+                if self.focal {
+                    softmax_focal_into(&focal, &host, &mut host_grad).map(|_| ())
+                } else {
+                    cross_entropy_into(&ce, &host, &mut host_grad).map(|_| ())
+                }
+            },
+        })
+    }
+}
+
 impl LossDef for RowDef {
     fn name(&self) -> &'static str {
         if self.focal {
@@ -409,45 +466,13 @@ impl LossDef for RowDef {
         for (n, c) in shapes.into_iter().filter(|s| !self.focal || focal_own(s)) {
             let x = rng.normals(n * c, 2.0);
             let y: Vec<i32> = (0..n).map(|_| rng.below(c) as i32).collect();
-            let logits = engine.upload(&x, &[n, c])?;
-            let target = engine.upload_i32(&y, &[n])?;
-            // Both backends write into gradient buffers allocated once, as a training loop
-            // would.
-            let grad = engine.zeros(&[n, c], DType::F32)?;
-            let mut host_grad = vec![0.0f32; n * c];
-            let inputs = CrossEntropyInputs::new(&logits, Target::Classes(&target)).grad_out(&grad);
-            let host = HostRowInputs {
-                logits: &x,
-                shape: (n, c),
-                target: HostTarget::Classes(&y),
-                weight: None,
-                upstream: Upstream::Ones,
-            };
-            let (ce, focal) = (CrossEntropy::new(), SoftmaxFocal::new());
-            let (mut ce_plan, mut focal_plan) = (ce.plan(engine), focal.plan(engine));
-            // The row kernel reads each row twice (the log-sum-exp, then the gradient).
-            let logits_bytes = n * c * 4;
-            run(BenchJob {
-                label: self.name(),
-                shape: vec![n, c],
-                bytes_min: 2 * logits_bytes,
-                bytes_moved: 3 * logits_bytes,
-                flops: None,
-                gpu: &mut |e| {
-                    if self.focal {
-                        focal_plan.record(e, &inputs).map(|_| ())
-                    } else {
-                        ce_plan.record(e, &inputs).map(|_| ())
-                    }
-                },
-                cpu: &mut || {
-                    if self.focal {
-                        softmax_focal_into(&focal, &host, &mut host_grad).map(|_| ())
-                    } else {
-                        cross_entropy_into(&ce, &host, &mut host_grad).map(|_| ())
-                    }
-                },
-            })?;
+            for dtype in spec.dtypes(true) {
+                match dtype {
+                    DType::F16 => self.bench_one::<half::f16>(engine, &x, &y, (n, c), run)?,
+                    DType::BF16 => self.bench_one::<half::bf16>(engine, &x, &y, (n, c), run)?,
+                    _ => self.bench_one::<f32>(engine, &x, &y, (n, c), run)?,
+                }
+            }
         }
         Ok(())
     }

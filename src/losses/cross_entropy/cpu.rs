@@ -230,11 +230,11 @@ fn rows_into<T: Element, G: Element>(
                 *loss = row(Row { opts, inputs: all, i, class, scale }, g32);
                 continue;
             }
-            x_row.clear();
+            x_row.resize(c, 0.0);
             if in_place {
-                x_row.extend(g.iter().map(|v| v.to_f32()));
+                G::widen(g, &mut x_row);
             } else {
-                x_row.extend(inputs.logits[i * c..(i + 1) * c].iter().map(|v| v.to_f32()));
+                T::widen(&inputs.logits[i * c..(i + 1) * c], &mut x_row);
             }
             let one = inputs.with_logits(&x_row, i, 1);
             let r = Row { opts, inputs: &one, i: 0, class, scale };
@@ -245,9 +245,7 @@ fn rows_into<T: Element, G: Element>(
             } else {
                 g_row.resize(c, 0.0);
                 let loss = row(r, &mut g_row);
-                for (out, &v) in g.iter_mut().zip(&g_row) {
-                    *out = G::from_f32(v);
-                }
+                G::narrow(&g_row, g);
                 loss
             };
         }
