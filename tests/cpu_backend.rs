@@ -373,7 +373,7 @@ fn elementwise_into_reuses_buffers_and_checks_their_lengths() {
                 "{kind:?}: {short:?}"
             );
             if ranking {
-                let short = elementwise_into(&loss, &inputs, &mut g1, &mut []);
+                let short = elementwise_into(&loss, &inputs, &mut g1, &mut [0.0f32; 0]);
                 assert!(
                     matches!(
                         short,

@@ -345,16 +345,26 @@ fn mismatched_gradient_types_are_errors() {
 /// A loss that reads f32 only refuses 16-bit inputs by name, and 16-bit targets are refused.
 #[test]
 fn sixteen_bit_inputs_where_not_read_are_errors() {
-    let mse = wgpu_losses::losses::find("mse").unwrap();
-    if !mse.half_precision() {
-        let case = Case::default()
-            .with(
-                "input",
-                HostArray::rounded(&[3], &[1.0, 2.0, 3.0], DType::F16),
-            )
-            .with("target", HostArray::f32(&[3], vec![0.0; 3]));
-        let err = mse.cpu(&case).unwrap_err();
-        assert!(matches!(err, Error::DType { input: "input", .. }), "{err}");
+    let mut rng = fresh_rng("sixteen_bit_inputs_where_not_read_are_errors");
+    for def in wgpu_losses::losses::all()
+        .iter()
+        .filter(|d| !d.half_precision())
+    {
+        let case = def.random_case(&mut rng);
+        let spec = def.inputs().iter().find(|s| s.differentiable).unwrap();
+        let (x, shape) = case.floats(spec.name).unwrap();
+        let case = case.with(spec.name, HostArray::rounded(&shape, &x, DType::F16));
+        for result in [
+            def.cpu(&case).map(|_| ()),
+            def.gpu(engine(), &case).map(|_| ()),
+        ] {
+            let err = result.unwrap_err();
+            assert!(
+                matches!(err, Error::DType { input, .. } if input == spec.name),
+                "{}: {err}",
+                def.name()
+            );
+        }
     }
     let case = Case::default()
         .with("logits", HostArray::f32(&[2, 2], vec![0.0; 4]))
@@ -389,3 +399,38 @@ fn deterministic_in_bf16() {
     let d = ce().cpu(&case).unwrap();
     assert_eq!(bits(&c.grads[0].1), bits(&d.grads[0].1));
 }
+
+on_every_backend!(
+    /// Elementwise losses over odd element counts (single elements, words shared by two
+    /// invocations) and past one workgroup's block, and margin ranking with x1 and x2 of
+    /// different types.
+    fn elementwise_odd_lengths_and_mixed_types(backend) {
+        let mut rng = fresh_rng("elementwise_odd_lengths_and_mixed_types");
+        let find = |n| wgpu_losses::losses::find(n).unwrap();
+        for len in [1, 3, 5, 4097, 2 * 16384 + 3, 65540] {
+            for dtype in HALVES {
+                for (name, grad) in [("mse", None), ("sigmoid-focal", Some(DType::F32)), ("huber", None)] {
+                    let target: Vec<f32> = (0..len).map(|_| rng.uniform() as f32).collect();
+                    let input = find(name).inputs()[0].name;
+                    let case = Case::default()
+                        .with(input, HostArray::f32(&[len], rng.normals(len, 2.0)))
+                        .with("target", HostArray::f32(&[len], target))
+                        .set("reduction", ["mean", "sum", "none"][rng.below(3)]);
+                    let case = in_dtype(find(name), case, dtype, grad);
+                    assert!(check_on(backend, find(name), &case, Tolerance::default()));
+                }
+            }
+        }
+        let ranking = find("margin-ranking");
+        for len in [3, 1000] {
+            let y = (0..len).map(|_| if rng.chance(0.5) { 1.0 } else { -1.0 }).collect();
+            let case = Case::default()
+                .with("x1", HostArray::rounded(&[len], &rng.normals(len, 1.0), DType::BF16))
+                .with("x2", HostArray::rounded(&[len], &rng.normals(len, 1.0), DType::F16))
+                .with("y", HostArray::f32(&[len], y));
+            assert!(check_on(backend, ranking, &case, Tolerance::default()));
+            let case = case.set("grad_dtype", "f32");
+            assert!(check_on(backend, ranking, &case, Tolerance::default()));
+        }
+    }
+);

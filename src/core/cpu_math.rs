@@ -1,6 +1,10 @@
 //! Math shared by the CPU backend of every family (`losses/<family>/cpu.rs`): `exp` and `ln`
 //! pieces without libm calls, so that the loops over them vectorize, and the fixed chunk size
-//! that keeps results independent of the thread count.
+//! that keeps results independent of the thread count; float slices of any element type.
+
+use std::ops::Range;
+
+use crate::core::{DType, Element};
 
 /// Rows (or elements) per parallel task: large enough to amortize scheduling, fixed so that
 /// partial sums, and so results, do not depend on the thread count.
@@ -123,5 +127,122 @@ mod tests {
         assert!(worst < 3e-7, "worst relative error {worst}");
         assert_eq!(super::ln_1p_unit(0.0), 0.0);
         assert!(super::ln_1p_unit(f32::NAN).is_nan());
+    }
+}
+
+/// A float slice of any element type, as the CPU loops read it: a block at a time, f32
+/// where it lies and 16-bit types widened into a small buffer. One loop then serves every
+/// type without a copy of the loop per type.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Floats<'a> {
+    F32(&'a [f32]),
+    F16(&'a [half::f16]),
+    BF16(&'a [half::bf16]),
+}
+
+impl<'a> Floats<'a> {
+    pub(crate) fn of<T: Element>(v: &'a [T]) -> Self {
+        match T::DTYPE {
+            DType::F16 => Floats::F16(bytemuck::cast_slice(v)),
+            DType::BF16 => Floats::BF16(bytemuck::cast_slice(v)),
+            _ => Floats::F32(bytemuck::cast_slice(v)),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Floats::F32(v) => v.len(),
+            Floats::F16(v) => v.len(),
+            Floats::BF16(v) => v.len(),
+        }
+    }
+
+    /// Elements `at` as f32: borrowed, or widened into `buf` (at least as long).
+    #[inline(always)]
+    pub(crate) fn block<'b>(&'b self, at: Range<usize>, buf: &'b mut [f32]) -> &'b [f32] {
+        let buf = &mut buf[..at.len()];
+        match self {
+            Floats::F32(v) => return &v[at],
+            Floats::F16(v) => Element::widen(&v[at], buf),
+            Floats::BF16(v) => Element::widen(&v[at], buf),
+        }
+        buf
+    }
+}
+
+/// A mutable float slice of any element type (gradients), written a block at a time.
+#[derive(Debug)]
+pub(crate) enum FloatsMut<'a> {
+    F32(&'a mut [f32]),
+    F16(&'a mut [half::f16]),
+    BF16(&'a mut [half::bf16]),
+}
+
+impl<'a> FloatsMut<'a> {
+    pub(crate) fn of<T: Element>(v: &'a mut [T]) -> Self {
+        match T::DTYPE {
+            DType::F16 => FloatsMut::F16(bytemuck::cast_slice_mut(v)),
+            DType::BF16 => FloatsMut::BF16(bytemuck::cast_slice_mut(v)),
+            _ => FloatsMut::F32(bytemuck::cast_slice_mut(v)),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            FloatsMut::F32(v) => v.len(),
+            FloatsMut::F16(v) => v.len(),
+            FloatsMut::BF16(v) => v.len(),
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Consecutive pieces of `len` elements (`count` empty pieces when empty).
+    pub(crate) fn pieces(self, len: usize, count: usize) -> Vec<FloatsMut<'a>> {
+        fn split<T>(v: &mut [T], len: usize, count: usize) -> Vec<&mut [T]> {
+            if v.is_empty() {
+                return (0..count).map(|_| &mut [][..]).collect();
+            }
+            v.chunks_mut(len).collect()
+        }
+        match self {
+            FloatsMut::F32(v) => split(v, len, count)
+                .into_iter()
+                .map(FloatsMut::F32)
+                .collect(),
+            FloatsMut::F16(v) => split(v, len, count)
+                .into_iter()
+                .map(FloatsMut::F16)
+                .collect(),
+            FloatsMut::BF16(v) => split(v, len, count)
+                .into_iter()
+                .map(FloatsMut::BF16)
+                .collect(),
+        }
+    }
+
+    /// Writes `f(k)` for k in 0..`at.len()` to elements `at`: directly into f32, through
+    /// `buf` (at least as long) and a narrowing for 16-bit types.
+    #[inline(always)]
+    pub(crate) fn write(&mut self, at: Range<usize>, buf: &mut [f32], f: impl Fn(usize) -> f32) {
+        let fill = |out: &mut [f32]| {
+            for (k, o) in out.iter_mut().enumerate() {
+                *o = f(k);
+            }
+        };
+        let buf = &mut buf[..at.len()];
+        match self {
+            FloatsMut::F32(v) => fill(&mut v[at]),
+            FloatsMut::F16(v) => {
+                fill(buf);
+                Element::narrow(buf, &mut v[at]);
+            }
+            FloatsMut::BF16(v) => {
+                fill(buf);
+                Element::narrow(buf, &mut v[at]);
+            }
+        }
     }
 }

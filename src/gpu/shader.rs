@@ -101,16 +101,6 @@ pub(crate) fn core_modules() -> Vec<ShaderModule> {
     vec![REDUCE_MODULE]
 }
 
-/// WGSL declaring `array<f32>` or `array<vec4<f32>>` I/O: `LANES` and the element type's
-/// `(type, lanes, widen to vec4, narrow from vec4)` spellings.
-pub(crate) fn lanes(vec4: bool) -> (&'static str, u32, &'static str, &'static str) {
-    if vec4 {
-        ("vec4<f32>", 4, "v", "g")
-    } else {
-        ("f32", 1, "vec4<f32>(v, 0.0, 0.0, 0.0)", "g.x")
-    }
-}
-
 /// One float array of a kernel as its WGSL sees it, whatever its element type: the
 /// declaration and the functions that read (`load_NAME(i)`, `load4_NAME(j)`) and write
 /// (`store_NAME(i, v)`, `store4_NAME(j, v)`) it as f32, element `i` or 4-element chunk `j`.

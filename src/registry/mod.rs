@@ -9,6 +9,7 @@ pub mod compare;
 pub mod random;
 pub mod session;
 
+use crate::core::cpu_math::Floats;
 use crate::core::reference::RefOutput;
 use crate::core::{Arg, DType, LossValues, Reduction, Upstream};
 use crate::error::{Error, Result};
@@ -409,6 +410,17 @@ impl Case {
         self.input(name).map(|a| (a.data.to_f32(), a.shape.clone()))
     }
 
+    /// The `grad_dtype` option: `None` (each input's own type) unless set.
+    ///
+    /// # Errors
+    /// [`Error::Option`] for text that is not f32, f16 or bf16.
+    pub fn grad_dtype_option(&self) -> Result<Option<DType>> {
+        self.options
+            .get("grad_dtype")
+            .map(|t| t.parse())
+            .transpose()
+    }
+
     /// The element type the gradient of input `name` is written in: the `grad_dtype` option
     /// when set (and valid), else the input's own type.
     pub fn grad_dtype(&self, name: &str) -> DType {
@@ -710,5 +722,34 @@ impl Case {
             HostArray::f32(&[], vec![rng.range(-2.0, 2.0) as f32])
         };
         self.with("grad_output", g)
+    }
+}
+
+/// f32 values held as a float type for a CPU call: borrowed as f32, or narrowed (exactly,
+/// for values already rounded to the type) into a 16-bit copy.
+#[derive(Debug)]
+pub(crate) enum Narrowed<'a> {
+    F32(&'a [f32]),
+    F16(Vec<half::f16>),
+    BF16(Vec<half::bf16>),
+}
+
+impl<'a> Narrowed<'a> {
+    pub(crate) fn new(values: &'a [f32], dtype: DType) -> Self {
+        match dtype {
+            DType::F16 => Narrowed::F16(values.iter().map(|&x| half::f16::from_f32(x)).collect()),
+            DType::BF16 => {
+                Narrowed::BF16(values.iter().map(|&x| half::bf16::from_f32(x)).collect())
+            }
+            _ => Narrowed::F32(values),
+        }
+    }
+
+    pub(crate) fn floats(&self) -> Floats<'_> {
+        match self {
+            Narrowed::F32(v) => Floats::F32(v),
+            Narrowed::F16(v) => Floats::F16(v),
+            Narrowed::BF16(v) => Floats::BF16(v),
+        }
     }
 }

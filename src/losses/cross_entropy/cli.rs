@@ -67,15 +67,7 @@ pub(crate) fn cross_entropy_options(case: &Case) -> Result<CrossEntropy> {
         .label_smoothing(case.option("label_smoothing", 0.0)?)
         .z_loss(case.option("z_loss", 0.0)?)
         .softcap(softcap)
-        .grad_dtype(grad_dtype(case)?))
-}
-
-/// The `grad_dtype` option: `None` (the input's type) unless set.
-pub(crate) fn grad_dtype(case: &Case) -> Result<Option<DType>> {
-    case.options
-        .get("grad_dtype")
-        .map(|t| t.parse())
-        .transpose()
+        .grad_dtype(case.grad_dtype_option()?))
 }
 
 /// Class indices in `[0, c)` for `n` rows, about a fifth of them `ignore_index` -100.
@@ -119,7 +111,7 @@ impl HostProblem {
                 .reduction(case.option("reduction", Reduction::Mean)?)
                 .ignore_index(ignore_index(case)?)
                 .gamma(case.option("gamma", 2.0)?)
-                .grad_dtype(grad_dtype(case)?)
+                .grad_dtype(case.grad_dtype_option()?)
                 .row_kernel()
         } else {
             cross_entropy_options(case)?

@@ -1,6 +1,6 @@
 //! The elementwise losses by name, on host arrays: the command line's view.
 
-use super::cpu::{elementwise as cpu_elementwise, elementwise_into, HostElementInputs};
+use super::cpu::{elementwise_dyn, elementwise_into, HostElementInputs, Inputs};
 use super::gpu::ElementwiseInputs;
 use super::{reference, Args, ElementwiseLoss, Pointwise};
 use crate::core::{Arg, DType, LossValues, Reduction, Upstream};
@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::gpu::engine::Engine;
 use crate::registry::random::Rng;
 use crate::gpu::GpuLoss;
-use crate::registry::{GpuSession, 
+use crate::registry::{GpuSession, Narrowed, 
     host_upstream, labels_i32, spec, BenchJob, BenchRun, BenchSpec, Case, DeviceUpstream, Evaluated, HostArray, InputSpec, LossDef, GRAD_OUTPUT,
 };
 
@@ -167,9 +167,10 @@ static POWER: ElementwiseDef = ElementwiseDef {
 struct HostProblem {
     loss: ElementwiseLoss,
     shape: Vec<usize>,
-    /// input, target (x1, x2 for margin ranking).
+    /// input, target (x1, x2 for margin ranking), widened to f32, and their types.
     a: Vec<f32>,
     b: Vec<f32>,
+    dtypes: (DType, DType),
     labels: Option<Vec<f32>>,
     weight: Option<(Vec<f32>, Vec<usize>)>,
     pos_weight: Option<Vec<f32>>,
@@ -180,8 +181,11 @@ impl ElementwiseDef {
     fn problem(&self, case: &Case) -> Result<HostProblem> {
         case.check_names(self)?;
         let kind = (self.kind)(case)?;
-        let loss = ElementwiseLoss::new(kind).reduction(case.option("reduction", Reduction::Mean)?);
+        let loss = ElementwiseLoss::new(kind)
+            .reduction(case.option("reduction", Reduction::Mean)?)
+            .grad_dtype(case.grad_dtype_option()?);
         let names: Vec<&'static str> = self.inputs.iter().map(|s| s.name).collect();
+        let dtypes = (case.float_dtype(names[0]), case.float_dtype(names[1]));
         let (a, shape) = case.floats(names[0]).expect("checked: required");
         let (b, b_shape) = case.floats(names[1]).expect("checked: required");
         let labels = case.input("y");
@@ -189,8 +193,14 @@ impl ElementwiseDef {
         let pos_weight = case.floats("pos_weight");
         let (scalar_upstream, per_item) = case.upstream_parts();
         loss.check(&Args {
-            input: Arg::f32(&shape),
-            target: Arg::f32(&b_shape),
+            input: Arg {
+                shape: &shape,
+                dtype: dtypes.0,
+            },
+            target: Arg {
+                shape: &b_shape,
+                dtype: dtypes.1,
+            },
             labels: labels.map(|y| Arg::f32(&y.shape)),
             weight: weight.as_ref().map(|(_, s)| Arg::f32(s)),
             pos_weight: pos_weight.as_ref().map(|(_, s)| Arg::f32(s)),
@@ -208,6 +218,7 @@ impl ElementwiseDef {
             shape,
             a,
             b,
+            dtypes,
             labels,
             weight,
             pos_weight,
@@ -252,6 +263,10 @@ impl LossDef for ElementwiseDef {
         self.name
     }
 
+    fn half_precision(&self) -> bool {
+        true
+    }
+
     fn inputs(&self) -> &'static [InputSpec] {
         self.inputs
     }
@@ -264,8 +279,8 @@ impl LossDef for ElementwiseDef {
         let p = self.problem(case)?;
         p.check_labels()?;
         let shape = &p.shape;
-        let a = s.upload("input", &p.a, shape)?;
-        let b = s.upload("target", &p.b, shape)?;
+        let a = s.upload_as("input", &p.a, shape, p.dtypes.0)?;
+        let b = s.upload_as("target", &p.b, shape, p.dtypes.1)?;
         let labels = p
             .labels
             .as_ref()
@@ -298,16 +313,18 @@ impl LossDef for ElementwiseDef {
 
     fn cpu(&self, case: &Case) -> Result<Evaluated<f32>> {
         let p = self.problem(case)?;
-        let inputs = HostElementInputs {
+        // 16-bit inputs reach the backend as 16-bit values.
+        let (a, b) = (Narrowed::new(&p.a, p.dtypes.0), Narrowed::new(&p.b, p.dtypes.1));
+        let inputs = Inputs {
             shape: &p.shape,
-            input: &p.a,
-            target: &p.b,
+            input: a.floats(),
+            target: b.floats(),
             labels: p.labels.as_deref(),
             weight: p.weight.as_ref().map(|(w, _)| w.as_slice()),
             pos_weight: p.pos_weight.as_deref(),
             upstream: host_upstream(p.upstream.as_deref(), p.a.len(), p.loss.reduction),
         };
-        Ok(p.evaluated(cpu_elementwise(&p.loss, &inputs)?))
+        Ok(p.evaluated(elementwise_dyn(&p.loss, &inputs, p.dtypes)?))
     }
 
     fn reference(&self, case: &Case) -> Result<Evaluated<f64>> {

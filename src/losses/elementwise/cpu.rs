@@ -3,22 +3,23 @@
 
 use rayon::prelude::*;
 
-use crate::core::cpu_math::{exp, ln_1p_unit, ln_pos, CHUNK_ELEMENTS};
+use crate::core::cpu_math::{exp, ln_1p_unit, ln_pos, Floats, FloatsMut, CHUNK_ELEMENTS};
 use crate::error::{Error, Result};
 use super::{Args, ElementwiseLoss, Pointwise};
-use crate::core::{host_shape, Arg, LossValues, Reduction, Upstream};
+use crate::core::{host_shape, Arg, DType, Element, LossValues, Reduction, Upstream};
 
 /// Host inputs of a CPU elementwise loss; the fields mirror
 /// [`crate::ElementwiseInputs`]. `upstream`: a scalar, or one per element
-/// with reduction none.
+/// with reduction none. The input (`A`) may be f32, [`half::f16`] or [`half::bf16`], and so
+/// may margin ranking's x2 (`B`); a target is f32.
 #[derive(Debug, Clone, Copy)]
-pub struct HostElementInputs<'a> {
+pub struct HostElementInputs<'a, A: Element = f32, B: Element = f32> {
     /// The input's shape.
     pub shape: &'a [usize],
     /// Input, logits or x1.
-    pub input: &'a [f32],
+    pub input: &'a [A],
     /// Target or x2.
-    pub target: &'a [f32],
+    pub target: &'a [B],
     /// Margin ranking's y.
     pub labels: Option<&'a [f32]>,
     /// BCE weight: full shape or last dimension.
@@ -214,7 +215,22 @@ fn focal_power(gamma: f32, m: f32) -> (f32, f32) {
 ///
 /// # Errors
 /// Option, shape and label errors as the GPU path.
-pub fn elementwise(loss: &ElementwiseLoss, inputs: &HostElementInputs<'_>) -> Result<LossValues> {
+///
+/// The gradients come back as the values written in `loss.grad_dtype` (by default each
+/// input's type), widened to f32.
+pub fn elementwise<A: Element, B: Element>(
+    loss: &ElementwiseLoss,
+    inputs: &HostElementInputs<'_, A, B>,
+) -> Result<LossValues> {
+    elementwise_dyn(loss, &Inputs::of(inputs), (A::DTYPE, B::DTYPE))
+}
+
+/// [`elementwise`] over inputs of any float type `types` (input, target or x2).
+pub(crate) fn elementwise_dyn(
+    loss: &ElementwiseLoss,
+    inputs: &Inputs<'_>,
+    (a_type, b_type): (DType, DType),
+) -> Result<LossValues> {
     let names = loss.kind.grad_names();
     let len: usize = inputs.shape.iter().product();
     let size = |k: usize| {
@@ -224,13 +240,20 @@ pub fn elementwise(loss: &ElementwiseLoss, inputs: &HostElementInputs<'_>) -> Re
             0
         }
     };
-    let (mut ga, mut gb) = (vec![0.0f32; size(0)], vec![0.0f32; size(1)]);
-    let values = elementwise_into(loss, inputs, &mut ga, &mut gb)?;
+    let (ga_type, gb_type) = (loss.grad_dtype_for(a_type), loss.grad_dtype_for(b_type));
+    let (mut ga, mut gb) = (Grad::new(size(0)), Grad::new(size(1)));
+    let values = checked_into(
+        loss,
+        inputs,
+        (a_type, b_type),
+        ga.floats(ga_type),
+        gb.floats(gb_type),
+    )?;
     let mut grads = Vec::new();
     if loss.gradient {
-        grads.push((names[0], ga));
+        grads.push((names[0], ga.widened(ga_type)));
         if names.len() == 2 {
-            grads.push((names[1], gb));
+            grads.push((names[1], gb.widened(gb_type)));
         }
     }
     Ok(LossValues {
@@ -239,17 +262,99 @@ pub fn elementwise(loss: &ElementwiseLoss, inputs: &HostElementInputs<'_>) -> Re
     })
 }
 
+/// A gradient buffer of any float type, for [`elementwise`].
+struct Grad {
+    f32: Vec<f32>,
+    f16: Vec<half::f16>,
+    bf16: Vec<half::bf16>,
+}
+
+impl Grad {
+    fn new(len: usize) -> Self {
+        Self {
+            f32: vec![0.0; len],
+            f16: vec![half::f16::ZERO; len],
+            bf16: vec![half::bf16::ZERO; len],
+        }
+    }
+
+    fn floats(&mut self, dtype: DType) -> FloatsMut<'_> {
+        match dtype {
+            DType::F16 => FloatsMut::of(&mut self.f16),
+            DType::BF16 => FloatsMut::of(&mut self.bf16),
+            _ => FloatsMut::of(&mut self.f32),
+        }
+    }
+
+    fn widened(self, dtype: DType) -> Vec<f32> {
+        match dtype {
+            DType::F16 => self.f16.iter().map(|v| v.to_f32()).collect(),
+            DType::BF16 => self.bf16.iter().map(|v| v.to_f32()).collect(),
+            _ => self.f32,
+        }
+    }
+}
+
 /// As [`elementwise`], writing the gradients into `grad` (for the input, or x1) and `grad_x2`
 /// (margin ranking's x2), reused across calls to save their allocation, and returning the
 /// loss values. Without `loss.gradient` (or x2) the buffers are ignored and may be empty.
 ///
 /// # Errors
 /// As [`elementwise`]; [`Error::Shape`] when a gradient buffer has the wrong length.
-pub fn elementwise_into(
+/// [`Error::DType`] when one has the wrong type.
+pub fn elementwise_into<A: Element, B: Element, GA: Element, GB: Element>(
     loss: &ElementwiseLoss,
-    inputs: &HostElementInputs<'_>,
-    grad: &mut [f32],
-    grad_x2: &mut [f32],
+    inputs: &HostElementInputs<'_, A, B>,
+    grad: &mut [GA],
+    grad_x2: &mut [GB],
+) -> Result<Vec<f32>> {
+    for (name, want, got) in [
+        ("grad_out", loss.grad_dtype_for(A::DTYPE), GA::DTYPE),
+        ("grad_out_x2", loss.grad_dtype_for(B::DTYPE), GB::DTYPE),
+    ] {
+        if loss.gradient && want != got {
+            return Err(Error::DType {
+                input: name,
+                expected: want.name(),
+                got: got.name(),
+            });
+        }
+    }
+    let types = (A::DTYPE, B::DTYPE);
+    checked_into(loss, &Inputs::of(inputs), types, FloatsMut::of(grad), FloatsMut::of(grad_x2))
+}
+
+/// [`HostElementInputs`] with the float arrays of any type.
+pub(crate) struct Inputs<'a> {
+    pub shape: &'a [usize],
+    pub input: Floats<'a>,
+    pub target: Floats<'a>,
+    pub labels: Option<&'a [f32]>,
+    pub weight: Option<&'a [f32]>,
+    pub pos_weight: Option<&'a [f32]>,
+    pub upstream: Upstream<'a, [f32]>,
+}
+
+impl<'a> Inputs<'a> {
+    fn of<A: Element, B: Element>(inputs: &HostElementInputs<'a, A, B>) -> Self {
+        Self {
+            shape: inputs.shape,
+            input: Floats::of(inputs.input),
+            target: Floats::of(inputs.target),
+            labels: inputs.labels,
+            weight: inputs.weight,
+            pos_weight: inputs.pos_weight,
+            upstream: inputs.upstream,
+        }
+    }
+}
+
+fn checked_into(
+    loss: &ElementwiseLoss,
+    inputs: &Inputs<'_>,
+    (a_type, b_type): (DType, DType),
+    grad: FloatsMut<'_>,
+    grad_x2: FloatsMut<'_>,
 ) -> Result<Vec<f32>> {
     let shape = inputs.shape;
     let (len, inner) = (
@@ -257,13 +362,22 @@ pub fn elementwise_into(
         shape.last().copied().unwrap_or(1),
     );
     let as_shape = |v: &[f32]| host_shape(v.len(), shape);
-    let (target, labels) = (as_shape(inputs.target), inputs.labels.map(as_shape));
+    let (target, labels) = (
+        host_shape(inputs.target.len(), shape),
+        inputs.labels.map(as_shape),
+    );
     let weight = inputs.weight.map(as_shape);
     let pos_weight = inputs.pos_weight.map(|v| host_shape(v.len(), &[inner]));
     let (scalar_upstream, per_item) = inputs.upstream.split(as_shape);
     loss.check(&Args {
-        input: Arg::f32(&as_shape(inputs.input)),
-        target: Arg::f32(&target),
+        input: Arg {
+            shape: &host_shape(inputs.input.len(), shape),
+            dtype: a_type,
+        },
+        target: Arg {
+            shape: &target,
+            dtype: b_type,
+        },
         labels: labels.as_deref().map(Arg::f32),
         weight: weight.as_deref().map(Arg::f32),
         pos_weight: pos_weight.as_deref().map(Arg::f32),
@@ -272,8 +386,12 @@ pub fn elementwise_into(
     })?;
     let names = loss.kind.grad_names();
     let ups = &*inputs.upstream.values();
+    let hinge_target = match (loss.kind, inputs.target) {
+        (Pointwise::Hinge, Floats::F32(t)) => Some(t),
+        _ => None,
+    };
     let checked = match loss.kind {
-        Pointwise::Hinge => Some(("target", inputs.target)),
+        Pointwise::Hinge => hinge_target.map(|t| ("target", t)),
         Pointwise::MarginRanking { .. } => inputs.labels.map(|y| ("y", y)),
         _ => None,
     };
@@ -289,8 +407,8 @@ pub fn elementwise_into(
     }
     let (need_a, need_b) = (loss.gradient, loss.gradient && names.len() == 2);
     for (name, g, needed) in [
-        ("grad_out", &*grad, need_a),
-        ("grad_out_x2", &*grad_x2, need_b),
+        ("grad_out", &grad, need_a),
+        ("grad_out_x2", &grad_x2, need_b),
     ] {
         if needed && g.len() != len {
             return Err(Error::shape(
@@ -300,8 +418,8 @@ pub fn elementwise_into(
             ));
         }
     }
-    let ga = if need_a { grad } else { &mut [][..] };
-    let gb = if need_b { grad_x2 } else { &mut [][..] };
+    let ga = if need_a { grad } else { FloatsMut::F32(&mut []) };
+    let gb = if need_b { grad_x2 } else { FloatsMut::F32(&mut []) };
     let denom = match loss.reduction {
         Reduction::Mean => len as f64,
         Reduction::BatchMean => inputs.shape.first().copied().unwrap_or(1) as f64,
@@ -317,7 +435,7 @@ pub fn elementwise_into(
         ($term:expr) => {
             sweep(
                 inputs,
-                (&mut *ga, &mut *gb),
+                (ga, gb),
                 base_scale,
                 per_element,
                 #[inline(always)]
@@ -372,8 +490,8 @@ pub fn elementwise_into(
 /// parallel, writing its gradients into `ga` and `gb` where they are not empty. `term` takes the element's index, input, target and label
 /// (margin ranking's y; 0 for the other losses).
 fn sweep(
-    inputs: &HostElementInputs<'_>,
-    (ga, gb): (&mut [f32], &mut [f32]),
+    inputs: &Inputs<'_>,
+    (ga, gb): (FloatsMut<'_>, FloatsMut<'_>),
     base_scale: f32,
     per_element: bool,
     term: impl Fn(usize, f32, f32, f32) -> Term + Sync,
@@ -383,8 +501,8 @@ fn sweep(
     let tasks = len.div_ceil(CHUNK_ELEMENTS);
     let slices: Vec<_> = chunks(&mut out, tasks)
         .into_iter()
-        .zip(chunks(ga, tasks))
-        .zip(chunks(gb, tasks))
+        .zip(ga.pieces(CHUNK_ELEMENTS, tasks))
+        .zip(gb.pieces(CHUNK_ELEMENTS, tasks))
         .enumerate()
         .collect();
     let partials = slices
@@ -413,12 +531,12 @@ fn sweep(
 
 /// One task of [`sweep`]: the elements `span`, with its slices of the outputs.
 struct Chunk<'a, 'b> {
-    inputs: &'a HostElementInputs<'b>,
+    inputs: &'a Inputs<'b>,
     span: std::ops::Range<usize>,
     base_scale: f32,
     out: &'a mut [f32],
-    ga: &'a mut [f32],
-    gb: &'a mut [f32],
+    ga: FloatsMut<'b>,
+    gb: FloatsMut<'b>,
 }
 
 /// [`chunk_portable`] compiled for AVX2 (the same operations, so the same bits).
@@ -436,17 +554,19 @@ fn chunk_portable(c: Chunk<'_, '_>, term: &impl Fn(usize, f32, f32, f32) -> Term
         span,
         base_scale,
         out,
-        ga,
-        gb,
+        mut ga,
+        mut gb,
     } = c;
     let ups = &*inputs.upstream.values();
     let mut sum = 0.0f64;
     // Terms are formed a block at a time into arrays, and the block's losses summed in f32
     // lanes, so the loops over terms vectorize; a running f64 sum would serialize them.
     let (mut l, mut da, mut db) = ([0.0f32; BLOCK], [0.0f32; BLOCK], [0.0f32; BLOCK]);
+    let (mut xb, mut yb, mut gbuf) = ([0.0f32; BLOCK], [0.0f32; BLOCK], [0.0f32; BLOCK]);
     for b in span.clone().step_by(BLOCK) {
         let m = BLOCK.min(span.end - b);
-        let (x, y) = (&inputs.input[b..b + m], &inputs.target[b..b + m]);
+        let x = inputs.input.block(b..b + m, &mut xb);
+        let y = inputs.target.block(b..b + m, &mut yb);
         let z = inputs.labels.map_or(&[0.0; BLOCK][..m], |z| &z[b..b + m]);
         for k in 0..m {
             (l[k], da[k], db[k]) = term(b + k, x[k], y[k], z[k]);
@@ -454,19 +574,15 @@ fn chunk_portable(c: Chunk<'_, '_>, term: &impl Fn(usize, f32, f32, f32) -> Term
         l[m..].fill(0.0);
         sum += lane_sum(&l);
         let j = b - span.start;
-        for (g, d) in [(&mut *ga, &da), (&mut *gb, &db)] {
+        for (g, d) in [(&mut ga, &da), (&mut gb, &db)] {
             if g.is_empty() {
                 continue;
             }
-            let g = &mut g[j..j + m];
             if ups.len() > 1 {
-                for ((g, &d), &u) in g.iter_mut().zip(d).zip(&ups[b..b + m]) {
-                    *g = d * (base_scale * u);
-                }
+                let u = &ups[b..b + m];
+                g.write(j..j + m, &mut gbuf, |k| d[k] * (base_scale * u[k]));
             } else {
-                for (g, &d) in g.iter_mut().zip(d) {
-                    *g = d * base_scale;
-                }
+                g.write(j..j + m, &mut gbuf, |k| d[k] * base_scale);
             }
         }
         if !out.is_empty() {

@@ -8,52 +8,142 @@ use crate::gpu::kernel::KernelKey;
 use crate::gpu::output::{LossOutput, Status};
 use crate::gpu::plan::{check_disjoint, GpuLoss};
 use crate::gpu::record::{Recorder, SumOf};
-use crate::gpu::shader::{lanes, Access, ShaderModule, MATH, WORKGROUP_SUM};
+use crate::gpu::shader::{Access, FloatView, ShaderModule, HALF, MATH, WORKGROUP_SUM};
 use crate::gpu::tensor::{DType, Tensor};
 
 const SOURCE: &str = include_str!("elementwise.wgsl");
 
-/// The module, with `vec4` I/O (element counts that are multiples of 4) or scalar I/O.
-pub(crate) fn module(vec4: bool) -> ShaderModule {
-    ShaderModule {
-        name: "elementwise",
-        variant: vec4 as u32,
-        source: |v| [MATH, WORKGROUP_SUM, &header(v == 1), SOURCE].join("\n"),
-        bindings: |_| {
-            use Access::*;
-            vec![
-                Uniform, Read, Read, Read, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite,
-            ]
-        },
-        entry_points: &["main"],
+/// The element types of the kernel's float arrays: the input (x1), the target (or x2), and
+/// their gradients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Io {
+    /// Chunks of 4 elements (element counts that are multiples of 4), else single elements.
+    pub vec4: bool,
+    pub a: DType,
+    pub b: DType,
+    pub grad_a: DType,
+    pub grad_b: DType,
+}
+
+/// The float types of a variant, by digit.
+const FLOATS: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
+
+impl Io {
+    fn variant(self) -> u32 {
+        let digit = |d: DType| FLOATS.iter().position(|&f| f == d).expect("a float") as u32;
+        [self.a, self.b, self.grad_a, self.grad_b]
+            .iter()
+            .fold(self.vec4 as u32, |v, &d| v * 3 + digit(d))
+    }
+
+    fn from_variant(mut v: u32) -> Self {
+        let mut next = || {
+            let d = FLOATS[(v % 3) as usize];
+            v /= 3;
+            d
+        };
+        let (grad_b, grad_a, b, a) = (next(), next(), next(), next());
+        Self {
+            vec4: v == 1,
+            a,
+            b,
+            grad_a,
+            grad_b,
+        }
+    }
+
+    /// The module of this variant.
+    pub(crate) fn module(self) -> ShaderModule {
+        ShaderModule {
+            name: "elementwise",
+            variant: self.variant(),
+            source: |v| {
+                let header = Io::from_variant(v).header();
+                [MATH, WORKGROUP_SUM, HALF, &header, SOURCE].join("\n")
+            },
+            bindings: |_| {
+                use Access::*;
+                vec![
+                    Uniform, Read, Read, Read, Read, Read, ReadWrite, ReadWrite, ReadWrite,
+                    ReadWrite,
+                ]
+            },
+            entry_points: &["main"],
+        }
+    }
+
+    /// WGSL declaring bindings 1, 2, 6 and 7 with LANES-element accessors, and the term ids.
+    fn header(self) -> String {
+        let ids: String = Term::ALL
+            .iter()
+            .map(|t| format!("const {}: u32 = {}u;\n", t.wgsl_name(), *t as u32))
+            .collect();
+        let views = [
+            (1, "in_a", self.a, Access::Read),
+            (2, "in_b", self.b, Access::Read),
+            (6, "grad_a", self.grad_a, Access::ReadWrite),
+            (7, "grad_b", self.grad_b, Access::ReadWrite),
+        ];
+        let mut decls = String::new();
+        for (binding, name, dtype, access) in views {
+            let view = FloatView {
+                name,
+                dtype,
+                access,
+            };
+            decls += &view.declare(binding, self.vec4);
+            decls += &view.functions(self.vec4);
+        }
+        let (lanes, load, store) = match self.vec4 {
+            true => (4, "load4_{}(j)", "store4_{}(j, g)"),
+            false => (
+                1,
+                "vec4<f32>(load_{}(j), 0.0, 0.0, 0.0)",
+                "store_{}(j, g.x)",
+            ),
+        };
+        let call = |pattern: &str, name: &str| pattern.replace("{}", name);
+        format!(
+            "{ids}\
+             const LANES: u32 = {lanes}u;\n\
+             {decls}\
+             fn load_a(j: u32) -> vec4<f32> {{ return {}; }}\n\
+             fn load_b(j: u32) -> vec4<f32> {{ return {}; }}\n\
+             fn store_ga(j: u32, g: vec4<f32>) {{ {}; }}\n\
+             fn store_gb(j: u32, g: vec4<f32>) {{ {}; }}\n",
+            call(load, "in_a"),
+            call(load, "in_b"),
+            call(store, "grad_a"),
+            call(store, "grad_b"),
+        )
     }
 }
 
-/// Both variants, for validation.
+/// The variants a call can reach (gradients in their input's type or f32), for validation.
 #[cfg(test)]
 pub(crate) fn modules() -> Vec<ShaderModule> {
-    vec![module(false), module(true)]
-}
-
-/// WGSL declaring bindings 1, 2, 6 and 7 with LANES-element accessors, and the term ids.
-fn header(vec4: bool) -> String {
-    let (ty, lanes, get, put) = lanes(vec4);
-    let ids: String = Term::ALL
-        .iter()
-        .map(|t| format!("const {}: u32 = {}u;\n", t.wgsl_name(), *t as u32))
-        .collect();
-    format!(
-        "{ids}\
-         const LANES: u32 = {lanes}u;\n\
-         @group(0) @binding(1) var<storage, read> in_a: array<{ty}>;\n\
-         @group(0) @binding(2) var<storage, read> in_b: array<{ty}>;\n\
-         @group(0) @binding(6) var<storage, read_write> grad_a: array<{ty}>;\n\
-         @group(0) @binding(7) var<storage, read_write> grad_b: array<{ty}>;\n\
-         fn load_a(j: u32) -> vec4<f32> {{ let v = in_a[j]; return {get}; }}\n\
-         fn load_b(j: u32) -> vec4<f32> {{ let v = in_b[j]; return {get}; }}\n\
-         fn store_ga(j: u32, g: vec4<f32>) {{ grad_a[j] = {put}; }}\n\
-         fn store_gb(j: u32, g: vec4<f32>) {{ grad_b[j] = {put}; }}\n"
-    )
+    let mut all = Vec::new();
+    for vec4 in [false, true] {
+        for a in FLOATS {
+            for b in FLOATS {
+                for grad_a in [a, DType::F32] {
+                    for grad_b in [b, DType::F32] {
+                        let io = Io {
+                            vec4,
+                            a,
+                            b,
+                            grad_a,
+                            grad_b,
+                        };
+                        if !all.contains(&io) {
+                            all.push(io);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    all.into_iter().map(Io::module).collect()
 }
 
 /// The device inputs of an elementwise loss call.
@@ -175,13 +265,17 @@ impl ElementwiseLoss {
             read.push(("upstream", t));
         }
         let mut written = Vec::new();
+        let grad_types = [
+            self.grad_dtype_for(inputs.input.dtype()),
+            self.grad_dtype_for(inputs.target.dtype()),
+        ];
         for (k, g) in inputs.grad_out.iter().enumerate() {
             if let Some(g) = g {
                 if k >= names.len() || !self.gradient {
                     return Err(unused("grad_out"));
                 }
                 g.arg()
-                    .expect("grad_out", inputs.input.shape(), DType::F32)?;
+                    .expect("grad_out", inputs.input.shape(), grad_types[k])?;
                 check_disjoint(&[("grad_out", g)], &read)?;
                 check_disjoint(&[("grad_out", g)], &written)?;
                 written.push(("grad_out", *g));
@@ -230,13 +324,21 @@ impl ElementwiseLoss {
         } else {
             rec.tensor(&[], DType::F32)?
         };
+        let io = Io {
+            vec4,
+            a: inputs.input.dtype(),
+            b: inputs.target.dtype(),
+            grad_a: self.grad_dtype_for(inputs.input.dtype()),
+            grad_b: self.grad_dtype_for(inputs.target.dtype()),
+        };
         let grads: Vec<Tensor> = if self.gradient {
             names
                 .iter()
                 .zip(inputs.grad_out)
-                .map(|(_, given)| match given {
+                .zip([io.grad_a, io.grad_b])
+                .map(|((_, given), dtype)| match given {
                     Some(g) => Ok(g.clone()),
-                    None => rec.tensor(shape, DType::F32),
+                    None => rec.tensor(shape, dtype),
                 })
                 .collect::<Result<_>>()?
         } else {
@@ -264,7 +366,7 @@ impl ElementwiseLoss {
         let scale = (upstream / self.denominator(shape)) as f32;
         let (p0, p1) = self.kind.params();
         let key = KernelKey {
-            module: module(vec4),
+            module: io.module(),
             entry: "main",
             overrides: [
                 ("WG_SIZE", wg),

@@ -10,7 +10,7 @@ pub(crate) mod cpu;
 pub(crate) mod gpu;
 pub(crate) mod reference;
 
-use crate::core::{check_upstream, finite, unused, Arg, DType, Reduction};
+use crate::core::{check_shape, check_upstream, finite, unused, Arg, DType, Reduction};
 use crate::error::{Error, Result};
 
 /// Which elementwise loss, with its parameters (each field documents the PyTorch /
@@ -222,6 +222,9 @@ pub struct ElementwiseLoss {
     pub reduction: Reduction,
     /// Compute the gradient (default true).
     pub gradient: bool,
+    /// Element type of the gradients: `None` (default) writes each in its input's type
+    /// (f32, f16 or bf16); `Some(DType::F32)` writes f32 gradients of 16-bit inputs.
+    pub grad_dtype: Option<DType>,
 }
 
 impl ElementwiseLoss {
@@ -231,7 +234,19 @@ impl ElementwiseLoss {
             kind,
             reduction: Reduction::Mean,
             gradient: true,
+            grad_dtype: None,
         }
+    }
+
+    /// Sets the gradients' element type (`None`: each input's type).
+    pub fn grad_dtype(mut self, dtype: Option<DType>) -> Self {
+        self.grad_dtype = dtype;
+        self
+    }
+
+    /// The gradient's element type for an input of type `input`.
+    pub(crate) fn grad_dtype_for(&self, input: DType) -> DType {
+        self.grad_dtype.unwrap_or(input)
     }
 
     /// Sets the reduction.
@@ -252,6 +267,13 @@ impl ElementwiseLoss {
     /// As [`Pointwise::validate`]; `BatchMean` for a loss other than kl-div.
     pub fn validate(&self) -> Result<()> {
         self.kind.validate()?;
+        if let Some(d) = self.grad_dtype.filter(|d| !d.is_float()) {
+            return Err(Error::Option {
+                option: "grad_dtype",
+                value: d.name().into(),
+                reason: "must be f32, f16 or bf16",
+            });
+        }
         if self.reduction == Reduction::BatchMean && !matches!(self.kind, Pointwise::KlDiv { .. }) {
             return Err(Error::Option {
                 option: "reduction",
@@ -273,12 +295,17 @@ impl ElementwiseLoss {
         self.validate()?;
         let names = self.kind.grad_names();
         let shape = args.input.shape;
-        args.input.expect_dtype(names[0], DType::F32)?;
+        args.input.expect_float(names[0])?;
         if args.input.len() == 0 {
             return Err(Error::Empty(names[0]));
         }
-        let target_name = if names.len() == 2 { names[1] } else { "target" };
-        args.target.expect(target_name, shape, DType::F32)?;
+        // Margin ranking's x2 is differentiable (any float type); targets are f32.
+        if names.len() == 2 {
+            args.target.expect_float(names[1])?;
+            check_shape(names[1], args.target.shape, shape)?;
+        } else {
+            args.target.expect("target", shape, DType::F32)?;
+        }
         let ranking = matches!(self.kind, Pointwise::MarginRanking { .. });
         match (ranking, args.labels) {
             (true, Some(y)) => y.expect("y", shape, DType::F32)?,
