@@ -279,6 +279,25 @@ impl Element for half::bf16 {
     }
 }
 
+/// `values` as f32: borrowed when they are f32, else widened (exactly) into a copy.
+pub(crate) fn widened<T: Element>(values: &[T]) -> std::borrow::Cow<'_, [f32]> {
+    match T::as_f32(values) {
+        Some(v) => std::borrow::Cow::Borrowed(v),
+        None => values.iter().map(|v| v.to_f32()).collect(),
+    }
+}
+
+/// The gradients of `out` as written in `dtype`: each value rounded to it (to nearest,
+/// ties to even), as a kernel that writes `dtype` stores them.
+pub(crate) fn written_as(mut out: LossValues, dtype: DType) -> LossValues {
+    if dtype != DType::F32 {
+        for (_, g) in &mut out.grads {
+            g.iter_mut().for_each(|v| *v = dtype.round(*v));
+        }
+    }
+    out
+}
+
 /// Host results of one loss call, on any backend.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LossValues {
@@ -324,6 +343,18 @@ pub(crate) fn check_option(
 /// `value` must be finite and ≥ 0 (margins, ε).
 pub(crate) fn non_negative(name: &'static str, value: f32) -> Result<()> {
     check_option(name, value, value >= 0.0, "must be finite and >= 0")
+}
+
+/// `Err` unless the `grad_dtype` option, if set, is a float type.
+pub(crate) fn check_grad_dtype(dtype: Option<DType>) -> Result<()> {
+    match dtype {
+        Some(d) if !d.is_float() => Err(Error::Option {
+            option: "grad_dtype",
+            value: d.name().into(),
+            reason: "must be f32, f16 or bf16",
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// `Err` for `BatchMean`, which only kl-div defines.
@@ -447,8 +478,8 @@ pub(crate) fn check_upstream(
     Ok(())
 }
 
-/// The metric losses' rule for their row inputs: each f32 `[N, D]`, all of one shape, with
-/// N ≥ 1 and D ≥ 1. Gives (N, D).
+/// The metric losses' rule for their row inputs: each `[N, D]` of one float type (f32, f16
+/// or bf16), all of one shape, with N ≥ 1 and D ≥ 1. Gives (N, D).
 ///
 /// # Errors
 /// [`Error::Shape`], [`Error::Empty`] or [`Error::DType`] naming the input.
@@ -463,8 +494,9 @@ pub(crate) fn check_rows(rows: &[(&'static str, Arg<'_>)]) -> Result<(usize, usi
     if dim == 0 {
         return Err(Error::shape(first, "[N, D] with D >= 1".into(), arg.shape));
     }
+    arg.expect_float(first)?;
     for &(name, r) in rows {
-        r.expect_dtype(name, DType::F32)?;
+        r.expect_dtype(name, arg.dtype)?;
         if r.shape != arg.shape {
             return Err(Error::shape(
                 name,

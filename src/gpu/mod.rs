@@ -2,6 +2,7 @@
 //! ← recording ← plans. Everything a loss family's `gpu.rs` needs to launch its kernels
 //! lives here, once.
 
+pub(crate) mod convert;
 pub(crate) mod engine;
 pub(crate) mod kernel;
 pub(crate) mod output;

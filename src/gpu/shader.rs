@@ -81,6 +81,16 @@ pub(crate) const REDUCE_MODULE: ShaderModule = ShaderModule {
     entry_points: &["partial_sums", "finish"],
 };
 
+/// The element-type conversions at the edges of f32 kernels (`shaders/convert.wgsl`,
+/// launched by `gpu::convert`).
+pub(crate) const CONVERT_MODULE: ShaderModule = ShaderModule {
+    name: "convert",
+    variant: 0,
+    source: |_| [MATH, HALF, include_str!("../../shaders/convert.wgsl")].join("\n"),
+    bindings: |_| vec![Access::Uniform, Access::Read, Access::ReadWrite],
+    entry_points: &["widen", "narrow"],
+};
+
 /// The vec4 copy that sets the adapter's bandwidth yardstick (`shaders/copy.wgsl`), for the
 /// benchmark.
 #[cfg(feature = "cli")]
@@ -96,9 +106,9 @@ pub(crate) const COPY_MODULE: ShaderModule = ShaderModule {
 #[cfg(test)]
 pub(crate) fn core_modules() -> Vec<ShaderModule> {
     #[cfg(feature = "cli")]
-    return vec![REDUCE_MODULE, COPY_MODULE];
+    return vec![REDUCE_MODULE, CONVERT_MODULE, COPY_MODULE];
     #[cfg(not(feature = "cli"))]
-    vec![REDUCE_MODULE]
+    vec![REDUCE_MODULE, CONVERT_MODULE]
 }
 
 /// One float array of a kernel as its WGSL sees it, whatever its element type: the

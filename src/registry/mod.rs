@@ -593,10 +593,12 @@ impl DeviceUpstream {
 
 /// The rows of a metric loss: its differentiable inputs, checked by the loss's family.
 pub(crate) struct Rows {
-    /// (name, data) in declaration order.
+    /// (name, data) in declaration order, widened to f32.
     pub rows: Vec<(&'static str, Vec<f32>)>,
     pub n: usize,
     pub dim: usize,
+    /// The rows' element type (one for all, by the families' rules).
+    pub dtype: DType,
 }
 
 impl Rows {
@@ -611,13 +613,24 @@ impl Rows {
     ) -> Result<Self> {
         let args: Vec<_> = arrays
             .iter()
-            .map(|(name, _, s)| (*name, Arg::f32(s)))
+            .map(|(name, _, shape, dtype)| {
+                let arg = Arg {
+                    shape,
+                    dtype: *dtype,
+                };
+                (*name, arg)
+            })
             .collect();
         let (n, dim) = check(&args)?;
+        let dtype = arrays.first().map_or(DType::F32, |a| a.3);
         Ok(Rows {
-            rows: arrays.into_iter().map(|(name, x, _)| (name, x)).collect(),
+            rows: arrays
+                .into_iter()
+                .map(|(name, x, _, _)| (name, x))
+                .collect(),
             n,
             dim,
+            dtype,
         })
     }
 
@@ -627,9 +640,9 @@ impl Rows {
     }
 }
 
-/// The differentiable inputs of a loss as given, with their shapes, before its family's
-/// checks.
-pub(crate) type RowArrays = Vec<(&'static str, Vec<f32>, Vec<usize>)>;
+/// The differentiable inputs of a loss as given (widened to f32), with their shapes and
+/// element types, before its family's checks.
+pub(crate) type RowArrays = Vec<(&'static str, Vec<f32>, Vec<usize>, DType)>;
 
 /// Float values with their shape.
 pub(crate) type Values = (Vec<f32>, Vec<usize>);
@@ -642,7 +655,7 @@ impl Case {
             .filter(|s| s.differentiable)
             .map(|s| {
                 let (x, shape) = self.floats(s.name).expect("checked: required");
-                (s.name, x, shape)
+                (s.name, x, shape, self.float_dtype(s.name))
             })
             .collect()
     }

@@ -3,7 +3,7 @@
 use super::cpu::{HostContrastiveInputs, HostTripletInputs};
 use super::gpu::{ContrastiveInputs, TripletInputs};
 use super::{check, cpu, reference, Args, Contrastive, Triplet, PAIRWISE_EPS};
-use crate::core::{Arg, LossValues, Reduction, Upstream};
+use crate::core::{Arg, DType, Element, LossValues, Reduction, Upstream};
 use crate::error::{Error, Result};
 use crate::gpu::engine::Engine;
 use crate::registry::random::Rng;
@@ -53,6 +53,7 @@ impl PairDef {
                 margin: case.option("margin", 1.0)?,
                 eps: case.option("eps", PAIRWISE_EPS)?,
                 gradient: true,
+                grad_dtype: case.grad_dtype_option()?,
             }),
             PairDef::Triplet => {
                 let p: f32 = case.option("p", 2.0)?;
@@ -70,6 +71,7 @@ impl PairDef {
                     eps: case.option("eps", PAIRWISE_EPS)?,
                     swap: case.flag("swap", false)?,
                     gradient: true,
+                    grad_dtype: case.grad_dtype_option()?,
                 })
             }
         };
@@ -126,9 +128,44 @@ impl Problem {
     fn y(&self) -> &[f32] {
         self.y.as_deref().expect("checked: required")
     }
+
+    /// The CPU backend on the rows as `T` (16-bit rows reach it as 16-bit values).
+    fn cpu<T: Element>(&self) -> Result<LossValues> {
+        let r = &self.rows;
+        let rows: Vec<Vec<T>> = (0..r.rows.len())
+            .map(|i| r.row(i).iter().map(|&x| T::from_f32(x)).collect())
+            .collect();
+        let upstream = host_upstream(self.upstream.as_deref(), r.n, self.opts.reduction());
+        match self.opts {
+            Opts::Contrastive(o) => cpu::contrastive(
+                &o,
+                &HostContrastiveInputs {
+                    x1: &rows[0],
+                    x2: &rows[1],
+                    y: self.y(),
+                    dim: r.dim,
+                    upstream,
+                },
+            ),
+            Opts::Triplet(o) => cpu::triplet(
+                &o,
+                &HostTripletInputs {
+                    anchor: &rows[0],
+                    positive: &rows[1],
+                    negative: &rows[2],
+                    dim: r.dim,
+                    upstream,
+                },
+            ),
+        }
+    }
 }
 
 impl LossDef for PairDef {
+    fn half_precision(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &'static str {
         match self {
             PairDef::Contrastive => "contrastive",
@@ -169,7 +206,7 @@ impl LossDef for PairDef {
             .rows
             .rows
             .iter()
-            .map(|(name, x)| s.upload(name, x, &[n, dim]))
+            .map(|(name, x)| s.upload_as(name, x, &[n, dim], p.rows.dtype))
             .collect::<Result<_>>()?;
         let up = DeviceUpstream::upload(s, p.upstream.as_deref(), &[n], p.opts.reduction())?;
         let out = match p.opts {
@@ -200,29 +237,10 @@ impl LossDef for PairDef {
 
     fn cpu(&self, case: &Case) -> Result<Evaluated<f32>> {
         let p = self.problem(case)?;
-        let r = &p.rows;
-        let upstream = host_upstream(p.upstream.as_deref(), r.n, p.opts.reduction());
-        let out = match p.opts {
-            Opts::Contrastive(o) => cpu::contrastive(
-                &o,
-                &HostContrastiveInputs {
-                    x1: r.row(0),
-                    x2: r.row(1),
-                    y: p.y(),
-                    dim: r.dim,
-                    upstream,
-                },
-            )?,
-            Opts::Triplet(o) => cpu::triplet(
-                &o,
-                &HostTripletInputs {
-                    anchor: r.row(0),
-                    positive: r.row(1),
-                    negative: r.row(2),
-                    dim: r.dim,
-                    upstream,
-                },
-            )?,
+        let out = match p.rows.dtype {
+            DType::F16 => p.cpu::<half::f16>()?,
+            DType::BF16 => p.cpu::<half::bf16>()?,
+            _ => p.cpu::<f32>()?,
         };
         Ok(p.evaluated(out))
     }

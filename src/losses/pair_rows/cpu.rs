@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use crate::error::Result;
 use super::{check, Args, Contrastive, Triplet};
-use crate::core::{host_rows, Arg, LossValues, Reduction, Upstream};
+use crate::core::{host_rows, widened, written_as, Arg, DType, Element, LossValues, Reduction, Upstream};
 
 /// Sum of `|w|` (p = 1) or `w²` (p = 2) over `w = u − v + eps` (w in f32 as on the GPU),
 /// in eight f64 lanes (they vectorize; f64 keeps huge rows from overflowing).
@@ -79,6 +79,7 @@ fn relu(v: f64) -> f64 {
 /// Checks options and inputs by the family's rules ([`super::check`]); gives (N, D).
 fn check_host(
     rows: &[(&'static str, &[f32])],
+    dtype: DType,
     y: Option<&[f32]>,
     dim: usize,
     upstream: Upstream<'_, [f32]>,
@@ -88,7 +89,7 @@ fn check_host(
     let rows: Vec<_> = rows
         .iter()
         .zip(&shapes)
-        .map(|(&(name, _), s)| (name, Arg::f32(s)))
+        .map(|(&(name, _), s)| (name, Arg { shape: s, dtype }))
         .collect();
     let y_shape = y.map(|y| [y.len()]);
     let (scalar_upstream, per_item) = upstream.split(|g| [g.len()]);
@@ -118,13 +119,14 @@ fn reduce(losses: Vec<f64>, reduction: Reduction, upstream: &[f32]) -> (Vec<f32>
     (loss, scales)
 }
 
-/// Host inputs of [`contrastive`]; the fields mirror [`crate::ContrastiveInputs`].
+/// Host inputs of [`contrastive`]; the fields mirror [`crate::ContrastiveInputs`]. The rows
+/// may be f32, [`half::f16`] or [`half::bf16`].
 #[derive(Debug, Clone, Copy)]
-pub struct HostContrastiveInputs<'a> {
+pub struct HostContrastiveInputs<'a, T: Element = f32> {
     /// First rows `[N, dim]`, row-major.
-    pub x1: &'a [f32],
+    pub x1: &'a [T],
     /// Second rows `[N, dim]`.
-    pub x2: &'a [f32],
+    pub x2: &'a [T],
     /// Labels `[N]` (1 similar, 0 not).
     pub y: &'a [f32],
     /// Row length D.
@@ -133,33 +135,39 @@ pub struct HostContrastiveInputs<'a> {
     pub upstream: Upstream<'a, [f32]>,
 }
 
-/// Host inputs of [`triplet`]; the fields mirror [`crate::TripletInputs`].
+/// Host inputs of [`triplet`]; the fields mirror [`crate::TripletInputs`]. The rows may be
+/// f32, [`half::f16`] or [`half::bf16`].
 #[derive(Debug, Clone, Copy)]
-pub struct HostTripletInputs<'a> {
+pub struct HostTripletInputs<'a, T: Element = f32> {
     /// Anchors `[N, dim]`, row-major.
-    pub anchor: &'a [f32],
+    pub anchor: &'a [T],
     /// Positives `[N, dim]`.
-    pub positive: &'a [f32],
+    pub positive: &'a [T],
     /// Negatives `[N, dim]`.
-    pub negative: &'a [f32],
+    pub negative: &'a [T],
     /// Row length D.
     pub dim: usize,
     /// Gradient from above: a scalar, or one per row with reduction none.
     pub upstream: Upstream<'a, [f32]>,
 }
 
-/// Contrastive loss of rows `x1`, `x2` with labels `y`, on the CPU.
+/// Contrastive loss of rows `x1`, `x2` with labels `y`, on the CPU. 16-bit rows are widened
+/// (exactly) and the gradients come back as written in `opts.grad_dtype` (by default the
+/// rows' type).
 ///
 /// # Errors
 /// Bad options; [`Error::Shape`](crate::Error::Shape) for lengths that do not match.
-pub fn contrastive(opts: &Contrastive, inputs: &HostContrastiveInputs<'_>) -> Result<LossValues> {
-    let HostContrastiveInputs {
-        x1, x2, y, dim, ..
-    } = *inputs;
+pub fn contrastive<T: Element>(
+    opts: &Contrastive,
+    inputs: &HostContrastiveInputs<'_, T>,
+) -> Result<LossValues> {
+    let (x1, x2) = (widened(inputs.x1), widened(inputs.x2));
+    let (x1, x2, y, dim) = (&x1[..], &x2[..], inputs.y, inputs.dim);
     let upstream = &inputs.upstream.values();
     opts.validate()?;
     let (n, _) = check_host(
         &[("x1", x1), ("x2", x2)],
+        T::DTYPE,
         Some(y),
         dim,
         inputs.upstream,
@@ -195,25 +203,23 @@ pub fn contrastive(opts: &Contrastive, inputs: &HostContrastiveInputs<'_>) -> Re
             });
         grads = vec![("x1", g1), ("x2", g2)];
     }
-    Ok(LossValues { loss, grads })
+    let grad_type = opts.grad_dtype.unwrap_or(T::DTYPE);
+    Ok(written_as(LossValues { loss, grads }, grad_type))
 }
 
-/// Triplet margin loss of rows `anchor`, `positive`, `negative`, on the CPU.
+/// Triplet margin loss of rows `anchor`, `positive`, `negative`, on the CPU; 16-bit rows as
+/// in [`contrastive`].
 ///
 /// # Errors
 /// Bad options; [`Error::Shape`](crate::Error::Shape) for lengths that do not match.
-pub fn triplet(opts: &Triplet, inputs: &HostTripletInputs<'_>) -> Result<LossValues> {
-    let HostTripletInputs {
-        anchor: a,
-        positive: p,
-        negative: ng,
-        dim,
-        ..
-    } = *inputs;
+pub fn triplet<T: Element>(opts: &Triplet, inputs: &HostTripletInputs<'_, T>) -> Result<LossValues> {
+    let rows = [inputs.anchor, inputs.positive, inputs.negative].map(widened);
+    let (a, p, ng, dim) = (&rows[0][..], &rows[1][..], &rows[2][..], inputs.dim);
     let upstream = &inputs.upstream.values();
     opts.validate()?;
     let (n, _) = check_host(
         &[("anchor", a), ("positive", p), ("negative", ng)],
+        T::DTYPE,
         None,
         dim,
         inputs.upstream,
@@ -277,5 +283,6 @@ pub fn triplet(opts: &Triplet, inputs: &HostTripletInputs<'_>) -> Result<LossVal
             });
         grads = vec![("anchor", ga), ("positive", gp), ("negative", gn)];
     }
-    Ok(LossValues { loss, grads })
+    let grad_type = opts.grad_dtype.unwrap_or(T::DTYPE);
+    Ok(written_as(LossValues { loss, grads }, grad_type))
 }

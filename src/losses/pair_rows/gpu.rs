@@ -8,27 +8,62 @@ use crate::gpu::kernel::KernelKey;
 use crate::gpu::output::LossOutput;
 use crate::gpu::plan::GpuLoss;
 use crate::gpu::record::{Recorder, SumOf};
-use crate::gpu::shader::{Access, ShaderModule, MATH};
+use crate::gpu::shader::{Access, FloatView, ShaderModule, HALF, MATH};
 use crate::gpu::tensor::{DType, Tensor};
 
-/// The kernel's module.
-pub(crate) const MODULE: ShaderModule = ShaderModule {
-    name: "pair_rows",
-    variant: 0,
-    source: |_| [MATH, include_str!("pair_rows.wgsl")].join("\n"),
-    bindings: |_| {
-        use Access::*;
-        vec![
-            Uniform, Read, Read, Read, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite,
-        ]
-    },
-    entry_points: &["main"],
-};
+/// The float types of a variant, by digit.
+const FLOATS: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
+
+/// The kernel's module for rows of type `rows` and gradients of type `grads`.
+pub(crate) fn module(rows: DType, grads: DType) -> ShaderModule {
+    let digit = |d: DType| FLOATS.iter().position(|&f| f == d).expect("a float") as u32;
+    ShaderModule {
+        name: "pair_rows",
+        variant: digit(rows) * 3 + digit(grads),
+        source: |v| {
+            let header = header(FLOATS[v as usize / 3], FLOATS[v as usize % 3]);
+            [MATH, HALF, &header, include_str!("pair_rows.wgsl")].join("\n")
+        },
+        bindings: |_| {
+            use Access::*;
+            vec![
+                Uniform, Read, Read, Read, Read, Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite,
+            ]
+        },
+        entry_points: &["main"],
+    }
+}
+
+/// WGSL declaring the row inputs (bindings 1–3) and their gradients (6–8) by element.
+fn header(rows: DType, grads: DType) -> String {
+    let views = [
+        (1, "in_a", rows, Access::Read),
+        (2, "in_b", rows, Access::Read),
+        (3, "in_c", rows, Access::Read),
+        (6, "grad_a", grads, Access::ReadWrite),
+        (7, "grad_b", grads, Access::ReadWrite),
+        (8, "grad_c", grads, Access::ReadWrite),
+    ];
+    views
+        .iter()
+        .map(|&(binding, name, dtype, access)| {
+            let view = FloatView {
+                name,
+                dtype,
+                access,
+            };
+            view.declare(binding, false) + &view.functions(false)
+        })
+        .collect()
+}
 
 /// The family's modules, for validation.
 #[cfg(test)]
 pub(crate) fn modules() -> Vec<ShaderModule> {
-    vec![MODULE]
+    FLOATS
+        .iter()
+        .flat_map(|&rows| [module(rows, rows), module(rows, DType::F32)])
+        .collect()
 }
 
 /// Device inputs of [`Contrastive`]: pairs of rows and their labels (1 similar, 0 not).
@@ -79,6 +114,7 @@ struct RowsJob<'a> {
     overrides: Vec<(&'static str, u32)>,
     margin: f32,
     eps: f32,
+    grad_dtype: Option<DType>,
 }
 
 /// The `[N, D]` shape shared by `rows` (named `names`), checked.
@@ -99,10 +135,12 @@ impl RowsJob<'_> {
     fn record_checked(self, rec: &mut Recorder<'_>, n: usize, dim: usize) -> Result<LossOutput> {
         let engine = rec.engine();
         let row_loss = rec.tensor(&[n], DType::F32)?;
+        let rows_type = self.rows[0].dtype();
+        let grad_type = self.grad_dtype.unwrap_or(rows_type);
         let grads: Vec<Tensor> = if self.gradient {
             self.rows
                 .iter()
-                .map(|t| rec.tensor(t.shape(), DType::F32))
+                .map(|t| rec.tensor(t.shape(), grad_type))
                 .collect::<Result<_>>()?
         } else {
             Vec::new()
@@ -130,12 +168,13 @@ impl RowsJob<'_> {
         ];
         overrides.extend(self.overrides.iter().copied());
         let key = KernelKey {
-            module: MODULE,
+            module: module(rows_type, grad_type),
             entry: "main",
             overrides,
         };
         let unused = rec.unused()?;
-        for w in engine.row_windows(n, dim.max(1) as u64 * 4, true)? {
+        let row_bytes = |d: DType| dim.max(1) as u64 * d.size();
+        for w in engine.row_windows_for(n, &[row_bytes(rows_type), row_bytes(grad_type)], true)? {
             let (rs, rc) = (w.start * dim, w.len() * dim);
             let params = rec.params(&Params {
                 rows: w.len() as u32,
@@ -228,6 +267,7 @@ impl GpuLoss for Contrastive {
             overrides: vec![("LOSS", 0), ("P_NORM", 2)],
             margin: self.margin,
             eps: self.eps,
+            grad_dtype: self.grad_dtype,
         }
         .record(rec)
     }
@@ -272,6 +312,7 @@ impl GpuLoss for Triplet {
             overrides: vec![("LOSS", 1), ("P_NORM", self.p), ("SWAP", self.swap as u32)],
             margin: self.margin,
             eps: self.eps,
+            grad_dtype: self.grad_dtype,
         }
         .record(rec)
     }

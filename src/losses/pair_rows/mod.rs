@@ -9,7 +9,7 @@ pub(crate) mod gpu;
 pub(crate) mod reference;
 
 use crate::core::{
-    check_rows, check_upstream, non_negative, per_item_reduction, Arg, DType, Reduction,
+    check_grad_dtype, check_rows, check_upstream, non_negative, per_item_reduction, Arg, DType, Reduction,
 };
 use crate::error::{Error, Result};
 
@@ -24,7 +24,8 @@ pub(crate) struct Args<'a> {
     pub per_item_upstream: Option<Arg<'a>>,
 }
 
-/// The family's input rules, the one place they are written: rows f32 `[N, D]` of one shape,
+/// The family's input rules, the one place they are written: rows `[N, D]` of one shape and
+/// one float type,
 /// contrastive's `y` f32 `[N]`, the upstream gradient a scalar or (reduction none) `[N]`.
 /// Gives (N, D).
 ///
@@ -60,6 +61,8 @@ pub struct Contrastive {
     pub eps: f32,
     /// Compute the gradients (default true).
     pub gradient: bool,
+    /// Element type of the gradients (default `None`: the rows' type).
+    pub grad_dtype: Option<DType>,
 }
 
 impl Default for Contrastive {
@@ -69,6 +72,7 @@ impl Default for Contrastive {
             margin: 1.0,
             eps: PAIRWISE_EPS,
             gradient: true,
+            grad_dtype: None,
         }
     }
 }
@@ -98,6 +102,11 @@ impl Contrastive {
         self.gradient = yes;
         self
     }
+    /// Sets the gradients' element type (`None`: the rows' type).
+    pub fn grad_dtype(mut self, dtype: Option<DType>) -> Self {
+        self.grad_dtype = dtype;
+        self
+    }
     /// Checks the options.
     ///
     /// # Errors
@@ -105,6 +114,7 @@ impl Contrastive {
     pub fn validate(&self) -> Result<()> {
         non_negative("margin", self.margin)?;
         non_negative("eps", self.eps)?;
+        check_grad_dtype(self.grad_dtype)?;
         per_item_reduction(self.reduction)
     }
 }
@@ -130,6 +140,8 @@ pub struct Triplet {
     pub swap: bool,
     /// Compute the gradients (default true).
     pub gradient: bool,
+    /// Element type of the gradients (default `None`: the rows' type).
+    pub grad_dtype: Option<DType>,
 }
 
 impl Default for Triplet {
@@ -141,6 +153,7 @@ impl Default for Triplet {
             eps: PAIRWISE_EPS,
             swap: false,
             gradient: true,
+            grad_dtype: None,
         }
     }
 }
@@ -180,6 +193,11 @@ impl Triplet {
         self.gradient = yes;
         self
     }
+    /// Sets the gradients' element type (`None`: the rows' type).
+    pub fn grad_dtype(mut self, dtype: Option<DType>) -> Self {
+        self.grad_dtype = dtype;
+        self
+    }
     /// Checks the options.
     ///
     /// # Errors
@@ -195,6 +213,7 @@ impl Triplet {
         }
         non_negative("margin", self.margin)?;
         non_negative("eps", self.eps)?;
+        check_grad_dtype(self.grad_dtype)?;
         per_item_reduction(self.reduction)
     }
 }

@@ -26,14 +26,11 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> in_a: array<f32>;      // x1 or anchor
-@group(0) @binding(2) var<storage, read> in_b: array<f32>;      // x2 or positive
-@group(0) @binding(3) var<storage, read> in_c: array<f32>;      // negative
+// Bindings 1–3 (in_a: x1 or anchor, in_b: x2 or positive, in_c: negative) and 6–8 (their
+// gradients grad_a, grad_b, grad_c) come from the I/O header (`header` in gpu.rs), in the
+// rows' element type, through load_NAME(i) and store_NAME(i, v).
 @group(0) @binding(4) var<storage, read> labels: array<f32>;    // contrastive y
 @group(0) @binding(5) var<storage, read> upstream: array<f32>;
-@group(0) @binding(6) var<storage, read_write> grad_a: array<f32>;
-@group(0) @binding(7) var<storage, read_write> grad_b: array<f32>;
-@group(0) @binding(8) var<storage, read_write> grad_c: array<f32>;
 @group(0) @binding(9) var<storage, read_write> row_loss: array<f32>;
 
 var<workgroup> partial: array<vec3<f32>, WG_SIZE>;
@@ -96,11 +93,11 @@ fn main(
     let eps = params.eps;
     var acc = vec3<f32>(0.0);
     for (var k = t; k < dim; k += TEAM) {
-        let a = in_a[base + k];
-        let b = in_b[base + k];
+        let a = load_in_a(base + k);
+        let b = load_in_b(base + k);
         acc.x += norm_term(a - b + eps);
         if (LOSS == TRIPLET) {
-            let c = in_c[base + k];
+            let c = load_in_c(base + k);
             acc.y += norm_term(a - c + eps);
             if (SWAP) {
                 acc.z += norm_term(b - c + eps);
@@ -151,22 +148,22 @@ fn main(
     let d_ac = norm_of(sums.y);
     let d_bc = norm_of(sums.z);
     for (var k = t; k < dim; k += TEAM) {
-        let a = in_a[base + k];
-        let b = in_b[base + k];
+        let a = load_in_a(base + k);
+        let b = load_in_b(base + k);
         let g_ab = coef.x * norm_grad(a - b + eps, d_ab);
         if (LOSS == CONTRASTIVE) {
-            grad_a[base + k] = g_ab;
-            grad_b[base + k] = -g_ab;
+            store_grad_a(base + k, g_ab);
+            store_grad_b(base + k, -g_ab);
         } else {
-            let c = in_c[base + k];
+            let c = load_in_c(base + k);
             let g_ac = coef.y * norm_grad(a - c + eps, d_ac);
             var g_bc = 0.0;
             if (SWAP) {
                 g_bc = coef.z * norm_grad(b - c + eps, d_bc);
             }
-            grad_a[base + k] = g_ab + g_ac;
-            grad_b[base + k] = -g_ab + g_bc;
-            grad_c[base + k] = -g_ac - g_bc;
+            store_grad_a(base + k, g_ab + g_ac);
+            store_grad_b(base + k, -g_ab + g_bc);
+            store_grad_c(base + k, -g_ac - g_bc);
         }
     }
 }

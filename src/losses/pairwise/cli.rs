@@ -6,7 +6,7 @@ use super::gpu::{MinedTripletInputs, NceInputs, NceRows};
 use super::{
     cpu, mined_reference, reference, Args, Distance, InfoNce, MinedTriplet, Mining, NceKind,
 };
-use crate::core::{Arg, DType, LossValues, Upstream};
+use crate::core::{Arg, DType, Element, LossValues, Upstream};
 use crate::error::Result;
 use crate::gpu::engine::Engine;
 use crate::registry::random::Rng;
@@ -54,10 +54,12 @@ impl AllPairsDef {
                 distance: case.option("distance", Distance::Euclidean)?,
                 mining: case.option("mining", Mining::BatchAll)?,
                 gradient: true,
+                grad_dtype: case.grad_dtype_option()?,
             }),
             AllPairsDef::Nce(kind) => Opts::Nce(
                 InfoNce::new(*kind)
-                    .temperature(case.option("temperature", kind.default_temperature())?),
+                    .temperature(case.option("temperature", kind.default_temperature())?)
+                    .grad_dtype(case.grad_dtype_option()?),
             ),
         };
         let arrays = case.row_arrays(self);
@@ -96,12 +98,55 @@ impl Problem {
         Evaluated::from_values(out, vec![], &[self.rows.n, self.rows.dim])
     }
 
+    /// The CPU backend on the rows as `T` (16-bit rows reach it as 16-bit values).
+    fn cpu<T: Element>(&self) -> Result<LossValues> {
+        let r = &self.rows;
+        let rows: Vec<Vec<T>> = (0..r.rows.len())
+            .map(|i| r.row(i).iter().map(|&x| T::from_f32(x)).collect())
+            .collect();
+        let upstream = Upstream::Scalar(self.upstream);
+        match self.opts {
+            Opts::Mined(o) => cpu::mined_triplet(
+                &o,
+                &HostMinedTripletInputs {
+                    embeddings: &rows[0],
+                    labels: self.labels(),
+                    dim: r.dim,
+                    upstream,
+                },
+            ),
+            Opts::Nce(o) => {
+                let rows = match o.kind {
+                    NceKind::NtXent => HostNceRows::NtXent { z: &rows[0] },
+                    NceKind::Clip => HostNceRows::Clip {
+                        a: &rows[0],
+                        b: &rows[1],
+                    },
+                    NceKind::SupCon => HostNceRows::SupCon {
+                        embeddings: &rows[0],
+                        labels: self.labels(),
+                    },
+                };
+                let inputs = HostNceInputs {
+                    rows,
+                    dim: r.dim,
+                    upstream,
+                };
+                cpu::info_nce(&o, &inputs)
+            }
+        }
+    }
+
     fn labels(&self) -> &[i32] {
         self.labels.as_deref().expect("checked: required")
     }
 }
 
 impl LossDef for AllPairsDef {
+    fn half_precision(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &'static str {
         match self {
             AllPairsDef::TripletMined => "triplet-mined",
@@ -139,7 +184,7 @@ impl LossDef for AllPairsDef {
             .rows
             .rows
             .iter()
-            .map(|(name, x)| s.upload(name, x, &[n, dim]))
+            .map(|(name, x)| s.upload_as(name, x, &[n, dim], p.rows.dtype))
             .collect::<Result<_>>()?;
         let labels = p
             .labels
@@ -173,37 +218,10 @@ impl LossDef for AllPairsDef {
 
     fn cpu(&self, case: &Case) -> Result<Evaluated<f32>> {
         let p = self.problem(case)?;
-        let r = &p.rows;
-        let upstream = Upstream::Scalar(p.upstream);
-        let out = match p.opts {
-            Opts::Mined(o) => cpu::mined_triplet(
-                &o,
-                &HostMinedTripletInputs {
-                    embeddings: r.row(0),
-                    labels: p.labels(),
-                    dim: r.dim,
-                    upstream,
-                },
-            )?,
-            Opts::Nce(o) => {
-                let rows = match o.kind {
-                    NceKind::NtXent => HostNceRows::NtXent { z: r.row(0) },
-                    NceKind::Clip => HostNceRows::Clip {
-                        a: r.row(0),
-                        b: r.row(1),
-                    },
-                    NceKind::SupCon => HostNceRows::SupCon {
-                        embeddings: r.row(0),
-                        labels: p.labels(),
-                    },
-                };
-                let inputs = HostNceInputs {
-                    rows,
-                    dim: r.dim,
-                    upstream,
-                };
-                cpu::info_nce(&o, &inputs)?
-            }
+        let out = match p.rows.dtype {
+            DType::F16 => p.cpu::<half::f16>()?,
+            DType::BF16 => p.cpu::<half::bf16>()?,
+            _ => p.cpu::<f32>()?,
         };
         Ok(p.evaluated(out))
     }

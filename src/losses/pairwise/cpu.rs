@@ -8,7 +8,7 @@ use super::simd;
 use crate::core::cpu_math::exp;
 use crate::error::Result;
 use super::{Args, Distance, InfoNce, MinedTriplet, Mining, NceKind, NORM_EPS};
-use crate::core::{host_rows, Arg, DType, LossValues, Upstream};
+use crate::core::{host_rows, widened, written_as, Arg, DType, Element, LossValues, Upstream};
 
 /// Dot product with eight independent f32 lanes (vectorizes), summed at the end.
 #[inline]
@@ -325,23 +325,23 @@ impl Nce<'_> {
 
 /// The rows of a CPU InfoNCE loss, by kind; mirrors [`crate::NceRows`].
 #[derive(Debug, Clone, Copy)]
-pub enum HostNceRows<'a> {
+pub enum HostNceRows<'a, T: Element = f32> {
     /// nt-xent: `z` `[2N, dim]`, rows i and i+N positives.
     NtXent {
         /// The two views stacked.
-        z: &'a [f32],
+        z: &'a [T],
     },
     /// clip: `a`, `b` `[N, dim]`, row i of each a matched pair.
     Clip {
         /// First modality.
-        a: &'a [f32],
+        a: &'a [T],
         /// Second modality.
-        b: &'a [f32],
+        b: &'a [T],
     },
     /// supcon: `embeddings` `[N, dim]` with `labels` `[N]`.
     SupCon {
         /// The rows.
-        embeddings: &'a [f32],
+        embeddings: &'a [T],
         /// Their classes.
         labels: &'a [i32],
     },
@@ -349,9 +349,9 @@ pub enum HostNceRows<'a> {
 
 /// Host inputs of [`info_nce`]; mirrors [`crate::NceInputs`].
 #[derive(Debug, Clone, Copy)]
-pub struct HostNceInputs<'a> {
-    /// The rows, by kind.
-    pub rows: HostNceRows<'a>,
+pub struct HostNceInputs<'a, T: Element = f32> {
+    /// The rows, by kind (f32, [`half::f16`] or [`half::bf16`]).
+    pub rows: HostNceRows<'a, T>,
     /// Row length D.
     pub dim: usize,
     /// Gradient from above (a scalar: the loss is a mean).
@@ -360,9 +360,9 @@ pub struct HostNceInputs<'a> {
 
 /// Host inputs of [`mined_triplet`]; mirrors [`crate::MinedTripletInputs`].
 #[derive(Debug, Clone, Copy)]
-pub struct HostMinedTripletInputs<'a> {
-    /// `[N, dim]`, row-major.
-    pub embeddings: &'a [f32],
+pub struct HostMinedTripletInputs<'a, T: Element = f32> {
+    /// `[N, dim]`, row-major (f32, [`half::f16`] or [`half::bf16`]).
+    pub embeddings: &'a [T],
     /// `[N]`.
     pub labels: &'a [i32],
     /// Row length D.
@@ -371,12 +371,39 @@ pub struct HostMinedTripletInputs<'a> {
     pub upstream: Upstream<'a, [f32]>,
 }
 
-/// The InfoNCE loss `opts` on the CPU.
+/// The InfoNCE loss `opts` on the CPU. 16-bit rows are widened (exactly); the gradients come
+/// back as written in `opts.grad_dtype` (by default the rows' type).
 ///
 /// # Errors
 /// Bad options; [`Error::Shape`](crate::Error::Shape) for mismatched inputs, labels, or an odd nt-xent batch;
 /// [`Error::Unknown`](crate::Error::Unknown) for rows of another kind than `opts.kind`.
-pub fn info_nce(opts: &InfoNce, inputs: &HostNceInputs<'_>) -> Result<LossValues> {
+pub fn info_nce<T: Element>(opts: &InfoNce, inputs: &HostNceInputs<'_, T>) -> Result<LossValues> {
+    let (wide, labels): (Vec<_>, _) = match inputs.rows {
+        HostNceRows::NtXent { z } => (vec![widened(z)], None),
+        HostNceRows::Clip { a, b } => (vec![widened(a), widened(b)], None),
+        HostNceRows::SupCon { embeddings, labels } => (vec![widened(embeddings)], Some(labels)),
+    };
+    let rows = match (inputs.rows, labels) {
+        (HostNceRows::NtXent { .. }, _) => HostNceRows::NtXent { z: &wide[0] },
+        (HostNceRows::Clip { .. }, _) => HostNceRows::Clip {
+            a: &wide[0],
+            b: &wide[1],
+        },
+        (_, labels) => HostNceRows::SupCon {
+            embeddings: &wide[0],
+            labels: labels.unwrap_or_default(),
+        },
+    };
+    let f32_inputs = HostNceInputs {
+        rows,
+        dim: inputs.dim,
+        upstream: inputs.upstream,
+    };
+    let out = info_nce_f32(opts, &f32_inputs)?;
+    Ok(written_as(out, opts.grad_dtype.unwrap_or(T::DTYPE)))
+}
+
+fn info_nce_f32(opts: &InfoNce, inputs: &HostNceInputs<'_>) -> Result<LossValues> {
     let upstream = inputs.upstream.scalar()?;
     let (kind, rows, labels): (_, Vec<(&'static str, &[f32])>, _) = match inputs.rows {
         HostNceRows::NtXent { z } => (NceKind::NtXent, vec![("z", z)], None),
@@ -487,11 +514,31 @@ fn nce(
     })
 }
 
-/// Mined triplet loss of embeddings with their labels, on the CPU.
+/// Mined triplet loss of embeddings with their labels, on the CPU. 16-bit embeddings are
+/// widened (exactly); the gradient comes back as written in `opts.grad_dtype` (by default
+/// the embeddings' type).
 ///
 /// # Errors
 /// Bad options; [`Error::Shape`](crate::Error::Shape) for a label count that is not the row count.
-pub fn mined_triplet(opts: &MinedTriplet, inputs: &HostMinedTripletInputs<'_>) -> Result<LossValues> {
+pub fn mined_triplet<T: Element>(
+    opts: &MinedTriplet,
+    inputs: &HostMinedTripletInputs<'_, T>,
+) -> Result<LossValues> {
+    let wide = widened(inputs.embeddings);
+    let f32_inputs = HostMinedTripletInputs {
+        embeddings: &wide[..],
+        labels: inputs.labels,
+        dim: inputs.dim,
+        upstream: inputs.upstream,
+    };
+    let out = mined_triplet_f32(opts, &f32_inputs)?;
+    Ok(written_as(out, opts.grad_dtype.unwrap_or(T::DTYPE)))
+}
+
+fn mined_triplet_f32(
+    opts: &MinedTriplet,
+    inputs: &HostMinedTripletInputs<'_>,
+) -> Result<LossValues> {
     let HostMinedTripletInputs {
         embeddings,
         labels,

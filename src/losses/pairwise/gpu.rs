@@ -486,10 +486,30 @@ impl GpuLoss for InfoNce {
             rows: &args,
             labels,
         })?;
-        for (name, t) in named {
-            fits_one_binding(rec.engine(), name, t)?;
-        }
-        rec.engine().scoped(|| self.record_checked(rec, rows, scale))
+        // 16-bit rows are widened once; the all-pairs work, O(N²·D), is f32 throughout.
+        let dtype = named[0].1.dtype();
+        rec.engine().scoped(|| {
+            let wide: Vec<Tensor> = named
+                .iter()
+                .map(|&(_, t)| rec.widened(t))
+                .collect::<Result<_>>()?;
+            for (&(name, _), t) in named.iter().zip(&wide) {
+                fits_one_binding(rec.engine(), name, t)?;
+            }
+            let rows = match *rows {
+                NceRows::NtXent { .. } => NceRows::NtXent { z: &wide[0] },
+                NceRows::Clip { .. } => NceRows::Clip {
+                    a: &wide[0],
+                    b: &wide[1],
+                },
+                NceRows::SupCon { labels, .. } => NceRows::SupCon {
+                    embeddings: &wide[0],
+                    labels,
+                },
+            };
+            let out = self.record_checked(rec, &rows, scale)?;
+            rec.gradients_as(out, self.grad_dtype.unwrap_or(dtype))
+        })
     }
 }
 
@@ -678,8 +698,12 @@ impl GpuLoss for MinedTriplet {
             rows: &[("embeddings", embeddings.arg())],
             labels: Some(labels.arg()),
         })?;
-        fits_one_binding(rec.engine(), "embeddings", embeddings)?;
-        rec.engine()
-            .scoped(|| self.record_checked(rec, (embeddings, labels), scale))
+        rec.engine().scoped(|| {
+            // 16-bit rows are widened once; the all-pairs work is f32 throughout.
+            let wide = rec.widened(embeddings)?;
+            fits_one_binding(rec.engine(), "embeddings", &wide)?;
+            let out = self.record_checked(rec, (&wide, labels), scale)?;
+            rec.gradients_as(out, self.grad_dtype.unwrap_or(embeddings.dtype()))
+        })
     }
 }

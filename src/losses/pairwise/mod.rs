@@ -14,7 +14,7 @@ mod simd;
 
 use std::str::FromStr;
 
-use crate::core::{check_option, check_rows, non_negative, Arg, DType};
+use crate::core::{check_grad_dtype, check_option, check_rows, non_negative, Arg, DType};
 use crate::error::{Error, Result};
 
 /// The inputs of one all-pairs call as the checks see them, on any backend. The upstream
@@ -113,6 +113,8 @@ pub struct InfoNce {
     pub temperature: f32,
     /// Compute the gradients (default true).
     pub gradient: bool,
+    /// Element type of the gradients (default `None`: the rows' type).
+    pub grad_dtype: Option<DType>,
 }
 
 impl InfoNce {
@@ -139,6 +141,7 @@ impl InfoNce {
             kind,
             temperature: kind.default_temperature(),
             gradient: true,
+            grad_dtype: None,
         }
     }
     /// Sets τ.
@@ -151,6 +154,11 @@ impl InfoNce {
         self.gradient = yes;
         self
     }
+    /// Sets the gradients' element type (`None`: the rows' type).
+    pub fn grad_dtype(mut self, dtype: Option<DType>) -> Self {
+        self.grad_dtype = dtype;
+        self
+    }
     /// Checks the options.
     ///
     /// # Errors
@@ -161,7 +169,8 @@ impl InfoNce {
             self.temperature,
             self.temperature > 0.0,
             "must be finite and > 0",
-        )
+        )?;
+        check_grad_dtype(self.grad_dtype)
     }
 }
 
@@ -239,6 +248,8 @@ pub struct MinedTriplet {
     pub mining: Mining,
     /// Compute the gradient (default true).
     pub gradient: bool,
+    /// Element type of the gradient (default `None`: the embeddings' type).
+    pub grad_dtype: Option<DType>,
 }
 
 impl Default for MinedTriplet {
@@ -248,6 +259,7 @@ impl Default for MinedTriplet {
             distance: Distance::Euclidean,
             mining: Mining::BatchAll,
             gradient: true,
+            grad_dtype: None,
         }
     }
 }
@@ -286,11 +298,17 @@ impl MinedTriplet {
         self.gradient = yes;
         self
     }
+    /// Sets the gradients' element type (`None`: the rows' type).
+    pub fn grad_dtype(mut self, dtype: Option<DType>) -> Self {
+        self.grad_dtype = dtype;
+        self
+    }
     /// Checks the options.
     ///
     /// # Errors
     /// [`Error::Option`] for a negative or non-finite margin.
     pub fn validate(&self) -> Result<()> {
-        non_negative("margin", self.margin)
+        non_negative("margin", self.margin)?;
+        check_grad_dtype(self.grad_dtype)
     }
 }
