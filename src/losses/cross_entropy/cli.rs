@@ -10,10 +10,11 @@ use super::{Args, CrossEntropy, SoftmaxFocal};
 use crate::core::{Arg, DType, Element, LossValues, Reduction, Upstream};
 use crate::error::{Error, Result};
 use crate::gpu::engine::Engine;
-use crate::registry::random::Rng;
 use crate::gpu::GpuLoss;
-use crate::registry::{GpuSession, 
-    host_upstream, labels_i32, BenchJob, BenchRun, BenchSpec, Case, DeviceUpstream, Evaluated, HostArray, HostData, InputSpec, LossDef,
+use crate::registry::random::Rng;
+use crate::registry::{
+    host_upstream, labels_i32, BenchJob, BenchRun, BenchSpec, Case, DeviceUpstream, Evaluated,
+    GpuSession, HostArray, HostData, InputSpec, LossDef,
 };
 
 /// The family's losses.
@@ -145,7 +146,9 @@ impl HostProblem {
             _ => (Some(labels_i32("target", target)?), None),
         };
         let weight = weight.map(|(w, _)| w);
-        let upstream = per_item.map(|(g, _)| g).or(scalar_upstream.map(|g| vec![g]));
+        let upstream = per_item
+            .map(|(g, _)| g)
+            .or(scalar_upstream.map(|g| vec![g]));
         Ok(Self {
             opts,
             logits,
@@ -323,8 +326,7 @@ impl LossDef for RowDef {
             .as_ref()
             .map(|w| s.upload("weight", w, &[c]))
             .transpose()?;
-        let upstream =
-            DeviceUpstream::upload(s, p.upstream.as_deref(), &[n], p.opts.reduction)?;
+        let upstream = DeviceUpstream::upload(s, p.upstream.as_deref(), &[n], p.opts.reduction)?;
         let mut inputs = CrossEntropyInputs::new(&logits, target);
         inputs.weight = weight.as_ref();
         inputs.upstream = upstream.get();
@@ -347,7 +349,10 @@ impl LossDef for RowDef {
             upstream: host_upstream(p.upstream.as_deref(), p.n, p.opts.reduction),
         };
         // 16-bit logits reach the backend as 16-bit values.
-        fn narrowed<T: Element>(inputs: &HostRowInputs<'_>, opts: &CrossEntropy) -> Result<LossValues> {
+        fn narrowed<T: Element>(
+            inputs: &HostRowInputs<'_>,
+            opts: &CrossEntropy,
+        ) -> Result<LossValues> {
             let logits: Vec<T> = inputs.logits.iter().map(|&x| T::from_f32(x)).collect();
             let narrow = HostRowInputs {
                 logits: &logits,

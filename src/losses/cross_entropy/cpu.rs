@@ -3,10 +3,10 @@
 
 use rayon::prelude::*;
 
-use crate::core::cpu_math::{exp, sech2, CHUNK_ELEMENTS};
-use crate::error::{Error, Result};
 use super::{target_class, Args, CrossEntropy, SoftmaxFocal};
+use crate::core::cpu_math::{exp, sech2, CHUNK_ELEMENTS};
 use crate::core::{host_shape, Arg, DType, Element, LossValues, Reduction, Upstream};
+use crate::error::{Error, Result};
 
 /// Target of a CPU row loss.
 #[derive(Debug, Clone, Copy)]
@@ -67,7 +67,11 @@ pub fn cross_entropy<T: Element>(
         opts: &CrossEntropy,
         inputs: &HostRowInputs<'_, T>,
     ) -> Result<LossValues> {
-        let len = if opts.gradient { inputs.logits.len() } else { 0 };
+        let len = if opts.gradient {
+            inputs.logits.len()
+        } else {
+            0
+        };
         let mut grad = vec![G::from_f32(0.0); len];
         let loss = rows_into(opts, inputs, &mut grad, false)?;
         Ok(LossValues {
@@ -149,7 +153,11 @@ fn rows_into<T: Element, G: Element>(
         },
         target: Arg {
             shape: &target,
-            dtype: if probabilities { DType::F32 } else { DType::I32 },
+            dtype: if probabilities {
+                DType::F32
+            } else {
+                DType::I32
+            },
         },
         probabilities,
         weight: weight.as_deref().map(Arg::f32),
@@ -227,7 +235,16 @@ fn rows_into<T: Element, G: Element>(
             let class = classes.get(i).copied();
             let scale = scale(i);
             if let (Some(all), Some(g32)) = (&direct, G::as_f32_mut(g)) {
-                *loss = row(Row { opts, inputs: all, i, class, scale }, g32);
+                *loss = row(
+                    Row {
+                        opts,
+                        inputs: all,
+                        i,
+                        class,
+                        scale,
+                    },
+                    g32,
+                );
                 continue;
             }
             x_row.resize(c, 0.0);
@@ -237,7 +254,13 @@ fn rows_into<T: Element, G: Element>(
                 T::widen(&inputs.logits[i * c..(i + 1) * c], &mut x_row);
             }
             let one = inputs.with_logits(&x_row, i, 1);
-            let r = Row { opts, inputs: &one, i: 0, class, scale };
+            let r = Row {
+                opts,
+                inputs: &one,
+                i: 0,
+                class,
+                scale,
+            };
             *loss = if g.is_empty() {
                 row(r, &mut [])
             } else if let Some(g32) = G::as_f32_mut(g) {

@@ -71,7 +71,14 @@ impl RowIo {
             name: "cross_entropy",
             variant: self.variant(),
             source: |v| {
-                [MATH, WORKGROUP_SUM, HALF, &Self::from_variant(v).header(), SOURCE].join("\n")
+                [
+                    MATH,
+                    WORKGROUP_SUM,
+                    HALF,
+                    &Self::from_variant(v).header(),
+                    SOURCE,
+                ]
+                .join("\n")
             },
             bindings: |v| {
                 use Access::*;
@@ -391,7 +398,10 @@ impl CrossEntropy {
         let grad_dtype = self.grad_dtype_for(inputs.logits.dtype());
         let windows = engine.row_windows_for(
             n,
-            &[c as u64 * inputs.logits.dtype().size(), c as u64 * grad_dtype.size()],
+            &[
+                c as u64 * inputs.logits.dtype().size(),
+                c as u64 * grad_dtype.size(),
+            ],
             true,
         )?;
 
@@ -418,10 +428,17 @@ impl CrossEntropy {
         let blocks: Vec<usize> = windows.iter().map(|w| w.len().div_ceil(block)).collect();
         let total_blocks: usize = blocks.iter().sum();
         // Few rows of many classes are split across workgroups so they still fill a GPU.
-        let row_groups: usize = windows.iter().map(|w| w.len().div_ceil(rows_per_group)).sum();
+        let row_groups: usize = windows
+            .iter()
+            .map(|w| w.len().div_ceil(rows_per_group))
+            .sum();
         let splits = row_splits(engine, row_groups, c);
         // [0]: the denominator; from STATE_BASE: the split rows' pass-1 states.
-        let state_len = if splits > 1 { STATE_BASE + 8 * n * splits } else { 1 };
+        let state_len = if splits > 1 {
+            STATE_BASE + 8 * n * splits
+        } else {
+            1
+        };
         let denom = match batch.denominator {
             Some(d) if splits == 1 => d.clone(),
             _ => rec.tensor(&[state_len], DType::F32)?,
@@ -623,7 +640,6 @@ impl GpuLoss for CrossEntropy {
             .scoped(|| self.record_checked(rec, inputs, n, c, Batch::default()))
     }
 }
-
 
 impl SoftmaxFocal {
     /// Records the loss (and gradient) into `encoder`; α is `inputs.weight`.

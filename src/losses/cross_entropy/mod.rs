@@ -201,7 +201,11 @@ impl CrossEntropy {
             args.target.expect("target", &[n], DType::I32)?;
         }
         if let Some(w) = args.weight {
-            let name = if self.focal.is_some() { "alpha" } else { "weight" };
+            let name = if self.focal.is_some() {
+                "alpha"
+            } else {
+                "weight"
+            };
             w.expect(name, &[c], DType::F32)?;
         }
         check_upstream(

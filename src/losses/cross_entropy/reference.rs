@@ -1,8 +1,8 @@
 //! f64 softmax cross-entropy, the twin of `shaders/cross_entropy.wgsl`.
 
-use crate::error::Result;
 use super::{target_class, CrossEntropy, SoftmaxFocal};
 use crate::core::reference::{reduce, row_output, RefOutput};
+use crate::error::Result;
 
 /// Target of the reference cross-entropy.
 #[derive(Debug, Clone, Copy)]
@@ -110,7 +110,6 @@ pub fn cross_entropy(
     let scale = |i: usize| if dropped[i] { 0.0 } else { scale(i) };
     Ok(row_output(loss, (&local, &terms), c, scale, opts.gradient))
 }
-
 
 /// `−α_y (1 − p_y)^γ log p_y` per row of `logits` `[n, c]`; ignored rows give 0 and the mean
 /// divides by the number of kept rows. `upstream`: one value, or one per row.

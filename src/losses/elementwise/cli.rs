@@ -3,13 +3,14 @@
 use super::cpu::{elementwise_dyn, elementwise_into, HostElementInputs, Inputs};
 use super::gpu::ElementwiseInputs;
 use super::{reference, Args, ElementwiseLoss, Pointwise};
-use crate::core::{Arg, DType, LossValues, Reduction, Upstream};
+use crate::core::{Arg, DType, Element, LossValues, Reduction, Upstream};
 use crate::error::{Error, Result};
 use crate::gpu::engine::Engine;
-use crate::registry::random::Rng;
 use crate::gpu::GpuLoss;
-use crate::registry::{GpuSession, Narrowed, 
-    host_upstream, labels_i32, spec, BenchJob, BenchRun, BenchSpec, Case, DeviceUpstream, Evaluated, HostArray, InputSpec, LossDef, GRAD_OUTPUT,
+use crate::registry::random::Rng;
+use crate::registry::{
+    host_upstream, labels_i32, spec, BenchJob, BenchRun, BenchSpec, Case, DeviceUpstream,
+    Evaluated, GpuSession, HostArray, InputSpec, LossDef, Narrowed, GRAD_OUTPUT,
 };
 
 /// An elementwise loss for the command line: one entry per docs/LOSSES.md name.
@@ -212,7 +213,9 @@ impl ElementwiseDef {
             .transpose()?
             .map(|y| y.into_iter().map(|v| v as f32).collect());
         let pos_weight = pos_weight.map(|(pw, _)| pw);
-        let upstream = per_item.map(|(g, _)| g).or(scalar_upstream.map(|g| vec![g]));
+        let upstream = per_item
+            .map(|(g, _)| g)
+            .or(scalar_upstream.map(|g| vec![g]));
         Ok(HostProblem {
             loss,
             shape,
@@ -296,8 +299,7 @@ impl LossDef for ElementwiseDef {
             .as_ref()
             .map(|pw| s.upload("pos_weight", pw, &[pw.len()]))
             .transpose()?;
-        let upstream =
-            DeviceUpstream::upload(s, p.upstream.as_deref(), shape, p.loss.reduction)?;
+        let upstream = DeviceUpstream::upload(s, p.upstream.as_deref(), shape, p.loss.reduction)?;
         let inputs = ElementwiseInputs {
             input: &a,
             target: &b,
@@ -314,7 +316,10 @@ impl LossDef for ElementwiseDef {
     fn cpu(&self, case: &Case) -> Result<Evaluated<f32>> {
         let p = self.problem(case)?;
         // 16-bit inputs reach the backend as 16-bit values.
-        let (a, b) = (Narrowed::new(&p.a, p.dtypes.0), Narrowed::new(&p.b, p.dtypes.1));
+        let (a, b) = (
+            Narrowed::new(&p.a, p.dtypes.0),
+            Narrowed::new(&p.b, p.dtypes.1),
+        );
         let inputs = Inputs {
             shape: &p.shape,
             input: a.floats(),
@@ -440,7 +445,11 @@ impl LossDef for ElementwiseDef {
                         *t = x;
                     }
                 }
-                let p = if rng.chance(0.2) { 1.0 } else { rng.range(1.0, 4.0) as f32 };
+                let p = if rng.chance(0.2) {
+                    1.0
+                } else {
+                    rng.range(1.0, 4.0) as f32
+                };
                 case = case
                     .with("input", HostArray::f32(&shape, x))
                     .with("target", HostArray::f32(&shape, t))
@@ -502,7 +511,7 @@ impl LossDef for ElementwiseDef {
     ) -> Result<()> {
         // 4M elements: 48 MB moved, past the last-level cache of most CPUs.
         for shape in spec.shapes(&[&[4 << 20]], &[&[4 << 20]]) {
-            self.bench_shape(engine, rng, &shape, run)?;
+            self.bench_shape(engine, rng, &shape, &spec.dtypes(true), run)?;
         }
         Ok(())
     }
@@ -515,6 +524,7 @@ impl ElementwiseDef {
         engine: &Engine,
         rng: &mut Rng,
         shape: &[usize],
+        dtypes: &[DType],
         run: &mut BenchRun<'_>,
     ) -> Result<()> {
         let n: usize = shape.iter().product();
@@ -531,17 +541,49 @@ impl ElementwiseDef {
         } else {
             &unit
         };
+        let data = BenchData {
+            kind,
+            shape,
+            x: &x,
+            target,
+            signs: &signs,
+        };
+        // Margin ranking's x2 is differentiable: it takes the input's type.
+        for &dtype in dtypes {
+            match (dtype, ranking) {
+                (DType::F16, false) => self.bench_typed::<half::f16, f32>(engine, &data, run)?,
+                (DType::F16, true) => {
+                    self.bench_typed::<half::f16, half::f16>(engine, &data, run)?
+                }
+                (DType::BF16, false) => self.bench_typed::<half::bf16, f32>(engine, &data, run)?,
+                (DType::BF16, true) => {
+                    self.bench_typed::<half::bf16, half::bf16>(engine, &data, run)?
+                }
+                _ => self.bench_typed::<f32, f32>(engine, &data, run)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// One bench row: the input as `A`, the target (or x2) as `B`, gradients in their types.
+    fn bench_typed<A: Element, B: Element>(
+        &self,
+        engine: &Engine,
+        data: &BenchData<'_>,
+        run: &mut BenchRun<'_>,
+    ) -> Result<()> {
+        let n = data.x.len();
+        let ranking = matches!(data.kind, Pointwise::MarginRanking { .. });
+        let x: Vec<A> = data.x.iter().map(|&v| A::from_f32(v)).collect();
+        let target: Vec<B> = data.target.iter().map(|&v| B::from_f32(v)).collect();
         let (xt, tt, st) = (
-            engine.upload(&x, &[n])?,
-            engine.upload(target, &[n])?,
-            engine.upload(&signs, &[n])?,
+            engine.upload_values(&x, &[n])?,
+            engine.upload_values(&target, &[n])?,
+            engine.upload(data.signs, &[n])?,
         );
         // Both backends write into gradient buffers allocated once.
-        let (g1, g2) = (
-            engine.zeros(&[n], DType::F32)?,
-            engine.zeros(&[n], DType::F32)?,
-        );
-        let (mut host_g1, mut host_g2) = (vec![0.0f32; n], vec![0.0f32; n]);
+        let (g1, g2) = (engine.zeros(&[n], A::DTYPE)?, engine.zeros(&[n], B::DTYPE)?);
+        let (mut host_g1, mut host_g2) = (vec![A::from_f32(0.0); n], vec![B::from_f32(0.0); n]);
         let inputs = if ranking {
             ElementwiseInputs::ranking(&xt, &tt, &st)
                 .grad_out(&g1)
@@ -552,25 +594,43 @@ impl ElementwiseDef {
         let host = HostElementInputs {
             shape: &[n],
             input: &x,
-            target,
-            labels: ranking.then_some(signs.as_slice()),
+            target: &target,
+            labels: ranking.then_some(data.signs),
             weight: None,
             pos_weight: None,
             upstream: Upstream::Ones,
         };
-        let loss = ElementwiseLoss::new(kind);
+        let loss = ElementwiseLoss::new(data.kind);
         let mut plan = loss.plan(engine);
-        // Inputs read (2, or 3 with labels) and gradients written (1, or 2 for ranking),
-        // each once; the partial sums are a few kB.
-        let arrays = if ranking { 5 } else { 3 };
+        // Inputs read (with labels for ranking) and gradients written (x2's too for
+        // ranking), each once; the partial sums are a few kB.
+        let (a, b) = (A::DTYPE.size() as usize, B::DTYPE.size() as usize);
+        let bytes = if ranking {
+            n * (2 * a + 2 * b + 4)
+        } else {
+            n * (2 * a + b)
+        };
+        let label = match A::DTYPE {
+            DType::F32 => self.name.to_string(),
+            t => format!("{} {}", self.name, t.name()),
+        };
         run(BenchJob {
-            label: self.name,
-            shape: shape.to_vec(),
-            bytes_min: arrays * n * 4,
-            bytes_moved: arrays * n * 4,
+            label: &label,
+            shape: data.shape.to_vec(),
+            bytes_min: bytes,
+            bytes_moved: bytes,
             flops: None,
             gpu: &mut |e| plan.record(e, &inputs).map(|_| ()),
             cpu: &mut || elementwise_into(&loss, &host, &mut host_g1, &mut host_g2).map(|_| ()),
         })
     }
+}
+
+/// The host data of one elementwise bench shape.
+struct BenchData<'a> {
+    kind: Pointwise,
+    shape: &'a [usize],
+    x: &'a [f32],
+    target: &'a [f32],
+    signs: &'a [f32],
 }

@@ -3,10 +3,10 @@
 
 use rayon::prelude::*;
 
-use crate::core::cpu_math::{exp, ln_1p_unit, ln_pos, Floats, FloatsMut, CHUNK_ELEMENTS};
-use crate::error::{Error, Result};
 use super::{Args, ElementwiseLoss, Pointwise};
+use crate::core::cpu_math::{exp, ln_1p_unit, ln_pos, Floats, FloatsMut, CHUNK_ELEMENTS};
 use crate::core::{host_shape, Arg, DType, Element, LossValues, Reduction, Upstream};
+use crate::error::{Error, Result};
 
 /// Host inputs of a CPU elementwise loss; the fields mirror
 /// [`crate::ElementwiseInputs`]. `upstream`: a scalar, or one per element
@@ -321,7 +321,13 @@ pub fn elementwise_into<A: Element, B: Element, GA: Element, GB: Element>(
         }
     }
     let types = (A::DTYPE, B::DTYPE);
-    checked_into(loss, &Inputs::of(inputs), types, FloatsMut::of(grad), FloatsMut::of(grad_x2))
+    checked_into(
+        loss,
+        &Inputs::of(inputs),
+        types,
+        FloatsMut::of(grad),
+        FloatsMut::of(grad_x2),
+    )
 }
 
 /// [`HostElementInputs`] with the float arrays of any type.
@@ -418,8 +424,16 @@ fn checked_into(
             ));
         }
     }
-    let ga = if need_a { grad } else { FloatsMut::F32(&mut []) };
-    let gb = if need_b { grad_x2 } else { FloatsMut::F32(&mut []) };
+    let ga = if need_a {
+        grad
+    } else {
+        FloatsMut::F32(&mut [])
+    };
+    let gb = if need_b {
+        grad_x2
+    } else {
+        FloatsMut::F32(&mut [])
+    };
     let denom = match loss.reduction {
         Reduction::Mean => len as f64,
         Reduction::BatchMean => inputs.shape.first().copied().unwrap_or(1) as f64,

@@ -463,5 +463,3 @@ impl GpuLoss for ElementwiseLoss {
         rec.engine().scoped(|| self.record_checked(rec, inputs))
     }
 }
-
-

@@ -334,7 +334,12 @@ impl ElementwiseLoss {
             }
             pw.expect("pos_weight", &[inner], DType::F32)?;
         }
-        check_upstream(args.scalar_upstream, args.per_item_upstream, shape, self.reduction)
+        check_upstream(
+            args.scalar_upstream,
+            args.per_item_upstream,
+            shape,
+            self.reduction,
+        )
     }
 
     /// The mean's denominator for an input of `shape`.

@@ -2,10 +2,10 @@
 //! written from their textbook definitions (`-w·[pw·y·log σ(x) + (1-y)·log(1-σ(x))]`), not
 //! from the kernel's rearranged form, so the two check each other.
 
-use crate::error::Result;
 use super::{ElementwiseLoss, Pointwise};
 use crate::core::reference::{reduce, RefOutput};
 use crate::core::Reduction;
+use crate::error::Result;
 
 /// The host arrays of an elementwise problem, all in the input's shape except the
 /// broadcast `weight` (or full-shape) and `pos_weight` (last dimension).

@@ -7,8 +7,8 @@ use super::{Args, LinearCrossEntropy};
 use crate::core::{Arg, DType, LossValues, Reduction, Upstream};
 use crate::error::{Error, Result};
 use crate::gpu::engine::Engine;
-use crate::losses::cross_entropy::cli::{cross_entropy_options, random_classes, random_options};
 use crate::gpu::GpuLoss;
+use crate::losses::cross_entropy::cli::{cross_entropy_options, random_classes, random_options};
 use crate::registry::random::Rng;
 use crate::registry::{
     host_upstream, labels_i32, BenchJob, BenchRun, BenchSpec, Case, DeviceUpstream, Evaluated,
@@ -72,7 +72,9 @@ impl HostProblem {
             shape,
             target: labels_i32("target", target)?,
             weight: weight.map(|(w, _)| w),
-            upstream: per_item.map(|(g, _)| g).or(scalar_upstream.map(|g| vec![g])),
+            upstream: per_item
+                .map(|(g, _)| g)
+                .or(scalar_upstream.map(|g| vec![g])),
         })
     }
 
@@ -169,8 +171,16 @@ impl LossDef for LinearDef {
         let hidden = s.upload("hidden", &p.hidden, &[n, h])?;
         let classifier = s.upload("classifier", &p.classifier, &[v, h])?;
         let target = s.upload_i32("target", &p.target, &[n])?;
-        let bias = p.bias.as_ref().map(|b| s.upload("bias", b, &[v])).transpose()?;
-        let weight = p.weight.as_ref().map(|w| s.upload("weight", w, &[v])).transpose()?;
+        let bias = p
+            .bias
+            .as_ref()
+            .map(|b| s.upload("bias", b, &[v]))
+            .transpose()?;
+        let weight = p
+            .weight
+            .as_ref()
+            .map(|w| s.upload("weight", w, &[v]))
+            .transpose()?;
         let upstream = DeviceUpstream::upload(s, p.upstream.as_deref(), &[n], p.opts.reduction)?;
         let inputs = LinearCrossEntropyInputs {
             hidden: &hidden,

@@ -102,12 +102,20 @@ pub fn linear_cross_entropy(
     opts.check(&Args {
         hidden: Arg::f32(&host_shape(x.hidden.len(), &[n, h])),
         classifier: Arg::f32(&host_shape(x.classifier.len(), &[v, h])),
-        bias: x.bias.map(|b| host_shape(b.len(), &[v])).as_deref().map(Arg::f32),
+        bias: x
+            .bias
+            .map(|b| host_shape(b.len(), &[v]))
+            .as_deref()
+            .map(Arg::f32),
         target: Arg {
             shape: &host_shape(x.target.len(), &[n]),
             dtype: DType::I32,
         },
-        weight: x.weight.map(|w| host_shape(w.len(), &[v])).as_deref().map(Arg::f32),
+        weight: x
+            .weight
+            .map(|w| host_shape(w.len(), &[v]))
+            .as_deref()
+            .map(Arg::f32),
         scalar_upstream,
         per_item_upstream: per_item.as_deref().map(Arg::f32),
     })?;
@@ -173,7 +181,13 @@ pub fn linear_cross_entropy(
             &mut grad_hidden[start * h..(start + rows) * h],
         );
         let beta = if index == 0 { 0.0 } else { 1.0 };
-        gemm((v, rows, h), (grad, 1, v), (hid, h, 1), beta, &mut grad_classifier);
+        gemm(
+            (v, rows, h),
+            (grad, 1, v),
+            (hid, h, 1),
+            beta,
+            &mut grad_classifier,
+        );
         for row in grad.chunks(v) {
             grad_bias.iter_mut().zip(row).for_each(|(b, g)| *b += g);
         }

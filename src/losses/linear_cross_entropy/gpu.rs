@@ -74,7 +74,11 @@ fn record_product(rec: &mut Recorder<'_>, p: Product, c: Binding) -> Result<()> 
         None => (unused.clone(), (0, 0)),
     };
     let software = rec.engine().adapter_info().device_type == wgpu::DeviceType::Cpu;
-    let depth = if software { CPU_ADAPTER_DEPTH } else { k.max(1) };
+    let depth = if software {
+        CPU_ADAPTER_DEPTH
+    } else {
+        k.max(1)
+    };
     let groups = m.div_ceil(64) * n.div_ceil(64);
     // Later depth ranges add to what the first wrote (which adds the bias once).
     for (range, k_base) in (0..k.max(1)).step_by(depth).enumerate() {
@@ -198,7 +202,11 @@ impl LinearCrossEntropy {
     /// # Errors
     /// As [`LinearCrossEntropy::record`], plus [`Error::Value`] for a class index outside
     /// `[0, V)` that is not `ignore_index`.
-    pub fn run(&self, engine: &Engine, inputs: &LinearCrossEntropyInputs<'_>) -> Result<LossValues> {
+    pub fn run(
+        &self,
+        engine: &Engine,
+        inputs: &LinearCrossEntropyInputs<'_>,
+    ) -> Result<LossValues> {
         self.plan(engine).run(inputs)
     }
 
@@ -212,7 +220,11 @@ impl LinearCrossEntropy {
         let chunk = self.rows_per_chunk(n, v);
         fits(engine, "classifier", v * h)?;
         fits(engine, "a chunk's hidden states", chunk.min(n) * h)?;
-        fits(engine, "a chunk's logits (set chunk_rows lower)", chunk.min(n) * v)?;
+        fits(
+            engine,
+            "a chunk's logits (set chunk_rows lower)",
+            chunk.min(n) * v,
+        )?;
 
         // Every target checked, and the mean's denominator, over the whole batch.
         let whole = CrossEntropyInputs {
@@ -224,10 +236,16 @@ impl LinearCrossEntropy {
         };
         let checked = CrossEntropy::new()
             .ignore_index(self.ignore_index)
-            .record_checked(rec, &whole, n, v, Batch {
-                denominator_only: true,
-                ..Batch::default()
-            })?;
+            .record_checked(
+                rec,
+                &whole,
+                n,
+                v,
+                Batch {
+                    denominator_only: true,
+                    ..Batch::default()
+                },
+            )?;
         let denom = checked.loss;
         let mean = self.reduction == Reduction::Mean;
 
@@ -371,6 +389,7 @@ impl GpuLoss for LinearCrossEntropy {
         inputs: &LinearCrossEntropyInputs<'_>,
     ) -> Result<LossOutput> {
         let dims = self.check_inputs(inputs)?;
-        rec.engine().scoped(|| self.record_checked(rec, inputs, dims))
+        rec.engine()
+            .scoped(|| self.record_checked(rec, inputs, dims))
     }
 }

@@ -176,13 +176,21 @@ impl LinearCrossEntropy {
         }
         args.classifier.expect_dtype("classifier", DType::F32)?;
         let &[v, h2] = args.classifier.shape else {
-            return Err(Error::shape("classifier", "[V, H]".into(), args.classifier.shape));
+            return Err(Error::shape(
+                "classifier",
+                "[V, H]".into(),
+                args.classifier.shape,
+            ));
         };
         if v == 0 {
             return Err(Error::Empty("classifier"));
         }
         if h2 != h {
-            return Err(Error::shape("classifier", format!("[V, {h}]"), args.classifier.shape));
+            return Err(Error::shape(
+                "classifier",
+                format!("[V, {h}]"),
+                args.classifier.shape,
+            ));
         }
         if let Some(b) = args.bias {
             b.expect("bias", &[v], DType::F32)?;

@@ -31,7 +31,10 @@ pub struct RefLinearInputs<'a> {
 ///
 /// # Errors
 /// As the cross-entropy reference.
-pub fn linear_cross_entropy(opts: &LinearCrossEntropy, x: &RefLinearInputs<'_>) -> Result<RefOutput> {
+pub fn linear_cross_entropy(
+    opts: &LinearCrossEntropy,
+    x: &RefLinearInputs<'_>,
+) -> Result<RefOutput> {
     opts.validate()?;
     let (n, h, v) = x.shape;
     let (hid, w) = (x.hidden, x.classifier);
@@ -79,7 +82,11 @@ pub fn linear_cross_entropy(opts: &LinearCrossEntropy, x: &RefLinearInputs<'_>) 
         .grad_terms
         .max(largest(&terms_hidden))
         .max(largest(&terms_classifier))
-        .max(if x.bias.is_some() { largest(&terms_bias) } else { 0.0 });
+        .max(if x.bias.is_some() {
+            largest(&terms_bias)
+        } else {
+            0.0
+        });
     let mut grads = vec![("hidden", grad_hidden), ("classifier", grad_classifier)];
     if x.bias.is_some() {
         grads.push(("bias", grad_bias));

@@ -6,10 +6,11 @@ use super::{check, cpu, reference, Args, Contrastive, Triplet, PAIRWISE_EPS};
 use crate::core::{Arg, DType, Element, LossValues, Reduction, Upstream};
 use crate::error::{Error, Result};
 use crate::gpu::engine::Engine;
-use crate::registry::random::Rng;
 use crate::gpu::GpuLoss;
-use crate::registry::{GpuSession, 
-    f64s, host_upstream, spec, BenchJob, BenchRun, BenchSpec, Case, DeviceUpstream, Evaluated, HostArray, InputSpec, LossDef, Rows, GRAD_OUTPUT,
+use crate::registry::random::Rng;
+use crate::registry::{
+    f64s, host_upstream, spec, BenchJob, BenchRun, BenchSpec, Case, DeviceUpstream, Evaluated,
+    GpuSession, HostArray, InputSpec, LossDef, Rows, GRAD_OUTPUT,
 };
 
 /// The family's losses.
@@ -102,7 +103,9 @@ impl PairDef {
                 });
             }
         }
-        let upstream = per_item.map(|(g, _)| g).or(scalar_upstream.map(|g| vec![g]));
+        let upstream = per_item
+            .map(|(g, _)| g)
+            .or(scalar_upstream.map(|g| vec![g]));
         Ok(Problem {
             opts,
             rows,

@@ -3,9 +3,11 @@
 
 use rayon::prelude::*;
 
-use crate::error::Result;
 use super::{check, Args, Contrastive, Triplet};
-use crate::core::{host_rows, widened, written_as, Arg, DType, Element, LossValues, Reduction, Upstream};
+use crate::core::{
+    host_rows, widened, written_as, Arg, DType, Element, LossValues, Reduction, Upstream,
+};
+use crate::error::Result;
 
 /// Sum of `|w|` (p = 1) or `w²` (p = 2) over `w = u − v + eps` (w in f32 as on the GPU),
 /// in eight f64 lanes (they vectorize; f64 keeps huge rows from overflowing).
@@ -212,7 +214,10 @@ pub fn contrastive<T: Element>(
 ///
 /// # Errors
 /// Bad options; [`Error::Shape`](crate::Error::Shape) for lengths that do not match.
-pub fn triplet<T: Element>(opts: &Triplet, inputs: &HostTripletInputs<'_, T>) -> Result<LossValues> {
+pub fn triplet<T: Element>(
+    opts: &Triplet,
+    inputs: &HostTripletInputs<'_, T>,
+) -> Result<LossValues> {
     let rows = [inputs.anchor, inputs.positive, inputs.negative].map(widened);
     let (a, p, ng, dim) = (&rows[0][..], &rows[1][..], &rows[2][..], inputs.dim);
     let upstream = &inputs.upstream.values();

@@ -120,7 +120,12 @@ struct RowsJob<'a> {
 /// The `[N, D]` shape shared by `rows` (named `names`), checked.
 impl RowsJob<'_> {
     fn record(self, rec: &mut Recorder<'_>) -> Result<LossOutput> {
-        let rows: Vec<_> = self.names.iter().zip(&self.rows).map(|(&name, t)| (name, t.arg())).collect();
+        let rows: Vec<_> = self
+            .names
+            .iter()
+            .zip(&self.rows)
+            .map(|(&name, t)| (name, t.arg()))
+            .collect();
         let (scalar_upstream, per_item_upstream) = self.upstream.split(Tensor::arg);
         let args = Args {
             rows: &rows,
@@ -189,11 +194,7 @@ impl RowsJob<'_> {
                     .get(i)
                     .map_or(unused.clone(), |t| t.window(rs, rc))
             };
-            let grad = |i: usize| {
-                grads
-                    .get(i)
-                    .map_or(unused.clone(), |t| t.window(rs, rc))
-            };
+            let grad = |i: usize| grads.get(i).map_or(unused.clone(), |t| t.window(rs, rc));
             let bindings = vec![
                 params,
                 input(0),
@@ -217,7 +218,12 @@ impl RowsJob<'_> {
             row_loss
         } else {
             let loss = rec.tensor(&[], DType::F32)?;
-            rec.sum((&row_loss, 0), n, SumOf::scaled((1.0 / denom) as f32), &loss)?;
+            rec.sum(
+                (&row_loss, 0),
+                n,
+                SumOf::scaled((1.0 / denom) as f32),
+                &loss,
+            )?;
             loss
         };
         Ok(LossOutput {
@@ -255,7 +261,11 @@ impl Contrastive {
 impl GpuLoss for Contrastive {
     type Inputs<'a> = ContrastiveInputs<'a>;
 
-    fn record_into(&self, rec: &mut Recorder<'_>, inputs: &ContrastiveInputs<'_>) -> Result<LossOutput> {
+    fn record_into(
+        &self,
+        rec: &mut Recorder<'_>,
+        inputs: &ContrastiveInputs<'_>,
+    ) -> Result<LossOutput> {
         self.validate()?;
         RowsJob {
             names: &["x1", "x2"],
@@ -300,7 +310,11 @@ impl Triplet {
 impl GpuLoss for Triplet {
     type Inputs<'a> = TripletInputs<'a>;
 
-    fn record_into(&self, rec: &mut Recorder<'_>, inputs: &TripletInputs<'_>) -> Result<LossOutput> {
+    fn record_into(
+        &self,
+        rec: &mut Recorder<'_>,
+        inputs: &TripletInputs<'_>,
+    ) -> Result<LossOutput> {
         self.validate()?;
         RowsJob {
             names: &["anchor", "positive", "negative"],

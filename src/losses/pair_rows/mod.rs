@@ -9,7 +9,8 @@ pub(crate) mod gpu;
 pub(crate) mod reference;
 
 use crate::core::{
-    check_grad_dtype, check_rows, check_upstream, non_negative, per_item_reduction, Arg, DType, Reduction,
+    check_grad_dtype, check_rows, check_upstream, non_negative, per_item_reduction, Arg, DType,
+    Reduction,
 };
 use crate::error::{Error, Result};
 
@@ -37,7 +38,12 @@ pub(crate) fn check(args: &Args<'_>, reduction: Reduction) -> Result<(usize, usi
     if let Some(y) = args.y {
         y.expect("y", &[n], DType::F32)?;
     }
-    check_upstream(args.scalar_upstream, args.per_item_upstream, &[n], reduction)?;
+    check_upstream(
+        args.scalar_upstream,
+        args.per_item_upstream,
+        &[n],
+        reduction,
+    )?;
     Ok((n, dim))
 }
 
@@ -217,4 +223,3 @@ impl Triplet {
         per_item_reduction(self.reduction)
     }
 }
-

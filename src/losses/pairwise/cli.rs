@@ -9,10 +9,11 @@ use super::{
 use crate::core::{Arg, DType, Element, LossValues, Upstream};
 use crate::error::Result;
 use crate::gpu::engine::Engine;
-use crate::registry::random::Rng;
 use crate::gpu::GpuLoss;
-use crate::registry::{GpuSession, 
-    f64s, labels_i32, spec, BenchJob, BenchRun, BenchSpec, Case, DeviceUpstream, Evaluated, HostArray, InputSpec, LossDef, Rows, GRAD_OUTPUT,
+use crate::registry::random::Rng;
+use crate::registry::{
+    f64s, labels_i32, spec, BenchJob, BenchRun, BenchSpec, Case, DeviceUpstream, Evaluated,
+    GpuSession, HostArray, InputSpec, LossDef, Rows, GRAD_OUTPUT,
 };
 use crate::Reduction;
 
@@ -293,123 +294,158 @@ impl LossDef for AllPairsDef {
             AllPairsDef::TripletMined => spec.pairs(&[&[512, 64]], &[&[1024, 128]])?,
         };
         for (n, d) in shapes {
-            self.bench_shape(engine, rng, (n, d), run)?;
+            match self {
+                AllPairsDef::Nce(kind) => {
+                    let z = rng.normals(2 * n * d, 1.0);
+                    let labels: Vec<i32> =
+                        (0..n).map(|_| rng.below((n / 8).max(1)) as i32).collect();
+                    for dtype in spec.dtypes(true) {
+                        let job = (*kind, &z[..], &labels[..], (n, d));
+                        match dtype {
+                            DType::F16 => bench_nce::<half::f16>(engine, job, run)?,
+                            DType::BF16 => bench_nce::<half::bf16>(engine, job, run)?,
+                            _ => bench_nce::<f32>(engine, job, run)?,
+                        }
+                    }
+                }
+                AllPairsDef::TripletMined => self.bench_mined(engine, rng, (n, d), run)?,
+            }
         }
         Ok(())
     }
 }
 
+/// Tiles of rows the all-pairs kernels stream (bytes moved count their re-reads).
+const TILE: usize = 32;
+
+/// One InfoNCE bench row: `kind` over rows `z` (`2n` rows of `d`: nt-xent's two views, or
+/// clip's `a` then `b`) as `T`, supcon's `labels`.
+///
+/// Bytes moved count the tile scheme's global reads (every query tile of 32 rows streams
+/// every key row) and the gradient's read-modify-writes; FLOPs count the similarity
+/// products (2·D per pair) of the forward pass, the backward pass's recomputation and its
+/// gradient accumulation.
+fn bench_nce<T: Element>(
+    engine: &Engine,
+    (kind, z, labels, (n, d)): (NceKind, &[f32], &[i32], (usize, usize)),
+    run: &mut BenchRun<'_>,
+) -> Result<()> {
+    let z: Vec<T> = z.iter().map(|&v| T::from_f32(v)).collect();
+    let (za, zb) = z.split_at(n * d);
+    let (at, bt) = (
+        engine.upload_values(za, &[n, d])?,
+        engine.upload_values(zb, &[n, d])?,
+    );
+    let lt = engine.upload_i32(labels, &[n])?;
+    let size = T::DTYPE.size() as usize;
+    let (rows, host_rows, bytes) = match kind {
+        NceKind::NtXent => (
+            NceRows::NtXent { z: &at },
+            HostNceRows::NtXent { z: za },
+            2 * n * d * size,
+        ),
+        NceKind::Clip => (
+            NceRows::Clip { a: &at, b: &bt },
+            HostNceRows::Clip { a: za, b: zb },
+            4 * n * d * size,
+        ),
+        NceKind::SupCon => (
+            NceRows::SupCon {
+                embeddings: &at,
+                labels: &lt,
+            },
+            HostNceRows::SupCon {
+                embeddings: za,
+                labels,
+            },
+            2 * n * d * size,
+        ),
+    };
+    let loss = InfoNce::new(kind);
+    let mut plan = loss.plan(engine);
+    let inputs = NceInputs::from(rows);
+    // Rows M and the (query, key) pairs P: clip's anchors see the other half.
+    let m = if kind == NceKind::Clip { 2 * n } else { n };
+    let pairs = if kind == NceKind::Clip {
+        2 * n * n
+    } else {
+        n * n
+    };
+    let key_reads = 3 * pairs.div_ceil(TILE) * d * 4;
+    // 16-bit rows are widened once and the gradient narrowed once.
+    let edges = if size == 4 { 0 } else { m * d * (2 + 4) * 2 };
+    let host = HostNceInputs {
+        rows: host_rows,
+        dim: d,
+        upstream: Upstream::Ones,
+    };
+    let label = match T::DTYPE {
+        DType::F32 => kind.name().to_string(),
+        t => format!("{} {}", kind.name(), t.name()),
+    };
+    run(BenchJob {
+        label: &label,
+        shape: vec![n, d],
+        bytes_min: bytes,
+        // Normalize (read, write), the tiles' key reads (forward, backward's recomputation
+        // and accumulation), the gradient's per-key-tile read-modify-write, and the final
+        // Jacobian pass (read rows, RMW grad).
+        bytes_moved: 2 * m * d * 4
+            + key_reads
+            + 2 * pairs.div_ceil(TILE) * d * 4
+            + 3 * m * d * 4
+            + edges,
+        flops: Some(6.0 * pairs as f64 * d as f64),
+        gpu: &mut |e| plan.record(e, &inputs).map(|_| ()),
+        cpu: &mut || cpu::info_nce(&loss, &host).map(|_| ()),
+    })
+}
+
 impl AllPairsDef {
-    /// One bench row (three for mined triplets: one per mining): `n` rows of `d`.
-    ///
-    /// Bytes moved count the tile scheme's global reads (every query tile of 32 rows
-    /// streams every key row), the N×N matrices of mined triplets and the gradient's
-    /// read-modify-writes; FLOPs count the similarity products (2·D per pair) of the
-    /// forward pass, the backward pass's recomputation and its gradient accumulation.
-    fn bench_shape(
+    /// Three bench rows, one per mining: `n` rows of `d`. Bytes moved count the distance
+    /// tiles' global reads, the N×N matrices and the gradient's read-modify-writes.
+    fn bench_mined(
         &self,
         engine: &Engine,
         rng: &mut Rng,
         (n, d): (usize, usize),
         run: &mut BenchRun<'_>,
     ) -> Result<()> {
-        const TILE: usize = 32;
-        match *self {
-            AllPairsDef::Nce(kind) => {
-                let z = rng.normals(2 * n * d, 1.0);
-                let (za, zb) = z.split_at(n * d);
-                let (at, bt) = (engine.upload(za, &[n, d])?, engine.upload(zb, &[n, d])?);
-                let labels: Vec<i32> = (0..n).map(|_| rng.below((n / 8).max(1)) as i32).collect();
-                let lt = engine.upload_i32(&labels, &[n])?;
-                let (rows, host_rows, bytes) = match kind {
-                    NceKind::NtXent => (
-                        NceRows::NtXent { z: &at },
-                        HostNceRows::NtXent { z: za },
-                        2 * n * d * 4,
-                    ),
-                    NceKind::Clip => (
-                        NceRows::Clip { a: &at, b: &bt },
-                        HostNceRows::Clip { a: za, b: zb },
-                        4 * n * d * 4,
-                    ),
-                    NceKind::SupCon => (
-                        NceRows::SupCon {
-                            embeddings: &at,
-                            labels: &lt,
-                        },
-                        HostNceRows::SupCon {
-                            embeddings: za,
-                            labels: &labels,
-                        },
-                        2 * n * d * 4,
-                    ),
-                };
-                let loss = InfoNce::new(kind);
-                let mut plan = loss.plan(engine);
-                let inputs = NceInputs::from(rows);
-                // Rows M and the (query, key) pairs P: clip's anchors see the other half.
-                let m = if kind == NceKind::Clip { 2 * n } else { n };
-                let pairs = if kind == NceKind::Clip { 2 * n * n } else { n * n };
-                let key_reads = 3 * pairs.div_ceil(TILE) * d * 4;
-                let host = HostNceInputs {
-                    rows: host_rows,
-                    dim: d,
-                    upstream: Upstream::Ones,
-                };
-                run(BenchJob {
-                    label: kind.name(),
-                    shape: vec![n, d],
-                    bytes_min: bytes,
-                    // Normalize (read, write), the tiles' key reads (forward, backward's
-                    // recomputation and accumulation), the gradient's per-key-tile
-                    // read-modify-write, and the final Jacobian pass (read rows, RMW grad).
-                    bytes_moved: 2 * m * d * 4
-                        + key_reads
-                        + 2 * pairs.div_ceil(TILE) * d * 4
-                        + 3 * m * d * 4,
-                    flops: Some(6.0 * pairs as f64 * d as f64),
-                    gpu: &mut |e| plan.record(e, &inputs).map(|_| ()),
-                    cpu: &mut || cpu::info_nce(&loss, &host).map(|_| ()),
-                })
-            }
-            AllPairsDef::TripletMined => {
-                let e = rng.normals(n * d, 1.0);
-                let labels: Vec<i32> = (0..n).map(|_| rng.below((n / 16).max(1)) as i32).collect();
-                let (et, lt) = (
-                    engine.upload(&e, &[n, d])?,
-                    engine.upload_i32(&labels, &[n])?,
-                );
-                let inputs = MinedTripletInputs::new(&et, &lt);
-                let host = HostMinedTripletInputs {
-                    embeddings: &e,
-                    labels: &labels,
-                    dim: d,
-                    upstream: Upstream::Ones,
-                };
-                for (mining, label) in [
-                    (Mining::BatchAll, "mined batch-all"),
-                    (Mining::BatchHard, "mined batch-hard"),
-                    (Mining::SemiHard, "mined semi-hard"),
-                ] {
-                    let loss = MinedTriplet::new().mining(mining);
-                    let mut plan = loss.plan(engine);
-                    let (pairs, matrix) = (n * n, n * n * 4);
-                    run(BenchJob {
-                        label,
-                        shape: vec![n, d],
-                        bytes_min: 2 * n * d * 4,
-                        // Distance tiles' key reads (forward and backward), the distance
-                        // matrix (written, read by mining and backward), the counts
-                        // (zeroed, read twice by backward; mining's atomics not counted).
-                        bytes_moved: 2 * pairs.div_ceil(TILE) * d * 4 + 3 * matrix + 3 * matrix,
-                        flops: Some(4.0 * pairs as f64 * d as f64),
-                        gpu: &mut |enc| plan.record(enc, &inputs).map(|_| ()),
-                        cpu: &mut || cpu::mined_triplet(&loss, &host).map(|_| ()),
-                    })?;
-                }
-                Ok(())
-            }
+        let e = rng.normals(n * d, 1.0);
+        let labels: Vec<i32> = (0..n).map(|_| rng.below((n / 16).max(1)) as i32).collect();
+        let (et, lt) = (
+            engine.upload(&e, &[n, d])?,
+            engine.upload_i32(&labels, &[n])?,
+        );
+        let inputs = MinedTripletInputs::new(&et, &lt);
+        let host = HostMinedTripletInputs {
+            embeddings: &e,
+            labels: &labels,
+            dim: d,
+            upstream: Upstream::Ones,
+        };
+        for (mining, label) in [
+            (Mining::BatchAll, "mined batch-all"),
+            (Mining::BatchHard, "mined batch-hard"),
+            (Mining::SemiHard, "mined semi-hard"),
+        ] {
+            let loss = MinedTriplet::new().mining(mining);
+            let mut plan = loss.plan(engine);
+            let (pairs, matrix) = (n * n, n * n * 4);
+            run(BenchJob {
+                label,
+                shape: vec![n, d],
+                bytes_min: 2 * n * d * 4,
+                // Distance tiles' key reads (forward and backward), the distance
+                // matrix (written, read by mining and backward), the counts
+                // (zeroed, read twice by backward; mining's atomics not counted).
+                bytes_moved: 2 * pairs.div_ceil(TILE) * d * 4 + 3 * matrix + 3 * matrix,
+                flops: Some(4.0 * pairs as f64 * d as f64),
+                gpu: &mut |enc| plan.record(enc, &inputs).map(|_| ()),
+                cpu: &mut || cpu::mined_triplet(&loss, &host).map(|_| ()),
+            })?;
         }
+        Ok(())
     }
 }
 

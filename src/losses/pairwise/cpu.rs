@@ -5,10 +5,10 @@
 use rayon::prelude::*;
 
 use super::simd;
-use crate::core::cpu_math::exp;
-use crate::error::Result;
 use super::{Args, Distance, InfoNce, MinedTriplet, Mining, NceKind, NORM_EPS};
+use crate::core::cpu_math::exp;
 use crate::core::{host_rows, widened, written_as, Arg, DType, Element, LossValues, Upstream};
+use crate::error::Result;
 
 /// Dot product with eight independent f32 lanes (vectorizes), summed at the end.
 #[inline]
@@ -408,11 +408,16 @@ fn info_nce_f32(opts: &InfoNce, inputs: &HostNceInputs<'_>) -> Result<LossValues
     let (kind, rows, labels): (_, Vec<(&'static str, &[f32])>, _) = match inputs.rows {
         HostNceRows::NtXent { z } => (NceKind::NtXent, vec![("z", z)], None),
         HostNceRows::Clip { a, b } => (NceKind::Clip, vec![("a", a), ("b", b)], None),
-        HostNceRows::SupCon { embeddings, labels } => {
-            (NceKind::SupCon, vec![("embeddings", embeddings)], Some(labels))
-        }
+        HostNceRows::SupCon { embeddings, labels } => (
+            NceKind::SupCon,
+            vec![("embeddings", embeddings)],
+            Some(labels),
+        ),
     };
-    let shapes: Vec<Vec<usize>> = rows.iter().map(|(_, r)| host_rows(r.len(), inputs.dim)).collect();
+    let shapes: Vec<Vec<usize>> = rows
+        .iter()
+        .map(|(_, r)| host_rows(r.len(), inputs.dim))
+        .collect();
     let args: Vec<_> = rows
         .iter()
         .zip(&shapes)

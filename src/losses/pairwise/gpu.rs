@@ -135,7 +135,12 @@ fn launch(
 ///
 /// # Errors
 /// [`Error::Limit`] when a software adapter would need more splits than memory allows.
-fn key_splits(engine: &Engine, queries: usize, keys: usize, (m, dim): (usize, usize)) -> Result<usize> {
+fn key_splits(
+    engine: &Engine,
+    queries: usize,
+    keys: usize,
+    (m, dim): (usize, usize),
+) -> Result<usize> {
     const FILL: usize = 512;
     let key_tiles = keys.div_ceil(TILE).max(1);
     let fill = FILL.div_ceil(queries.div_ceil(TILE).max(1));
@@ -407,7 +412,13 @@ impl InfoNce {
                 ..Slots::default()
             };
             let groups = m.div_ceil(256);
-            launch(rec, ("nce_merge", &[]), params((0, m), (0, m)), slots, groups)?;
+            launch(
+                rec,
+                ("nce_merge", &[]),
+                params((0, m), (0, m)),
+                slots,
+                groups,
+            )?;
         }
         let (loss, divisor) = mean_of_planes(rec, &stats, (2 * plane, 3 * plane), m)?;
         let mut grads = Vec::new();
@@ -456,11 +467,7 @@ impl InfoNce {
     ///
     /// # Errors
     /// As [`InfoNce::record`].
-    pub fn run(
-        &self,
-        engine: &Engine,
-        inputs: &NceInputs<'_>,
-    ) -> Result<LossValues> {
+    pub fn run(&self, engine: &Engine, inputs: &NceInputs<'_>) -> Result<LossValues> {
         self.plan(engine).run(inputs)
     }
 }
@@ -474,7 +481,9 @@ impl GpuLoss for InfoNce {
         let (kind, named): (_, Vec<(&'static str, &Tensor)>) = match *rows {
             NceRows::NtXent { z } => (NceKind::NtXent, vec![("z", z)]),
             NceRows::Clip { a, b } => (NceKind::Clip, vec![("a", a), ("b", b)]),
-            NceRows::SupCon { embeddings, .. } => (NceKind::SupCon, vec![("embeddings", embeddings)]),
+            NceRows::SupCon { embeddings, .. } => {
+                (NceKind::SupCon, vec![("embeddings", embeddings)])
+            }
         };
         let labels = match *rows {
             NceRows::SupCon { labels, .. } => Some(labels.arg()),
@@ -674,11 +683,7 @@ impl MinedTriplet {
     ///
     /// # Errors
     /// As [`MinedTriplet::record`].
-    pub fn run(
-        &self,
-        engine: &Engine,
-        inputs: &MinedTripletInputs<'_>,
-    ) -> Result<LossValues> {
+    pub fn run(&self, engine: &Engine, inputs: &MinedTripletInputs<'_>) -> Result<LossValues> {
         self.plan(engine).run(inputs)
     }
 }

@@ -2,8 +2,8 @@
 //! `shaders/pairwise.wgsl`: the full distance matrix, then each mining rule as written in
 //! docs/LOSSES.md, ties to the lowest index.
 
-use super::{Distance, MinedTriplet, Mining};
 use super::reference::{normalize, normalize_backward};
+use super::{Distance, MinedTriplet, Mining};
 use crate::core::reference::RefOutput;
 
 /// The distance matrix of the rows of `e` (`n` rows of `dim`).

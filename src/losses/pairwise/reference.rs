@@ -14,7 +14,11 @@ pub fn normalize(x: &[f64], dim: usize) -> (Vec<f64>, Vec<f64>) {
         .map(|(row, out)| {
             let norm = row.iter().map(|v| v * v).sum::<f64>().sqrt();
             // As PyTorch's clamp_min, a NaN norm stays NaN (`max` would drop it).
-            let div = if norm < NORM_EPS as f64 { NORM_EPS as f64 } else { norm };
+            let div = if norm < NORM_EPS as f64 {
+                NORM_EPS as f64
+            } else {
+                norm
+            };
             out.iter_mut().for_each(|v| *v /= div);
             norm
         })
