@@ -4,7 +4,7 @@ use super::cpu::{linear_cross_entropy as cpu_linear, HostLinearInputs};
 use super::gpu::LinearCrossEntropyInputs;
 use super::reference::{linear_cross_entropy as reference_linear, RefLinearInputs};
 use super::{Args, LinearCrossEntropy};
-use crate::core::{Arg, DType, LossValues, Reduction, Upstream};
+use crate::core::{Arg, DType, Element, LossValues, Reduction, Upstream};
 use crate::error::{Error, Result};
 use crate::gpu::engine::Engine;
 use crate::gpu::GpuLoss;
@@ -24,6 +24,8 @@ pub(crate) struct LinearDef;
 /// A problem on the host, checked for consistent shapes.
 struct HostProblem {
     opts: LinearCrossEntropy,
+    /// The type of hidden, classifier and bias (their values here widened to f32).
+    dtype: DType,
     hidden: Vec<f32>,
     classifier: Vec<f32>,
     bias: Option<Vec<f32>>,
@@ -42,7 +44,8 @@ impl HostProblem {
             .ignore_index(ce.ignore_index)
             .label_smoothing(ce.label_smoothing)
             .z_loss(ce.z_loss)
-            .softcap(ce.softcap);
+            .softcap(ce.softcap)
+            .grad_dtype(ce.grad_dtype);
         if case.options.contains_key("chunk_rows") {
             opts = opts.chunk_rows(case.option("chunk_rows", 0usize)?);
         }
@@ -52,10 +55,14 @@ impl HostProblem {
         let target = case.input("target").expect("checked: required");
         let weight = case.floats("weight");
         let (scalar_upstream, per_item) = case.upstream_parts();
+        let typed = |shape, name| Arg {
+            shape,
+            dtype: case.float_dtype(name),
+        };
         let shape = opts.check(&Args {
-            hidden: Arg::f32(&hidden_shape),
-            classifier: Arg::f32(&classifier_shape),
-            bias: bias.as_ref().map(|(_, s)| Arg::f32(s)),
+            hidden: typed(&hidden_shape, "hidden"),
+            classifier: typed(&classifier_shape, "classifier"),
+            bias: bias.as_ref().map(|(_, s)| typed(s, "bias")),
             target: Arg {
                 shape: &target.shape,
                 dtype: DType::I32,
@@ -66,6 +73,7 @@ impl HostProblem {
         })?;
         Ok(Self {
             opts,
+            dtype: case.float_dtype("hidden"),
             hidden,
             classifier,
             bias: bias.map(|(b, _)| b),
@@ -76,6 +84,29 @@ impl HostProblem {
                 .map(|(g, _)| g)
                 .or(scalar_upstream.map(|g| vec![g])),
         })
+    }
+
+    /// The CPU backend on the inputs as `T` (16-bit inputs reach it as 16-bit values).
+    fn cpu<T: Element>(&self) -> Result<LossValues> {
+        let typed = |v: &[f32]| v.iter().map(|&x| T::from_f32(x)).collect::<Vec<T>>();
+        let (hidden, classifier) = (typed(&self.hidden), typed(&self.classifier));
+        let bias = self.bias.as_deref().map(typed);
+        cpu_linear(
+            &self.opts,
+            &HostLinearInputs {
+                hidden: &hidden,
+                classifier: &classifier,
+                bias: bias.as_deref(),
+                shape: self.shape,
+                target: &self.target,
+                weight: self.weight.as_deref(),
+                upstream: host_upstream(
+                    self.upstream.as_deref(),
+                    self.shape.0,
+                    self.opts.reduction,
+                ),
+            },
+        )
     }
 
     fn loss_shape(&self) -> Vec<usize> {
@@ -146,6 +177,10 @@ const INPUTS: [InputSpec; 6] = [
 ];
 
 impl LossDef for LinearDef {
+    fn half_precision(&self) -> bool {
+        true
+    }
+
     fn name(&self) -> &'static str {
         "linear-cross-entropy"
     }
@@ -168,13 +203,13 @@ impl LossDef for LinearDef {
     fn gpu_in(&self, s: &mut GpuSession<'_>, case: &Case) -> Result<Evaluated<f32>> {
         let p = HostProblem::from_case(self, case)?;
         let (n, h, v) = p.shape;
-        let hidden = s.upload("hidden", &p.hidden, &[n, h])?;
-        let classifier = s.upload("classifier", &p.classifier, &[v, h])?;
+        let hidden = s.upload_as("hidden", &p.hidden, &[n, h], p.dtype)?;
+        let classifier = s.upload_as("classifier", &p.classifier, &[v, h], p.dtype)?;
         let target = s.upload_i32("target", &p.target, &[n])?;
         let bias = p
             .bias
             .as_ref()
-            .map(|b| s.upload("bias", b, &[v]))
+            .map(|b| s.upload_as("bias", b, &[v], p.dtype))
             .transpose()?;
         let weight = p
             .weight
@@ -196,18 +231,11 @@ impl LossDef for LinearDef {
 
     fn cpu(&self, case: &Case) -> Result<Evaluated<f32>> {
         let p = HostProblem::from_case(self, case)?;
-        let out = cpu_linear(
-            &p.opts,
-            &HostLinearInputs {
-                hidden: &p.hidden,
-                classifier: &p.classifier,
-                bias: p.bias.as_deref(),
-                shape: p.shape,
-                target: &p.target,
-                weight: p.weight.as_deref(),
-                upstream: host_upstream(p.upstream.as_deref(), p.shape.0, p.opts.reduction),
-            },
-        )?;
+        let out = match p.dtype {
+            DType::F16 => p.cpu::<half::f16>()?,
+            DType::BF16 => p.cpu::<half::bf16>()?,
+            _ => p.cpu::<f32>()?,
+        };
         Ok(p.evaluated(out))
     }
 

@@ -6,20 +6,23 @@
 use rayon::prelude::*;
 
 use super::{Args, LinearCrossEntropy};
-use crate::core::{host_shape, Arg, DType, LossValues, Reduction, Upstream};
+use crate::core::{
+    host_shape, widened, written_as, Arg, DType, Element, LossValues, Reduction, Upstream,
+};
 use crate::error::Result;
 use crate::losses::cross_entropy::cpu::{cross_entropy_in_place, HostRowInputs, HostTarget};
 use crate::losses::cross_entropy::target_class;
 
-/// Host inputs of [`linear_cross_entropy`].
+/// Host inputs of [`linear_cross_entropy`]. Hidden states, classifier and bias share one
+/// element type `T`: f32, [`half::f16`] or [`half::bf16`].
 #[derive(Debug, Clone, Copy)]
-pub struct HostLinearInputs<'a> {
+pub struct HostLinearInputs<'a, T: Element = f32> {
     /// Hidden states `[N, H]`, row-major.
-    pub hidden: &'a [f32],
+    pub hidden: &'a [T],
     /// Classifier weight `[V, H]` (`nn.Linear`'s layout).
-    pub classifier: &'a [f32],
+    pub classifier: &'a [T],
     /// Bias `[V]`.
-    pub bias: Option<&'a [f32]>,
+    pub bias: Option<&'a [T]>,
     /// (N, H, V).
     pub shape: (usize, usize, usize),
     /// Class indices `[N]`.
@@ -89,14 +92,32 @@ fn gemm_block(
     }
 }
 
-/// Loss and gradients (`hidden`, `classifier`, then `bias` when given) of `x`.
+/// Loss and gradients (`hidden`, `classifier`, then `bias` when given) of `x`. 16-bit
+/// inputs are widened (exactly) into f32 copies for the products; the gradients come back
+/// as written in `opts.grad_dtype` (by default the inputs' type).
 ///
 /// # Errors
 /// Option, shape and target errors as the GPU path.
-pub fn linear_cross_entropy(
+pub fn linear_cross_entropy<T: Element>(
     opts: &LinearCrossEntropy,
-    x: &HostLinearInputs<'_>,
+    x: &HostLinearInputs<'_, T>,
 ) -> Result<LossValues> {
+    let (hidden, classifier) = (widened(x.hidden), widened(x.classifier));
+    let bias = x.bias.map(widened);
+    let wide = HostLinearInputs {
+        hidden: &hidden,
+        classifier: &classifier,
+        bias: bias.as_deref(),
+        shape: x.shape,
+        target: x.target,
+        weight: x.weight,
+        upstream: x.upstream,
+    };
+    let out = linear_f32(opts, &wide)?;
+    Ok(written_as(out, opts.grad_dtype.unwrap_or(T::DTYPE)))
+}
+
+fn linear_f32(opts: &LinearCrossEntropy, x: &HostLinearInputs<'_>) -> Result<LossValues> {
     let (n, h, v) = x.shape;
     let (scalar_upstream, per_item) = x.upstream.split(|g| host_shape(g.len(), &[n]));
     opts.check(&Args {

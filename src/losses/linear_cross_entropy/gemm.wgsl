@@ -2,7 +2,8 @@
 // for the fused linear cross-entropy: logits = hidden·classifierᵀ + bias,
 // grad_hidden = g·classifier, grad_classifier += gᵀ·hidden, grad_bias += gᵀ·1.
 //
-// A(i, k) = a[i * a_rs + k * a_cs], B(k, j) = b[k * b_rs + j * b_cs], C(i, j) = c[i * n + j],
+// A(i, k) = a[a_base + i * a_rs + k * a_cs], B(k, j) = b[b_base + k * b_rs + j * b_cs],
+// C(i, j) = c[i * n + j] (a base lets a window start at an aligned offset before its data),
 // over k in [k_base, k_base + k): software adapters, whose loops stop silently after 65,535
 // iterations, get the depth in several dispatches that add to c in order.
 // A workgroup computes a 64×64 tile of c, 4×4 per invocation, staging 16-deep blocks of a and
@@ -21,11 +22,15 @@ struct Params {
     b_rs: u32,
     b_cs: u32,
     k_base: u32,
+    a_base: u32,
+    b_base: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
+// Bindings 1 (a) and 2 (b) come from the I/O header (`gemm_module` in gpu.rs), in their
+// element types, read through load_a(i) and load_b(i); c and the bias are f32.
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
 
@@ -63,7 +68,7 @@ fn main(
             let ka = k0 + kk;
             var va = 0.0;
             if (row < params.m && ka < params.k) {
-                va = a[row * params.a_rs + (params.k_base + ka) * params.a_cs];
+                va = load_a(params.a_base + row * params.a_rs + (params.k_base + ka) * params.a_cs);
             }
             a_s[kk * TILE + i] = va;
             if (!B_ONES) {
@@ -76,7 +81,7 @@ fn main(
                 let col = col0 + j;
                 var vb = 0.0;
                 if (col < params.n && k0 + kb < params.k) {
-                    vb = b[(params.k_base + k0 + kb) * params.b_rs + col * params.b_cs];
+                    vb = load_b(params.b_base + (params.k_base + k0 + kb) * params.b_rs + col * params.b_cs);
                 }
                 b_s[kb * TILE + j] = vb;
             }

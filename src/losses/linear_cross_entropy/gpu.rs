@@ -9,26 +9,48 @@ use crate::gpu::kernel::KernelKey;
 use crate::gpu::output::LossOutput;
 use crate::gpu::plan::GpuLoss;
 use crate::gpu::record::{Recorder, SumOf};
-use crate::gpu::shader::{Access, ShaderModule, MATH};
+use crate::gpu::shader::{Access, FloatView, ShaderModule, HALF, MATH};
 use crate::gpu::tensor::{Binding, DType, Tensor};
 use crate::losses::cross_entropy::gpu::{Batch, CrossEntropyInputs, Target};
 use crate::CrossEntropy;
 
-const GEMM: ShaderModule = ShaderModule {
-    name: "gemm",
-    variant: 0,
-    source: |_| [MATH, include_str!("gemm.wgsl")].join("\n"),
-    bindings: |_| {
-        use Access::*;
-        vec![Uniform, Read, Read, Read, ReadWrite]
-    },
-    entry_points: &["main"],
-};
+/// The float types of a variant, by digit.
+const FLOATS: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
+
+/// The product kernel for operands `a` and `b` of the given element types.
+fn gemm_module(a: DType, b: DType) -> ShaderModule {
+    let digit = |d: DType| FLOATS.iter().position(|&f| f == d).expect("a float") as u32;
+    ShaderModule {
+        name: "gemm",
+        variant: digit(a) * 3 + digit(b),
+        source: |v| {
+            let view = |binding, name, dtype| {
+                let view = FloatView {
+                    name,
+                    dtype,
+                    access: Access::Read,
+                };
+                view.declare(binding, false) + &view.functions(false)
+            };
+            let header =
+                view(1, "a", FLOATS[v as usize / 3]) + &view(2, "b", FLOATS[v as usize % 3]);
+            [MATH, HALF, &header, include_str!("gemm.wgsl")].join("\n")
+        },
+        bindings: |_| {
+            use Access::*;
+            vec![Uniform, Read, Read, Read, ReadWrite]
+        },
+        entry_points: &["main"],
+    }
+}
 
 /// The family's WGSL modules, for validation.
 #[cfg(test)]
 pub(crate) fn modules() -> Vec<ShaderModule> {
-    vec![GEMM]
+    FLOATS
+        .iter()
+        .flat_map(|&a| FLOATS.map(|b| gemm_module(a, b)))
+        .collect()
 }
 
 /// Mirrors `Params` in `gemm.wgsl`.
@@ -43,12 +65,51 @@ struct GemmParams {
     b_rs: u32,
     b_cs: u32,
     k_base: u32,
+    a_base: u32,
+    b_base: u32,
+    _pad: [u32; 2],
 }
 
-/// One operand of a product: a binding and its (row, column) strides in elements.
+/// One operand of a product: a binding, its element type and its (row, column) strides in
+/// elements.
 struct Operand {
     data: Binding,
+    dtype: DType,
     strides: (usize, usize),
+    /// Where the operand starts in its binding, in elements.
+    base: usize,
+}
+
+impl Operand {
+    /// A whole tensor, or its elements from 0 in a binding.
+    fn whole(data: Binding, dtype: DType, strides: (usize, usize)) -> Self {
+        Self {
+            data,
+            dtype,
+            strides,
+            base: 0,
+        }
+    }
+
+    /// Elements `[start, start + count)` of `t`, bound from the last offset at or before
+    /// `start` that the adapter accepts (a 16-bit chunk of rows of odd length starts
+    /// between two).
+    fn rows_of(
+        engine: &Engine,
+        t: &Tensor,
+        (start, count): (usize, usize),
+        strides: (usize, usize),
+    ) -> Self {
+        let align = engine.limits().min_storage_buffer_offset_alignment as usize
+            / t.dtype().size() as usize;
+        let first = start - start % align.max(1);
+        Self {
+            data: t.window(first, count + start - first),
+            dtype: t.dtype(),
+            strides,
+            base: start - first,
+        }
+    }
 }
 
 /// What one product writes: `c = a·b` or `c += a·b`, plus a bias per column.
@@ -69,9 +130,9 @@ const CPU_ADAPTER_DEPTH: usize = 8192;
 fn record_product(rec: &mut Recorder<'_>, p: Product, c: Binding) -> Result<()> {
     let (m, k, n) = p.dims;
     let unused = rec.unused()?;
-    let (b, (b_rs, b_cs)) = match p.b {
-        Some(b) => (b.data, b.strides),
-        None => (unused.clone(), (0, 0)),
+    let (b, b_type, (b_rs, b_cs), b_base) = match p.b {
+        Some(b) => (b.data, b.dtype, b.strides, b.base),
+        None => (unused.clone(), DType::F32, (0, 0), 0),
     };
     let software = rec.engine().adapter_info().device_type == wgpu::DeviceType::Cpu;
     let depth = if software {
@@ -92,9 +153,12 @@ fn record_product(rec: &mut Recorder<'_>, p: Product, c: Binding) -> Result<()> 
             b_rs: b_rs as u32,
             b_cs: b_cs as u32,
             k_base: k_base as u32,
+            a_base: p.a.base as u32,
+            b_base: b_base as u32,
+            _pad: [0; 2],
         });
         let key = KernelKey {
-            module: GEMM,
+            module: gemm_module(p.a.dtype, b_type),
             entry: "main",
             overrides: vec![
                 ("ACCUMULATE", (p.accumulate || !first) as u32),
@@ -218,7 +282,14 @@ impl LinearCrossEntropy {
     ) -> Result<LossOutput> {
         let engine = rec.engine();
         let chunk = self.rows_per_chunk(n, v);
-        fits(engine, "classifier", v * h)?;
+        let dtype = x.hidden.dtype();
+        // The classifier's gradient accumulates in f32, bound whole like the classifier.
+        let size = if self.gradient {
+            4
+        } else {
+            dtype.size() as usize
+        };
+        fits(engine, "classifier", v * h * size / 4)?;
         fits(engine, "a chunk's hidden states", chunk.min(n) * h)?;
         fits(
             engine,
@@ -257,24 +328,20 @@ impl LinearCrossEntropy {
         let grad_bias = (want && x.bias.is_some())
             .then(|| rec.tensor(&[v], DType::F32))
             .transpose()?;
+        // A 16-bit bias is widened once (it is added as f32 in the product's epilogue).
+        let bias = x.bias.map(|b| rec.widened(b)).transpose()?;
         let ce = self.row_kernel().in_place(true);
         for (index, start) in (0..n).step_by(chunk).enumerate() {
             let rows = chunk.min(n - start);
-            let hidden = Operand {
-                data: x.hidden.window(start * h, rows * h),
-                strides: (h, 1),
-            };
+            let hidden = |engine| Operand::rows_of(engine, x.hidden, (start * h, rows * h), (h, 1));
             // logits = hidden · classifierᵀ (+ bias)
             record_product(
                 rec,
                 Product {
                     dims: (rows, h, v),
-                    a: hidden,
-                    b: Some(Operand {
-                        data: x.classifier.binding(),
-                        strides: (1, h),
-                    }),
-                    bias: x.bias.map(Tensor::binding),
+                    a: hidden(engine),
+                    b: Some(Operand::whole(x.classifier.binding(), dtype, (1, h))),
+                    bias: bias.as_ref().map(Tensor::binding),
                     accumulate: false,
                 },
                 logits.window(0, rows * v),
@@ -306,20 +373,14 @@ impl LinearCrossEntropy {
             let (Some(gh), Some(gw)) = (&grad_hidden, &grad_classifier) else {
                 continue;
             };
-            let g = |strides| Operand {
-                data: logits.window(0, rows * v),
-                strides,
-            };
+            let g = |strides| Operand::whole(logits.window(0, rows * v), DType::F32, strides);
             // grad_hidden = g · classifier
             record_product(
                 rec,
                 Product {
                     dims: (rows, v, h),
                     a: g((v, 1)),
-                    b: Some(Operand {
-                        data: x.classifier.binding(),
-                        strides: (h, 1),
-                    }),
+                    b: Some(Operand::whole(x.classifier.binding(), dtype, (h, 1))),
                     bias: None,
                     accumulate: false,
                 },
@@ -331,10 +392,7 @@ impl LinearCrossEntropy {
                 Product {
                     dims: (v, rows, h),
                     a: g((1, v)),
-                    b: Some(Operand {
-                        data: x.hidden.window(start * h, rows * h),
-                        strides: (h, 1),
-                    }),
+                    b: Some(hidden(engine)),
                     bias: None,
                     accumulate: index > 0,
                 },
@@ -372,11 +430,12 @@ impl LinearCrossEntropy {
             grads.push(("classifier", gw));
         }
         grads.extend(grad_bias.map(|gb| ("bias", gb)));
-        Ok(LossOutput {
+        let out = LossOutput {
             loss,
             grads,
             status: checked.status,
-        })
+        };
+        rec.gradients_as(out, self.grad_dtype.unwrap_or(dtype))
     }
 }
 

@@ -14,7 +14,7 @@ pub(crate) mod cpu;
 pub(crate) mod gpu;
 pub(crate) mod reference;
 
-use crate::core::{check_upstream, Arg, DType, Reduction};
+use crate::core::{check_grad_dtype, check_upstream, Arg, DType, Reduction};
 use crate::error::{Error, Result};
 use crate::CrossEntropy;
 
@@ -43,6 +43,10 @@ pub struct LinearCrossEntropy {
     /// Rows per chunk, a multiple of 64; `None` (the default) picks the most whose logits
     /// fit in 64 MiB. Memory holds one chunk's logits, never all N×V.
     pub chunk_rows: Option<usize>,
+    /// Element type of the gradients: `None` (default) writes them in the inputs' type
+    /// (hidden, classifier and bias share one: f32, f16 or bf16); `Some(DType::F32)` writes
+    /// f32 gradients of 16-bit inputs. They accumulate in f32 either way.
+    pub grad_dtype: Option<DType>,
 }
 
 impl Default for LinearCrossEntropy {
@@ -55,6 +59,7 @@ impl Default for LinearCrossEntropy {
             softcap: None,
             gradient: true,
             chunk_rows: None,
+            grad_dtype: None,
         }
     }
 }
@@ -113,6 +118,12 @@ impl LinearCrossEntropy {
         self
     }
 
+    /// Sets the gradients' element type (`None`: the inputs' type).
+    pub fn grad_dtype(mut self, dtype: Option<DType>) -> Self {
+        self.grad_dtype = dtype;
+        self
+    }
+
     /// The cross-entropy of one chunk: per-row losses, the gradient over the logits.
     pub(crate) fn row_kernel(&self) -> CrossEntropy {
         CrossEntropy::new()
@@ -135,6 +146,7 @@ impl LinearCrossEntropy {
             ..self.row_kernel()
         }
         .validate()?;
+        check_grad_dtype(self.grad_dtype)?;
         if let Some(rows) = self.chunk_rows {
             if rows == 0 || !rows.is_multiple_of(CHUNK_ALIGN) {
                 return Err(Error::Option {
@@ -164,7 +176,9 @@ impl LinearCrossEntropy {
     /// [`Error::Empty`] naming the input; the upstream gradient's errors.
     pub(crate) fn check(&self, args: &Args<'_>) -> Result<(usize, usize, usize)> {
         self.validate()?;
-        args.hidden.expect_dtype("hidden", DType::F32)?;
+        // hidden, classifier and bias share one float type, as F.linear's operands.
+        args.hidden.expect_float("hidden")?;
+        let dtype = args.hidden.dtype;
         let &[n, h] = args.hidden.shape else {
             return Err(Error::shape("hidden", "[N, H]".into(), args.hidden.shape));
         };
@@ -174,7 +188,7 @@ impl LinearCrossEntropy {
         if h == 0 {
             return Err(Error::shape("hidden", "[N, H] with H >= 1".into(), &[n, h]));
         }
-        args.classifier.expect_dtype("classifier", DType::F32)?;
+        args.classifier.expect_dtype("classifier", dtype)?;
         let &[v, h2] = args.classifier.shape else {
             return Err(Error::shape(
                 "classifier",
@@ -193,7 +207,7 @@ impl LinearCrossEntropy {
             ));
         }
         if let Some(b) = args.bias {
-            b.expect("bias", &[v], DType::F32)?;
+            b.expect("bias", &[v], dtype)?;
         }
         args.target.expect("target", &[n], DType::I32)?;
         if let Some(w) = args.weight {
