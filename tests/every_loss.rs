@@ -7,7 +7,7 @@ mod common;
 
 use common::{check_case, check_on, fresh_rng, Backend};
 use wgpu_losses::registry::HostArray;
-use wgpu_losses::{Engine, EngineOptions, Error, Tolerance};
+use wgpu_losses::{DType, Engine, EngineOptions, Error, Tolerance};
 
 /// Random problems per loss: the GPU (lavapipe in CI) is the slower backend.
 fn cases(backend: Backend) -> usize {
@@ -151,7 +151,8 @@ on_every_backend! {
 /// Every loss with its storage bindings capped at 16 KiB, so that the random problems'
 /// inputs, outputs and workspaces span many bindings (windows, split rows, partial sums):
 /// each either matches the reference or, where a kernel needs a whole input in one binding
-/// (the all-pairs losses), refuses with `Error::Limit` — never a wrong answer.
+/// (the all-pairs losses), refuses with `Error::Limit` — never a wrong answer. In f32, f16
+/// and bf16 (16-bit rows and words split across windows too).
 #[test]
 fn every_loss_across_many_small_bindings() {
     let engine = Engine::with_options(EngineOptions {
@@ -160,16 +161,23 @@ fn every_loss_across_many_small_bindings() {
     })
     .unwrap();
     let mut rng = fresh_rng("every_loss_across_many_small_bindings");
-    for def in wgpu_losses::losses::all() {
+    for (def, dtype) in wgpu_losses::losses::all()
+        .iter()
+        .flat_map(|d| [DType::F32, DType::F16, DType::BF16].map(|t| (d, t)))
+    {
         let (mut compared, mut refused) = (0, 0);
         for _ in 0..6 {
-            let case = def.random_case(&mut rng);
+            let case = def.random_case(&mut rng).set("dtype", dtype.name());
+            let case = case.apply_dtype(*def).unwrap();
             match def.gpu(&engine, &case) {
                 Err(Error::Limit(_)) => refused += 1,
                 _ => compared += check_case(*def, &engine, &case, Tolerance::default()) as usize,
             }
         }
-        eprintln!("{}: {compared} compared, {refused} refused", def.name());
+        eprintln!(
+            "{} {dtype:?}: {compared} compared, {refused} refused",
+            def.name()
+        );
         assert!(compared + refused > 0, "{}", def.name());
     }
 }

@@ -66,6 +66,11 @@ enum Command {
         /// Only this loss.
         #[arg(long)]
         loss: Option<String>,
+        /// Element types of the differentiable inputs (repeatable; default f32, f16 and
+        /// bf16). 16-bit cases write their gradients in the input's type or, in half of
+        /// them, f32.
+        #[arg(long, value_name = "DTYPE", value_parser = parse_dtype)]
+        dtype: Vec<DType>,
     },
     /// Time every loss family on the GPU and the CPU backend, with the adapter's copy
     /// bandwidth.
@@ -251,7 +256,17 @@ fn shape_of(case: &Case) -> String {
         .join(" ")
 }
 
-fn check(backend: Backend, cases: usize, seed: Option<u64>, only: Option<&str>) -> Result<bool> {
+fn check(
+    backend: Backend,
+    cases: usize,
+    seed: Option<u64>,
+    only: Option<&str>,
+    dtypes: &[DType],
+) -> Result<bool> {
+    let dtypes = match dtypes.is_empty() {
+        true => &[DType::F32, DType::F16, DType::BF16][..],
+        false => dtypes,
+    };
     // An unknown loss is an error before anything runs, never a check of nothing.
     if let Some(name) = only {
         wgpu_losses::losses::find(name)?;
@@ -278,12 +293,16 @@ fn check(backend: Backend, cases: usize, seed: Option<u64>, only: Option<&str>) 
     let tol = Tolerance::default();
     println!(
         "tolerance: |got - ref| <= {} * scale + {} * |ref|; scale = max|ref| for the loss, \
-         the largest term summed into an element for gradients",
+         the largest term summed into an element for gradients; plus, for a gradient written \
+         in 16 bits, half an ulp of its type",
         tol.atol, tol.rtol
     );
     let mut rng = Rng::new(seed);
     let mut all_ok = true;
-    for def in wgpu_losses::losses::all() {
+    for (def, &dtype) in wgpu_losses::losses::all()
+        .iter()
+        .flat_map(|d| dtypes.iter().map(move |t| (d, t)))
+    {
         if only.is_some_and(|o| o != def.name()) {
             continue;
         }
@@ -291,7 +310,11 @@ fn check(backend: Backend, cases: usize, seed: Option<u64>, only: Option<&str>) 
         for i in 0..cases {
             // A case with a mining decision within f32 rounding of its boundary is drawn anew.
             let (case, want) = loop {
-                let case = def.random_case(&mut rng);
+                let mut case = def.random_case(&mut rng).set("dtype", dtype.name());
+                if dtype != DType::F32 && rng.chance(0.5) {
+                    case = case.set("grad_dtype", "f32");
+                }
+                let case = case.apply_dtype(*def)?;
                 let want = def.reference(&case)?;
                 if !want.ambiguous() {
                     break (case, want);
@@ -304,7 +327,8 @@ fn check(backend: Backend, cases: usize, seed: Option<u64>, only: Option<&str>) 
             };
             let mut report = vec![("loss", compare(&gpu.loss, &want.loss, tol))];
             for ((name, g, _), (_, w, _)) in gpu.grads.iter().zip(&want.grads) {
-                report.push((name, compare(g, w, want.grad_tolerance(tol))));
+                let tol = want.grad_tolerance(tol).written_as(case.grad_dtype(name));
+                report.push((name, compare(g, w, tol)));
             }
             for (name, c) in &report {
                 if *name == "loss" {
@@ -329,8 +353,9 @@ fn check(backend: Backend, cases: usize, seed: Option<u64>, only: Option<&str>) 
             r => format!("  ({r} ambiguous cases redrawn)"),
         };
         println!(
-            "{:<16} {cases} cases  worst loss err {worst_loss:.2e}  worst grad err {worst_grad:.2e}  {verdict}{redrawn}",
-            def.name()
+            "{:<16} {:<4} {cases} cases  worst loss err {worst_loss:.2e}  worst grad err {worst_grad:.2e}  {verdict}{redrawn}",
+            def.name(),
+            dtype.name()
         );
         all_ok &= bad == 0;
     }
@@ -829,7 +854,8 @@ fn main() -> ExitCode {
             cases,
             seed,
             loss,
-        } => check(*backend, *cases, *seed, loss.as_deref()),
+            dtype,
+        } => check(*backend, *cases, *seed, loss.as_deref(), dtype),
         Command::Bench {
             quick,
             json,
