@@ -157,6 +157,27 @@ impl<'a> Floats<'a> {
         }
     }
 
+    /// Element `k` as f32.
+    #[inline(always)]
+    pub(crate) fn get(&self, k: usize) -> f32 {
+        match self {
+            Floats::F32(v) => v[k],
+            Floats::F16(v) => v[k].to_f32(),
+            Floats::BF16(v) => v[k].to_f32(),
+        }
+    }
+
+    /// Every element as f32, in a new vector.
+    pub(crate) fn to_vec(self) -> Vec<f32> {
+        let mut out = vec![0.0; self.len()];
+        match self {
+            Floats::F32(v) => out.copy_from_slice(v),
+            Floats::F16(v) => Element::widen(v, &mut out),
+            Floats::BF16(v) => Element::widen(v, &mut out),
+        }
+        out
+    }
+
     /// Elements `at` as f32: borrowed, or widened into `buf` (at least as long).
     #[inline(always)]
     pub(crate) fn block<'b>(&'b self, at: Range<usize>, buf: &'b mut [f32]) -> &'b [f32] {

@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 
 use super::{target_class, Args, CrossEntropy, SoftmaxFocal};
-use crate::core::cpu_math::{exp, sech2, CHUNK_ELEMENTS};
+use crate::core::cpu_math::{exp, sech2, Floats, CHUNK_ELEMENTS};
 use crate::core::{host_shape, Arg, DType, Element, LossValues, Reduction, Upstream};
 use crate::error::{Error, Result};
 
@@ -217,12 +217,21 @@ fn rows_into<T: Element, G: Element>(
             &[grad.len()],
         ));
     }
-    // f32 logits and gradient are read and written where they lie; other types go through
-    // a cache-resident f32 copy of the row.
-    let direct = match (T::as_f32(inputs.logits), in_place) {
-        (Some(l), false) => Some(inputs.with_logits(l, 0, n)),
-        _ => None,
-    };
+    // Logits are read where they lie, f32 and bf16 (a shift widens it) alike; f16 is widened
+    // once per row into a cache-resident copy (its conversion costs more than a pass over
+    // the copy). An f32 gradient is written where it lies; a 16-bit one goes through a
+    // cache-resident f32 row, narrowed once. In place, an f32 row's logits are copied out
+    // first (the gradient pass overwrites them).
+    let target_rows = inputs.with_logits(&[], 0, n);
+    fn readable<'a, T: Element>(x: &'a [T], x_row: &'a mut Vec<f32>) -> Floats<'a> {
+        if T::DTYPE != DType::F16 {
+            return Floats::of(x);
+        }
+        x_row.resize(x.len(), 0.0);
+        T::widen(x, x_row);
+        Floats::F32(x_row)
+    }
+    let logits_of = |i: usize| &inputs.logits[i * c..(i + 1) * c];
     let task = |first: usize, losses: &mut [f64], grads: &mut [G]| {
         let (mut x_row, mut g_row) = (Vec::new(), Vec::new());
         for (r, loss) in losses.iter_mut().enumerate() {
@@ -234,42 +243,35 @@ fn rows_into<T: Element, G: Element>(
             };
             let class = classes.get(i).copied();
             let scale = scale(i);
-            if let (Some(all), Some(g32)) = (&direct, G::as_f32_mut(g)) {
-                *loss = row(
-                    Row {
-                        opts,
-                        inputs: all,
-                        i,
-                        class,
-                        scale,
-                    },
-                    g32,
-                );
-                continue;
-            }
-            x_row.resize(c, 0.0);
-            if in_place {
-                G::widen(g, &mut x_row);
-            } else {
-                T::widen(&inputs.logits[i * c..(i + 1) * c], &mut x_row);
-            }
-            let one = inputs.with_logits(&x_row, i, 1);
-            let r = Row {
+            let row_of = |x| Row {
                 opts,
-                inputs: &one,
-                i: 0,
+                inputs: &target_rows,
+                x,
+                i,
                 class,
                 scale,
             };
-            *loss = if g.is_empty() {
-                row(r, &mut [])
-            } else if let Some(g32) = G::as_f32_mut(g) {
-                row(r, g32)
-            } else {
-                g_row.resize(c, 0.0);
-                let loss = row(r, &mut g_row);
-                G::narrow(&g_row, g);
-                loss
+            let empty = g.is_empty();
+            *loss = match (G::as_f32_mut(g), in_place) {
+                (Some(g32), true) => {
+                    x_row.clear();
+                    x_row.extend_from_slice(g32);
+                    row(row_of(Floats::F32(&x_row)), g32)
+                }
+                (Some(g32), false) => row(row_of(readable(logits_of(i), &mut x_row)), g32),
+                (None, _) if empty => row(row_of(readable(logits_of(i), &mut x_row)), &mut []),
+                (None, _) => {
+                    g_row.resize(c, 0.0);
+                    let loss = if in_place {
+                        x_row.resize(c, 0.0);
+                        G::widen(g, &mut x_row);
+                        row(row_of(Floats::F32(&x_row)), &mut g_row)
+                    } else {
+                        row(row_of(readable(logits_of(i), &mut x_row)), &mut g_row)
+                    };
+                    G::narrow(&g_row, g);
+                    loss
+                }
             };
         }
     };
@@ -328,6 +330,9 @@ pub fn softmax_focal_into<T: Element, G: Element>(
 struct Row<'a, 'b> {
     opts: &'a CrossEntropy,
     inputs: &'a HostRowInputs<'b>,
+    /// The row's logits, of any float type (16-bit ones are widened a block at a time as
+    /// the passes read them, never into a copy of the row).
+    x: Floats<'a>,
     i: usize,
     class: Option<Option<usize>>,
     scale: f64,
@@ -356,18 +361,20 @@ fn row_portable(r: Row<'_, '_>, g: &mut [f32]) -> f64 {
     let Row {
         opts,
         inputs,
+        x: raw,
         i,
         class,
         scale,
     } = r;
     let c = inputs.shape.1;
-    let raw = &inputs.logits[i * c..(i + 1) * c];
     let cap = opts.softcap;
+    // Capped logits are formed once, in f32; the gradient pass needs the raw ones too.
+    let raw_wide = cap.map(|_| raw.to_vec()).unwrap_or_default();
     let capped: Vec<f32>;
-    let x: &[f32] = match cap {
+    let x: Floats<'_> = match cap {
         Some(cv) => {
-            capped = raw.iter().map(|&v| cv * (v / cv).tanh()).collect();
-            &capped
+            capped = raw_wide.iter().map(|&v| cv * (v / cv).tanh()).collect();
+            Floats::F32(&capped)
         }
         None => raw,
     };
@@ -390,15 +397,15 @@ fn row_portable(r: Row<'_, '_>, g: &mut [f32]) -> f64 {
     } else {
         g
     };
-    let m = lane_max(x);
-    let s = exp_and_sum(x, m, e);
+    let m = lane_max_of(x);
+    let s = exp_and_sum_of(x, m, e);
     let log_sum = s.ln();
     let lse = m as f64 + log_sum;
     let eps = opts.label_smoothing as f64;
     let eps_c = eps / c as f64;
     let w = |k: usize| inputs.weight.map_or(1.0, |w| w[k] as f64);
     // −log p_k = (m − x_k) + log_sum, exact near the max.
-    let nll = |k: usize| (m - x[k]) as f64 + log_sum;
+    let nll = |k: usize| (m - x.get(k)) as f64 + log_sum;
     let (mut loss, mut coef, mut hit) = (0.0, 0.0, 0.0);
     let probs = match inputs.target {
         HostTarget::Probabilities(p) => Some(&p[i * c..(i + 1) * c]),
@@ -476,7 +483,7 @@ fn row_portable(r: Row<'_, '_>, g: &mut [f32]) -> f64 {
         e[y] -= hit_s;
     }
     if let Some(cv) = cap {
-        for (gk, &v) in e.iter_mut().zip(raw) {
+        for (gk, &v) in e.iter_mut().zip(&raw_wide) {
             *gk *= sech2(v / cv);
         }
     }
@@ -503,6 +510,36 @@ fn lane_max(x: &[f32]) -> f32 {
         .iter()
         .fold(f32::NEG_INFINITY, |a, &v| if v > a { v } else { a });
     lanes.iter().fold(tail, |a, &v| if v > a { v } else { a })
+}
+
+/// [`lane_max`] of logits of any float type: 16-bit ones widened a block at a time (the
+/// maximum does not depend on the blocking).
+#[inline(always)]
+fn lane_max_of(x: Floats<'_>) -> f32 {
+    if let Floats::F32(x) = x {
+        return lane_max(x);
+    }
+    let mut buf = [0.0f32; 256];
+    (0..x.len())
+        .step_by(buf.len())
+        .map(|b| lane_max(x.block(b..(b + 256).min(x.len()), &mut buf)))
+        .fold(f32::NEG_INFINITY, |a, v| if v > a { v } else { a })
+}
+
+/// [`exp_and_sum`] of logits of any float type: 16-bit ones widened a block of 64 at a time,
+/// the same blocks as f32's, so the same sum as of their widened copy.
+#[inline(always)]
+fn exp_and_sum_of(x: Floats<'_>, m: f32, e: &mut [f32]) -> f64 {
+    if let Floats::F32(x) = x {
+        return exp_and_sum(x, m, e);
+    }
+    let mut buf = [0.0f32; 64];
+    let mut total = 0.0f64;
+    for (b, eb) in e.chunks_mut(64).enumerate() {
+        let at = b * 64..b * 64 + eb.len();
+        total += exp_and_sum(x.block(at, &mut buf), m, eb);
+    }
+    total
 }
 
 /// Σ of a block (at most 64 values): eight f32 lanes, then the lanes and any tail in f64. A
