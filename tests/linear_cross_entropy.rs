@@ -211,3 +211,138 @@ fn products_deeper_than_a_software_adapters_loop_limit() {
     let def = wgpu_losses::losses::find("linear-cross-entropy").unwrap();
     check_case(def, engine(), &case, Tolerance::default());
 }
+
+/// The f64 oracle of `row_stats`: each row's log-sum-exp of its capped logits, whether the
+/// first index of its largest is the target (0, 0 for an ignored row), and the gap between
+/// its two largest logits (a tie within f32 rounding may legitimately pick either).
+fn row_stats_oracle(
+    (x, w, b): (&[f32], &[f32], &[f32]),
+    y: &[i32],
+    (n, h, v): (usize, usize, usize),
+    softcap: Option<f64>,
+) -> Vec<(f64, f64, f64)> {
+    (0..n)
+        .map(|i| {
+            let logits: Vec<f64> = (0..v)
+                .map(|k| {
+                    let z = b[k] as f64
+                        + (0..h)
+                            .map(|d| x[i * h + d] as f64 * w[k * h + d] as f64)
+                            .sum::<f64>();
+                    softcap.map_or(z, |c| c * (z / c).tanh())
+                })
+                .collect();
+            if y[i] < 0 {
+                return (0.0, 0.0, f64::INFINITY);
+            }
+            let m = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let first = logits.iter().position(|&z| z == m).unwrap();
+            let second = logits
+                .iter()
+                .enumerate()
+                .filter(|&(k, _)| k != first)
+                .map(|(_, &z)| z)
+                .fold(f64::NEG_INFINITY, f64::max);
+            let lse = m + logits.iter().map(|z| (z - m).exp()).sum::<f64>().ln();
+            (lse, (first == y[i] as usize) as u32 as f64, m - second)
+        })
+        .collect()
+}
+
+/// `row_stats(true)`: the per-row log-sum-exp and token accuracy on the GPU and the CPU
+/// backend against an f64 oracle, over chunks, with and without softcap; exact ties (two
+/// identical classifier rows) go to the lower index; the loss and gradients are unchanged.
+#[test]
+fn row_stats_report_lse_and_token_accuracy() {
+    let mut rng = fresh_rng("row_stats_report_lse_and_token_accuracy");
+    let e = engine();
+    // 3 rows of 20,000 classes: each row split across workgroups (merged states).
+    let shapes = [
+        (150, 8, 37, None),
+        (70, 5, 300, Some(3.0f32)),
+        (1, 1, 1, None),
+        (3, 2, 20000, None),
+    ];
+    for &(n, h, v, softcap) in &shapes {
+        let (x, mut w, mut y) = problem("row_stats_report_lse_and_token_accuracy", n, h, v);
+        let b = rng.normals(v, 0.5);
+        // Classes 0 and 1 share a classifier row and bias: their logits tie exactly.
+        if v > 2 {
+            let (first, rest) = w.split_at_mut(h);
+            rest[..h].copy_from_slice(first);
+            y[0] = 1; // tied with class 0: correct only if 0 is not the maximum
+            y[1] = 0;
+        }
+        let mut b_tied = b.clone();
+        if v > 2 {
+            b_tied[1] = b_tied[0];
+        }
+        let opts = LinearCrossEntropy::new()
+            .softcap(softcap)
+            .chunk_rows(64)
+            .row_stats(true);
+        let xt = e.upload(&x, &[n, h]).unwrap();
+        let wt = e.upload(&w, &[v, h]).unwrap();
+        let bt = e.upload(&b_tied, &[v]).unwrap();
+        let yt = e.upload_i32(&y, &[n]).unwrap();
+        let gpu = opts
+            .run(e, &LinearCrossEntropyInputs::new(&xt, &wt, &yt).bias(&bt))
+            .unwrap();
+        let host = HostLinearInputs {
+            hidden: &x,
+            classifier: &w,
+            bias: Some(&b_tied),
+            shape: (n, h, v),
+            target: &y,
+            weight: None,
+            upstream: Upstream::Ones,
+        };
+        let cpu = linear_cross_entropy(&opts, &host).unwrap();
+        let want = row_stats_oracle((&x, &w, &b_tied), &y, (n, h, v), softcap.map(f64::from));
+        for (backend, out) in [("gpu", &gpu), ("cpu", &cpu)] {
+            let names: Vec<_> = out.rows.iter().map(|(name, _)| *name).collect();
+            assert_eq!(names, ["lse", "correct"], "{backend}");
+            let lse = &out.rows[0].1;
+            let correct = &out.rows[1].1;
+            let lse_want: Vec<f64> = want.iter().map(|s| s.0).collect();
+            assert_close(
+                &format!("{backend} lse"),
+                lse,
+                &lse_want,
+                Tolerance::default(),
+            );
+            for (i, s) in want.iter().enumerate() {
+                // A top-two gap within f32 rounding may pick either; the exact tie may not.
+                if s.2 > 1e-4 || (v > 2 && i < 2) {
+                    assert_eq!(
+                        correct[i] as f64, s.1,
+                        "{backend} correct[{i}] (gap {})",
+                        s.2
+                    );
+                }
+            }
+            let plain = LinearCrossEntropy::new().softcap(softcap).chunk_rows(64);
+            let base = linear_cross_entropy(&plain, &host).unwrap();
+            assert_eq!(out.loss.len(), base.loss.len());
+            assert!(out
+                .grads
+                .iter()
+                .map(|g| g.0)
+                .eq(base.grads.iter().map(|g| g.0)));
+        }
+        if v > 2 {
+            // Row 0's target is class 1, tied with class 0: never correct; row 1's is 0.
+            assert_eq!(gpu.rows[1].1[0], 0.0);
+            let is_max = want[1].1 == 1.0;
+            assert_eq!(gpu.rows[1].1[1] == 1.0, is_max);
+        }
+        // The statistics do not change the loss or the gradients.
+        let plain = LinearCrossEntropy::new().softcap(softcap).chunk_rows(64);
+        let base = plain
+            .run(e, &LinearCrossEntropyInputs::new(&xt, &wt, &yt).bias(&bt))
+            .unwrap();
+        assert_eq!(base.loss, gpu.loss);
+        assert_eq!(base.grads, gpu.grads);
+        assert!(base.rows.is_empty());
+    }
+}

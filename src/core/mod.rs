@@ -305,6 +305,9 @@ pub struct LossValues {
     pub loss: Vec<f32>,
     /// Gradient of each differentiable input, by input name.
     pub grads: Vec<(&'static str, Vec<f32>)>,
+    /// Per-row statistics a loss reports beside its loss, by name (the fused linear loss's
+    /// `lse` and `correct` when asked for); empty for the others.
+    pub rows: Vec<(&'static str, Vec<f32>)>,
 }
 
 impl LossValues {

@@ -13,6 +13,9 @@ pub struct LossOutput {
     pub loss: Tensor,
     /// Gradient of each differentiable input, by input name, in the input's shape.
     pub grads: Vec<(&'static str, Tensor)>,
+    /// Per-row statistics a loss reports beside its loss, by name (the fused linear loss's
+    /// `lse` and `correct` when asked for); empty for the others.
+    pub rows: Vec<(&'static str, Tensor)>,
     /// Where the kernel reports the first invalid input row, if the loss checks any.
     pub(crate) status: Option<Status>,
 }
@@ -40,9 +43,15 @@ impl Engine {
             .iter()
             .map(|(name, t)| Ok((*name, self.download(t)?)))
             .collect::<Result<_>>()?;
+        let rows = out
+            .rows
+            .iter()
+            .map(|(name, t)| Ok((*name, self.download(t)?)))
+            .collect::<Result<_>>()?;
         Ok(LossValues {
             loss: self.download(&out.loss)?,
             grads,
+            rows,
         })
     }
 

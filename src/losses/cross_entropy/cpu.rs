@@ -81,6 +81,7 @@ pub fn cross_entropy<T: Element>(
             } else {
                 Vec::new()
             },
+            rows: Vec::new(),
         })
     }
     match opts.grad_dtype_for(T::DTYPE) {

@@ -25,6 +25,9 @@ override WEIGHTED: bool = false;   // per-class weights
 override SUMS: bool = false;       // the weighted sums of pass 1 (label smoothing, PROBS)
 override CAPPED: bool = false;     // logit softcap
 override FOCAL: bool = false;      // softmax focal loss (class targets; weight holds alpha)
+// ROW_STATS (from the I/O header): per-row statistics, the fused linear loss's optional
+// outputs: the log-sum-exp of the (capped) logits and whether the first index of the row's
+// maximum is its target class, through `write_row_stats`; 0 for dropped rows.
 // Rows split across `params.splits` workgroups each (few rows, many classes): phase 1 leaves
 // each split's pass-1 state in `state`, phase 2 merges a row's states in split order and
 // writes its split's gradient. Phase 0: one workgroup per row, both passes.
@@ -65,7 +68,8 @@ const STATE_BASE: u32 = 4u;
 // status[0] = 0xffffffff - (first bad row), 0 when every target is valid.
 @group(0) @binding(6) var<storage, read_write> status: array<atomic<u32>>;
 
-// (max, sum, x[target], unused) and the weighted sums, per invocation.
+// (max, sum, x[target], first index of the max, or -1 for none) and the weighted sums, per
+// invocation. Indices are exact in f32 below 2²⁴ classes.
 var<workgroup> shared_stat: array<vec4<f32>, WG_SIZE>;
 var<workgroup> shared_acc: array<vec4<f32>, WG_SIZE>;
 
@@ -102,6 +106,23 @@ fn row_class(row: u32) -> i32 {
         return -1;
     }
     return y;
+}
+
+// The first index of the larger maximum of two (max, ·, ·, index) states, -1 having none.
+fn first_max(a: vec4<f32>, b: vec4<f32>) -> f32 {
+    if (a.w < 0.0) {
+        return b.w;
+    }
+    if (b.w < 0.0) {
+        return a.w;
+    }
+    if (b.x > a.x) {
+        return b.w;
+    }
+    if (a.x > b.x) {
+        return a.w;
+    }
+    return min(a.w, b.w);
 }
 
 fn row_scale(row: u32) -> f32 {
@@ -185,6 +206,7 @@ fn main(
     var y = -1;
     var keep = true;
     var st = vec2<f32>(F32_LOWEST, 0.0);
+    var arg = -1.0; // the first index of this invocation's largest logit
     var x_y = 0.0;
     var acc = vec4<f32>(0.0);
     var x_ref = 0.0;
@@ -206,6 +228,9 @@ fn main(
                     continue; // outside the row (k0 + e < 0 wraps past c too)
                 }
                 let x = capped(v[e]);
+                if (ROW_STATS && x > st.x) {
+                    arg = f32(k); // chunks and lanes go up in k: the first of equal maxima stays
+                }
                 st = lse_push(st, x);
                 if (SUMS) {
                     let w = class_weight(k);
@@ -225,7 +250,7 @@ fn main(
 
     // Tree over the row's invocations, in a fixed order (phase 2 merges stored states).
     if (PHASE != 2u) {
-        shared_stat[lid] = vec4<f32>(st, x_y, 0.0);
+        shared_stat[lid] = vec4<f32>(st, x_y, arg);
         if (SUMS) {
             shared_acc[lid] = acc;
         }
@@ -234,7 +259,7 @@ fn main(
             if (lane < stride) {
                 let a = shared_stat[lid];
                 let b = shared_stat[lid + stride];
-                shared_stat[lid] = vec4<f32>(lse_merge(a.xy, b.xy), a.z + b.z, 0.0);
+                shared_stat[lid] = vec4<f32>(lse_merge(a.xy, b.xy), a.z + b.z, first_max(a, b));
                 if (SUMS) {
                     shared_acc[lid] += shared_acc[lid + stride];
                 }
@@ -245,16 +270,13 @@ fn main(
     if (!live) {
         return;
     }
-    var stat = vec4<f32>(F32_LOWEST, 0.0, 0.0, 0.0);
+    var stat = vec4<f32>(F32_LOWEST, 0.0, 0.0, -1.0);
     let states = STATE_BASE + 8u * (params.row_base + row) * params.splits;
     if (PHASE == 2u) {
         for (var s = 0u; s < params.splits; s++) {
             let at = states + 8u * s;
-            stat = vec4<f32>(
-                lse_merge(stat.xy, vec2<f32>(denom[at], denom[at + 1u])),
-                stat.z + denom[at + 2u],
-                0.0,
-            );
+            let part = vec4<f32>(denom[at], denom[at + 1u], denom[at + 2u], denom[at + 3u]);
+            stat = vec4<f32>(lse_merge(stat.xy, part.xy), stat.z + part.z, first_max(stat, part));
             if (SUMS) {
                 acc += vec4<f32>(denom[at + 4u], denom[at + 5u], denom[at + 6u], denom[at + 7u]);
             }
@@ -271,6 +293,7 @@ fn main(
             denom[at] = stat.x;
             denom[at + 1u] = stat.y;
             denom[at + 2u] = stat.z;
+            denom[at + 3u] = stat.w;
             denom[at + 4u] = acc.x;
             denom[at + 5u] = acc.y;
             denom[at + 6u] = acc.z;
@@ -327,6 +350,9 @@ fn main(
     }
     if (lane == 0u && split == 0u) {
         loss_rows[row] = loss;
+        if (ROW_STATS) {
+            write_row_stats(row, select(0.0, lse, keep), keep && !PROBS && stat.w == f32(y));
+        }
     }
     if (!has(WANT_GRAD)) {
         return;

@@ -25,6 +25,8 @@ pub(crate) struct RowIo {
     pub logits: DType,
     /// Element type of the gradient (the logits' when in place).
     pub grad: DType,
+    /// Per-row statistics (`row_lse`, `row_correct`) are written, at the last two bindings.
+    pub row_stats: bool,
 }
 
 /// Element access of the row kernel.
@@ -52,16 +54,17 @@ fn float_digit(d: DType) -> u32 {
 
 impl RowIo {
     fn variant(self) -> u32 {
-        ((float_digit(self.logits) * 3 + float_digit(self.grad)) * 2 + self.in_place as u32) * 3
-            + self.lanes as u32
+        let io = (float_digit(self.logits) * 3 + float_digit(self.grad)) * 2 + self.in_place as u32;
+        (io * 3 + self.lanes as u32) * 2 + self.row_stats as u32
     }
 
     fn from_variant(v: u32) -> Self {
         Self {
-            lanes: Lanes::ALL[v as usize % 3],
-            in_place: (v / 3) % 2 == 1,
-            grad: FLOATS[(v / 6) as usize % 3],
-            logits: FLOATS[(v / 18) as usize],
+            row_stats: v % 2 == 1,
+            lanes: Lanes::ALL[(v / 2) as usize % 3],
+            in_place: (v / 6) % 2 == 1,
+            grad: FLOATS[(v / 12) as usize % 3],
+            logits: FLOATS[(v / 36) as usize],
         }
     }
 
@@ -91,14 +94,26 @@ impl RowIo {
                     (false, false) => b.extend([Read, ReadWrite]),
                     (false, true) => b.extend([Read, ReadWrite, Read, ReadWrite]),
                 }
+                // The per-row statistics, last (only where written: WebGPU's baseline is 8
+                // storage buffers per stage).
+                if io.row_stats {
+                    b.extend([ReadWrite, ReadWrite]);
+                }
                 b
             },
             entry_points: &["main", "denominator"],
         }
     }
 
+    /// Bindings before the per-row statistics (`row_lse`, `row_correct`).
+    fn io_bindings(self) -> u32 {
+        8 + !self.in_place as u32
+            + (self.lanes == Lanes::Ragged) as u32 * (2 - self.in_place as u32)
+    }
+
     /// WGSL declaring the logits (binding 7), the gradient (binding 8 unless in place), their
-    /// scalar views (ragged), and the row access functions the kernel uses.
+    /// scalar views (ragged), the per-row statistics after them, and the row access
+    /// functions the kernel uses.
     fn header(self) -> String {
         let chunked = self.lanes != Lanes::Scalar;
         let ragged = self.lanes == Lanes::Ragged;
@@ -132,6 +147,22 @@ impl RowIo {
                 view(10, "grad_s", self.grad, Access::ReadWrite, false);
             }
         }
+        let stats = self.io_bindings();
+        decls += &match self.row_stats {
+            true => format!(
+                "const ROW_STATS: bool = true;\n\
+                 @group(0) @binding({stats}) var<storage, read_write> row_lse: array<f32>;\n\
+                 @group(0) @binding({}) var<storage, read_write> row_correct: array<f32>;\n\
+                 fn write_row_stats(row: u32, lse: f32, correct: bool) {{\n\
+                 \x20   row_lse[row] = lse;\n\
+                 \x20   row_correct[row] = select(0.0, 1.0, correct);\n\
+                 }}\n",
+                stats + 1
+            ),
+            false => "const ROW_STATS: bool = false;\n\
+                      fn write_row_stats(row: u32, lse: f32, correct: bool) {}\n"
+                .to_string(),
+        };
         let access_fns = if ragged {
             format!(
                 "fn row_first_chunk(row: u32) -> u32 {{ return (row * params.c) / 4u; }}\n\
@@ -197,7 +228,7 @@ impl RowIo {
 /// Every variant of the row kernel, for validation.
 #[cfg(test)]
 pub(crate) fn modules() -> Vec<ShaderModule> {
-    (0..54)
+    (0..108)
         .map(RowIo::from_variant)
         .filter(|io| !io.in_place || io.logits == io.grad)
         .map(RowIo::module)
@@ -272,6 +303,8 @@ pub(crate) struct Batch<'a> {
     /// Run the denominator pass alone (which also checks every class target) and return
     /// the mean's denominator as the loss; the logits are not read.
     pub denominator_only: bool,
+    /// Where each row's log-sum-exp and its 0/1 "argmax is the target" go (`[n]` each).
+    pub row_stats: Option<(Tensor, Tensor)>,
 }
 
 /// Mirrors `Params` in `cross_entropy.wgsl`.
@@ -482,6 +515,7 @@ impl CrossEntropy {
             lanes,
             logits: inputs.logits.dtype(),
             grad: grad_dtype,
+            row_stats: batch.row_stats.is_some(),
         };
         let module = io.module();
         let key = |entry, threads, phase| KernelKey {
@@ -500,6 +534,10 @@ impl CrossEntropy {
             ],
         };
         let row_elems = if probs { c } else { 1 };
+        let stats_window = |pre_pass: bool, start: usize, rows: usize| match &batch.row_stats {
+            Some(t) if !pre_pass => [t.0.window(start, rows), t.1.window(start, rows)],
+            _ => [unused.clone(), unused.clone()],
+        };
         let launch = |entry, phase: u32, rec: &mut Recorder<'_>| -> Result<()> {
             for (i, w) in windows.iter().enumerate() {
                 let rows = w.len();
@@ -557,6 +595,9 @@ impl CrossEntropy {
                         bindings.push(grad_window);
                     }
                 }
+                if io.row_stats {
+                    bindings.extend(stats_window(pre_pass, w.start, rows));
+                }
                 let (groups, threads) = match (pre_pass, phase) {
                     (true, _) => (blocks[i], wg),
                     (false, 0) => (rows.div_ceil(rows_per_group), threads),
@@ -587,6 +628,7 @@ impl CrossEntropy {
                 loss: denom.prefix(&[1]),
                 grads: Vec::new(),
                 status,
+                rows: Vec::new(),
             });
         }
         if let Some(d) = batch.denominator.filter(|_| splits > 1) {
@@ -614,6 +656,7 @@ impl CrossEntropy {
             loss,
             grads: grad.into_iter().map(|g| ("logits", g)).collect(),
             status,
+            rows: Vec::new(),
         })
     }
 

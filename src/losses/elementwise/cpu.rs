@@ -259,6 +259,7 @@ pub(crate) fn elementwise_dyn(
     Ok(LossValues {
         loss: values,
         grads,
+        rows: Vec::new(),
     })
 }
 

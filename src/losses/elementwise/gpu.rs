@@ -439,6 +439,7 @@ impl ElementwiseLoss {
                 values: values.clone(),
                 reason: "labels must be -1 or +1".into(),
             }),
+            rows: Vec::new(),
         })
     }
 

@@ -92,6 +92,23 @@ fn gemm_block(
     }
 }
 
+/// A row's log-sum-exp of its logits capped by `softcap` (f32 max, f64 sum) and 1 where the
+/// first index of its largest capped logit is its class `y`; 0 and 0 for an ignored row.
+fn row_stats(row: &[f32], softcap: Option<f32>, y: Option<usize>) -> (f32, f32) {
+    let Some(y) = y else {
+        return (0.0, 0.0);
+    };
+    let cap = |v: f32| softcap.map_or(v, |c| c * (v / c).tanh());
+    let (mut m, mut first) = (f32::NEG_INFINITY, usize::MAX);
+    for (k, &v) in row.iter().enumerate() {
+        if cap(v) > m {
+            (m, first) = (cap(v), k);
+        }
+    }
+    let sum: f64 = row.iter().map(|&v| ((cap(v) - m) as f64).exp()).sum();
+    ((m as f64 + sum.ln()) as f32, (first == y) as u32 as f32)
+}
+
 /// Loss and gradients (`hidden`, `classifier`, then `bias` when given) of `x`. 16-bit
 /// inputs are widened (exactly) into f32 copies for the products; the gradients come back
 /// as written in `opts.grad_dtype` (by default the inputs' type).
@@ -165,6 +182,8 @@ fn linear_f32(opts: &LinearCrossEntropy, x: &HostLinearInputs<'_>) -> Result<Los
     let mut grad_hidden = vec![0.0f32; if want { n * h } else { 0 }];
     let mut grad_classifier = vec![0.0f32; if want { v * h } else { 0 }];
     let mut grad_bias = vec![0.0f32; if want { v } else { 0 }];
+    let stats_len = if opts.row_stats { n } else { 0 };
+    let (mut lse, mut correct) = (vec![0.0f32; stats_len], vec![0.0f32; stats_len]);
     for (index, start) in (0..n).step_by(chunk).enumerate() {
         let rows = chunk.min(n - start);
         let hid = &x.hidden[start * h..(start + rows) * h];
@@ -174,6 +193,12 @@ fn linear_f32(opts: &LinearCrossEntropy, x: &HostLinearInputs<'_>) -> Result<Los
         if let Some(b) = x.bias {
             for row in logits.chunks_mut(v) {
                 row.iter_mut().zip(b).for_each(|(l, b)| *l += b);
+            }
+        }
+        if opts.row_stats {
+            for (r, row) in logits.chunks(v).enumerate() {
+                let y = target_class(x.target[start + r] as i64, start + r, v, opts.ignore_index)?;
+                (lse[start + r], correct[start + r]) = row_stats(row, opts.softcap, y);
             }
         }
         let upstream: Vec<f32> = (start..start + rows).map(row_scale).collect();
@@ -232,5 +257,9 @@ fn linear_f32(opts: &LinearCrossEntropy, x: &HostLinearInputs<'_>) -> Result<Los
             grads.push(("bias", grad_bias));
         }
     }
-    Ok(LossValues { loss, grads })
+    let rows = match opts.row_stats {
+        true => vec![("lse", lse), ("correct", correct)],
+        false => Vec::new(),
+    };
+    Ok(LossValues { loss, grads, rows })
 }

@@ -321,6 +321,10 @@ impl LinearCrossEntropy {
         let mean = self.reduction == Reduction::Mean;
 
         let loss_rows = rec.tensor(&[n], DType::F32)?;
+        let stats = match self.row_stats {
+            true => Some((rec.tensor(&[n], DType::F32)?, rec.tensor(&[n], DType::F32)?)),
+            false => None,
+        };
         let logits = rec.tensor(&[chunk.min(n), v], DType::F32)?;
         let want = self.gradient;
         let grad_hidden = want.then(|| rec.tensor(&[n, h], DType::F32)).transpose()?;
@@ -364,10 +368,18 @@ impl LinearCrossEntropy {
                 upstream,
                 grad_out: None,
             };
+            let row_stats = match &stats {
+                Some((lse, correct)) => Some((
+                    lse.rows(engine, start, rows)?,
+                    correct.rows(engine, start, rows)?,
+                )),
+                None => None,
+            };
             let batch = Batch {
                 denominator: mean.then_some(&denom),
                 loss_rows: Some(loss_rows.rows(engine, start, rows)?),
                 denominator_only: false,
+                row_stats,
             };
             ce.record_checked(rec, &inputs, rows, v, batch)?;
             let (Some(gh), Some(gw)) = (&grad_hidden, &grad_classifier) else {
@@ -434,6 +446,9 @@ impl LinearCrossEntropy {
             loss,
             grads,
             status: checked.status,
+            rows: stats.map_or(Vec::new(), |(lse, correct)| {
+                vec![("lse", lse), ("correct", correct)]
+            }),
         };
         rec.gradients_as(out, self.grad_dtype.unwrap_or(dtype))
     }

@@ -47,6 +47,10 @@ pub struct LinearCrossEntropy {
     /// (hidden, classifier and bias share one: f32, f16 or bf16); `Some(DType::F32)` writes
     /// f32 gradients of 16-bit inputs. They accumulate in f32 either way.
     pub grad_dtype: Option<DType>,
+    /// Also report, per row, the log-sum-exp of its (capped) logits as `lse` and 1 where the
+    /// first index of its largest logit is its target as `correct` (token accuracy), 0 for
+    /// ignored rows in both (default false). Computed while the logits are on hand.
+    pub row_stats: bool,
 }
 
 impl Default for LinearCrossEntropy {
@@ -60,6 +64,7 @@ impl Default for LinearCrossEntropy {
             gradient: true,
             chunk_rows: None,
             grad_dtype: None,
+            row_stats: false,
         }
     }
 }
@@ -121,6 +126,12 @@ impl LinearCrossEntropy {
     /// Sets the gradients' element type (`None`: the inputs' type).
     pub fn grad_dtype(mut self, dtype: Option<DType>) -> Self {
         self.grad_dtype = dtype;
+        self
+    }
+
+    /// Whether to report each row's `lse` and `correct` (see the field).
+    pub fn row_stats(mut self, yes: bool) -> Self {
+        self.row_stats = yes;
         self
     }
 

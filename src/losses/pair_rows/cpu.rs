@@ -206,7 +206,14 @@ pub fn contrastive<T: Element>(
         grads = vec![("x1", g1), ("x2", g2)];
     }
     let grad_type = opts.grad_dtype.unwrap_or(T::DTYPE);
-    Ok(written_as(LossValues { loss, grads }, grad_type))
+    Ok(written_as(
+        LossValues {
+            loss,
+            grads,
+            rows: Vec::new(),
+        },
+        grad_type,
+    ))
 }
 
 /// Triplet margin loss of rows `anchor`, `positive`, `negative`, on the CPU; 16-bit rows as
@@ -289,5 +296,12 @@ pub fn triplet<T: Element>(
         grads = vec![("anchor", ga), ("positive", gp), ("negative", gn)];
     }
     let grad_type = opts.grad_dtype.unwrap_or(T::DTYPE);
-    Ok(written_as(LossValues { loss, grads }, grad_type))
+    Ok(written_as(
+        LossValues {
+            loss,
+            grads,
+            rows: Vec::new(),
+        },
+        grad_type,
+    ))
 }

@@ -230,6 +230,7 @@ impl RowsJob<'_> {
             loss,
             grads: self.names.iter().copied().zip(grads).collect(),
             status: None,
+            rows: Vec::new(),
         })
     }
 }

@@ -516,6 +516,7 @@ fn nce(
     Ok(LossValues {
         loss: vec![loss as f32],
         grads,
+        rows: Vec::new(),
     })
 }
 
@@ -695,5 +696,6 @@ fn mined_triplet_f32(
     Ok(LossValues {
         loss: vec![loss as f32],
         grads,
+        rows: Vec::new(),
     })
 }

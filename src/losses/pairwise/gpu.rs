@@ -460,6 +460,7 @@ impl InfoNce {
             loss,
             grads,
             status: None,
+            rows: Vec::new(),
         })
     }
 
@@ -676,6 +677,7 @@ impl MinedTriplet {
             loss,
             grads,
             status: None,
+            rows: Vec::new(),
         })
     }
 
