@@ -48,7 +48,8 @@ fn budget(def: &dyn LossDef, case: &Case) -> (u64, u64) {
         "cross-entropy" | "softmax-focal" => (3, status),
         // elements, sum.
         "mse" | "l1" | "huber" | "smooth-l1" | "kl-div" | "hinge" | "margin-ranking"
-        | "bce-with-logits" | "sigmoid-focal" | "quantile" | "power" => (2, status),
+        | "bce-with-logits" | "sigmoid-focal" | "quantile" | "power" | "soft-margin"
+        | "hinge-embedding" | "poisson-nll" => (2, status),
         "contrastive" | "triplet" => (2, 0),
         // normalize, forward, merge of the key splits, two sums, backward, finish; clip
         // goes both ways. The backward pass accumulates one gradient per key split (at most

@@ -41,7 +41,41 @@ pub(crate) const LOSSES: &[&dyn LossDef] = &[
     &SIGMOID_FOCAL,
     &QUANTILE,
     &POWER,
+    &SOFT_MARGIN,
+    &HINGE_EMBEDDING,
+    &POISSON_NLL,
 ];
+
+static SOFT_MARGIN: ElementwiseDef = ElementwiseDef {
+    name: "soft-margin",
+    kind: |_| Ok(Pointwise::SoftMargin),
+    inputs: INPUT_TARGET,
+    options: &["reduction"],
+};
+
+static HINGE_EMBEDDING: ElementwiseDef = ElementwiseDef {
+    name: "hinge-embedding",
+    kind: |c| {
+        Ok(Pointwise::HingeEmbedding {
+            margin: c.option("margin", 1.0)?,
+        })
+    },
+    inputs: INPUT_TARGET,
+    options: &["reduction", "margin"],
+};
+
+static POISSON_NLL: ElementwiseDef = ElementwiseDef {
+    name: "poisson-nll",
+    kind: |c| {
+        Ok(Pointwise::PoissonNll {
+            log_input: c.flag("log_input", true)?,
+            full: c.flag("full", false)?,
+            eps: c.option("eps", 1e-8)?,
+        })
+    },
+    inputs: INPUT_TARGET,
+    options: &["reduction", "log_input", "full", "eps"],
+};
 
 static MSE: ElementwiseDef = ElementwiseDef {
     name: "mse",
@@ -245,7 +279,7 @@ impl HostProblem {
     /// Host-side label check, so `eval` names the offending element before any dispatch.
     fn check_labels(&self) -> Result<()> {
         let (input, values) = match (self.loss.kind, &self.labels) {
-            (Pointwise::Hinge, _) => ("target", &self.b),
+            (k, _) if k.signed_target() => ("target", &self.b),
             (_, Some(y)) => ("y", y),
             _ => return Ok(()),
         };
@@ -395,10 +429,42 @@ impl LossDef for ElementwiseDef {
                     .with("target", HostArray::f32(&shape, t))
                     .set("log_target", log_target);
             }
-            "hinge" => {
+            "hinge" | "soft-margin" => {
                 case = case
                     .with("input", normal(rng, 2.0))
                     .with("target", signs(rng))
+            }
+            "hinge-embedding" => {
+                // Some inputs exactly at the margin, where no gradient passes.
+                let margin = rng.range(-0.5, 2.0) as f32;
+                let mut x = rng.normals(len, 1.5);
+                x.iter_mut().for_each(|v| {
+                    if rng.chance(0.05) {
+                        *v = margin
+                    }
+                });
+                case = case
+                    .with("input", HostArray::f32(&shape, x))
+                    .with("target", signs(rng))
+                    .set("margin", margin);
+            }
+            "poisson-nll" => {
+                // Counts as targets; log-rates, or positive rates without log_input.
+                let log_input = rng.chance(0.5);
+                let counts = (0..len).map(|_| rng.below(6) as f32).collect();
+                let x = if log_input {
+                    rng.normals(len, 1.0)
+                } else {
+                    (0..len).map(|_| rng.range(0.05, 4.0) as f32).collect()
+                };
+                case = case
+                    .with("input", HostArray::f32(&shape, x))
+                    .with("target", HostArray::f32(&shape, counts))
+                    .set("log_input", log_input)
+                    .set("full", rng.chance(0.5));
+                if rng.chance(0.3) {
+                    case = case.set("eps", rng.range(1e-8, 0.1) as f32);
+                }
             }
             "margin-ranking" => {
                 case = case
@@ -536,11 +602,7 @@ impl ElementwiseDef {
             .map(|_| if rng.chance(0.5) { 1.0 } else { -1.0 })
             .collect();
         // Targets in [0, 1]; ±1 labels for hinge's target and margin ranking's y.
-        let target = if kind == Pointwise::Hinge {
-            &signs
-        } else {
-            &unit
-        };
+        let target = if kind.signed_target() { &signs } else { &unit };
         let data = BenchData {
             kind,
             shape,

@@ -161,6 +161,47 @@ fn power(x: f32, y: f32, p: f32) -> Term {
     (a * lower, if d.is_nan() { d } else { g }, 0.0)
 }
 
+// log(1 + exp(−y·x)) for y = ±1 and its gradient −y·σ(−y·x), from one exp.
+fn soft_margin(x: f32, y: f32) -> Term {
+    let (_, q, sp) = logistic(y * x);
+    (sp, -y * q, 0.0)
+}
+
+// x where y = 1, max(0, margin − x) where y = −1, with a gradient only where margin − x > 0
+// (none at 0, as PyTorch's in-place clamp_min_; NaN stays the loss with a zero gradient).
+fn hinge_embedding(x: f32, y: f32, margin: f32) -> Term {
+    if y == 1.0 {
+        return (x, 1.0, 0.0);
+    }
+    let m = margin - x;
+    (
+        if m < 0.0 { 0.0 } else { m },
+        if m > 0.0 { -1.0 } else { 0.0 },
+        0.0,
+    )
+}
+
+/// Stirling's `y·log y − y + ½·log(2πy)` where y > 1, else 0.
+fn stirling(y: f32) -> f32 {
+    if y > 1.0 {
+        y * ln_pos(y) - y + 0.5 * ln_pos(std::f32::consts::TAU * y)
+    } else {
+        0.0
+    }
+}
+
+fn poisson_nll_log(x: f32, y: f32, full: bool) -> Term {
+    let e = exp(x);
+    (e - y * x + if full { stirling(y) } else { 0.0 }, e - y, 0.0)
+}
+
+// log(x + eps) through libm: a negative rate gives NaN and 0 gives −∞, as in PyTorch
+// (ln_pos assumes a positive argument).
+fn poisson_nll(x: f32, y: f32, eps: f32, full: bool) -> Term {
+    let l = x - y * (x + eps).ln() + if full { stirling(y) } else { 0.0 };
+    (l, 1.0 - y / (x + eps), 0.0)
+}
+
 fn bce_with_logits(x: f32, y: f32, w: f32, pw: f32) -> Term {
     let (_, q, sp) = logistic(x);
     let lw = 1.0 + (pw - 1.0) * y;
@@ -393,12 +434,12 @@ fn checked_into(
     })?;
     let names = loss.kind.grad_names();
     let ups = &*inputs.upstream.values();
-    let hinge_target = match (loss.kind, inputs.target) {
-        (Pointwise::Hinge, Floats::F32(t)) => Some(t),
+    let signed_target = match inputs.target {
+        Floats::F32(t) if loss.kind.signed_target() => Some(t),
         _ => None,
     };
     let checked = match loss.kind {
-        Pointwise::Hinge => hinge_target.map(|t| ("target", t)),
+        k if k.signed_target() => signed_target.map(|t| ("target", t)),
         Pointwise::MarginRanking { .. } => inputs.labels.map(|y| ("y", y)),
         _ => None,
     };
@@ -469,6 +510,18 @@ fn checked_into(
         Pointwise::Hinge => run!(|_, x, y, _| hinge(x, y)),
         Pointwise::Quantile { q } => run!(move |_, x, y, _| quantile(x, y, q)),
         Pointwise::Power { p } => run!(move |_, x, y, _| power(x, y, p)),
+        Pointwise::SoftMargin => run!(|_, x, y, _| soft_margin(x, y)),
+        Pointwise::HingeEmbedding { margin } => {
+            run!(move |_, x, y, _| hinge_embedding(x, y, margin))
+        }
+        Pointwise::PoissonNll {
+            log_input: true,
+            full,
+            ..
+        } => run!(move |_, x, y, _| poisson_nll_log(x, y, full)),
+        Pointwise::PoissonNll { full, eps, .. } => {
+            run!(move |_, x, y, _| poisson_nll(x, y, eps, full))
+        }
         Pointwise::MarginRanking { margin } => {
             run!(move |_, x, y, label| margin_ranking(x, y, label, margin))
         }

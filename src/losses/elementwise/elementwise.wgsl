@@ -214,6 +214,41 @@ fn power(x: f32, y: f32, p: f32) -> Term {
     return Term(a * lower, select(d, g, a >= 0.0), 0.0);
 }
 
+// log(1 + exp(-y·x)) for y = ±1: softplus(-y·x), gradient -y·σ(-y·x).
+fn soft_margin(x: f32, y: f32) -> Term {
+    let s = logistic(y * x);
+    return Term(s.softplus_neg, -y * s.q, 0.0);
+}
+
+// x where y = 1; max(0, margin - x) where y = -1, with a gradient only where margin - x > 0
+// (PyTorch's in-place clamp_min_ passes none at 0; a NaN stays the loss, gradient 0).
+fn hinge_embedding(x: f32, y: f32, margin: f32) -> Term {
+    if (y == 1.0) {
+        return Term(x, 1.0, 0.0);
+    }
+    let m = margin - x;
+    return Term(select(m, 0.0, m < 0.0), select(0.0, -1.0, m > 0.0), 0.0);
+}
+
+// Stirling's y·log y − y + ½·log(2πy) where y > 1, else 0 (`full`).
+fn stirling(y: f32) -> f32 {
+    if (y > 1.0) {
+        return y * log(y) - y + 0.5 * log(6.2831853071795864 * y);
+    }
+    return 0.0;
+}
+
+// e^x − y·x (x is the log of the rate).
+fn poisson_nll_log(x: f32, y: f32, full: bool) -> Term {
+    let e = exp(x);
+    return Term(e - y * x + select(0.0, stirling(y), full), e - y, 0.0);
+}
+
+// x − y·log(x + eps).
+fn poisson_nll(x: f32, y: f32, eps: f32, full: bool) -> Term {
+    return Term(x - y * log(x + eps) + select(0.0, stirling(y), full), 1.0 - y / (x + eps), 0.0);
+}
+
 fn term(x: f32, y: f32, i: u32, g: u32) -> Term {
     switch LOSS {
         case MSE: { return mse(x, y); }
@@ -245,6 +280,16 @@ fn term(x: f32, y: f32, i: u32, g: u32) -> Term {
         case SIGMOID_FOCAL: { return sigmoid_focal(x, y, params.p0, params.p1); }
         case QUANTILE: { return quantile(x, y, params.p0); }
         case POWER: { return power(x, y, params.p0); }
+        case SOFT_MARGIN: {
+            check_label(i, y);
+            return soft_margin(x, y);
+        }
+        case HINGE_EMBEDDING: {
+            check_label(i, y);
+            return hinge_embedding(x, y, params.p0);
+        }
+        case POISSON_NLL_LOG: { return poisson_nll_log(x, y, params.p1 != 0.0); }
+        case POISSON_NLL: { return poisson_nll(x, y, params.p0, params.p1 != 0.0); }
         default: { return Term(0.0); }
     }
 }
@@ -263,7 +308,7 @@ fn element(i: u32, x: f32, y: f32) -> Term {
     return Term(t.x, t.y * s, t.z * s);
 }
 
-// Labels of hinge and margin-ranking must be -1 or +1.
+// Labels of hinge, soft margin, hinge embedding and margin ranking must be -1 or +1.
 fn check_label(i: u32, y: f32) {
     if (y != 1.0 && y != -1.0) {
         atomicMax(&status[0], 0xffffffffu - (params.base + i));

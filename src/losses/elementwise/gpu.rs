@@ -426,7 +426,7 @@ impl ElementwiseLoss {
             rec.sum((&out, 0), blocks, SumOf::scaled(scale), &loss)?;
         }
         let checked = match self.kind {
-            Pointwise::Hinge => Some(("target", inputs.target)),
+            k if k.signed_target() => Some(("target", inputs.target)),
             Pointwise::MarginRanking { .. } => inputs.labels.map(|y| ("y", y)),
             _ => None,
         };

@@ -57,6 +57,24 @@ pub enum Pointwise {
         /// The exponent, finite and ≥ 1 (default 1.5).
         p: f32,
     },
+    /// `F.soft_margin_loss`: `log(1 + exp(−y·x))`, y ∈ {−1, +1}; gradient `−y·σ(−y·x)`.
+    SoftMargin,
+    /// `F.hinge_embedding_loss`: `x` where y = 1, `max(0, margin − x)` where y = −1; no
+    /// gradient at `margin − x = 0`, as PyTorch's in-place `clamp_min_`.
+    HingeEmbedding {
+        /// Margin (default 1).
+        margin: f32,
+    },
+    /// `F.poisson_nll_loss`: `e^x − y·x` with `log_input`, else `x − y·log(x + eps)`; `full`
+    /// adds Stirling's `y·log y − y + ½·log(2πy)` where y > 1 (no gradient).
+    PoissonNll {
+        /// The input is the log of the rate (default true).
+        log_input: bool,
+        /// Add Stirling's approximation term (default false).
+        full: bool,
+        /// Added to the rate before its log without `log_input` (default 1e-8).
+        eps: f32,
+    },
     /// torchvision's `sigmoid_focal_loss`: `ce·(1 − p_t)^gamma`, times `α_t` when alpha ≥ 0.
     SigmoidFocal {
         /// Balance of positives; negative disables it (default 0.25).
@@ -82,7 +100,21 @@ impl Pointwise {
             Pointwise::SigmoidFocal { .. } => Term::SigmoidFocal,
             Pointwise::Quantile { .. } => Term::Quantile,
             Pointwise::Power { .. } => Term::Power,
+            Pointwise::SoftMargin => Term::SoftMargin,
+            Pointwise::HingeEmbedding { .. } => Term::HingeEmbedding,
+            Pointwise::PoissonNll {
+                log_input: true, ..
+            } => Term::PoissonNllLog,
+            Pointwise::PoissonNll { .. } => Term::PoissonNll,
         }
+    }
+
+    /// Whether the target is a ±1 label (checked, naming the first other value).
+    pub(crate) fn signed_target(self) -> bool {
+        matches!(
+            self,
+            Pointwise::Hinge | Pointwise::SoftMargin | Pointwise::HingeEmbedding { .. }
+        )
     }
 
     /// The two kernel parameters.
@@ -94,6 +126,8 @@ impl Pointwise {
             Pointwise::SigmoidFocal { alpha, gamma } => (alpha, gamma),
             Pointwise::Quantile { q } => (q, 0.0),
             Pointwise::Power { p } => (p, 0.0),
+            Pointwise::HingeEmbedding { margin } => (margin, 0.0),
+            Pointwise::PoissonNll { full, eps, .. } => (eps, full as u32 as f32),
             _ => (0.0, 0.0),
         }
     }
@@ -126,7 +160,12 @@ impl Pointwise {
             Pointwise::SmoothL1 { beta } if !(beta.is_finite() && beta >= 0.0) => {
                 bad("beta", beta, "must be finite and >= 0")
             }
-            Pointwise::MarginRanking { margin } => finite("margin", margin),
+            Pointwise::MarginRanking { margin } | Pointwise::HingeEmbedding { margin } => {
+                finite("margin", margin)
+            }
+            Pointwise::PoissonNll { eps, .. } if !(eps.is_finite() && eps >= 0.0) => {
+                bad("eps", eps, "must be finite and >= 0")
+            }
             Pointwise::Quantile { q } if !(q > 0.0 && q < 1.0) => bad("q", q, "must be in (0, 1)"),
             Pointwise::Power { p } if !(p.is_finite() && p >= 1.0) => {
                 bad("p", p, "must be finite and >= 1")
@@ -160,6 +199,10 @@ pub(crate) enum Term {
     SigmoidFocal,
     Quantile,
     Power,
+    SoftMargin,
+    HingeEmbedding,
+    PoissonNllLog,
+    PoissonNll,
 }
 
 impl Term {
@@ -176,6 +219,10 @@ impl Term {
         Term::SigmoidFocal,
         Term::Quantile,
         Term::Power,
+        Term::SoftMargin,
+        Term::HingeEmbedding,
+        Term::PoissonNllLog,
+        Term::PoissonNll,
     ];
 
     /// The WGSL constant's name: the variant in SCREAMING_SNAKE_CASE.

@@ -104,6 +104,40 @@ fn term(kind: Pointwise, x: f64, y: f64, label: f64, w: f64, pw: f64) -> (f64, f
                 plain(d.abs().powf(p), p * d.abs().powf(p - 1.0) * d.signum())
             }
         }
+        Pointwise::SoftMargin => {
+            // softplus(−y·x); d/dx = −y·σ(−y·x).
+            plain(softplus(-y * x), -y * sigmoid(-y * x))
+        }
+        Pointwise::HingeEmbedding { margin } => {
+            let m = margin as f64 - x;
+            // PyTorch's in-place clamp_min_ passes no gradient at m = 0.
+            if y == 1.0 {
+                plain(x, 1.0)
+            } else if m > 0.0 {
+                plain(m, -1.0)
+            } else if m <= 0.0 {
+                plain(0.0, 0.0)
+            } else {
+                plain(m, 0.0) // NaN stays the loss, with a zero gradient
+            }
+        }
+        Pointwise::PoissonNll {
+            log_input,
+            full,
+            eps,
+        } => {
+            let stirling = if full && y > 1.0 {
+                y * y.ln() - y + 0.5 * (2.0 * std::f64::consts::PI * y).ln()
+            } else {
+                0.0
+            };
+            if log_input {
+                plain(x.exp() - y * x + stirling, x.exp() - y)
+            } else {
+                let r = x + eps as f64;
+                plain(x - y * r.ln() + stirling, 1.0 - y / r)
+            }
+        }
         Pointwise::Hinge => {
             // clamp_min: a NaN m stays the loss, with a zero gradient.
             let m = 1.0 - y * x;
