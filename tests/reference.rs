@@ -194,8 +194,9 @@ fn closed_forms() {
 
 /// Central differences of every registered loss's reference at random small problems.
 /// Steps are taken in f32 (the inputs' type) and divided by the step actually taken; points
-/// where the one-sided differences disagree by over 1% (a kink in the loss within a step)
-/// are skipped and counted.
+/// where the one-sided differences disagree by over 1% (a kink in the loss within a step),
+/// or where a step leaves the input's domain (bce's probabilities at 0 or 1), are skipped and
+/// counted.
 #[test]
 fn every_reference_gradient_matches_finite_differences() {
     use wgpu_losses::registry::{Case, HostData};
@@ -214,7 +215,7 @@ fn every_reference_gradient_matches_finite_differences() {
                 .unwrap_or_else(|| panic!("{}: no small random case", def.name()));
             case.inputs.remove("grad_output");
             let base = def.reference(&case).unwrap();
-            let objective = |c: &Case| def.reference(c).unwrap().loss.iter().sum::<f64>();
+            let objective = |c: &Case| def.reference(c).ok().map(|r| r.loss.iter().sum::<f64>());
             for (name, grad, _) in &base.grads {
                 let HostData::F32(x) = case.inputs[*name].data.clone() else {
                     panic!("{name} is differentiable, so floats");
@@ -226,11 +227,14 @@ fn every_reference_gradient_matches_finite_differences() {
                     }
                     objective(&c)
                 };
-                let mid = objective(&case);
+                let mid = objective(&case).unwrap();
                 for i in 0..x.len() {
                     let h = 1e-4 * (1.0 + x[i].abs());
                     let (lo, hi) = (x[i] - h, x[i] + h);
-                    let (f_lo, f_hi) = (at(i, lo), at(i, hi));
+                    let (Some(f_lo), Some(f_hi)) = (at(i, lo), at(i, hi)) else {
+                        kinks += 1;
+                        continue;
+                    };
                     let left = (mid - f_lo) / (x[i] - lo) as f64;
                     let right = (f_hi - mid) / (hi - x[i]) as f64;
                     if (left - right).abs() > 1e-2 * (left.abs() + right.abs()) + 1e-12 {

@@ -44,7 +44,20 @@ pub(crate) const LOSSES: &[&dyn LossDef] = &[
     &SOFT_MARGIN,
     &HINGE_EMBEDDING,
     &POISSON_NLL,
+    &BCE,
 ];
+
+static BCE: ElementwiseDef = ElementwiseDef {
+    name: "bce",
+    kind: |_| Ok(Pointwise::Bce),
+    inputs: &[
+        spec("input", true, true),
+        spec("target", false, true),
+        spec("weight", false, false),
+        GRAD_OUTPUT,
+    ],
+    options: &["reduction"],
+};
 
 static SOFT_MARGIN: ElementwiseDef = ElementwiseDef {
     name: "soft-margin",
@@ -278,6 +291,16 @@ impl HostProblem {
 
     /// Host-side label check, so `eval` names the offending element before any dispatch.
     fn check_labels(&self) -> Result<()> {
+        if self.loss.kind == Pointwise::Bce {
+            if let Some(row) = self.a.iter().position(|p| !(0.0..=1.0).contains(p)) {
+                return Err(Error::Value {
+                    input: "input",
+                    row,
+                    value: self.a[row].to_string(),
+                    reason: "probabilities must be in [0, 1]".into(),
+                });
+            }
+        }
         let (input, values) = match (self.loss.kind, &self.labels) {
             (k, _) if k.signed_target() => ("target", &self.b),
             (_, Some(y)) => ("y", y),
@@ -447,6 +470,26 @@ impl LossDef for ElementwiseDef {
                     .with("input", HostArray::f32(&shape, x))
                     .with("target", signs(rng))
                     .set("margin", margin);
+            }
+            "bce" => {
+                // Probabilities with some exact 0s and 1s (the clamps), targets in [0, 1].
+                let p = (0..len)
+                    .map(|_| match rng.below(20) {
+                        0 => 0.0,
+                        1 => 1.0,
+                        _ => rng.uniform() as f32,
+                    })
+                    .collect();
+                case = case
+                    .with("input", HostArray::f32(&shape, p))
+                    .with("target", unit(rng));
+                if rng.chance(0.5) {
+                    let full = rng.chance(0.5);
+                    let s: Vec<usize> = if full { shape.to_vec() } else { vec![cols] };
+                    let n = s.iter().product();
+                    let w = (0..n).map(|_| rng.range(0.1, 2.0) as f32).collect();
+                    case = case.with("weight", HostArray::f32(&s, w));
+                }
             }
             "poisson-nll" => {
                 // Counts as targets; log-rates, or positive rates without log_input.

@@ -44,6 +44,19 @@ fn first_non_sign(v: &[f32]) -> Option<usize> {
     })
 }
 
+/// The first value of `v` outside [0, 1] (NaN included), scanned a block at a time.
+fn first_outside_unit(v: Floats<'_>) -> Option<usize> {
+    let mut buf = [0.0f32; 4096];
+    (0..v.len()).step_by(buf.len()).find_map(|b| {
+        let block = v.block(b..(b + 4096).min(v.len()), &mut buf);
+        let bad = |p: f32| !(0.0..=1.0).contains(&p);
+        block
+            .iter()
+            .fold(false, |any, &p| any | bad(p))
+            .then(|| b + block.iter().position(|&p| bad(p)).unwrap_or(0))
+    })
+}
+
 fn sgn(d: f32) -> f32 {
     if d > 0.0 {
         1.0
@@ -200,6 +213,17 @@ fn poisson_nll_log(x: f32, y: f32, full: bool) -> Term {
 fn poisson_nll(x: f32, y: f32, eps: f32, full: bool) -> Term {
     let l = x - y * (x + eps).ln() + if full { stirling(y) } else { 0.0 };
     (l, 1.0 - y / (x + eps), 0.0)
+}
+
+// BCE on a probability (checked in [0, 1]): logs clamped at −100 and the gradient's
+// denominator at 1e−12, as PyTorch's forward and backward.
+fn bce(p: f32, y: f32, w: f32) -> Term {
+    let (lp, lq) = (p.ln().max(-100.0), (1.0 - p).ln().max(-100.0));
+    (
+        -w * (y * lp + (1.0 - y) * lq),
+        w * (p - y) / ((1.0 - p) * p).max(1e-12),
+        0.0,
+    )
 }
 
 fn bce_with_logits(x: f32, y: f32, w: f32, pw: f32) -> Term {
@@ -453,6 +477,16 @@ fn checked_into(
             });
         }
     }
+    if loss.kind == Pointwise::Bce {
+        if let Some(row) = first_outside_unit(inputs.input) {
+            return Err(Error::Value {
+                input: "input",
+                row,
+                value: inputs.input.get(row).to_string(),
+                reason: "probabilities must be in [0, 1]".into(),
+            });
+        }
+    }
     let (need_a, need_b) = (loss.gradient, loss.gradient && names.len() == 2);
     for (name, g, needed) in [
         ("grad_out", &grad, need_a),
@@ -528,6 +562,12 @@ fn checked_into(
         Pointwise::BceWithLogits if inputs.weight.is_none() && inputs.pos_weight.is_none() => {
             run!(|_, x, y, _| bce_with_logits(x, y, 1.0, 1.0))
         }
+        Pointwise::Bce => run!(|i, x, y, _| {
+            let w = inputs
+                .weight
+                .map_or(1.0, |w| if w.len() == len { w[i] } else { w[class(i)] });
+            bce(x, y, w)
+        }),
         Pointwise::BceWithLogits => run!(|i, x, y, _| {
             let w = inputs
                 .weight

@@ -249,6 +249,21 @@ fn poisson_nll(x: f32, y: f32, eps: f32, full: bool) -> Term {
     return Term(x - y * log(x + eps) + select(0.0, stirling(y), full), 1.0 - y / (x + eps), 0.0);
 }
 
+// BCE on a probability p (checked to be in [0, 1]): logs clamped at -100, the gradient's
+// denominator at 1e-12, as PyTorch's forward and backward.
+fn bce(p: f32, y: f32) -> Term {
+    let lp = max(log(p), -100.0);
+    let lq = max(log(1.0 - p), -100.0);
+    return Term(-(y * lp + (1.0 - y) * lq), (p - y) / max((1.0 - p) * p, 1e-12), 0.0);
+}
+
+// BCE's probabilities must be in [0, 1] (NaN is not).
+fn check_probability(i: u32, p: f32) {
+    if (!(p >= 0.0 && p <= 1.0)) {
+        atomicMax(&status[0], 0xffffffffu - (params.base + i));
+    }
+}
+
 fn term(x: f32, y: f32, i: u32, g: u32) -> Term {
     switch LOSS {
         case MSE: { return mse(x, y); }
@@ -276,6 +291,14 @@ fn term(x: f32, y: f32, i: u32, g: u32) -> Term {
                 w = in_c[select(i, g % params.inner, C_PER_CLASS)];
             }
             return w * bce_with_logits(x, y, pw);
+        }
+        case BCE: {
+            check_probability(i, x);
+            var w = 1.0;
+            if (HAS_C) {
+                w = in_c[select(i, g % params.inner, C_PER_CLASS)];
+            }
+            return w * bce(x, y);
         }
         case SIGMOID_FOCAL: { return sigmoid_focal(x, y, params.p0, params.p1); }
         case QUANTILE: { return quantile(x, y, params.p0); }

@@ -1,6 +1,6 @@
 //! The elementwise losses on the GPU: `elementwise.wgsl`, its I/O variants, the launch.
 
-use super::{Args, ElementwiseLoss, Pointwise, Term};
+use super::{Args, ElementwiseLoss, Term};
 use crate::core::{unused, LossValues, Reduction, Upstream};
 use crate::error::{Error, Result};
 use crate::gpu::engine::Engine;
@@ -425,19 +425,22 @@ impl ElementwiseLoss {
             let scale = (1.0 / self.denominator(shape)) as f32;
             rec.sum((&out, 0), blocks, SumOf::scaled(scale), &loss)?;
         }
-        let checked = match self.kind {
-            k if k.signed_target() => Some(("target", inputs.target)),
-            Pointwise::MarginRanking { .. } => inputs.labels.map(|y| ("y", y)),
-            _ => None,
-        };
+        let checked = self.kind.checked_input().and_then(|(name, reason)| {
+            let values = match name {
+                "y" => inputs.labels?,
+                "input" => inputs.input,
+                _ => inputs.target,
+            };
+            Some((name, values, reason))
+        });
         Ok(LossOutput {
             loss,
             grads: names.iter().copied().zip(grads).collect(),
-            status: checked.map(|(input, values)| Status {
+            status: checked.map(|(input, values, reason)| Status {
                 flag: status,
                 input,
                 values: values.clone(),
-                reason: "labels must be -1 or +1".into(),
+                reason: reason.into(),
             }),
             rows: Vec::new(),
         })

@@ -46,6 +46,10 @@ pub enum Pointwise {
     },
     /// Binary cross-entropy on logits, with optional `weight` and `pos_weight` inputs.
     BceWithLogits,
+    /// `F.binary_cross_entropy` on probabilities p ∈ [0, 1] (others are an error naming the
+    /// element), optional `weight`: `−w·[y·max(log p, −100) + (1 − y)·max(log(1 − p), −100)]`,
+    /// gradient `w·(p − y)/max(p·(1 − p), 1e−12)` as PyTorch's backward.
+    Bce,
     /// Pinball (quantile) loss `max(q·d, (q − 1)·d)` with `d = target − input`; gradient
     /// `−q` where d > 0, `1 − q` where d < 0, 0 at d = 0.
     Quantile {
@@ -97,6 +101,7 @@ impl Pointwise {
             Pointwise::Hinge => Term::Hinge,
             Pointwise::MarginRanking { .. } => Term::MarginRanking,
             Pointwise::BceWithLogits => Term::BceWithLogits,
+            Pointwise::Bce => Term::Bce,
             Pointwise::SigmoidFocal { .. } => Term::SigmoidFocal,
             Pointwise::Quantile { .. } => Term::Quantile,
             Pointwise::Power { .. } => Term::Power,
@@ -106,6 +111,17 @@ impl Pointwise {
                 log_input: true, ..
             } => Term::PoissonNllLog,
             Pointwise::PoissonNll { .. } => Term::PoissonNll,
+        }
+    }
+
+    /// The input whose values the kernel checks, and the rule they break: ±1 labels, or
+    /// BCE's probabilities.
+    pub(crate) fn checked_input(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            k if k.signed_target() => Some(("target", "labels must be -1 or +1")),
+            Pointwise::MarginRanking { .. } => Some(("y", "labels must be -1 or +1")),
+            Pointwise::Bce => Some(("input", "probabilities must be in [0, 1]")),
+            _ => None,
         }
     }
 
@@ -203,6 +219,7 @@ pub(crate) enum Term {
     HingeEmbedding,
     PoissonNllLog,
     PoissonNll,
+    Bce,
 }
 
 impl Term {
@@ -223,6 +240,7 @@ impl Term {
         Term::HingeEmbedding,
         Term::PoissonNllLog,
         Term::PoissonNll,
+        Term::Bce,
     ];
 
     /// The WGSL constant's name: the variant in SCREAMING_SNAKE_CASE.
@@ -363,7 +381,7 @@ impl ElementwiseLoss {
         let bce = self.kind == Pointwise::BceWithLogits;
         let inner = shape.last().copied().unwrap_or(1);
         if let Some(w) = args.weight {
-            if !bce {
+            if !bce && self.kind != Pointwise::Bce {
                 return Err(unused("weight"));
             }
             w.expect_dtype("weight", DType::F32)?;

@@ -159,6 +159,13 @@ fn term(kind: Pointwise, x: f64, y: f64, label: f64, w: f64, pw: f64) -> (f64, f
                 (m, 0.0, 0.0, 0.0)
             }
         }
+        Pointwise::Bce => {
+            // PyTorch's clamps: the logs at −100, the gradient's denominator at 1e−12 (an f32
+            // constant there too, even in float64).
+            let (lp, lq) = (x.ln().max(-100.0), (1.0 - x).ln().max(-100.0));
+            let l = -w * (y * lp + (1.0 - y) * lq);
+            plain(l, w * (x - y) / (x * (1.0 - x)).max(1e-12_f32 as f64))
+        }
         Pointwise::BceWithLogits => {
             // log σ(x) = -softplus(-x), log(1 - σ(x)) = -softplus(x).
             let l = w * bce_textbook_or_pytorch(x, y, pw);
