@@ -44,7 +44,7 @@ pub use losses::elementwise::{ElementwiseLoss, Pointwise};
 pub use losses::linear_cross_entropy::gpu::LinearCrossEntropyInputs;
 pub use losses::linear_cross_entropy::LinearCrossEntropy;
 pub use losses::pair_rows::gpu::{ContrastiveInputs, TripletInputs};
-pub use losses::pair_rows::{Contrastive, Triplet, PAIRWISE_EPS};
+pub use losses::pair_rows::{Contrastive, CosineEmbedding, Triplet, PAIRWISE_EPS};
 pub use losses::pairwise::gpu::{MinedTripletInputs, NceInputs, NceRows};
 pub use losses::pairwise::{Distance, InfoNce, MinedTriplet, Mining, NceKind, NORM_EPS};
 #[cfg(feature = "cli")]
@@ -62,7 +62,7 @@ pub mod cpu {
     pub use crate::losses::elementwise::cpu::{elementwise, elementwise_into, HostElementInputs};
     pub use crate::losses::linear_cross_entropy::cpu::{linear_cross_entropy, HostLinearInputs};
     pub use crate::losses::pair_rows::cpu::{
-        contrastive, triplet, HostContrastiveInputs, HostTripletInputs,
+        contrastive, cosine_embedding, triplet, HostContrastiveInputs, HostTripletInputs,
     };
     pub use crate::losses::pairwise::cpu::{
         info_nce, mined_triplet, HostMinedTripletInputs, HostNceInputs, HostNceRows,
@@ -78,7 +78,9 @@ pub mod reference {
     pub use crate::losses::linear_cross_entropy::reference::{
         linear_cross_entropy, RefLinearInputs,
     };
-    pub use crate::losses::pair_rows::reference::{contrastive, pairwise_distance, triplet};
+    pub use crate::losses::pair_rows::reference::{
+        contrastive, cosine_embedding, pairwise_distance, triplet,
+    };
     pub use crate::losses::pairwise::mined_reference::{distance_matrix, mined_triplet};
     pub use crate::losses::pairwise::reference::{info_nce_loss, normalize, normalize_backward};
 }

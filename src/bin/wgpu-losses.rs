@@ -181,6 +181,7 @@ fn to_f32(e: Evaluated<f64>) -> Evaluated<f32> {
         loss_shape: e.loss_shape,
         grads: e.grads.into_iter().map(|(n, g, s)| (n, f(g), s)).collect(),
         grad_terms: e.grad_terms,
+        loss_terms: e.loss_terms,
         decision_gap: e.decision_gap,
     }
 }
@@ -325,7 +326,10 @@ fn check(
                 Some(e) => def.gpu(e, &case)?,
                 None => def.cpu(&case)?,
             };
-            let mut report = vec![("loss", compare(&gpu.loss, &want.loss, tol))];
+            let mut report = vec![(
+                "loss",
+                compare(&gpu.loss, &want.loss, want.loss_tolerance(tol)),
+            )];
             for ((name, g, _), (_, w, _)) in gpu.grads.iter().zip(&want.grads) {
                 let tol = want.grad_tolerance(tol).written_as(case.grad_dtype(name));
                 report.push((name, compare(g, w, tol)));

@@ -15,6 +15,10 @@ pub struct RefOutput {
     /// between such terms (p·coef against the target term, say) is absolute at this scale,
     /// so comparisons measure gradient error against it, not against the result's size.
     pub grad_terms: f64,
+    /// Largest magnitude of the terms whose difference forms a per-item loss (cosine
+    /// embedding's `1 − cos`): f32 cancellation makes its error absolute at this scale; 0 where
+    /// no loss is formed so.
+    pub loss_terms: f64,
     /// Smallest distance of a discrete decision the loss makes (mining, a hinge's gradient,
     /// swap) from its boundary, relative to the largest distance (at least 1); infinite
     /// where it makes none. f32 results may legitimately
@@ -87,6 +91,7 @@ pub(crate) fn row_output(
             Vec::new()
         },
         grad_terms,
+        loss_terms: 0.0,
         decision_gap: f64::INFINITY,
     }
 }

@@ -139,6 +139,8 @@ pub struct Evaluated<T> {
     pub grads: Vec<(&'static str, Vec<T>, Vec<usize>)>,
     /// The reference's `RefOutput::grad_terms`; 0 for GPU results.
     pub grad_terms: f64,
+    /// The reference's `RefOutput::loss_terms`; 0 for GPU and CPU results.
+    pub loss_terms: f64,
     /// The reference's `RefOutput::decision_gap`; infinite for GPU and
     /// CPU results.
     pub decision_gap: f64,
@@ -156,6 +158,7 @@ impl Evaluated<f32> {
                 .map(|(name, g)| (name, g, grad_shape.to_vec()))
                 .collect(),
             grad_terms: 0.0,
+            loss_terms: 0.0,
             decision_gap: f64::INFINITY,
         }
     }
@@ -173,6 +176,7 @@ impl Evaluated<f64> {
                 .map(|(name, g)| (name, g, grad_shape.to_vec()))
                 .collect(),
             grad_terms: out.grad_terms,
+            loss_terms: out.loss_terms,
             decision_gap: out.decision_gap,
         }
     }
@@ -182,6 +186,15 @@ impl Evaluated<f64> {
     /// f32 result may legitimately decide the other way; comparisons draw another case.
     pub fn ambiguous(&self) -> bool {
         self.decision_gap < 1e-5
+    }
+
+    /// `tol` for this result's loss: its error is measured against the scale of the terms
+    /// whose difference forms it, where that is larger than the loss.
+    pub fn loss_tolerance(&self, tol: Tolerance) -> Tolerance {
+        Tolerance {
+            floor: tol.floor.max(self.loss_terms),
+            ..tol
+        }
     }
 
     /// `tol` for this result's gradients: their error is measured against the scale of the

@@ -251,6 +251,7 @@ pub fn elementwise(
         loss: out,
         grads: if loss.gradient { grads } else { Vec::new() },
         grad_terms,
+        loss_terms: 0.0,
         decision_gap: f64::INFINITY,
     })
 }

@@ -136,6 +136,7 @@ impl HostProblem {
                 .map(|(name, g)| (name, g, self.grad_shape(name)))
                 .collect(),
             grad_terms: 0.0,
+            loss_terms: 0.0,
             decision_gap: f64::INFINITY,
         }
     }
@@ -268,6 +269,7 @@ impl LossDef for LinearDef {
                 .map(|(name, g)| (name, g, p.grad_shape(name)))
                 .collect(),
             grad_terms: out.grad_terms,
+            loss_terms: out.loss_terms,
             decision_gap: out.decision_gap,
         })
     }

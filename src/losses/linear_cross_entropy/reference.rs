@@ -95,6 +95,7 @@ pub fn linear_cross_entropy(
         loss: out.loss,
         grads: if opts.gradient { grads } else { Vec::new() },
         grad_terms,
+        loss_terms: 0.0,
         decision_gap: f64::INFINITY,
     })
 }

@@ -2,7 +2,10 @@
 
 use super::cpu::{HostContrastiveInputs, HostTripletInputs};
 use super::gpu::{ContrastiveInputs, TripletInputs};
-use super::{check, cpu, reference, Args, Contrastive, Triplet, PAIRWISE_EPS};
+use super::{
+    check, cpu, first_bad_sign, reference, Args, Contrastive, CosineEmbedding, Triplet,
+    PAIRWISE_EPS,
+};
 use crate::core::{Arg, DType, Element, LossValues, Reduction, Upstream};
 use crate::error::{Error, Result};
 use crate::gpu::engine::Engine;
@@ -14,18 +17,24 @@ use crate::registry::{
 };
 
 /// The family's losses.
-pub(crate) const LOSSES: &[&dyn LossDef] = &[&PairDef::Contrastive, &PairDef::Triplet];
+pub(crate) const LOSSES: &[&dyn LossDef] = &[
+    &PairDef::Contrastive,
+    &PairDef::Triplet,
+    &PairDef::CosineEmbedding,
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PairDef {
     Contrastive,
     Triplet,
+    CosineEmbedding,
 }
 
 #[derive(Debug, Clone, Copy)]
 enum Opts {
     Contrastive(Contrastive),
     Triplet(Triplet),
+    CosineEmbedding(CosineEmbedding),
 }
 
 impl Opts {
@@ -33,6 +42,7 @@ impl Opts {
         match self {
             Opts::Contrastive(o) => o.reduction,
             Opts::Triplet(o) => o.reduction,
+            Opts::CosineEmbedding(o) => o.reduction,
         }
     }
 }
@@ -75,10 +85,17 @@ impl PairDef {
                     grad_dtype: case.grad_dtype_option()?,
                 })
             }
+            PairDef::CosineEmbedding => Opts::CosineEmbedding(
+                CosineEmbedding::new()
+                    .reduction(case.option("reduction", Reduction::Mean)?)
+                    .margin(case.option("margin", 0.0)?)
+                    .grad_dtype(case.grad_dtype_option()?),
+            ),
         };
         match opts {
             Opts::Contrastive(o) => o.validate()?,
             Opts::Triplet(o) => o.validate()?,
+            Opts::CosineEmbedding(o) => o.validate()?,
         }
         let arrays = case.row_arrays(self);
         let y = case.floats("y");
@@ -93,7 +110,16 @@ impl PairDef {
             check(&args, opts.reduction())
         })?;
         let y = y.map(|(y, _)| y);
-        if let Some(y) = &y {
+        if let (Some(y), PairDef::CosineEmbedding) = (&y, self) {
+            if let Some((row, value)) = first_bad_sign(y) {
+                return Err(Error::Value {
+                    input: "y",
+                    row,
+                    value: value.to_string(),
+                    reason: "labels must be -1 or +1".into(),
+                });
+            }
+        } else if let Some(y) = &y {
             if let Some(row) = y.iter().position(|v| !(0.0..=1.0).contains(v)) {
                 return Err(Error::Value {
                     input: "y",
@@ -160,6 +186,16 @@ impl Problem {
                     upstream,
                 },
             ),
+            Opts::CosineEmbedding(o) => cpu::cosine_embedding(
+                &o,
+                &HostContrastiveInputs {
+                    x1: &rows[0],
+                    x2: &rows[1],
+                    y: self.y(),
+                    dim: r.dim,
+                    upstream,
+                },
+            ),
         }
     }
 }
@@ -173,6 +209,7 @@ impl LossDef for PairDef {
         match self {
             PairDef::Contrastive => "contrastive",
             PairDef::Triplet => "triplet",
+            PairDef::CosineEmbedding => "cosine-embedding",
         }
     }
 
@@ -190,7 +227,7 @@ impl LossDef for PairDef {
             GRAD_OUTPUT,
         ];
         match self {
-            PairDef::Contrastive => PAIRS,
+            PairDef::Contrastive | PairDef::CosineEmbedding => PAIRS,
             PairDef::Triplet => TRIPLETS,
         }
     }
@@ -199,6 +236,7 @@ impl LossDef for PairDef {
         match self {
             PairDef::Contrastive => &["reduction", "margin", "eps"],
             PairDef::Triplet => &["reduction", "margin", "p", "eps", "swap"],
+            PairDef::CosineEmbedding => &["reduction", "margin"],
         }
     }
 
@@ -212,18 +250,20 @@ impl LossDef for PairDef {
             .map(|(name, x)| s.upload_as(name, x, &[n, dim], p.rows.dtype))
             .collect::<Result<_>>()?;
         let up = DeviceUpstream::upload(s, p.upstream.as_deref(), &[n], p.opts.reduction())?;
+        let pairs = |y| ContrastiveInputs {
+            x1: &rows[0],
+            x2: &rows[1],
+            y,
+            upstream: up.get(),
+        };
         let out = match p.opts {
             Opts::Contrastive(o) => {
                 let y = s.upload("y", p.y(), &[n])?;
-                s.run(
-                    &o,
-                    &ContrastiveInputs {
-                        x1: &rows[0],
-                        x2: &rows[1],
-                        y: &y,
-                        upstream: up.get(),
-                    },
-                )?
+                s.run(&o, &pairs(&y))?
+            }
+            Opts::CosineEmbedding(o) => {
+                let y = s.upload("y", p.y(), &[n])?;
+                s.run(&o, &pairs(&y))?
             }
             Opts::Triplet(o) => s.run(
                 &o,
@@ -258,6 +298,9 @@ impl LossDef for PairDef {
                 reference::contrastive(&o, &rows[0], &rows[1], &f64s(p.y()), dim, &up)
             }
             Opts::Triplet(o) => reference::triplet(&o, &rows[0], &rows[1], &rows[2], dim, &up),
+            Opts::CosineEmbedding(o) => {
+                reference::cosine_embedding(&o, &rows[0], &rows[1], &f64s(p.y()), dim, &up)
+            }
         };
         Ok(Evaluated::from_reference(
             out,
@@ -286,10 +329,20 @@ impl LossDef for PairDef {
                 .set("margin", rng.range(0.0, 1.5) as f32)
                 .set("p", 1 + rng.below(2))
                 .set("swap", rng.chance(0.5)),
+            PairDef::CosineEmbedding => {
+                let y = (0..n)
+                    .map(|_| if rng.chance(0.5) { 1.0 } else { -1.0 })
+                    .collect();
+                Case::default()
+                    .with("x1", rows(rng))
+                    .with("x2", rows(rng))
+                    .with("y", HostArray::f32(&[n], y))
+                    .set("margin", rng.range(-0.5, 0.5) as f32)
+            }
         };
         let reduction = reductions[rng.below(3)];
         case = case.set("reduction", reduction);
-        if rng.chance(0.3) {
+        if rng.chance(0.3) && *self != PairDef::CosineEmbedding {
             case = case.set("eps", rng.range(0.0, 0.1) as f32);
         }
         if rng.chance(0.3) {
@@ -331,6 +384,36 @@ impl PairDef {
         // The row kernel reads each row twice (distances, then gradients).
         let block = n * d * 4;
         match self {
+            PairDef::CosineEmbedding => {
+                let y: Vec<f32> = (0..n)
+                    .map(|_| if rng.chance(0.5) { 1.0 } else { -1.0 })
+                    .collect();
+                let yt = engine.upload(&y, &[n])?;
+                let loss = CosineEmbedding::new();
+                let mut plan = loss.plan(engine);
+                let inputs = ContrastiveInputs {
+                    x1: &rows[0],
+                    x2: &rows[1],
+                    y: &yt,
+                    upstream: Upstream::Ones,
+                };
+                let host = HostContrastiveInputs {
+                    x1: &host[0],
+                    x2: &host[1],
+                    y: &y,
+                    dim: d,
+                    upstream: Upstream::Ones,
+                };
+                run(BenchJob {
+                    label: self.name(),
+                    shape,
+                    bytes_min: 4 * block,
+                    bytes_moved: 6 * block,
+                    flops: None,
+                    gpu: &mut |e| plan.record(e, &inputs).map(|_| ()),
+                    cpu: &mut || cpu::cosine_embedding(&loss, &host).map(|_| ()),
+                })
+            }
             PairDef::Contrastive => {
                 let y: Vec<f32> = (0..n).map(|_| rng.below(2) as f32).collect();
                 let yt = engine.upload(&y, &[n])?;

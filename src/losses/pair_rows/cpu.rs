@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use super::{check, Args, Contrastive, Triplet};
+use super::{check, first_bad_sign, Args, Contrastive, CosineEmbedding, Triplet};
 use crate::core::{
     host_rows, widened, written_as, Arg, DType, Element, LossValues, Reduction, Upstream,
 };
@@ -201,6 +201,92 @@ pub fn contrastive<T: Element>(
                 for (((a, b), g1), g2) in x1[r.clone()].iter().zip(&x2[r]).zip(g1).zip(g2) {
                     let g = norm_grad(a - b + eps, f, 2) as f32;
                     (*g1, *g2) = (g, -g);
+                }
+            });
+        grads = vec![("x1", g1), ("x2", g2)];
+    }
+    let grad_type = opts.grad_dtype.unwrap_or(T::DTYPE);
+    Ok(written_as(
+        LossValues {
+            loss,
+            grads,
+            rows: Vec::new(),
+        },
+        grad_type,
+    ))
+}
+
+/// Cosine embedding loss of rows `x1`, `x2` with labels `y` ∈ {−1, +1} (the inputs of
+/// [`contrastive`]), on the CPU; 16-bit rows as in [`contrastive`].
+///
+/// # Errors
+/// Bad options; [`Error::Shape`](crate::Error::Shape) for lengths that do not match;
+/// [`Error::Value`](crate::Error::Value) naming the first label that is not ±1.
+pub fn cosine_embedding<T: Element>(
+    opts: &CosineEmbedding,
+    inputs: &HostContrastiveInputs<'_, T>,
+) -> Result<LossValues> {
+    let (x1, x2) = (widened(inputs.x1), widened(inputs.x2));
+    let (x1, x2, y, dim) = (&x1[..], &x2[..], inputs.y, inputs.dim);
+    let upstream = &inputs.upstream.values();
+    opts.validate()?;
+    let (n, _) = check_host(
+        &[("x1", x1), ("x2", x2)],
+        T::DTYPE,
+        Some(y),
+        dim,
+        inputs.upstream,
+        opts.reduction,
+    )?;
+    if let Some((row, value)) = first_bad_sign(y) {
+        return Err(crate::Error::Value {
+            input: "y",
+            row,
+            value: value.to_string(),
+            reason: "labels must be -1 or +1".into(),
+        });
+    }
+    let m = opts.margin as f64;
+    // (loss, d loss/d cos, cos, denominator, |x1|² + ε, |x2|² + ε) per row, in f64.
+    let rows: Vec<[f64; 6]> = (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let r = i * dim..(i + 1) * dim;
+            let (a, b) = (&x1[r.clone()], &x2[r]);
+            let dot: f64 = a.iter().zip(b).map(|(&u, &v)| u as f64 * v as f64).sum();
+            let ma = a.iter().map(|&u| u as f64 * u as f64).sum::<f64>() + 1e-12;
+            let mb = b.iter().map(|&v| v as f64 * v as f64).sum::<f64>() + 1e-12;
+            let denom = (ma * mb).sqrt();
+            let cos = dot / denom;
+            let (loss, dl) = if y[i] == 1.0 {
+                (1.0 - cos, -1.0)
+            } else if cos - m > 0.0 {
+                (cos - m, 1.0)
+            } else {
+                (relu(cos - m), 0.0)
+            };
+            [loss, dl, cos, denom, ma, mb]
+        })
+        .collect();
+    let (loss, scales) = reduce(
+        rows.iter().map(|r| r[0]).collect(),
+        opts.reduction,
+        upstream,
+    );
+    let mut grads = Vec::new();
+    if opts.gradient {
+        let (mut g1, mut g2) = (vec![0.0f32; n * dim], vec![0.0f32; n * dim]);
+        g1.par_chunks_mut(dim.max(1))
+            .zip(g2.par_chunks_mut(dim.max(1)))
+            .enumerate()
+            .for_each(|(i, (g1, g2))| {
+                let [_, dl, cos, denom, ma, mb] = rows[i];
+                let c = dl * scales[i];
+                let r = i * dim..(i + 1) * dim;
+                for (((&a, &b), g1), g2) in x1[r.clone()].iter().zip(&x2[r]).zip(g1).zip(g2) {
+                    let (a, b) = (a as f64, b as f64);
+                    *g1 = (c * (b / denom - cos * a / ma)) as f32;
+                    *g2 = (c * (a / denom - cos * b / mb)) as f32;
                 }
             });
         grads = vec![("x1", g1), ("x2", g2)];

@@ -1,6 +1,6 @@
 //! Contrastive and triplet losses on the GPU: `pair_rows.wgsl` and its launch.
 
-use super::{check, Args, Contrastive, Triplet};
+use super::{check, Args, Contrastive, CosineEmbedding, Triplet};
 use crate::core::{LossValues, Reduction, Upstream};
 use crate::error::Result;
 use crate::gpu::engine::Engine;
@@ -327,6 +327,56 @@ impl GpuLoss for Triplet {
             overrides: vec![("LOSS", 1), ("P_NORM", self.p), ("SWAP", self.swap as u32)],
             margin: self.margin,
             eps: self.eps,
+            grad_dtype: self.grad_dtype,
+        }
+        .record(rec)
+    }
+}
+
+impl CosineEmbedding {
+    /// Records the loss (and gradients `x1`, `x2`) into `encoder`; the inputs are a
+    /// [`ContrastiveInputs`] with labels `y` ∈ {−1, +1} (the command line and the CPU
+    /// backend reject others; here another value counts as −1).
+    ///
+    /// # Errors
+    /// As [`Contrastive::record`].
+    pub fn record(
+        &self,
+        engine: &Engine,
+        encoder: &mut wgpu::CommandEncoder,
+        inputs: &ContrastiveInputs<'_>,
+    ) -> Result<LossOutput> {
+        self.plan(engine).record(encoder, inputs)
+    }
+
+    /// Records, submits, waits and reads back.
+    ///
+    /// # Errors
+    /// As [`CosineEmbedding::record`].
+    pub fn run(&self, engine: &Engine, inputs: &ContrastiveInputs<'_>) -> Result<LossValues> {
+        self.plan(engine).run(inputs)
+    }
+}
+
+impl GpuLoss for CosineEmbedding {
+    type Inputs<'a> = ContrastiveInputs<'a>;
+
+    fn record_into(
+        &self,
+        rec: &mut Recorder<'_>,
+        inputs: &ContrastiveInputs<'_>,
+    ) -> Result<LossOutput> {
+        self.validate()?;
+        RowsJob {
+            names: &["x1", "x2"],
+            rows: vec![inputs.x1, inputs.x2],
+            y: Some(inputs.y),
+            upstream: inputs.upstream,
+            reduction: self.reduction,
+            gradient: self.gradient,
+            overrides: vec![("LOSS", 2)],
+            margin: self.margin,
+            eps: 0.0,
             grad_dtype: self.grad_dtype,
         }
         .record(rec)

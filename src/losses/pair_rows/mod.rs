@@ -47,6 +47,80 @@ pub(crate) fn check(args: &Args<'_>, reduction: Reduction) -> Result<(usize, usi
     Ok((n, dim))
 }
 
+/// `F.cosine_embedding_loss` over explicit pairs with labels y ∈ {−1, +1}: `1 − cos` where
+/// y = 1, `max(0, cos − margin)` where y = −1 (no gradient at 0, as PyTorch's in-place
+/// `clamp_min_`), `cos = Σx1·x2 / sqrt((Σx1² + 1e−12)·(Σx2² + 1e−12))`.
+///
+/// ```
+/// let c = wgpu_losses::CosineEmbedding::new().margin(0.5);
+/// assert_eq!(c.margin, 0.5);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CosineEmbedding {
+    /// Combination of the per-pair losses (default mean).
+    pub reduction: Reduction,
+    /// Margin for dissimilar pairs (default 0).
+    pub margin: f32,
+    /// Compute the gradients (default true).
+    pub gradient: bool,
+    /// Element type of the gradients (default `None`: the rows' type).
+    pub grad_dtype: Option<DType>,
+}
+
+impl Default for CosineEmbedding {
+    fn default() -> Self {
+        Self {
+            reduction: Reduction::Mean,
+            margin: 0.0,
+            gradient: true,
+            grad_dtype: None,
+        }
+    }
+}
+
+impl CosineEmbedding {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Sets the reduction.
+    pub fn reduction(mut self, r: Reduction) -> Self {
+        self.reduction = r;
+        self
+    }
+    /// Sets the margin.
+    pub fn margin(mut self, m: f32) -> Self {
+        self.margin = m;
+        self
+    }
+    /// Whether to compute the gradients.
+    pub fn gradient(mut self, yes: bool) -> Self {
+        self.gradient = yes;
+        self
+    }
+    /// Sets the gradients' element type (`None`: the rows' type).
+    pub fn grad_dtype(mut self, dtype: Option<DType>) -> Self {
+        self.grad_dtype = dtype;
+        self
+    }
+    /// Checks the options.
+    ///
+    /// # Errors
+    /// [`Error::Option`] for a non-finite margin, or `BatchMean`.
+    pub fn validate(&self) -> Result<()> {
+        crate::core::finite("margin", self.margin)?;
+        check_grad_dtype(self.grad_dtype)?;
+        per_item_reduction(self.reduction)
+    }
+}
+
+/// The first label of `y` that is not ±1, with its value: cosine embedding's rule.
+pub(crate) fn first_bad_sign(y: &[f32]) -> Option<(usize, f32)> {
+    y.iter()
+        .position(|&v| v != 1.0 && v != -1.0)
+        .map(|i| (i, y[i]))
+}
+
 /// `F.pairwise_distance`'s ε, the default of every `eps` option.
 pub const PAIRWISE_EPS: f32 = 1e-6;
 

@@ -5,7 +5,7 @@
 
 override WG_SIZE: u32 = 64u;
 override TEAM: u32 = 8u;               // a power of two dividing WG_SIZE
-override LOSS: u32 = 0u;               // CONTRASTIVE or TRIPLET
+override LOSS: u32 = 0u;               // CONTRASTIVE, TRIPLET or COSINE
 override P_NORM: u32 = 2u;             // 1 or 2
 override SWAP: bool = false;
 override UPSTREAM_PER_ROW: bool = false;
@@ -13,6 +13,7 @@ override WANT_GRAD: bool = true;
 
 const CONTRASTIVE: u32 = 0u;
 const TRIPLET: u32 = 1u;
+const COSINE: u32 = 2u; // cosine embedding: sums of a·b, a², b²
 
 struct Params {
     rows: u32,       // rows in this window
@@ -95,6 +96,10 @@ fn main(
     for (var k = t; k < dim; k += TEAM) {
         let a = load_in_a(base + k);
         let b = load_in_b(base + k);
+        if (LOSS == COSINE) {
+            acc += vec3<f32>(a * b, a * a, b * b);
+            continue;
+        }
         acc.x += norm_term(a - b + eps);
         if (LOSS == TRIPLET) {
             let c = load_in_c(base + k);
@@ -113,7 +118,17 @@ fn main(
     var loss: f32;
     // Coefficients of the three distance gradients: d(a,b), d(a,c), d(b,c).
     var coef = vec3<f32>(0.0);
-    if (LOSS == CONTRASTIVE) {
+    // Cosine embedding: cos and the inverse magnitudes its gradient needs.
+    let mag = vec2<f32>(sums.y, sums.z) + 1e-12;
+    let denom = sqrt(mag.x * mag.y);
+    let cos = sums.x / denom;
+    if (LOSS == COSINE) {
+        // 1 - cos where y = 1; max(0, cos - margin) where y = -1, with a gradient only where
+        // cos - margin > 0 (PyTorch's in-place clamp_min_).
+        let positive = labels[row] == 1.0;
+        loss = select(relu(cos - m), 1.0 - cos, positive);
+        coef.x = select(select(0.0, 1.0, cos - m > 0.0), -1.0, positive);
+    } else if (LOSS == CONTRASTIVE) {
         let y = labels[row];
         let hinge = relu(m - d_ab);
         loss = 0.5 * (y * d_ab * d_ab + (1.0 - y) * hinge * hinge);
@@ -150,6 +165,12 @@ fn main(
     for (var k = t; k < dim; k += TEAM) {
         let a = load_in_a(base + k);
         let b = load_in_b(base + k);
+        if (LOSS == COSINE) {
+            // d cos/da = b/denom - cos·a/|a|², d cos/db = a/denom - cos·b/|b|².
+            store_grad_a(base + k, coef.x * (b / denom - cos * a / mag.x));
+            store_grad_b(base + k, coef.x * (a / denom - cos * b / mag.y));
+            continue;
+        }
         let g_ab = coef.x * norm_grad(a - b + eps, d_ab);
         if (LOSS == CONTRASTIVE) {
             store_grad_a(base + k, g_ab);

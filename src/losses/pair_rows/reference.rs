@@ -1,7 +1,7 @@
 //! f64 contrastive and triplet losses over explicit rows, the twin of
 //! `shaders/pair_rows.wgsl`: plain loops over `F.pairwise_distance`.
 
-use super::{Contrastive, Triplet};
+use super::{Contrastive, CosineEmbedding, Triplet};
 use crate::core::reference::{reduce, RefOutput};
 
 /// `‖u − v + ε‖_p` and its gradient with respect to `u` (the gradient for `v` is its
@@ -63,7 +63,68 @@ pub fn contrastive(
         loss,
         grads: grads(opts.gradient, vec![("x1", g1), ("x2", g2)]),
         grad_terms: terms,
+        loss_terms: 0.0,
         decision_gap: f64::INFINITY,
+    }
+}
+
+/// Cosine embedding loss of `n` pairs of rows of `dim` with labels ±1 (docs/LOSSES.md), as
+/// PyTorch composes it: magnitudes with 1e−12 added, `1 − cos` or `max(0, cos − margin)`
+/// (no gradient at 0: its in-place `clamp_min_`); gradients `x1`, `x2`.
+pub fn cosine_embedding(
+    opts: &CosineEmbedding,
+    x1: &[f64],
+    x2: &[f64],
+    y: &[f64],
+    dim: usize,
+    upstream: &[f64],
+) -> RefOutput {
+    let n = y.len();
+    let m = opts.margin as f64;
+    let (mut losses, mut parts) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    // The hinge's kink: where cos − margin is within f32 rounding of cos (|cos| ≤ 1) of 0,
+    // f32 may decide the other way (a loss of 0 against a tiny one).
+    let mut gap = f64::INFINITY;
+    for (i, &yi) in y.iter().enumerate() {
+        let (a, b) = (&x1[i * dim..(i + 1) * dim], &x2[i * dim..(i + 1) * dim]);
+        let dot: f64 = a.iter().zip(b).map(|(u, v)| u * v).sum();
+        let ma = a.iter().map(|u| u * u).sum::<f64>() + 1e-12;
+        let mb = b.iter().map(|v| v * v).sum::<f64>() + 1e-12;
+        let denom = (ma * mb).sqrt();
+        let cos = dot / denom;
+        let (loss, dl) = if yi == 1.0 {
+            (1.0 - cos, -1.0)
+        } else if cos - m > 0.0 {
+            (cos - m, 1.0)
+        } else {
+            (relu(cos - m), 0.0)
+        };
+        if yi != 1.0 {
+            gap = gap.min((cos - m).abs());
+        }
+        losses.push(loss);
+        parts.push((dl, cos, denom, ma, mb));
+    }
+    let (loss, scale) = reduce(&losses, opts.reduction, n as f64, upstream);
+    let (mut g1, mut g2) = (vec![0.0; n * dim], vec![0.0; n * dim]);
+    let mut terms = 0.0f64;
+    for (i, &(dl, cos, denom, ma, mb)) in parts.iter().enumerate() {
+        let c = dl * scale(i);
+        for k in 0..dim {
+            let (a, b) = (x1[i * dim + k], x2[i * dim + k]);
+            let (ta, tb) = (b / denom, cos * a / ma);
+            g1[i * dim + k] = c * (ta - tb);
+            g2[i * dim + k] = c * (a / denom - cos * b / mb);
+            terms = terms.max((c * ta).abs() + (c * tb).abs());
+        }
+    }
+    RefOutput {
+        loss,
+        grads: grads(opts.gradient, vec![("x1", g1), ("x2", g2)]),
+        grad_terms: terms,
+        // 1 − cos and cos − margin cancel terms of magnitude up to 1 (and the margin).
+        loss_terms: 1.0f64.max(m.abs()),
+        decision_gap: gap,
     }
 }
 
@@ -150,6 +211,7 @@ pub fn triplet(
             vec![("anchor", ga), ("positive", gp), ("negative", gn)],
         ),
         grad_terms: terms,
+        loss_terms: 0.0,
         decision_gap: gap / dist_scale,
     }
 }

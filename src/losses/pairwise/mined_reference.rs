@@ -173,6 +173,7 @@ pub fn mined_triplet(
             Vec::new()
         },
         grad_terms: terms,
+        loss_terms: 0.0,
         decision_gap: gap / d.iter().fold(1.0f64, |m, v| m.max(v.abs())),
     }
 }

@@ -205,6 +205,7 @@ pub fn info_nce_loss(
         loss: vec![loss],
         grads,
         grad_terms: terms / min_norm,
+        loss_terms: 0.0,
         decision_gap: f64::INFINITY,
     }
 }
