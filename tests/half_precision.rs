@@ -445,3 +445,17 @@ on_every_backend!(
         }
     }
 );
+
+/// The ½-ulp rule never tolerates an infinity it did not predict: a value past f16's range
+/// must be written as ∞ of its sign, and ∞ for a value in range fails.
+#[test]
+fn written_tolerance_matches_overflow_exactly() {
+    let tol = Tolerance::default().written_as(DType::F16);
+    let ok = |got: f32, want: f64| wgpu_losses::compare(&[got], &[want], tol).ok();
+    assert!(ok(f32::NEG_INFINITY, -1e12));
+    assert!(!ok(f32::INFINITY, -1e12));
+    assert!(!ok(-65504.0, -1e12));
+    assert!(!ok(f32::INFINITY, 100.0));
+    assert!(ok(100.0 + 0.03, 100.0)); // within ½ ulp (2⁻¹¹·100 ≈ 0.049)
+    assert!(!ok(100.0 + 0.2, 100.0));
+}

@@ -29,13 +29,24 @@ impl Tolerance {
         }
     }
 
-    /// ½ ulp of `written_as` at magnitude `m` (0 for f32).
+    /// ½ ulp of `written_as` at magnitude `m` (0 for f32, and for an infinite `m`: an
+    /// overflow is matched exactly, never tolerated).
     fn rounding(&self, m: f64) -> f64 {
+        if !m.is_finite() {
+            return 0.0;
+        }
         match self.written_as {
             DType::F16 => (m * 2f64.powi(-11)).max(2f64.powi(-25)),
             DType::BF16 => (m * 2f64.powi(-8)).max(2f64.powi(-134)),
             DType::F32 | DType::I32 => 0.0,
         }
+    }
+
+    /// `want` as written in `written_as`: past the type's range it is ±∞, which the written
+    /// value must then equal.
+    fn overflowed(&self, want: f64) -> Option<f64> {
+        let rounded = self.written_as.round(want as f32) as f64;
+        (rounded.is_infinite() && want.is_finite()).then_some(rounded)
     }
 }
 
@@ -83,8 +94,14 @@ pub fn compare(got: &[f32], want: &[f64], tol: Tolerance) -> Comparison {
         let same_special = (g64.is_nan() && w.is_nan()) || (g64.is_infinite() && g64 == w);
         let d = (g64 - w).abs();
         let bound = tol.atol * scale + tol.rtol * w.abs() + tol.rounding(w.abs().max(g64.abs()));
-        let ok = same_special || d <= bound;
-        if !same_special {
+        let overflow = tol.overflowed(w);
+        let ok = match overflow {
+            Some(inf) => g64 == inf,
+            None => same_special || d <= bound,
+        };
+        // Matched specials and a matched overflow are exact, not an error to report.
+        let exact = same_special || (ok && overflow.is_some());
+        if !exact {
             max_abs = max_abs.max(if d.is_nan() { f64::INFINITY } else { d });
         }
         if !ok && first_bad.is_none() {
