@@ -346,3 +346,74 @@ fn row_stats_report_lse_and_token_accuracy() {
         assert!(base.rows.is_empty());
     }
 }
+
+/// `eval linear-cross-entropy --set row_stats=true` writes `lse.npy` and `correct.npy`
+/// beside the loss and gradients, equal to the library's `rows`, on gpu and cpu; the
+/// reference refuses the option (it does not compute them).
+#[test]
+fn eval_writes_row_stats() {
+    use std::process::Command;
+    use wgpu_losses::cli::npy;
+    let (n, h, v) = (9, 4, 13);
+    let (x, w, y) = problem("eval_writes_row_stats", n, h, v);
+    let dir = std::env::temp_dir().join(format!("wgpu-losses-row-stats-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let yf: Vec<f32> = y.iter().map(|&c| c as f32).collect();
+    for (name, data, shape) in [
+        ("hidden", &x, vec![n, h]),
+        ("classifier", &w, vec![v, h]),
+        ("target", &yf, vec![n]),
+    ] {
+        npy::write_f32(&dir.join(format!("{name}.npy")), &shape, data).unwrap();
+    }
+    let host = HostLinearInputs {
+        hidden: &x,
+        classifier: &w,
+        bias: None,
+        shape: (n, h, v),
+        target: &y,
+        weight: None,
+        upstream: Upstream::Ones,
+    };
+    let want = linear_cross_entropy(&LinearCrossEntropy::new().row_stats(true), &host).unwrap();
+    for backend in ["gpu", "cpu", "reference"] {
+        let out = dir.join(backend);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wgpu-losses"));
+        cmd.args([
+            "eval",
+            "linear-cross-entropy",
+            "--backend",
+            backend,
+            "--set",
+            "row_stats=true",
+        ]);
+        for name in ["hidden", "classifier", "target"] {
+            cmd.arg("--in").arg(format!(
+                "{name}={}",
+                dir.join(format!("{name}.npy")).display()
+            ));
+        }
+        let status = cmd.arg("--out").arg(&out).output().unwrap();
+        if backend == "reference" {
+            assert!(!status.status.success());
+            assert!(String::from_utf8_lossy(&status.stderr).contains("row_stats"));
+            continue;
+        }
+        assert!(
+            status.status.success(),
+            "{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        for (i, name) in ["lse", "correct"].iter().enumerate() {
+            let got = npy::read(&out.join(format!("{name}.npy"))).unwrap();
+            assert_eq!(got.shape, vec![n]);
+            assert_close(
+                &format!("{backend} {name}"),
+                &got.data.to_f32(),
+                &to64(&want.rows[i].1),
+                Tolerance::default(),
+            );
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -180,6 +180,7 @@ fn to_f32(e: Evaluated<f64>) -> Evaluated<f32> {
         loss: f(e.loss),
         loss_shape: e.loss_shape,
         grads: e.grads.into_iter().map(|(n, g, s)| (n, f(g), s)).collect(),
+        rows: e.rows.into_iter().map(|(n, r)| (n, f(r))).collect(),
         grad_terms: e.grad_terms,
         loss_terms: e.loss_terms,
         decision_gap: e.decision_gap,
@@ -237,6 +238,9 @@ fn eval(
         message: e.to_string(),
     })?;
     npy::write_f32(&out.join("loss.npy"), &result.loss_shape, &result.loss)?;
+    for (name, values) in &result.rows {
+        npy::write_f32(&out.join(format!("{name}.npy")), &[values.len()], values)?;
+    }
     for (name, g, shape) in &result.grads {
         let path = out.join(format!("grad_{name}.npy"));
         if f16_grads && f16_files.iter().any(|f| f == name) && case.float_dtype(name) == DType::F16

@@ -137,6 +137,10 @@ pub struct Evaluated<T> {
     pub loss_shape: Vec<usize>,
     /// (input name, gradient, shape) for each differentiable input.
     pub grads: Vec<(&'static str, Vec<T>, Vec<usize>)>,
+    /// (name, values) of per-row statistics the loss reported (`LossValues::rows`: the
+    /// fused linear loss's `lse` and `correct` with `row_stats=true`); none from the
+    /// reference.
+    pub rows: Vec<(&'static str, Vec<T>)>,
     /// The reference's `RefOutput::grad_terms`; 0 for GPU results.
     pub grad_terms: f64,
     /// The reference's `RefOutput::loss_terms`; 0 for GPU and CPU results.
@@ -157,6 +161,7 @@ impl Evaluated<f32> {
                 .into_iter()
                 .map(|(name, g)| (name, g, grad_shape.to_vec()))
                 .collect(),
+            rows: out.rows,
             grad_terms: 0.0,
             loss_terms: 0.0,
             decision_gap: f64::INFINITY,
@@ -175,6 +180,7 @@ impl Evaluated<f64> {
                 .into_iter()
                 .map(|(name, g)| (name, g, grad_shape.to_vec()))
                 .collect(),
+            rows: Vec::new(),
             grad_terms: out.grad_terms,
             loss_terms: out.loss_terms,
             decision_gap: out.decision_gap,

@@ -49,6 +49,7 @@ impl HostProblem {
         if case.options.contains_key("chunk_rows") {
             opts = opts.chunk_rows(case.option("chunk_rows", 0usize)?);
         }
+        opts = opts.row_stats(case.flag("row_stats", false)?);
         let (hidden, hidden_shape) = case.floats("hidden").unwrap_or_default();
         let (classifier, classifier_shape) = case.floats("classifier").unwrap_or_default();
         let bias = case.floats("bias");
@@ -135,6 +136,7 @@ impl HostProblem {
                 .into_iter()
                 .map(|(name, g)| (name, g, self.grad_shape(name)))
                 .collect(),
+            rows: out.rows,
             grad_terms: 0.0,
             loss_terms: 0.0,
             decision_gap: f64::INFINITY,
@@ -198,6 +200,7 @@ impl LossDef for LinearDef {
             "z_loss",
             "softcap",
             "chunk_rows",
+            "row_stats",
         ]
     }
 
@@ -242,6 +245,13 @@ impl LossDef for LinearDef {
 
     fn reference(&self, case: &Case) -> Result<Evaluated<f64>> {
         let p = HostProblem::from_case(self, case)?;
+        if p.opts.row_stats {
+            return Err(Error::Option {
+                option: "row_stats",
+                value: "true".into(),
+                reason: "the f64 reference does not report lse and correct (gpu and cpu do)",
+            });
+        }
         let to64 = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
         let target: Vec<i64> = p.target.iter().map(|&y| y as i64).collect();
         let (hidden, classifier) = (to64(&p.hidden), to64(&p.classifier));
@@ -268,6 +278,7 @@ impl LossDef for LinearDef {
                 .into_iter()
                 .map(|(name, g)| (name, g, p.grad_shape(name)))
                 .collect(),
+            rows: Vec::new(),
             grad_terms: out.grad_terms,
             loss_terms: out.loss_terms,
             decision_gap: out.decision_gap,

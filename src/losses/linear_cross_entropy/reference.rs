@@ -95,7 +95,7 @@ pub fn linear_cross_entropy(
         loss: out.loss,
         grads: if opts.gradient { grads } else { Vec::new() },
         grad_terms,
-        loss_terms: 0.0,
+        loss_terms: out.loss_terms,
         decision_gap: f64::INFINITY,
     })
 }
