@@ -205,7 +205,9 @@ pub fn info_nce_loss(
         loss: vec![loss],
         grads,
         grad_terms: terms / min_norm,
-        loss_terms: 0.0,
+        // Each anchor's loss is lse − s_ip over similarities of size up to 1/τ: its f32
+        // error is absolute at that scale, however small the loss.
+        loss_terms: 1.0 / opts.temperature as f64,
         decision_gap: f64::INFINITY,
     }
 }
