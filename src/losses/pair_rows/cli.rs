@@ -384,13 +384,20 @@ impl PairDef {
         // The row kernel reads each row twice (distances, then gradients).
         let block = n * d * 4;
         match self {
-            PairDef::CosineEmbedding => {
+            PairDef::Contrastive | PairDef::CosineEmbedding => {
+                // Pairs with labels: 1 similar / 0 not, or ±1 for cosine embedding.
+                let cosine = *self == PairDef::CosineEmbedding;
                 let y: Vec<f32> = (0..n)
-                    .map(|_| if rng.chance(0.5) { 1.0 } else { -1.0 })
+                    .map(|_| match (rng.chance(0.5), cosine) {
+                        (true, _) => 1.0,
+                        (false, true) => -1.0,
+                        (false, false) => 0.0,
+                    })
                     .collect();
                 let yt = engine.upload(&y, &[n])?;
-                let loss = CosineEmbedding::new();
-                let mut plan = loss.plan(engine);
+                let (contrastive, cosine_loss) = (Contrastive::new(), CosineEmbedding::new());
+                let (mut plan, mut cosine_plan) =
+                    (contrastive.plan(engine), cosine_loss.plan(engine));
                 let inputs = ContrastiveInputs {
                     x1: &rows[0],
                     x2: &rows[1],
@@ -410,36 +417,14 @@ impl PairDef {
                     bytes_min: 4 * block,
                     bytes_moved: 6 * block,
                     flops: None,
-                    gpu: &mut |e| plan.record(e, &inputs).map(|_| ()),
-                    cpu: &mut || cpu::cosine_embedding(&loss, &host).map(|_| ()),
-                })
-            }
-            PairDef::Contrastive => {
-                let y: Vec<f32> = (0..n).map(|_| rng.below(2) as f32).collect();
-                let yt = engine.upload(&y, &[n])?;
-                let loss = Contrastive::new();
-                let mut plan = loss.plan(engine);
-                let inputs = ContrastiveInputs {
-                    x1: &rows[0],
-                    x2: &rows[1],
-                    y: &yt,
-                    upstream: Upstream::Ones,
-                };
-                let host = HostContrastiveInputs {
-                    x1: &host[0],
-                    x2: &host[1],
-                    y: &y,
-                    dim: d,
-                    upstream: Upstream::Ones,
-                };
-                run(BenchJob {
-                    label: self.name(),
-                    shape,
-                    bytes_min: 4 * block,
-                    bytes_moved: 6 * block,
-                    flops: None,
-                    gpu: &mut |e| plan.record(e, &inputs).map(|_| ()),
-                    cpu: &mut || cpu::contrastive(&loss, &host).map(|_| ()),
+                    gpu: &mut |e| match cosine {
+                        true => cosine_plan.record(e, &inputs).map(|_| ()),
+                        false => plan.record(e, &inputs).map(|_| ()),
+                    },
+                    cpu: &mut || match cosine {
+                        true => cpu::cosine_embedding(&cosine_loss, &host).map(|_| ()),
+                        false => cpu::contrastive(&contrastive, &host).map(|_| ()),
+                    },
                 })
             }
             PairDef::Triplet => {
