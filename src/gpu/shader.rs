@@ -111,6 +111,15 @@ pub(crate) fn core_modules() -> Vec<ShaderModule> {
     vec![REDUCE_MODULE, CONVERT_MODULE]
 }
 
+/// The float element types a kernel variant is specialized for, in the order the variant
+/// numbers count them (`float_digit`).
+pub(crate) const FLOATS: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
+
+/// The position of the float type `d` in [`FLOATS`]: one digit of a variant number.
+pub(crate) fn float_digit(d: DType) -> u32 {
+    FLOATS.iter().position(|&f| f == d).expect("a float type") as u32
+}
+
 /// One float array of a kernel as its WGSL sees it, whatever its element type: the
 /// declaration and the functions that read (`load_NAME(i)`, `load4_NAME(j)`) and write
 /// (`store_NAME(i, v)`, `store4_NAME(j, v)`) it as f32, element `i` or 4-element chunk `j`.

@@ -9,7 +9,9 @@ use crate::gpu::kernel::KernelKey;
 use crate::gpu::output::{LossOutput, Status};
 use crate::gpu::plan::{check_disjoint, GpuLoss};
 use crate::gpu::record::{Recorder, SumOf};
-use crate::gpu::shader::{Access, FloatView, ShaderModule, HALF, MATH, WORKGROUP_SUM};
+use crate::gpu::shader::{
+    float_digit, Access, FloatView, ShaderModule, FLOATS, HALF, MATH, WORKGROUP_SUM,
+};
 use crate::gpu::tensor::{DType, Tensor};
 
 const SOURCE: &str = include_str!("cross_entropy.wgsl");
@@ -43,13 +45,6 @@ pub(crate) enum Lanes {
 
 impl Lanes {
     const ALL: [Lanes; 3] = [Lanes::Scalar, Lanes::Vec4, Lanes::Ragged];
-}
-
-/// The float types the row kernel reads and writes, by variant digit.
-const FLOATS: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
-
-fn float_digit(d: DType) -> u32 {
-    FLOATS.iter().position(|&f| f == d).expect("a float type") as u32
 }
 
 impl RowIo {

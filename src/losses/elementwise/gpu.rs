@@ -8,7 +8,9 @@ use crate::gpu::kernel::KernelKey;
 use crate::gpu::output::{LossOutput, Status};
 use crate::gpu::plan::{check_disjoint, GpuLoss};
 use crate::gpu::record::{Recorder, SumOf};
-use crate::gpu::shader::{Access, FloatView, ShaderModule, HALF, MATH, WORKGROUP_SUM};
+use crate::gpu::shader::{
+    float_digit, Access, FloatView, ShaderModule, FLOATS, HALF, MATH, WORKGROUP_SUM,
+};
 use crate::gpu::tensor::{DType, Tensor};
 
 const SOURCE: &str = include_str!("elementwise.wgsl");
@@ -25,15 +27,11 @@ pub(crate) struct Io {
     pub grad_b: DType,
 }
 
-/// The float types of a variant, by digit.
-const FLOATS: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
-
 impl Io {
     fn variant(self) -> u32 {
-        let digit = |d: DType| FLOATS.iter().position(|&f| f == d).expect("a float") as u32;
         [self.a, self.b, self.grad_a, self.grad_b]
             .iter()
-            .fold(self.vec4 as u32, |v, &d| v * 3 + digit(d))
+            .fold(self.vec4 as u32, |v, &d| v * 3 + float_digit(d))
     }
 
     fn from_variant(mut v: u32) -> Self {

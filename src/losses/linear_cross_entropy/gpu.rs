@@ -9,20 +9,16 @@ use crate::gpu::kernel::KernelKey;
 use crate::gpu::output::LossOutput;
 use crate::gpu::plan::GpuLoss;
 use crate::gpu::record::{Recorder, SumOf};
-use crate::gpu::shader::{Access, FloatView, ShaderModule, HALF, MATH};
+use crate::gpu::shader::{float_digit, Access, FloatView, ShaderModule, FLOATS, HALF, MATH};
 use crate::gpu::tensor::{Binding, DType, Tensor};
 use crate::losses::cross_entropy::gpu::{Batch, CrossEntropyInputs, Target};
 use crate::CrossEntropy;
 
-/// The float types of a variant, by digit.
-const FLOATS: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
-
 /// The product kernel for operands `a` and `b` of the given element types.
 fn gemm_module(a: DType, b: DType) -> ShaderModule {
-    let digit = |d: DType| FLOATS.iter().position(|&f| f == d).expect("a float") as u32;
     ShaderModule {
         name: "gemm",
-        variant: digit(a) * 3 + digit(b),
+        variant: float_digit(a) * 3 + float_digit(b),
         source: |v| {
             let view = |binding, name, dtype| {
                 let view = FloatView {

@@ -8,18 +8,14 @@ use crate::gpu::kernel::KernelKey;
 use crate::gpu::output::LossOutput;
 use crate::gpu::plan::GpuLoss;
 use crate::gpu::record::{Recorder, SumOf};
-use crate::gpu::shader::{Access, FloatView, ShaderModule, HALF, MATH};
+use crate::gpu::shader::{float_digit, Access, FloatView, ShaderModule, FLOATS, HALF, MATH};
 use crate::gpu::tensor::{DType, Tensor};
-
-/// The float types of a variant, by digit.
-const FLOATS: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
 
 /// The kernel's module for rows of type `rows` and gradients of type `grads`.
 pub(crate) fn module(rows: DType, grads: DType) -> ShaderModule {
-    let digit = |d: DType| FLOATS.iter().position(|&f| f == d).expect("a float") as u32;
     ShaderModule {
         name: "pair_rows",
-        variant: digit(rows) * 3 + digit(grads),
+        variant: float_digit(rows) * 3 + float_digit(grads),
         source: |v| {
             let header = header(FLOATS[v as usize / 3], FLOATS[v as usize % 3]);
             [MATH, HALF, &header, include_str!("pair_rows.wgsl")].join("\n")
