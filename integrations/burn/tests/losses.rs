@@ -1,0 +1,675 @@
+//! Every wrapped loss through burn: the value and every input gradient from burn's autodiff
+//! equal this crate's `run` of the same loss on the same data (the same kernels: agreement to
+//! 2e-6 of the largest value, the room for a kernel variant picked by a different buffer
+//! offset), and burn's own loss where burn has one (independent f32 arithmetic: 2e-5 of the
+//! largest value). Upstream gradients other than one, per-item losses, inference without
+//! autodiff, and bad input as errors.
+
+#[path = "../examples/common/mod.rs"]
+#[allow(dead_code)]
+mod common;
+
+use std::sync::OnceLock;
+
+use burn::nn::loss::{
+    BinaryCrossEntropyLossConfig, CrossEntropyLossConfig, HuberLossConfig, MseLoss,
+    Reduction as BurnReduction,
+};
+use burn::tensor::{Device, Gradients, Int, Tensor, TensorData};
+use common::{values, Rng};
+use wgpu_losses::{
+    ContrastiveInputs, CrossEntropyInputs, ElementwiseInputs, Engine, LinearCrossEntropyInputs,
+    LossValues, MinedTripletInputs, NceInputs, Target, TripletInputs, Upstream,
+};
+use wgpu_losses_burn::{
+    Contrastive, CosineEmbedding, CrossEntropy, ElementwiseLoss, Error, InfoNce,
+    LinearCrossEntropy, MinedTriplet, Mining, NceKind, Pointwise, Reduction, SoftmaxFocal, Triplet,
+};
+
+/// burn's wgpu device shared with wgpu-losses; no adapter fails the test.
+fn device() -> Device {
+    static DEVICE: OnceLock<Device> = OnceLock::new();
+    DEVICE
+        .get_or_init(|| {
+            wgpu_losses_burn::init().expect(
+                "a wgpu adapter (on Linux without a GPU: apt-get install mesa-vulkan-drivers)",
+            )
+        })
+        .clone()
+}
+
+fn engine() -> Engine {
+    wgpu_losses_burn::engine(&device()).expect("shared")
+}
+
+fn normals(rng: &mut Rng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.normal()).collect()
+}
+
+fn classes(rng: &mut Rng, n: usize, c: usize) -> Vec<i32> {
+    (0..n).map(|_| rng.below(c) as i32).collect()
+}
+
+fn tracked2(v: &[f32], shape: [usize; 2]) -> Tensor<2> {
+    Tensor::from_data(TensorData::new(v.to_vec(), shape), &device().autodiff()).require_grad()
+}
+
+fn tracked1(v: &[f32]) -> Tensor<1> {
+    Tensor::from_data(TensorData::new(v.to_vec(), [v.len()]), &device().autodiff()).require_grad()
+}
+
+fn constant1(v: &[f32]) -> Tensor<1> {
+    Tensor::from_data(TensorData::new(v.to_vec(), [v.len()]), &device().autodiff())
+}
+
+fn ints(v: &[i32]) -> Tensor<1, Int> {
+    Tensor::from_data(TensorData::new(v.to_vec(), [v.len()]), &device().autodiff())
+}
+
+fn up2(e: &Engine, v: &[f32], shape: [usize; 2]) -> wgpu_losses::Tensor {
+    e.upload(v, &shape).unwrap()
+}
+
+fn up1(e: &Engine, v: &[f32]) -> wgpu_losses::Tensor {
+    e.upload(v, &[v.len()]).unwrap()
+}
+
+fn up_i32(e: &Engine, v: &[i32]) -> wgpu_losses::Tensor {
+    e.upload_i32(v, &[v.len()]).unwrap()
+}
+
+/// `got` equals `want` to `rel` of `want`'s largest magnitude.
+#[track_caller]
+fn assert_close(what: &str, got: &[f32], want: &[f32], rel: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let scale = want.iter().fold(1e-30f32, |m, v| m.max(v.abs()));
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= rel * scale,
+            "{what}[{i}]: {g} vs {w} (largest {scale}, tolerance {rel} of it)"
+        );
+    }
+}
+
+const SAME_KERNELS: f32 = 2e-6;
+const INDEPENDENT: f32 = 2e-5;
+
+fn grad2(t: &Tensor<2>, grads: &Gradients) -> Vec<f32> {
+    values(t.grad(grads).expect("a gradient"))
+}
+
+fn grad1(t: &Tensor<1>, grads: &Gradients) -> Vec<f32> {
+    values(t.grad(grads).expect("a gradient"))
+}
+
+/// Checks a burn loss and the gradients of `inputs` against `want`.
+#[track_caller]
+fn check(name: &str, loss: Tensor<1>, inputs: &[(&str, &dyn GradOf)], want: &LossValues) {
+    assert_close(
+        &format!("{name} loss"),
+        &values(loss.clone()),
+        &want.loss,
+        SAME_KERNELS,
+    );
+    let grads = loss.backward();
+    for (input, t) in inputs {
+        let g = t.grad_values(&grads);
+        let w = want
+            .grad(input)
+            .unwrap_or_else(|| panic!("{name}: no gradient {input}"));
+        assert_close(&format!("{name} grad {input}"), &g, w, SAME_KERNELS);
+    }
+}
+
+trait GradOf {
+    fn grad_values(&self, grads: &Gradients) -> Vec<f32>;
+}
+impl GradOf for Tensor<2> {
+    fn grad_values(&self, grads: &Gradients) -> Vec<f32> {
+        grad2(self, grads)
+    }
+}
+impl GradOf for Tensor<1> {
+    fn grad_values(&self, grads: &Gradients) -> Vec<f32> {
+        grad1(self, grads)
+    }
+}
+
+#[test]
+fn cross_entropy_equals_run_and_burns_loss() {
+    let (n, c) = (37, 11);
+    let mut rng = Rng::new(1);
+    let x = normals(&mut rng, n * c);
+    let t = classes(&mut rng, n, c);
+    let loss = CrossEntropy::new().label_smoothing(0.1);
+    let logits = tracked2(&x, [n, c]);
+    let ours = wgpu_losses_burn::cross_entropy(&loss, logits.clone(), ints(&t), None).unwrap();
+
+    let e = engine();
+    let (xg, tg) = (up2(&e, &x, [n, c]), up_i32(&e, &t));
+    let want = loss
+        .run(&e, &CrossEntropyInputs::new(&xg, Target::Classes(&tg)))
+        .unwrap();
+    check("cross-entropy", ours.clone(), &[("logits", &logits)], &want);
+
+    let logits_b = tracked2(&x, [n, c]);
+    let theirs = CrossEntropyLossConfig::new()
+        .with_smoothing(Some(0.1))
+        .init(&device().autodiff())
+        .forward(logits_b.clone(), ints(&t));
+    assert_close(
+        "vs burn loss",
+        &values(ours),
+        &values(theirs.clone()),
+        INDEPENDENT,
+    );
+    let g = theirs.backward();
+    assert_close(
+        "vs burn grad",
+        &grad2(&logits_b, &g),
+        want.grad("logits").unwrap(),
+        INDEPENDENT,
+    );
+}
+
+#[test]
+fn every_cross_entropy_option_and_input() {
+    let (n, c) = (29, 7);
+    let mut rng = Rng::new(2);
+    let x = normals(&mut rng, n * c);
+    let mut t = classes(&mut rng, n, c);
+    t[3] = -100;
+    t[10] = -100;
+    let w: Vec<f32> = (0..c).map(|i| 0.5 + i as f32 * 0.25).collect();
+    let probs: Vec<f32> = x.iter().map(|v| v.abs()).collect();
+    let probs: Vec<f32> = probs
+        .chunks(c)
+        .flat_map(|r| {
+            let s: f32 = r.iter().sum();
+            r.iter().map(move |v| v / s).collect::<Vec<_>>()
+        })
+        .collect();
+    let e = engine();
+    let (xg, tg, wg, pg) = (
+        up2(&e, &x, [n, c]),
+        up_i32(&e, &t),
+        up1(&e, &w),
+        up2(&e, &probs, [n, c]),
+    );
+    for loss in [
+        CrossEntropy::new().z_loss(1e-3).softcap(Some(3.0)),
+        CrossEntropy::new()
+            .label_smoothing(0.2)
+            .reduction(Reduction::Sum),
+    ] {
+        let logits = tracked2(&x, [n, c]);
+        let got =
+            wgpu_losses_burn::cross_entropy(&loss, logits.clone(), ints(&t), Some(constant1(&w)))
+                .unwrap();
+        let mut inputs = CrossEntropyInputs::new(&xg, Target::Classes(&tg));
+        inputs.weight = Some(&wg);
+        let want = loss.run(&e, &inputs).unwrap();
+        check("weighted, ignored rows", got, &[("logits", &logits)], &want);
+
+        let logits = tracked2(&x, [n, c]);
+        let target =
+            Tensor::<2>::from_data(TensorData::new(probs.clone(), [n, c]), &device().autodiff());
+        let got =
+            wgpu_losses_burn::cross_entropy_probabilities(&loss, logits.clone(), target, None)
+                .unwrap();
+        let want = loss
+            .run(
+                &e,
+                &CrossEntropyInputs::new(&xg, Target::Probabilities(&pg)),
+            )
+            .unwrap();
+        check("probabilities", got, &[("logits", &logits)], &want);
+    }
+}
+
+#[test]
+fn upstream_gradients_scale_the_saved_gradient() {
+    let (n, c) = (16, 5);
+    let mut rng = Rng::new(3);
+    let x = normals(&mut rng, n * c);
+    let t = classes(&mut rng, n, c);
+    let e = engine();
+    let (xg, tg) = (up2(&e, &x, [n, c]), up_i32(&e, &t));
+
+    // A scalar upstream: 2.5 · loss.
+    let loss = CrossEntropy::new();
+    let logits = tracked2(&x, [n, c]);
+    let l = wgpu_losses_burn::cross_entropy(&loss, logits.clone(), ints(&t), None).unwrap();
+    let grads = (l * 2.5).backward();
+    let want = loss
+        .run(
+            &e,
+            &CrossEntropyInputs::new(&xg, Target::Classes(&tg)).upstream(Upstream::Scalar(2.5)),
+        )
+        .unwrap();
+    assert_close(
+        "2.5 · grad",
+        &grad2(&logits, &grads),
+        want.grad("logits").unwrap(),
+        SAME_KERNELS,
+    );
+
+    // Per-row upstream values of an unreduced loss: Σ rᵢ · lossᵢ.
+    let loss = CrossEntropy::new().reduction(Reduction::None);
+    let r: Vec<f32> = (0..n).map(|i| i as f32 - 4.0).collect();
+    let logits = tracked2(&x, [n, c]);
+    let l = wgpu_losses_burn::cross_entropy(&loss, logits.clone(), ints(&t), None).unwrap();
+    assert_eq!(l.dims(), [n]);
+    let grads = (l * constant1(&r)).sum().backward();
+    let rg = up1(&e, &r);
+    let want = loss
+        .run(
+            &e,
+            &CrossEntropyInputs::new(&xg, Target::Classes(&tg)).upstream(Upstream::PerItem(&rg)),
+        )
+        .unwrap();
+    assert_close(
+        "per-row grads",
+        &grad2(&logits, &grads),
+        want.grad("logits").unwrap(),
+        SAME_KERNELS,
+    );
+}
+
+#[test]
+fn without_autodiff_the_loss_alone() {
+    let (n, c) = (9, 4);
+    let mut rng = Rng::new(4);
+    let x = normals(&mut rng, n * c);
+    let t = classes(&mut rng, n, c);
+    let loss = SoftmaxFocal::new();
+    let d = device();
+    let logits = Tensor::<2>::from_data(TensorData::new(x.clone(), [n, c]), &d);
+    let target = Tensor::<1, Int>::from_data(TensorData::new(t.clone(), [n]), &d);
+    let got = wgpu_losses_burn::softmax_focal(&loss, logits, target, None).unwrap();
+    let e = engine();
+    let (xg, tg) = (up2(&e, &x, [n, c]), up_i32(&e, &t));
+    let want = loss
+        .gradient(false)
+        .run(&e, &CrossEntropyInputs::new(&xg, Target::Classes(&tg)))
+        .unwrap();
+    assert_close("focal loss", &values(got), &want.loss, SAME_KERNELS);
+
+    let logits = tracked2(&x, [n, c]);
+    let got = wgpu_losses_burn::softmax_focal(&loss, logits.clone(), ints(&t), None).unwrap();
+    let want = loss
+        .run(&e, &CrossEntropyInputs::new(&xg, Target::Classes(&tg)))
+        .unwrap();
+    check("softmax focal", got, &[("logits", &logits)], &want);
+}
+
+#[test]
+fn elementwise_losses_equal_run_and_burns_losses() {
+    let (n, d) = (23, 6);
+    let mut rng = Rng::new(5);
+    let x = normals(&mut rng, n * d);
+    let y = normals(&mut rng, n * d);
+    let bits: Vec<f32> = (0..n * d).map(|_| rng.below(2) as f32).collect();
+    let e = engine();
+    let xg = up2(&e, &x, [n, d]);
+    let ad = device().autodiff();
+    let kinds = [
+        Pointwise::Mse,
+        Pointwise::L1,
+        Pointwise::Huber { delta: 0.7 },
+        Pointwise::SmoothL1 { beta: 0.5 },
+        Pointwise::BceWithLogits,
+        Pointwise::SigmoidFocal {
+            alpha: 0.25,
+            gamma: 2.0,
+        },
+        Pointwise::Power { p: 1.5 },
+        Pointwise::SoftMargin,
+    ];
+    for kind in kinds {
+        let binary = matches!(
+            kind,
+            Pointwise::BceWithLogits | Pointwise::SigmoidFocal { .. }
+        );
+        let target = if binary { &bits } else { &y };
+        let target = match kind {
+            Pointwise::SoftMargin => bits.iter().map(|b| 2.0 * b - 1.0).collect(),
+            _ => target.clone(),
+        };
+        let tg = up2(&e, &target, [n, d]);
+        let loss = ElementwiseLoss::new(kind);
+        let input = tracked2(&x, [n, d]);
+        let t = Tensor::<2>::from_data(TensorData::new(target.clone(), [n, d]), &ad);
+        let got = wgpu_losses_burn::elementwise(&loss, input.clone(), t.clone()).unwrap();
+        let want = loss.run(&e, &ElementwiseInputs::new(&xg, &tg)).unwrap();
+        let name = kind.grad_names()[0];
+        check(&format!("{kind:?}"), got.clone(), &[(name, &input)], &want);
+
+        let input_b = tracked2(&x, [n, d]);
+        let theirs = match kind {
+            Pointwise::Mse => MseLoss::new().forward(input_b.clone(), t, BurnReduction::Mean),
+            Pointwise::Huber { delta } => {
+                HuberLossConfig::new(delta)
+                    .init()
+                    .forward(input_b.clone(), t, BurnReduction::Mean)
+            }
+            Pointwise::BceWithLogits => {
+                let t_int: Vec<i32> = bits.iter().map(|&b| b as i32).collect();
+                let t_int = Tensor::<2, Int>::from_data(TensorData::new(t_int, [n, d]), &ad);
+                BinaryCrossEntropyLossConfig::new()
+                    .with_logits(true)
+                    .init(&ad)
+                    .forward(input_b.clone(), t_int)
+            }
+            _ => continue,
+        };
+        assert_close(
+            &format!("{kind:?} vs burn"),
+            &values(got),
+            &values(theirs.clone()),
+            INDEPENDENT,
+        );
+        let g = theirs.backward();
+        assert_close(
+            &format!("{kind:?} grad vs burn"),
+            &grad2(&input_b, &g),
+            want.grad(name).unwrap(),
+            INDEPENDENT,
+        );
+    }
+}
+
+#[test]
+fn weighted_bce_and_margin_ranking() {
+    let (n, d) = (12, 5);
+    let mut rng = Rng::new(6);
+    let x = normals(&mut rng, n * d);
+    let x2 = normals(&mut rng, n * d);
+    let bits: Vec<f32> = (0..n * d).map(|_| rng.below(2) as f32).collect();
+    let signs: Vec<f32> = bits.iter().map(|b| 2.0 * b - 1.0).collect();
+    let w: Vec<f32> = (0..d).map(|i| 0.5 + i as f32).collect();
+    let pw: Vec<f32> = (0..d).map(|i| 2.0 - 0.3 * i as f32).collect();
+    let e = engine();
+    let ad = device().autodiff();
+    let (xg, x2g, bg, sg, wg, pwg) = (
+        up2(&e, &x, [n, d]),
+        up2(&e, &x2, [n, d]),
+        up2(&e, &bits, [n, d]),
+        up2(&e, &signs, [n, d]),
+        up1(&e, &w),
+        up1(&e, &pw),
+    );
+
+    let loss = ElementwiseLoss::new(Pointwise::BceWithLogits).reduction(Reduction::Sum);
+    let input = tracked2(&x, [n, d]);
+    let t = Tensor::<2>::from_data(TensorData::new(bits.clone(), [n, d]), &ad);
+    let got = wgpu_losses_burn::elementwise_weighted(
+        &loss,
+        input.clone(),
+        t,
+        Some(constant1(&w)),
+        Some(constant1(&pw)),
+    )
+    .unwrap();
+    let mut inputs = ElementwiseInputs::new(&xg, &bg);
+    inputs.weight = Some(&wg);
+    inputs.pos_weight = Some(&pwg);
+    let want = loss.run(&e, &inputs).unwrap();
+    check("weighted bce", got, &[("logits", &input)], &want);
+
+    let loss = ElementwiseLoss::new(Pointwise::MarginRanking { margin: 0.3 });
+    let (a, b) = (tracked2(&x, [n, d]), tracked2(&x2, [n, d]));
+    let y = Tensor::<2>::from_data(TensorData::new(signs.clone(), [n, d]), &ad);
+    let got = wgpu_losses_burn::margin_ranking(&loss, a.clone(), b.clone(), y).unwrap();
+    let want = loss
+        .run(&e, &ElementwiseInputs::ranking(&xg, &x2g, &sg))
+        .unwrap();
+    check("margin ranking", got, &[("x1", &a), ("x2", &b)], &want);
+}
+
+#[test]
+fn pair_losses_equal_run() {
+    let (n, d) = (19, 8);
+    let mut rng = Rng::new(7);
+    let (a, p, q) = (
+        normals(&mut rng, n * d),
+        normals(&mut rng, n * d),
+        normals(&mut rng, n * d),
+    );
+    let bits: Vec<f32> = (0..n).map(|_| rng.below(2) as f32).collect();
+    let signs: Vec<f32> = bits.iter().map(|b| 2.0 * b - 1.0).collect();
+    let e = engine();
+    let (ag, pg, qg, bg, sg) = (
+        up2(&e, &a, [n, d]),
+        up2(&e, &p, [n, d]),
+        up2(&e, &q, [n, d]),
+        up1(&e, &bits),
+        up1(&e, &signs),
+    );
+
+    let loss = Triplet::new().swap(true);
+    let (ta, tp, tq) = (
+        tracked2(&a, [n, d]),
+        tracked2(&p, [n, d]),
+        tracked2(&q, [n, d]),
+    );
+    let got = wgpu_losses_burn::triplet(&loss, ta.clone(), tp.clone(), tq.clone()).unwrap();
+    let inputs = TripletInputs {
+        anchor: &ag,
+        positive: &pg,
+        negative: &qg,
+        upstream: Upstream::Ones,
+    };
+    let want = loss.run(&e, &inputs).unwrap();
+    check(
+        "triplet",
+        got,
+        &[("anchor", &ta), ("positive", &tp), ("negative", &tq)],
+        &want,
+    );
+
+    let loss = Contrastive::new().margin(1.5);
+    let (x1, x2) = (tracked2(&a, [n, d]), tracked2(&p, [n, d]));
+    let got =
+        wgpu_losses_burn::contrastive(&loss, x1.clone(), x2.clone(), constant1(&bits)).unwrap();
+    let inputs = ContrastiveInputs {
+        x1: &ag,
+        x2: &pg,
+        y: &bg,
+        upstream: Upstream::Ones,
+    };
+    let want = loss.run(&e, &inputs).unwrap();
+    check("contrastive", got, &[("x1", &x1), ("x2", &x2)], &want);
+
+    let loss = CosineEmbedding::new().margin(0.2).reduction(Reduction::Sum);
+    let (x1, x2) = (tracked2(&a, [n, d]), tracked2(&p, [n, d]));
+    let got = wgpu_losses_burn::cosine_embedding(&loss, x1.clone(), x2.clone(), constant1(&signs))
+        .unwrap();
+    let inputs = ContrastiveInputs {
+        x1: &ag,
+        x2: &pg,
+        y: &sg,
+        upstream: Upstream::Ones,
+    };
+    let want = loss.run(&e, &inputs).unwrap();
+    check("cosine embedding", got, &[("x1", &x1), ("x2", &x2)], &want);
+}
+
+#[test]
+fn all_pairs_losses_equal_run() {
+    let (n, d) = (24, 8);
+    let mut rng = Rng::new(8);
+    let z = normals(&mut rng, n * d);
+    let z2 = normals(&mut rng, n * d);
+    let labels = classes(&mut rng, n, 4);
+    let e = engine();
+    let (zg, z2g, lg) = (
+        up2(&e, &z, [n, d]),
+        up2(&e, &z2, [n, d]),
+        up_i32(&e, &labels),
+    );
+
+    for mining in [Mining::BatchAll, Mining::BatchHard, Mining::SemiHard] {
+        let loss = MinedTriplet::new().mining(mining);
+        let t = tracked2(&z, [n, d]);
+        let got = wgpu_losses_burn::mined_triplet(&loss, t.clone(), ints(&labels)).unwrap();
+        let want = loss.run(&e, &MinedTripletInputs::new(&zg, &lg)).unwrap();
+        check(&format!("{mining:?}"), got, &[("embeddings", &t)], &want);
+    }
+
+    let loss = InfoNce::new(NceKind::NtXent);
+    let t = tracked2(&z, [n, d]);
+    let got = wgpu_losses_burn::nt_xent(&loss, t.clone()).unwrap();
+    let want = loss.run(&e, &NceInputs::nt_xent(&zg)).unwrap();
+    check("nt-xent", got, &[("z", &t)], &want);
+
+    let loss = InfoNce::new(NceKind::Clip);
+    let (a, b) = (tracked2(&z, [n, d]), tracked2(&z2, [n, d]));
+    let got = wgpu_losses_burn::clip(&loss, a.clone(), b.clone()).unwrap();
+    let want = loss.run(&e, &NceInputs::clip(&zg, &z2g)).unwrap();
+    check("clip", got, &[("a", &a), ("b", &b)], &want);
+
+    let loss = InfoNce::new(NceKind::SupCon);
+    let t = tracked2(&z, [n, d]);
+    let got = wgpu_losses_burn::supcon(&loss, t.clone(), ints(&labels)).unwrap();
+    let want = loss.run(&e, &NceInputs::supcon(&zg, &lg)).unwrap();
+    check("supcon", got, &[("embeddings", &t)], &want);
+}
+
+#[test]
+fn linear_cross_entropy_equals_run() {
+    let (n, h, v) = (21, 16, 45);
+    let mut rng = Rng::new(9);
+    let hidden = normals(&mut rng, n * h);
+    let classifier: Vec<f32> = normals(&mut rng, v * h).iter().map(|x| 0.3 * x).collect();
+    let bias = normals(&mut rng, v);
+    let t = classes(&mut rng, n, v);
+    let e = engine();
+    let (hg, cg, bg, tg) = (
+        up2(&e, &hidden, [n, h]),
+        up2(&e, &classifier, [v, h]),
+        up1(&e, &bias),
+        up_i32(&e, &t),
+    );
+    let loss = LinearCrossEntropy::new().label_smoothing(0.1);
+    let (th, tc, tb) = (
+        tracked2(&hidden, [n, h]),
+        tracked2(&classifier, [v, h]),
+        tracked1(&bias),
+    );
+    let got = wgpu_losses_burn::linear_cross_entropy(
+        &loss,
+        th.clone(),
+        tc.clone(),
+        Some(tb.clone()),
+        ints(&t),
+        None,
+    )
+    .unwrap();
+    let mut inputs = LinearCrossEntropyInputs::new(&hg, &cg, &tg);
+    inputs.bias = Some(&bg);
+    let want = loss.run(&e, &inputs).unwrap();
+    check(
+        "linear cross-entropy",
+        got,
+        &[("hidden", &th), ("classifier", &tc), ("bias", &tb)],
+        &want,
+    );
+}
+
+#[test]
+fn inputs_from_burn_ops_are_read_after_them() {
+    // The logits come from burn kernels recorded just before the call (a product and a
+    // transpose, so a non-contiguous view is made contiguous): the fused call must see
+    // their results.
+    let (n, k, c) = (13, 6, 9);
+    let mut rng = Rng::new(10);
+    let a = normals(&mut rng, n * k);
+    let b = normals(&mut rng, c * k);
+    let t = classes(&mut rng, n, c);
+    let ad = device().autodiff();
+    let ta = Tensor::<2>::from_data(TensorData::new(a.clone(), [n, k]), &ad).require_grad();
+    let tb = Tensor::<2>::from_data(TensorData::new(b.clone(), [c, k]), &ad);
+    let logits = ta
+        .clone()
+        .matmul(tb.clone().transpose())
+        .transpose()
+        .transpose();
+    let host_logits = values(logits.clone());
+    let loss = CrossEntropy::new();
+    let got = wgpu_losses_burn::cross_entropy(&loss, logits, ints(&t), None).unwrap();
+    let e = engine();
+    let (xg, tg) = (up2(&e, &host_logits, [n, c]), up_i32(&e, &t));
+    let want = loss
+        .run(&e, &CrossEntropyInputs::new(&xg, Target::Classes(&tg)))
+        .unwrap();
+    assert_close(
+        "loss after burn ops",
+        &values(got.clone()),
+        &want.loss,
+        SAME_KERNELS,
+    );
+    // The chain rule through burn's matmul: grad_a = grad_logits · b.
+    let grads = got.backward();
+    let grad_logits = want.grad("logits").unwrap();
+    let expected: Vec<f32> = (0..n * k)
+        .map(|i| {
+            (0..c)
+                .map(|j| grad_logits[i / k * c + j] * b[j * k + i % k])
+                .sum()
+        })
+        .collect();
+    assert_close("grad through matmul", &grad2(&ta, &grads), &expected, 1e-5);
+}
+
+#[test]
+fn bad_input_is_an_error() {
+    let (n, c) = (6, 4);
+    let x = vec![0.5; n * c];
+    let mut t = vec![1; n];
+    t[4] = 7;
+    let err =
+        wgpu_losses_burn::cross_entropy(&CrossEntropy::new(), tracked2(&x, [n, c]), ints(&t), None)
+            .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, Error::Loss(wgpu_losses::Error::Value { row: 4, .. })),
+        "{msg}"
+    );
+    assert!(msg.contains("target") && msg.contains('7'), "{msg}");
+
+    // A weight of the wrong length.
+    let err = wgpu_losses_burn::cross_entropy(
+        &CrossEntropy::new(),
+        tracked2(&x, [n, c]),
+        ints(&[0; 6]),
+        Some(constant1(&[1.0; 3])),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("weight"), "{err}");
+
+    // Options for another loss; per-item losses that share inputs under autodiff.
+    let z = tracked2(&[0.1; 8 * 3], [8, 3]);
+    let err = wgpu_losses_burn::clip(&InfoNce::new(NceKind::NtXent), z.clone(), z).unwrap_err();
+    assert!(matches!(err, Error::Unsupported(_)), "{err}");
+    let err = wgpu_losses_burn::linear_cross_entropy(
+        &LinearCrossEntropy::new().reduction(Reduction::None),
+        tracked2(&[0.1; 8], [2, 4]),
+        tracked2(&[0.1; 12], [3, 4]),
+        None,
+        ints(&[0, 1]),
+        None,
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::Unsupported(_)), "{err}");
+
+    // The failed calls left the device usable.
+    let ok = wgpu_losses_burn::cross_entropy(
+        &CrossEntropy::new(),
+        tracked2(&x, [n, c]),
+        ints(&[1; 6]),
+        None,
+    )
+    .unwrap();
+    assert!((values(ok)[0] - (4f32).ln()).abs() < 1e-6);
+}
