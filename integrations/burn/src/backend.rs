@@ -9,7 +9,7 @@ use burn::backend::autodiff::ops::{Backward, NodeGuard, Ops, OpsKind};
 use burn::backend::ops::{FloatTensorOps, IntTensorOps};
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{backend_extension, Autodiff, Backend, Cube, TensorMetadata};
-use burn::tensor::{IntDType, Shape};
+use burn::tensor::{FloatDType, IntDType, Shape};
 
 use crate::call::LossCall;
 use crate::device;
@@ -156,6 +156,11 @@ fn scaled<B: Backend>(grad: FloatTensor<B>, upstream: FloatTensor<B>) -> FloatTe
     dims.resize(shape.num_dims(), 1);
     let upstream = B::float_reshape(upstream, Shape::from(dims));
     let upstream = B::float_expand(upstream, shape);
+    // The loss (and so its upstream gradient) is f32; a 16-bit gradient is scaled in its type.
+    let upstream = match grad.dtype() {
+        dtype if dtype == upstream.dtype() => upstream,
+        dtype => B::float_cast(upstream, FloatDType::from(dtype)),
+    };
     B::float_mul(grad, upstream)
 }
 

@@ -12,8 +12,10 @@ mod common;
 use std::sync::OnceLock;
 
 use burn::nn::loss::{
-    BinaryCrossEntropyLossConfig, CrossEntropyLossConfig, HuberLossConfig, MseLoss,
-    Reduction as BurnReduction,
+    BinaryCrossEntropyLossConfig, CosineEmbeddingLossConfig, CrossEntropyLossConfig,
+    HingeEmbeddingLossConfig, HuberLossConfig, KLDivLossConfig, MarginRankingLossConfig, MseLoss,
+    PoissonNllLossConfig, Reduction as BurnReduction, SmoothL1LossConfig, SoftMarginLoss,
+    TripletMarginLossConfig,
 };
 use burn::tensor::{Device, Gradients, Int, Tensor, TensorData};
 use common::{values, Rng};
@@ -672,4 +674,213 @@ fn bad_input_is_an_error() {
     )
     .unwrap();
     assert!((values(ok)[0] - (4f32).ln()).abs() < 1e-6);
+}
+
+#[test]
+fn more_losses_equal_burns_own() {
+    let (n, d) = (17, 9);
+    let mut rng = Rng::new(12);
+    let ad = device().autodiff();
+    let tensor = |v: &[f32]| Tensor::<2>::from_data(TensorData::new(v.to_vec(), [n, d]), &ad);
+    let (a, p, q) = (
+        normals(&mut rng, n * d),
+        normals(&mut rng, n * d),
+        normals(&mut rng, n * d),
+    );
+
+    // kl-div with batchmean: log-probabilities against probabilities.
+    let log_softmax = |v: &[f32]| -> Vec<f32> {
+        v.chunks(d)
+            .flat_map(|r| {
+                let lse = r.iter().map(|x| x.exp()).sum::<f32>().ln();
+                r.iter().map(move |x| x - lse).collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let (lp, lq) = (log_softmax(&a), log_softmax(&p));
+    let probs: Vec<f32> = lq.iter().map(|x| x.exp()).collect();
+    let loss = ElementwiseLoss::new(Pointwise::KlDiv { log_target: false })
+        .reduction(Reduction::BatchMean);
+    let (ours_in, theirs_in) = (tracked2(&lp, [n, d]), tracked2(&lp, [n, d]));
+    let ours = wgpu_losses_burn::elementwise(&loss, ours_in.clone(), tensor(&probs)).unwrap();
+    let theirs = KLDivLossConfig::new().init().forward(
+        theirs_in.clone(),
+        tensor(&probs),
+        BurnReduction::BatchMean,
+    );
+    compare("kl-div", ours, &ours_in, theirs, &theirs_in);
+
+    // smooth L1 with β = 0.5, mean.
+    let loss = ElementwiseLoss::new(Pointwise::SmoothL1 { beta: 0.5 });
+    let (ours_in, theirs_in) = (tracked2(&a, [n, d]), tracked2(&a, [n, d]));
+    let ours = wgpu_losses_burn::elementwise(&loss, ours_in.clone(), tensor(&p)).unwrap();
+    let theirs = SmoothL1LossConfig::new()
+        .with_beta(0.5)
+        .init()
+        .forward(theirs_in.clone(), tensor(&p))
+        .mean();
+    compare("smooth-l1", ours, &ours_in, theirs, &theirs_in);
+
+    // Triplet margin (burn's distance has no ε; ours adds PyTorch's 1e-6 to each difference,
+    // far below the tolerance here).
+    let (ours_in, theirs_in) = (tracked2(&a, [n, d]), tracked2(&a, [n, d]));
+    let ours = wgpu_losses_burn::triplet(&Triplet::new(), ours_in.clone(), tensor(&p), tensor(&q))
+        .unwrap();
+    let theirs = TripletMarginLossConfig::new().init().forward(
+        theirs_in.clone(),
+        tensor(&p),
+        tensor(&q),
+        BurnReduction::Mean,
+    );
+    compare("triplet", ours, &ours_in, theirs, &theirs_in);
+
+    // Elementwise losses of two inputs with ±1 or positive targets.
+    let signs: Vec<f32> = (0..n * d)
+        .map(|_| 2.0 * rng.below(2) as f32 - 1.0)
+        .collect();
+    let counts: Vec<f32> = (0..n * d).map(|_| rng.below(6) as f32).collect();
+    let cases: [(Pointwise, &[f32]); 3] = [
+        (Pointwise::SoftMargin, &signs),
+        (Pointwise::HingeEmbedding { margin: 0.8 }, &signs),
+        (
+            Pointwise::PoissonNll {
+                log_input: true,
+                full: true,
+                eps: 1e-8,
+            },
+            &counts,
+        ),
+    ];
+    for (kind, target) in cases {
+        let (ours_in, theirs_in) = (tracked2(&a, [n, d]), tracked2(&a, [n, d]));
+        let ours = wgpu_losses_burn::elementwise(
+            &ElementwiseLoss::new(kind),
+            ours_in.clone(),
+            tensor(target),
+        )
+        .unwrap();
+        let (x, t, mean) = (theirs_in.clone(), tensor(target), BurnReduction::Mean);
+        let theirs = match kind {
+            Pointwise::SoftMargin => SoftMarginLoss::new().forward(x, t, mean),
+            Pointwise::HingeEmbedding { margin } => HingeEmbeddingLossConfig::new()
+                .with_margin(margin.into())
+                .init()
+                .forward(x, t, mean),
+            _ => PoissonNllLossConfig::new()
+                .with_full(true)
+                .init()
+                .forward(x, t, mean),
+        };
+        compare(&format!("{kind:?}"), ours, &ours_in, theirs, &theirs_in);
+    }
+
+    // Margin ranking: both inputs differentiable.
+    let loss = ElementwiseLoss::new(Pointwise::MarginRanking { margin: 0.25 });
+    let (x1, x2) = (tracked2(&a, [n, d]), tracked2(&p, [n, d]));
+    let (y1, y2) = (tracked2(&a, [n, d]), tracked2(&p, [n, d]));
+    let ours =
+        wgpu_losses_burn::margin_ranking(&loss, x1.clone(), x2.clone(), tensor(&signs)).unwrap();
+    let theirs = MarginRankingLossConfig::new()
+        .with_margin(0.25)
+        .init()
+        .forward(y1.clone(), y2.clone(), tensor(&signs), BurnReduction::Mean);
+    assert_close(
+        "margin ranking",
+        &values(ours.clone()),
+        &values(theirs.clone()),
+        INDEPENDENT,
+    );
+    let (g, h) = (ours.backward(), theirs.backward());
+    assert_close(
+        "margin ranking x1",
+        &grad2(&x1, &g),
+        &grad2(&y1, &h),
+        INDEPENDENT,
+    );
+    assert_close(
+        "margin ranking x2",
+        &grad2(&x2, &g),
+        &grad2(&y2, &h),
+        INDEPENDENT,
+    );
+}
+
+/// Our loss and the gradient of its first input against burn's.
+#[track_caller]
+fn compare(
+    name: &str,
+    ours: Tensor<1>,
+    ours_in: &Tensor<2>,
+    theirs: Tensor<1>,
+    theirs_in: &Tensor<2>,
+) {
+    assert_close(
+        name,
+        &values(ours.clone()),
+        &values(theirs.clone()),
+        INDEPENDENT,
+    );
+    let (g, h) = (ours.backward(), theirs.backward());
+    assert_close(
+        &format!("{name} grad"),
+        &grad2(ours_in, &g),
+        &grad2(theirs_in, &h),
+        INDEPENDENT,
+    );
+}
+
+#[test]
+fn half_precision_inputs_and_gradients() {
+    use burn::tensor::FloatDType;
+    let (n, c) = (21, 13);
+    let mut rng = Rng::new(13);
+    let x = normals(&mut rng, n * c);
+    let t = classes(&mut rng, n, c);
+    let e = engine();
+    let tg = up_i32(&e, &t);
+    for dtype in [FloatDType::BF16, FloatDType::F16] {
+        let logits =
+            Tensor::<2>::from_data(TensorData::new(x.clone(), [n, c]), &device().autodiff())
+                .cast(dtype)
+                .detach()
+                .require_grad();
+        assert_eq!(logits.dtype(), dtype.into());
+        let loss = CrossEntropy::new().label_smoothing(0.05);
+        let got = wgpu_losses_burn::cross_entropy(&loss, logits.clone(), ints(&t), None).unwrap();
+        let rounded = values(logits.clone());
+        let xg = match dtype {
+            FloatDType::BF16 => e.upload_as(&rounded, &[n, c], wgpu_losses::DType::BF16),
+            _ => e.upload_as(&rounded, &[n, c], wgpu_losses::DType::F16),
+        }
+        .unwrap();
+        let want = loss
+            .run(&e, &CrossEntropyInputs::new(&xg, Target::Classes(&tg)))
+            .unwrap();
+        assert_close(
+            &format!("{dtype:?} loss"),
+            &values(got.clone()),
+            &want.loss,
+            SAME_KERNELS,
+        );
+        let grads = got.backward();
+        let g = logits.grad(&grads).expect("a gradient");
+        assert_eq!(
+            g.dtype(),
+            dtype.into(),
+            "the gradient keeps the input's type"
+        );
+        // Written in 16 bits by the same kernels: equal up to one rounding step of the type.
+        let step = if dtype == FloatDType::BF16 {
+            2f32.powi(-8)
+        } else {
+            2f32.powi(-11)
+        };
+        let (g, w) = (values(g), want.grad("logits").unwrap().to_vec());
+        for (i, (a, b)) in g.iter().zip(&w).enumerate() {
+            assert!(
+                (a - b).abs() <= step * b.abs() + 1e-7,
+                "{dtype:?} grad[{i}]: {a} vs {b}"
+            );
+        }
+    }
 }
