@@ -803,6 +803,41 @@ fn more_losses_equal_burns_own() {
         &grad2(&y2, &h),
         INDEPENDENT,
     );
+    // Cosine embedding with labels ±1 per row.
+    let rows: Vec<f32> = (0..n).map(|_| 2.0 * rng.below(2) as f32 - 1.0).collect();
+    let row_ints: Vec<i32> = rows.iter().map(|&y| y as i32).collect();
+    let (x1, x2) = (tracked2(&a, [n, d]), tracked2(&p, [n, d]));
+    let (y1, y2) = (tracked2(&a, [n, d]), tracked2(&p, [n, d]));
+    let ours = wgpu_losses_burn::cosine_embedding(
+        &CosineEmbedding::new().margin(0.1),
+        x1.clone(),
+        x2.clone(),
+        constant1(&rows),
+    )
+    .unwrap();
+    let theirs = CosineEmbeddingLossConfig::new()
+        .with_margin(0.1)
+        .init()
+        .forward(y1.clone(), y2.clone(), ints(&row_ints));
+    assert_close(
+        "cosine embedding",
+        &values(ours.clone()),
+        &values(theirs.clone()),
+        INDEPENDENT,
+    );
+    let (g, h) = (ours.backward(), theirs.backward());
+    assert_close(
+        "cosine embedding x1",
+        &grad2(&x1, &g),
+        &grad2(&y1, &h),
+        INDEPENDENT,
+    );
+    assert_close(
+        "cosine embedding x2",
+        &grad2(&x2, &g),
+        &grad2(&y2, &h),
+        INDEPENDENT,
+    );
 }
 
 /// Our loss and the gradient of its first input against burn's.
