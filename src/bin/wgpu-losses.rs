@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use wgpu_losses::cli::bench::{copy_gbps, host_copy_gbps, median_secs, KernelTimer};
+use wgpu_losses::cli::chart::{self, shape_text};
 use wgpu_losses::cli::npy;
 use wgpu_losses::registry::random::Rng;
 use wgpu_losses::registry::{BenchJob, BenchSpec, Case, Evaluated, HostData};
@@ -81,7 +82,7 @@ enum Command {
         /// Also write the results as JSON.
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
-        /// Also draw the results as an SVG bar chart.
+        /// Also draw the results as an SVG chart (time per call, GPU beside CPU, log axis).
         #[arg(long, value_name = "FILE")]
         svg: Option<PathBuf>,
         /// Print timings of other frameworks (JSON from bench/compare.py) beside ours.
@@ -102,6 +103,13 @@ enum Command {
         /// f32, and bf16 where the loss reads 16-bit floats.
         #[arg(long, value_name = "DTYPE", value_parser = parse_dtype)]
         dtype: Vec<DType>,
+    },
+    /// Draw the chart of a `bench --json` file (from this machine or another) as SVG.
+    Chart {
+        /// The bench results.
+        json: PathBuf,
+        /// The SVG to write.
+        svg: PathBuf,
     },
 }
 
@@ -683,15 +691,7 @@ fn bench(
     if let Some(others) = others {
         print_comparison(&b.results, &others);
     }
-    if let Some(path) = svg {
-        write_file(
-            path,
-            &chart(&info.name, (copy_gbps, host_copy_gbps), &b.results),
-        )?;
-        println!("wrote {}", path.display());
-    }
-    if let Some(path) = json {
-        let doc = serde_json::json!({
+    let doc = serde_json::json!({
             "adapter": {
                 "name": info.name,
                 "backend": format!("{:?}", info.backend),
@@ -703,7 +703,11 @@ fn bench(
             "copy_gbps": copy_gbps,
             "host_copy_gbps": host_copy_gbps,
             "results": b.results,
-        });
+    });
+    if let Some(path) = svg {
+        write_chart(&doc, path)?;
+    }
+    if let Some(path) = json {
         let text = serde_json::to_string_pretty(&doc).expect("JSON of plain values");
         write_file(path, &text)?;
         println!("wrote {}", path.display());
@@ -711,76 +715,33 @@ fn bench(
     Ok(())
 }
 
+/// Draws the chart of a bench document into `path`.
+fn write_chart(doc: &serde_json::Value, path: &std::path::Path) -> Result<()> {
+    let svg = chart::chart(doc).map_err(|message| Error::Io {
+        path: path.display().to_string(),
+        message,
+    })?;
+    write_file(path, &svg)?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
+/// `chart`: the chart of a `bench --json` file, from this machine or another.
+fn chart_of(json: &std::path::Path, svg: &std::path::Path) -> Result<()> {
+    let io = |message: String| Error::Io {
+        path: json.display().to_string(),
+        message,
+    };
+    let text = std::fs::read_to_string(json).map_err(|e| io(e.to_string()))?;
+    let doc: serde_json::Value = serde_json::from_str(&text).map_err(|e| io(e.to_string()))?;
+    write_chart(&doc, svg)
+}
+
 fn write_file(path: &std::path::Path, text: &str) -> Result<()> {
     std::fs::write(path, text).map_err(|e| Error::Io {
         path: path.display().to_string(),
         message: e.to_string(),
     })
-}
-
-/// A horizontal bar chart of GB/s per row and backend, each bar labelled with its median ms
-/// too (the all-pairs losses are compute-bound: their time is the number to read), with the
-/// copy kernel's and the host copy's bandwidth as dashed lines: plain SVG, no plotting
-/// dependency (and so no system font libraries).
-fn chart(adapter: &str, copies: (f64, f64), results: &[serde_json::Value]) -> String {
-    let (copy_gbps, host_gbps) = copies;
-    let escape = |t: &str| {
-        t.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-    };
-    let (left, bar_h, width) = (230.0, 14.0, 560.0);
-    let max = results
-        .iter()
-        .filter_map(|r| r["gbps"].as_f64())
-        .fold(copy_gbps.max(host_gbps), f64::max)
-        * 1.05;
-    let x = |gbps: f64| left + width * gbps / max;
-    let height = 60.0 + results.len() as f64 * (bar_h + 2.0) + 30.0;
-    let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{height}\" \
-         font-family=\"sans-serif\" font-size=\"11\">\n\
-         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-         <text x=\"10\" y=\"20\" font-size=\"14\">wgpu-losses bench: GB/s (inputs read + \
-         gradients written) on {a}</text>\n\
-         <text x=\"10\" y=\"38\" fill=\"#555\">blue: GPU, orange: CPU backend; labels: \
-         GB/s, median ms; dashed: copy kernel {copy_gbps:.2} GB/s (blue), host copy \
-         {host_gbps:.2} GB/s (orange)</text>\n",
-        w = left + width + 80.0,
-        a = escape(adapter),
-    );
-    for (i, r) in results.iter().enumerate() {
-        let y = 50.0 + i as f64 * (bar_h + 2.0);
-        let gbps = r["gbps"].as_f64().unwrap_or(0.0);
-        let ms = r["median_ms"].as_f64().unwrap_or(0.0);
-        let gpu = r["backend"] == "gpu";
-        let label = format!(
-            "{} {} {}",
-            r["loss"].as_str().unwrap_or("?"),
-            shape_text(&r["shape"]),
-            r["backend"].as_str().unwrap_or("?")
-        );
-        svg += &format!(
-            "<text x=\"{tx}\" y=\"{ty}\" text-anchor=\"end\">{l}</text>\n\
-             <rect x=\"{left}\" y=\"{y}\" width=\"{bw:.1}\" height=\"{bar_h}\" fill=\"{c}\"/>\n\
-             <text x=\"{vx:.1}\" y=\"{ty}\">{gbps:.2} · {ms:.3} ms</text>\n",
-            tx = left - 6.0,
-            ty = y + bar_h - 3.0,
-            l = escape(&label),
-            bw = x(gbps) - left,
-            c = if gpu { "#4878d0" } else { "#ee854a" },
-            vx = x(gbps) + 4.0,
-        );
-    }
-    for (gbps, colour) in [(copy_gbps, "#4878d0"), (host_gbps, "#ee854a")] {
-        svg += &format!(
-            "<line x1=\"{cx:.1}\" y1=\"45\" x2=\"{cx:.1}\" y2=\"{y2}\" stroke=\"{colour}\" \
-             stroke-dasharray=\"4 3\"/>\n",
-            cx = x(gbps),
-            y2 = height - 20.0,
-        );
-    }
-    svg + "</svg>\n"
 }
 
 /// The `results` of a bench/compare.py file.
@@ -798,18 +759,6 @@ fn read_comparison(path: &std::path::Path) -> Result<Vec<serde_json::Value>> {
 }
 
 /// Each other framework's row beside our CPU and GPU rows for the same loss and shape.
-/// A JSON shape (`[N, C]`) as `NxC`.
-fn shape_text(shape: &serde_json::Value) -> String {
-    match shape.as_array() {
-        Some(dims) => dims
-            .iter()
-            .map(|d| d.as_u64().map_or("?".into(), |d| d.to_string()))
-            .collect::<Vec<_>>()
-            .join("x"),
-        None => shape.as_str().unwrap_or("?").to_string(),
-    }
-}
-
 fn print_comparison(ours: &[serde_json::Value], others: &[serde_json::Value]) {
     println!();
     println!(
@@ -886,6 +835,7 @@ fn main() -> ExitCode {
             frameworks.as_deref(),
         )
         .map(|_| true),
+        Command::Chart { json, svg } => chart_of(json, svg).map(|_| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
