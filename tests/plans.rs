@@ -50,7 +50,7 @@ fn budget(def: &dyn LossDef, case: &Case) -> (u64, u64) {
         "mse" | "l1" | "huber" | "smooth-l1" | "kl-div" | "hinge" | "margin-ranking"
         | "bce-with-logits" | "sigmoid-focal" | "quantile" | "power" | "soft-margin"
         | "hinge-embedding" | "poisson-nll" | "bce" => (2, status),
-        "contrastive" | "triplet" | "cosine-embedding" => (2, 0),
+        "contrastive" | "triplet" | "cosine-embedding" | "triplet-distance" => (2, 0),
         // normalize, forward, merge of the key splits, two sums, backward, finish; clip
         // goes both ways. The backward pass accumulates one gradient per key split (at most
         // one split per 32-row key tile).

@@ -24,7 +24,7 @@ use wgpu_losses::{
     LossValues, MinedTripletInputs, NceInputs, Target, TripletInputs, Upstream,
 };
 use wgpu_losses_burn::{
-    Contrastive, CosineEmbedding, CrossEntropy, ElementwiseLoss, Error, InfoNce,
+    Contrastive, CosineEmbedding, CrossEntropy, Distance, ElementwiseLoss, Error, InfoNce,
     LinearCrossEntropy, MinedTriplet, Mining, NceKind, Pointwise, Reduction, SoftmaxFocal, Triplet,
 };
 
@@ -465,6 +465,25 @@ fn pair_losses_equal_run() {
     let want = loss.run(&e, &inputs).unwrap();
     check(
         "triplet",
+        got,
+        &[("anchor", &ta), ("positive", &tp), ("negative", &tq)],
+        &want,
+    );
+
+    // TripletMarginWithDistanceLoss with the cosine distance.
+    let loss = Triplet::new()
+        .distance(Distance::Cosine)
+        .swap(true)
+        .margin(0.5);
+    let (ta, tp, tq) = (
+        tracked2(&a, [n, d]),
+        tracked2(&p, [n, d]),
+        tracked2(&q, [n, d]),
+    );
+    let got = wgpu_losses_burn::triplet(&loss, ta.clone(), tp.clone(), tq.clone()).unwrap();
+    let want = loss.run(&e, &inputs).unwrap();
+    check(
+        "cosine triplet",
         got,
         &[("anchor", &ta), ("positive", &tp), ("negative", &tq)],
         &want,

@@ -15,12 +15,14 @@ use crate::registry::{
     f64s, host_upstream, spec, BenchJob, BenchRun, BenchSpec, Case, DeviceUpstream, Evaluated,
     GpuSession, HostArray, InputSpec, LossDef, Rows, GRAD_OUTPUT,
 };
+use crate::Distance;
 
 /// The family's losses.
 pub(crate) const LOSSES: &[&dyn LossDef] = &[
     &PairDef::Contrastive,
     &PairDef::Triplet,
     &PairDef::CosineEmbedding,
+    &PairDef::TripletDistance,
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +30,8 @@ pub(crate) enum PairDef {
     Contrastive,
     Triplet,
     CosineEmbedding,
+    /// `TripletMarginWithDistanceLoss`: the triplet loss over a named distance.
+    TripletDistance,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -81,10 +85,19 @@ impl PairDef {
                     p: p as u32,
                     eps: case.option("eps", PAIRWISE_EPS)?,
                     swap: case.flag("swap", false)?,
+                    distance: Distance::Euclidean,
                     gradient: true,
                     grad_dtype: case.grad_dtype_option()?,
                 })
             }
+            PairDef::TripletDistance => Opts::Triplet(
+                Triplet::new()
+                    .reduction(case.option("reduction", Reduction::Mean)?)
+                    .margin(case.option("margin", 1.0)?)
+                    .swap(case.flag("swap", false)?)
+                    .distance(case.option("distance", Distance::Euclidean)?)
+                    .grad_dtype(case.grad_dtype_option()?),
+            ),
             PairDef::CosineEmbedding => Opts::CosineEmbedding(
                 CosineEmbedding::new()
                     .reduction(case.option("reduction", Reduction::Mean)?)
@@ -210,6 +223,7 @@ impl LossDef for PairDef {
             PairDef::Contrastive => "contrastive",
             PairDef::Triplet => "triplet",
             PairDef::CosineEmbedding => "cosine-embedding",
+            PairDef::TripletDistance => "triplet-distance",
         }
     }
 
@@ -228,7 +242,7 @@ impl LossDef for PairDef {
         ];
         match self {
             PairDef::Contrastive | PairDef::CosineEmbedding => PAIRS,
-            PairDef::Triplet => TRIPLETS,
+            PairDef::Triplet | PairDef::TripletDistance => TRIPLETS,
         }
     }
 
@@ -237,6 +251,7 @@ impl LossDef for PairDef {
             PairDef::Contrastive => &["reduction", "margin", "eps"],
             PairDef::Triplet => &["reduction", "margin", "p", "eps", "swap"],
             PairDef::CosineEmbedding => &["reduction", "margin"],
+            PairDef::TripletDistance => &["reduction", "margin", "distance", "swap"],
         }
     }
 
@@ -329,6 +344,13 @@ impl LossDef for PairDef {
                 .set("margin", rng.range(0.0, 1.5) as f32)
                 .set("p", 1 + rng.below(2))
                 .set("swap", rng.chance(0.5)),
+            PairDef::TripletDistance => Case::default()
+                .with("anchor", rows(rng))
+                .with("positive", rows(rng))
+                .with("negative", rows(rng))
+                .set("margin", rng.range(0.0, 1.5) as f32)
+                .set("distance", ["euclidean", "cosine"][rng.below(2)])
+                .set("swap", rng.chance(0.5)),
             PairDef::CosineEmbedding => {
                 let y = (0..n)
                     .map(|_| if rng.chance(0.5) { 1.0 } else { -1.0 })
@@ -342,7 +364,7 @@ impl LossDef for PairDef {
         };
         let reduction = reductions[rng.below(3)];
         case = case.set("reduction", reduction);
-        if rng.chance(0.3) && *self != PairDef::CosineEmbedding {
+        if rng.chance(0.3) && matches!(self, PairDef::Contrastive | PairDef::Triplet) {
             case = case.set("eps", rng.range(0.0, 0.1) as f32);
         }
         if rng.chance(0.3) {
@@ -427,8 +449,11 @@ impl PairDef {
                     },
                 })
             }
-            PairDef::Triplet => {
-                let loss = Triplet::new();
+            PairDef::Triplet | PairDef::TripletDistance => {
+                let loss = match self {
+                    PairDef::TripletDistance => Triplet::new().distance(Distance::Cosine),
+                    _ => Triplet::new(),
+                };
                 let mut plan = loss.plan(engine);
                 let inputs = TripletInputs {
                     anchor: &rows[0],

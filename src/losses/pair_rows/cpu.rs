@@ -3,11 +3,12 @@
 
 use rayon::prelude::*;
 
-use super::{check, first_bad_sign, Args, Contrastive, CosineEmbedding, Triplet};
+use super::{check, first_bad_sign, Args, Contrastive, CosineEmbedding, Triplet, COSINE_EPS};
 use crate::core::{
     host_rows, widened, written_as, Arg, DType, Element, LossValues, Reduction, Upstream,
 };
 use crate::error::Result;
+use crate::Distance;
 
 /// Sum of `|w|` (p = 1) or `w²` (p = 2) over `w = u − v + eps` (w in f32 as on the GPU),
 /// in eight f64 lanes (they vectorize; f64 keeps huge rows from overflowing).
@@ -323,6 +324,9 @@ pub fn triplet<T: Element>(
         inputs.upstream,
         opts.reduction,
     )?;
+    if opts.distance == Distance::Cosine {
+        return triplet_cosine(opts, [a, p, ng], n, dim, upstream, T::DTYPE);
+    }
     let (m, eps, pn) = (opts.margin as f64, opts.eps, opts.p);
     // (loss, coefficients of d_ap, d_an, d_pn, the three distances) per row.
     let rows: Vec<(f64, [f64; 3], [f64; 3])> = (0..n)
@@ -337,13 +341,7 @@ pub fn triplet<T: Element>(
             } else {
                 0.0
             };
-            let (d_neg, w) = if !opts.swap || d_an < d_pn {
-                (d_an, [1.0, 0.0])
-            } else if d_pn < d_an {
-                (d_pn, [0.0, 1.0])
-            } else {
-                (d_an, [0.5, 0.5])
-            };
+            let (d_neg, w) = negative_weights(opts.swap, d_an, d_pn);
             let t = m + d_ap - d_neg;
             let on = if t >= 0.0 { 1.0 } else { 0.0 };
             (relu(t), [on, -on * w[0], -on * w[1]], [d_ap, d_an, d_pn])
@@ -389,5 +387,110 @@ pub fn triplet<T: Element>(
             rows: Vec::new(),
         },
         grad_type,
+    ))
+}
+
+/// The weight of each side of a swapped negative distance: (d(a,n), d(p,n)); ties share it
+/// as `torch.minimum` does.
+fn negative_weights(swap: bool, d_an: f64, d_pn: f64) -> (f64, [f64; 2]) {
+    if !swap || d_an < d_pn {
+        (d_an, [1.0, 0.0])
+    } else if d_pn < d_an {
+        (d_pn, [0.0, 1.0])
+    } else {
+        (d_an, [0.5, 0.5])
+    }
+}
+
+/// ∂cos(x, y)/∂x as PyTorch differentiates `F.cosine_similarity` (norms clamped at ε):
+/// `y / (n_x n_y) − cos · x / (n_x ‖x‖)`, the second term 0 for a zero row.
+fn cos_grad(x: f64, y: f64, n: [f64; 2], len_x: f64, cos: f64) -> f64 {
+    let radial = if len_x == 0.0 {
+        0.0
+    } else {
+        cos * x / (n[0] * len_x)
+    };
+    y / (n[0] * n[1]) - radial
+}
+
+/// The triplet loss over `d(u, v) = 1 − cos(u, v)`: the twin of the kernel's TRIPLET_COSINE.
+fn triplet_cosine(
+    opts: &Triplet,
+    [a, p, ng]: [&[f32]; 3],
+    n: usize,
+    dim: usize,
+    upstream: &[f32],
+    dtype: DType,
+) -> Result<LossValues> {
+    let m = opts.margin as f64;
+    let dot =
+        |u: &[f32], v: &[f32]| -> f64 { u.iter().zip(v).map(|(&x, &y)| x as f64 * y as f64).sum() };
+    /// A row's loss, coefficients of d(a,p), d(a,n), d(p,n), the lengths of a, p, n and the
+    /// cosines of (a,p), (a,n), (p,n).
+    type CosineRow = (f64, [f64; 3], [f64; 3], [f64; 3]);
+    let rows: Vec<CosineRow> = (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let r = i * dim..(i + 1) * dim;
+            let (ai, pi, ni) = (&a[r.clone()], &p[r.clone()], &ng[r]);
+            let len = [dot(ai, ai), dot(pi, pi), dot(ni, ni)].map(f64::sqrt);
+            let nrm = len.map(|l| l.max(COSINE_EPS));
+            let cos = [
+                dot(ai, pi) / (nrm[0] * nrm[1]),
+                dot(ai, ni) / (nrm[0] * nrm[2]),
+                dot(pi, ni) / (nrm[1] * nrm[2]),
+            ];
+            let (d_ap, d_an, d_pn) = (1.0 - cos[0], 1.0 - cos[1], 1.0 - cos[2]);
+            let (d_neg, w) = negative_weights(opts.swap, d_an, d_pn);
+            let t = m + d_ap - d_neg;
+            let on = if t >= 0.0 { 1.0 } else { 0.0 };
+            (relu(t), [on, -on * w[0], -on * w[1]], len, cos)
+        })
+        .collect();
+    let (loss, scales) = reduce(rows.iter().map(|r| r.0).collect(), opts.reduction, upstream);
+    let mut grads = Vec::new();
+    if opts.gradient {
+        let (mut ga, mut gp, mut gn) = (
+            vec![0.0f32; n * dim],
+            vec![0.0; n * dim],
+            vec![0.0; n * dim],
+        );
+        ga.par_chunks_mut(dim.max(1))
+            .zip(gp.par_chunks_mut(dim.max(1)))
+            .zip(gn.par_chunks_mut(dim.max(1)))
+            .enumerate()
+            .for_each(|(i, ((ga, gp), gn))| {
+                let (_, c, len, cos) = rows[i];
+                let c = c.map(|c| c * scales[i]);
+                let nrm = len.map(|l| l.max(COSINE_EPS));
+                let r = i * dim..(i + 1) * dim;
+                let (ai, pi, ni) = (&a[r.clone()], &p[r.clone()], &ng[r]);
+                for k in 0..dim {
+                    let (x, y, z) = (ai[k] as f64, pi[k] as f64, ni[k] as f64);
+                    // Each distance's gradient is −∂cos; d(p, n) only with swap.
+                    let mut g = [
+                        -c[0] * cos_grad(x, y, [nrm[0], nrm[1]], len[0], cos[0])
+                            - c[1] * cos_grad(x, z, [nrm[0], nrm[2]], len[0], cos[1]),
+                        -c[0] * cos_grad(y, x, [nrm[1], nrm[0]], len[1], cos[0]),
+                        -c[1] * cos_grad(z, x, [nrm[2], nrm[0]], len[2], cos[1]),
+                    ];
+                    if opts.swap {
+                        g[1] -= c[2] * cos_grad(y, z, [nrm[1], nrm[2]], len[1], cos[2]);
+                        g[2] -= c[2] * cos_grad(z, y, [nrm[2], nrm[1]], len[2], cos[2]);
+                    }
+                    ga[k] = g[0] as f32;
+                    gp[k] = g[1] as f32;
+                    gn[k] = g[2] as f32;
+                }
+            });
+        grads = vec![("anchor", ga), ("positive", gp), ("negative", gn)];
+    }
+    Ok(written_as(
+        LossValues {
+            loss,
+            grads,
+            rows: Vec::new(),
+        },
+        opts.grad_dtype.unwrap_or(dtype),
     ))
 }

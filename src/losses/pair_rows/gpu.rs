@@ -10,6 +10,7 @@ use crate::gpu::plan::GpuLoss;
 use crate::gpu::record::{Recorder, SumOf};
 use crate::gpu::shader::{float_digit, Access, FloatView, ShaderModule, FLOATS, HALF, MATH};
 use crate::gpu::tensor::{DType, Tensor};
+use crate::Distance;
 
 /// The kernel's module for rows of type `rows` and gradients of type `grads`.
 pub(crate) fn module(rows: DType, grads: DType) -> ShaderModule {
@@ -320,7 +321,18 @@ impl GpuLoss for Triplet {
             upstream: inputs.upstream,
             reduction: self.reduction,
             gradient: self.gradient,
-            overrides: vec![("LOSS", 1), ("P_NORM", self.p), ("SWAP", self.swap as u32)],
+            overrides: vec![
+                (
+                    "LOSS",
+                    if self.distance == Distance::Cosine {
+                        3
+                    } else {
+                        1
+                    },
+                ),
+                ("P_NORM", self.p),
+                ("SWAP", self.swap as u32),
+            ],
             margin: self.margin,
             eps: self.eps,
             grad_dtype: self.grad_dtype,

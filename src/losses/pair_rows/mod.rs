@@ -1,5 +1,5 @@
-//! Metric losses over explicit rows: contrastive pairs and triplets (`F.pairwise_distance`
-//! distances). One kernel (`pair_rows.wgsl`, teams of invocations per row), its CPU twin
+//! Metric losses over explicit rows: contrastive pairs, cosine embedding and triplets
+//! (`F.pairwise_distance` distances, or 1 − cosine similarity for `triplet-distance`). One kernel (`pair_rows.wgsl`, teams of invocations per row), its CPU twin
 //! (`cpu.rs`), the f64 reference (`reference.rs`).
 
 #[cfg(feature = "cli")]
@@ -13,6 +13,7 @@ use crate::core::{
     Reduction,
 };
 use crate::error::{Error, Result};
+use crate::Distance;
 
 /// The inputs of one call as [`check`] sees them, on any backend.
 #[derive(Debug, Clone, Copy)]
@@ -124,6 +125,9 @@ pub(crate) fn first_bad_sign(y: &[f32]) -> Option<(usize, f32)> {
 /// `F.pairwise_distance`'s ε, the default of every `eps` option.
 pub const PAIRWISE_EPS: f32 = 1e-6;
 
+/// `F.cosine_similarity`'s ε: the cosine triplet distance clamps each norm at it.
+pub(crate) const COSINE_EPS: f64 = 1e-8;
+
 /// Contrastive loss over explicit pairs: `½[y·d² + (1−y)·max(0, m−d)²]`,
 /// `d = ‖x1 − x2 + ε‖₂`.
 ///
@@ -200,11 +204,15 @@ impl Contrastive {
 }
 
 /// Triplet margin loss (`F.triplet_margin_loss`): `max(0, m + d(a,p) − d(a,n))` with
-/// `d(u,v) = ‖u − v + ε‖_p`; with `swap`, `d(a,n) ← min(d(a,n), d(p,n))`.
+/// `d(u,v) = ‖u − v + ε‖_p`; with `swap`, `d(a,n) ← min(d(a,n), d(p,n))`. With
+/// `distance(Distance::Cosine)` it is `TripletMarginWithDistanceLoss` with
+/// `d(u,v) = 1 − F.cosine_similarity(u, v)` (norms clamped at 1e-8; `p` and `eps` unused).
 ///
 /// ```
-/// let t = wgpu_losses::Triplet::new().p(1).swap(true);
+/// use wgpu_losses::{Distance, Triplet};
+/// let t = Triplet::new().p(1).swap(true);
 /// assert_eq!(t.margin, 1.0);
+/// let cosine = Triplet::new().distance(Distance::Cosine);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Triplet {
@@ -218,6 +226,8 @@ pub struct Triplet {
     pub eps: f32,
     /// Use the positive–negative distance when it is smaller (default false).
     pub swap: bool,
+    /// `Euclidean` (default: the p-norm above) or `Cosine` (1 − cosine similarity).
+    pub distance: Distance,
     /// Compute the gradients (default true).
     pub gradient: bool,
     /// Element type of the gradients (default `None`: the rows' type).
@@ -232,6 +242,7 @@ impl Default for Triplet {
             p: 2,
             eps: PAIRWISE_EPS,
             swap: false,
+            distance: Distance::Euclidean,
             gradient: true,
             grad_dtype: None,
         }
@@ -268,6 +279,11 @@ impl Triplet {
         self.swap = yes;
         self
     }
+    /// Sets the distance (euclidean or cosine).
+    pub fn distance(mut self, d: Distance) -> Self {
+        self.distance = d;
+        self
+    }
     /// Whether to compute the gradients.
     pub fn gradient(mut self, yes: bool) -> Self {
         self.gradient = yes;
@@ -281,9 +297,16 @@ impl Triplet {
     /// Checks the options.
     ///
     /// # Errors
-    /// [`Error::Option`] for p outside {1, 2}, a negative or non-finite margin or ε, or
-    /// `BatchMean`.
+    /// [`Error::Option`] for p outside {1, 2}, a negative or non-finite margin or ε, the
+    /// squared distance, or `BatchMean`.
     pub fn validate(&self) -> Result<()> {
+        if self.distance == Distance::Squared {
+            return Err(Error::Option {
+                option: "distance",
+                value: "squared".into(),
+                reason: "a triplet distance is euclidean or cosine",
+            });
+        }
         if self.p != 1 && self.p != 2 {
             return Err(Error::Option {
                 option: "p",

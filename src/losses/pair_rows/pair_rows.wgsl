@@ -1,11 +1,12 @@
 // Contrastive and triplet losses over explicit rows (semantics: docs/LOSSES.md), forward and
 // backward in one pass: a team of TEAM invocations per row reduces the row's distances
-// (‖u − v + eps‖_p, as F.pairwise_distance), then writes every gradient element. A
-// workgroup holds WG_SIZE / TEAM rows, so short rows share the workgroup's barriers.
+// (‖u − v + eps‖_p, as F.pairwise_distance, or 1 − cos as F.cosine_similarity), then writes
+// every gradient element. A workgroup holds WG_SIZE / TEAM rows, so short rows share the
+// workgroup's barriers.
 
 override WG_SIZE: u32 = 64u;
 override TEAM: u32 = 8u;               // a power of two dividing WG_SIZE
-override LOSS: u32 = 0u;               // CONTRASTIVE, TRIPLET or COSINE
+override LOSS: u32 = 0u;               // CONTRASTIVE, TRIPLET, COSINE or TRIPLET_COSINE
 override P_NORM: u32 = 2u;             // 1 or 2
 override SWAP: bool = false;
 override UPSTREAM_PER_ROW: bool = false;
@@ -14,6 +15,9 @@ override WANT_GRAD: bool = true;
 const CONTRASTIVE: u32 = 0u;
 const TRIPLET: u32 = 1u;
 const COSINE: u32 = 2u; // cosine embedding: sums of a·b, a², b²
+const TRIPLET_COSINE: u32 = 3u; // triplet over 1 − cos: sums of a·p, a·n, p·n and a², p², n²
+// F.cosine_similarity's ε: each norm is max(‖x‖, ε).
+const COSINE_EPS: f32 = 1e-8;
 
 struct Params {
     rows: u32,       // rows in this window
@@ -73,6 +77,12 @@ fn norm_grad(w: f32, d: f32) -> f32 {
     return select(w / d, 0.0, d == 0.0);
 }
 
+// ∂cos(x, y)/∂x with cos = x·y / (n_x n_y), n_x = max(‖x‖, ε), as PyTorch differentiates
+// it: y / (n_x n_y) − cos · x / (n_x ‖x‖), the second term 0 for a zero row.
+fn cos_grad(x: f32, y: f32, n_x: f32, n_y: f32, len_x: f32, cos: f32) -> f32 {
+    return y / (n_x * n_y) - select(cos * x / (n_x * len_x), 0.0, len_x == 0.0);
+}
+
 // max(0, v) that keeps NaN.
 fn relu(v: f32) -> f32 {
     return select(v, 0.0, v < 0.0);
@@ -93,11 +103,18 @@ fn main(
     let base = select(0u, row, live) * dim;
     let eps = params.eps;
     var acc = vec3<f32>(0.0);
+    var squares = vec3<f32>(0.0); // TRIPLET_COSINE: a², p², n²
     for (var k = t; k < dim; k += TEAM) {
         let a = load_in_a(base + k);
         let b = load_in_b(base + k);
         if (LOSS == COSINE) {
             acc += vec3<f32>(a * b, a * a, b * b);
+            continue;
+        }
+        if (LOSS == TRIPLET_COSINE) {
+            let c = load_in_c(base + k);
+            acc += vec3<f32>(a * b, a * c, b * c);
+            squares += vec3<f32>(a * a, b * b, c * c);
             continue;
         }
         acc.x += norm_term(a - b + eps);
@@ -110,10 +127,25 @@ fn main(
         }
     }
     let sums = team_sum3(lid, acc);
+    var lengths = vec3<f32>(0.0);
+    if (LOSS == TRIPLET_COSINE) {
+        workgroupBarrier(); // every team has read its sums before `partial` is reused
+        lengths = sqrt(team_sum3(lid, squares));
+    }
     if (!live) {
         return;
     }
-    let d_ab = norm_of(sums.x);
+    // TRIPLET_COSINE: the clamped norms and cos(a, p), cos(a, n), cos(p, n).
+    let norms = max(lengths, vec3<f32>(COSINE_EPS));
+    let cosines = sums / vec3<f32>(norms.x * norms.y, norms.x * norms.z, norms.y * norms.z);
+    var d_ab = norm_of(sums.x);
+    var d_ac = norm_of(sums.y);
+    var d_bc = norm_of(sums.z);
+    if (LOSS == TRIPLET_COSINE) {
+        d_ab = 1.0 - cosines.x;
+        d_ac = 1.0 - cosines.y;
+        d_bc = 1.0 - cosines.z;
+    }
     let m = params.margin;
     var loss: f32;
     // Coefficients of the three distance gradients: d(a,b), d(a,c), d(b,c).
@@ -134,8 +166,6 @@ fn main(
         loss = 0.5 * (y * d_ab * d_ab + (1.0 - y) * hinge * hinge);
         coef.x = y * d_ab - (1.0 - y) * hinge;
     } else {
-        let d_ac = norm_of(sums.y);
-        let d_bc = norm_of(sums.z);
         // swap: the smaller of d(a,n), d(p,n); equal ones share the gradient (torch.min).
         var w = vec2<f32>(1.0, 0.0);
         var d_neg = d_ac;
@@ -160,11 +190,29 @@ fn main(
         s *= upstream[row];
     }
     coef *= s;
-    let d_ac = norm_of(sums.y);
-    let d_bc = norm_of(sums.z);
     for (var k = t; k < dim; k += TEAM) {
         let a = load_in_a(base + k);
         let b = load_in_b(base + k);
+        if (LOSS == TRIPLET_COSINE) {
+            // d = 1 − cos: each distance's gradient is −∂cos. d(p, n) only with swap, as
+            // PyTorch computes it only then.
+            let c = load_in_c(base + k);
+            let n = norms;
+            let l = lengths;
+            let cs = cosines;
+            let g_a = -coef.x * cos_grad(a, b, n.x, n.y, l.x, cs.x)
+                - coef.y * cos_grad(a, c, n.x, n.z, l.x, cs.y);
+            var g_b = -coef.x * cos_grad(b, a, n.y, n.x, l.y, cs.x);
+            var g_c = -coef.y * cos_grad(c, a, n.z, n.x, l.z, cs.y);
+            if (SWAP) {
+                g_b -= coef.z * cos_grad(b, c, n.y, n.z, l.y, cs.z);
+                g_c -= coef.z * cos_grad(c, b, n.z, n.y, l.z, cs.z);
+            }
+            store_grad_a(base + k, g_a);
+            store_grad_b(base + k, g_b);
+            store_grad_c(base + k, g_c);
+            continue;
+        }
         if (LOSS == COSINE) {
             // d cos/da = b/denom - cos·a/|a|², d cos/db = a/denom - cos·b/|b|².
             store_grad_a(base + k, coef.x * (b / denom - cos * a / mag.x));

@@ -1,8 +1,9 @@
 //! f64 contrastive and triplet losses over explicit rows, the twin of
 //! `shaders/pair_rows.wgsl`: plain loops over `F.pairwise_distance`.
 
-use super::{Contrastive, CosineEmbedding, Triplet};
+use super::{Contrastive, CosineEmbedding, Triplet, COSINE_EPS};
 use crate::core::reference::{reduce, RefOutput};
+use crate::Distance;
 
 /// `‖u − v + ε‖_p` and its gradient with respect to `u` (the gradient for `v` is its
 /// negation): `w/‖w‖₂` for p = 2 (0 at 0), `sign(w)` for p = 1; NaN stays NaN.
@@ -145,9 +146,30 @@ fn grads(gradient: bool, g: Vec<(&'static str, Vec<f64>)>) -> Vec<(&'static str,
     }
 }
 
-/// Triplet margin loss of `n` rows of `dim` (docs/LOSSES.md, `F.triplet_margin_loss`); gradients
-/// `anchor`, `positive`, `negative`. With `swap`, equal distances share the gradient
-/// equally, as `torch.min` does.
+/// `1 − F.cosine_similarity(u, v)` (each norm clamped at 1e-8) and its gradient in `u`, as
+/// PyTorch differentiates it: `−v / (n_u n_v) + cos · u / (n_u ‖u‖)`, the second term 0 for
+/// a zero row. (By symmetry the gradient in `v` is this with `u` and `v` exchanged; the
+/// callers below use the first-argument gradient and `cosine_distance(v, u)`.)
+pub fn cosine_distance(u: &[f64], v: &[f64]) -> (f64, Vec<f64>) {
+    let dot = |x: &[f64], y: &[f64]| x.iter().zip(y).map(|(a, b)| a * b).sum::<f64>();
+    let (lu, lv) = (dot(u, u).sqrt(), dot(v, v).sqrt());
+    let (nu, nv) = (lu.max(COSINE_EPS), lv.max(COSINE_EPS));
+    let cos = dot(u, v) / (nu * nv);
+    let grad = u
+        .iter()
+        .zip(v)
+        .map(|(&x, &y)| {
+            let radial = if lu == 0.0 { 0.0 } else { cos * x / (nu * lu) };
+            -(y / (nu * nv) - radial)
+        })
+        .collect();
+    (1.0 - cos, grad)
+}
+
+/// Triplet margin loss of `n` rows of `dim` (docs/LOSSES.md, `F.triplet_margin_loss`, and
+/// `TripletMarginWithDistanceLoss` with the cosine distance); gradients `anchor`,
+/// `positive`, `negative`. With `swap`, equal distances share the gradient equally, as
+/// `torch.min` does.
 pub fn triplet(
     opts: &Triplet,
     anchor: &[f64],
@@ -166,9 +188,21 @@ pub fn triplet(
     for i in 0..n {
         let r = i * dim..(i + 1) * dim;
         let (a, pos, neg) = (&anchor[r.clone()], &positive[r.clone()], &negative[r]);
-        let (d_ap, g_ap) = pairwise_distance(a, pos, eps, p);
-        let (d_an, g_an) = pairwise_distance(a, neg, eps, p);
-        let (d_pn, g_pn) = pairwise_distance(pos, neg, eps, p);
+        // The distance and its gradients in both rows.
+        let distance = |u: &[f64], v: &[f64]| match opts.distance {
+            Distance::Cosine => {
+                let (d, gu) = cosine_distance(u, v);
+                (d, (gu, cosine_distance(v, u).1))
+            }
+            _ => {
+                let (d, gu) = pairwise_distance(u, v, eps, p);
+                let gv = gu.iter().map(|g| -g).collect();
+                (d, (gu, gv))
+            }
+        };
+        let (d_ap, g_ap) = distance(a, pos);
+        let (d_an, g_an) = distance(a, neg);
+        let (d_pn, g_pn) = distance(pos, neg);
         let (d_neg, w_an, w_pn) = if !opts.swap || d_an < d_pn {
             (d_an, 1.0, 0.0)
         } else if d_pn < d_an {
@@ -195,13 +229,18 @@ pub fn triplet(
         terms = terms.max(s.abs());
         for k in 0..dim {
             let j = i * dim + k;
-            // d_ap = d(a, p), d_an = d(a, n), d_pn = d(p, n): +g for the first row, -g for the second.
-            ga[j] = s * (c_ap * g_ap[k] + c_an * g_an[k]);
+            // d_ap = d(a, p), d_an = d(a, n), d_pn = d(p, n), each with its gradient in its
+            // first and its second row.
+            ga[j] = s * (c_ap * g_ap.0[k] + c_an * g_an.0[k]);
             // d(p, n) enters only with swap, as in PyTorch (which computes it only then):
             // a NaN positive must not reach the negative's gradient through it.
-            let pn = if opts.swap { c_pn * g_pn[k] } else { 0.0 };
-            gp[j] = s * (-c_ap * g_ap[k] + pn);
-            gn[j] = s * (-c_an * g_an[k] - pn);
+            let (pn_p, pn_n) = if opts.swap {
+                (c_pn * g_pn.0[k], c_pn * g_pn.1[k])
+            } else {
+                (0.0, 0.0)
+            };
+            gp[j] = s * (c_ap * g_ap.1[k] + pn_p);
+            gn[j] = s * (c_an * g_an.1[k] + pn_n);
         }
     }
     RefOutput {
