@@ -51,6 +51,8 @@ fn budget(def: &dyn LossDef, case: &Case) -> (u64, u64) {
         | "bce-with-logits" | "sigmoid-focal" | "quantile" | "power" | "soft-margin"
         | "hinge-embedding" | "poisson-nll" | "bce" => (2, status),
         "contrastive" | "triplet" | "cosine-embedding" | "triplet-distance" => (2, 0),
+        // rows, the mean's denominator, the sum, the gradient.
+        "nll" => (4, status),
         // normalize, forward, merge of the key splits, two sums, backward, finish; clip
         // goes both ways. The backward pass accumulates one gradient per key split (at most
         // one split per 32-row key tile).

@@ -40,6 +40,7 @@ families! {
     elementwise,
     pair_rows,
     pairwise,
+    nll,
 }
 
 /// The loss called `name`.
