@@ -9,7 +9,8 @@ use wgpu_losses::{
     Contrastive, ContrastiveInputs, CosineEmbedding, CrossEntropy, CrossEntropyInputs,
     ElementwiseInputs, ElementwiseLoss, Engine, GpuLoss, InfoNce, LinearCrossEntropy,
     LinearCrossEntropyInputs, LossOutput, MinedTriplet, MinedTripletInputs, NceInputs, NceKind,
-    Plan, Reduction, Result, SoftmaxFocal, Target, Tensor, Triplet, TripletInputs, Upstream,
+    Nll, NllInputs, Plan, Reduction, Result, SoftmaxFocal, Target, Tensor, Triplet, TripletInputs,
+    Upstream,
 };
 
 /// A loss and the layout of its inputs. Floats come first in the order of each variant's
@@ -23,6 +24,8 @@ pub enum LossCall {
     CrossEntropyProbabilities { loss: CrossEntropy, weight: bool },
     /// floats `[logits, weight?]`, ints `[target]`.
     SoftmaxFocal { loss: SoftmaxFocal, weight: bool },
+    /// floats `[log-probabilities, weight?]`, ints `[target]`.
+    Nll { loss: Nll, weight: bool },
     /// floats `[input, target, labels?, weight?, pos_weight?]`.
     Elementwise {
         loss: ElementwiseLoss,
@@ -57,6 +60,7 @@ impl LossCall {
             Self::CrossEntropy { .. }
             | Self::CrossEntropyProbabilities { .. }
             | Self::SoftmaxFocal { .. } => &["logits"],
+            Self::Nll { .. } => &["input"],
             Self::Elementwise { loss, .. } => loss.kind.grad_names(),
             Self::Contrastive { .. } | Self::CosineEmbedding { .. } => &["x1", "x2"],
             Self::Triplet { .. } => &["anchor", "positive", "negative"],
@@ -74,9 +78,9 @@ impl LossCall {
     /// How many float inputs the call has (at most four).
     pub fn float_inputs(&self) -> usize {
         match self {
-            Self::CrossEntropy { weight, .. } | Self::SoftmaxFocal { weight, .. } => {
-                1 + usize::from(*weight)
-            }
+            Self::CrossEntropy { weight, .. }
+            | Self::SoftmaxFocal { weight, .. }
+            | Self::Nll { weight, .. } => 1 + usize::from(*weight),
             Self::CrossEntropyProbabilities { weight, .. } => 2 + usize::from(*weight),
             Self::Elementwise {
                 labels,
@@ -100,6 +104,7 @@ impl LossCall {
                 loss.reduction
             }
             Self::SoftmaxFocal { loss, .. } => loss.reduction,
+            Self::Nll { loss, .. } => loss.reduction,
             Self::Elementwise { loss, .. } => loss.reduction,
             Self::Contrastive { loss } => loss.reduction,
             Self::CosineEmbedding { loss } => loss.reduction,
@@ -141,6 +146,7 @@ impl LossCall {
                 loss.gradient = on;
                 loss.in_place = false;
             }
+            Self::Nll { loss, .. } => loss.gradient = on,
             Self::Elementwise { loss, .. } => loss.gradient = on,
             Self::Contrastive { loss } => loss.gradient = on,
             Self::CosineEmbedding { loss } => loss.gradient = on,
@@ -181,6 +187,11 @@ impl LossCall {
                 let mut inputs = CrossEntropyInputs::new(f(0), Target::Classes(&ints[0]));
                 inputs.weight = optional(*weight, 1);
                 inputs.grad_out = grad_out.first();
+                planned(engine, loss, |plan| plan.record(encoder, &inputs))
+            }
+            Self::Nll { loss, weight } => {
+                let mut inputs = NllInputs::new(f(0), &ints[0]);
+                inputs.weight = optional(*weight, 1);
                 planned(engine, loss, |plan| plan.record(encoder, &inputs))
             }
             Self::Elementwise {

@@ -44,7 +44,8 @@ pub use call::LossCall;
 pub use device::{engine, init, register};
 pub use wgpu_losses::{
     Contrastive, CosineEmbedding, CrossEntropy, Distance, ElementwiseLoss, InfoNce,
-    LinearCrossEntropy, MinedTriplet, Mining, NceKind, Pointwise, Reduction, SoftmaxFocal, Triplet,
+    LinearCrossEntropy, MinedTriplet, Mining, NceKind, Nll, Pointwise, Reduction, SoftmaxFocal,
+    Triplet,
 };
 
 /// What can go wrong.
@@ -169,6 +170,29 @@ pub fn softmax_focal(
         weight: weight.is_some(),
     };
     let floats = [Some(float(logits)), weight.map(float)];
+    fused(
+        call,
+        floats.into_iter().flatten().collect(),
+        Some(int(target)),
+    )
+}
+
+/// Negative log-likelihood over log-probabilities `input` `[N, C]` (PyTorch `F.nll_loss`)
+/// with class `target` `[N]`, optional class `weight` `[C]`.
+///
+/// # Errors
+/// As [`cross_entropy`].
+pub fn nll(
+    loss: &Nll,
+    input: Tensor<2>,
+    target: Tensor<1, Int>,
+    weight: Option<Tensor<1>>,
+) -> Result<Tensor<1>> {
+    let call = LossCall::Nll {
+        loss: *loss,
+        weight: weight.is_some(),
+    };
+    let floats = [Some(float(input)), weight.map(float)];
     fused(
         call,
         floats.into_iter().flatten().collect(),

@@ -21,11 +21,12 @@ use burn::tensor::{Device, Gradients, Int, Tensor, TensorData};
 use common::{values, Rng};
 use wgpu_losses::{
     ContrastiveInputs, CrossEntropyInputs, ElementwiseInputs, Engine, LinearCrossEntropyInputs,
-    LossValues, MinedTripletInputs, NceInputs, Target, TripletInputs, Upstream,
+    LossValues, MinedTripletInputs, NceInputs, NllInputs, Target, TripletInputs, Upstream,
 };
 use wgpu_losses_burn::{
     Contrastive, CosineEmbedding, CrossEntropy, Distance, ElementwiseLoss, Error, InfoNce,
-    LinearCrossEntropy, MinedTriplet, Mining, NceKind, Pointwise, Reduction, SoftmaxFocal, Triplet,
+    LinearCrossEntropy, MinedTriplet, Mining, NceKind, Nll, Pointwise, Reduction, SoftmaxFocal,
+    Triplet,
 };
 
 /// burn's wgpu device shared with wgpu-losses; no adapter fails the test.
@@ -226,6 +227,47 @@ fn every_cross_entropy_option_and_input() {
             )
             .unwrap();
         check("probabilities", got, &[("logits", &logits)], &want);
+    }
+}
+
+#[test]
+fn nll_equals_run() {
+    let (n, c) = (19, 6);
+    let mut rng = Rng::new(14);
+    let x: Vec<f32> = normals(&mut rng, n * c)
+        .chunks(c)
+        .flat_map(|r| {
+            let lse = r.iter().map(|v| v.exp()).sum::<f32>().ln();
+            r.iter().map(move |v| v - lse).collect::<Vec<_>>()
+        })
+        .collect();
+    let mut t = classes(&mut rng, n, c);
+    t[2] = -100;
+    let w: Vec<f32> = (0..c).map(|i| 0.25 + i as f32 * 0.5).collect();
+    let e = engine();
+    let (xg, tg, wg) = (up2(&e, &x, [n, c]), up_i32(&e, &t), up1(&e, &w));
+    for loss in [Nll::new(), Nll::new().reduction(Reduction::None)] {
+        let input = tracked2(&x, [n, c]);
+        let got =
+            wgpu_losses_burn::nll(&loss, input.clone(), ints(&t), Some(constant1(&w))).unwrap();
+        let mut inputs = NllInputs::new(&xg, &tg);
+        inputs.weight = Some(&wg);
+        let want = loss.run(&e, &inputs).unwrap();
+        let got = if loss.reduction == Reduction::None {
+            got.sum()
+        } else {
+            got
+        };
+        let want_sum = LossValues {
+            loss: vec![want.loss.iter().sum()],
+            ..want.clone()
+        };
+        let want = if loss.reduction == Reduction::None {
+            &want_sum
+        } else {
+            &want
+        };
+        check("nll", got, &[("input", &input)], want);
     }
 }
 
