@@ -37,6 +37,8 @@ pub use crate::core::{DType, Element, LossValues, Reduction, Upstream};
 pub use error::{Error, Result};
 pub use gpu::{adapters, Counters, Engine, EngineOptions, GpuLoss, LossOutput, Plan, Tensor};
 pub use half::{bf16, f16};
+pub use losses::class_rows::gpu::ClassRowsInputs;
+pub use losses::class_rows::{ClassRows, ClassRowsKind};
 pub use losses::cross_entropy::gpu::{CrossEntropyInputs, Target};
 pub use losses::cross_entropy::{CrossEntropy, SoftmaxFocal};
 pub use losses::elementwise::gpu::ElementwiseInputs;
@@ -57,6 +59,7 @@ pub use wgpu;
 /// compiler vectorizes (AVX2 builds picked at run time), f64 where results accumulate. Same
 /// options types and semantics as the GPU path; each family's `cpu.rs` is its shader's twin.
 pub mod cpu {
+    pub use crate::losses::class_rows::cpu::{class_rows, HostClassRowsInputs, HostClassTargets};
     pub use crate::losses::cross_entropy::cpu::{
         cross_entropy, cross_entropy_in_place, cross_entropy_into, softmax_focal,
         softmax_focal_into, HostRowInputs, HostTarget,
@@ -76,6 +79,7 @@ pub mod cpu {
 /// gradients (checked by finite differences in the tests). They prove the other backends.
 pub mod reference {
     pub use crate::core::reference::RefOutput;
+    pub use crate::losses::class_rows::reference::{class_rows, RefClassTargets};
     pub use crate::losses::cross_entropy::reference::{cross_entropy, softmax_focal, RefTarget};
     pub use crate::losses::elementwise::reference::{elementwise, RefInputs};
     pub use crate::losses::linear_cross_entropy::reference::{

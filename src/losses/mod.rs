@@ -41,6 +41,7 @@ families! {
     pair_rows,
     pairwise,
     nll,
+    class_rows,
 }
 
 /// The loss called `name`.

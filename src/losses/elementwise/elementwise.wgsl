@@ -121,33 +121,6 @@ fn margin_ranking(x1: f32, x2: f32, y: f32, margin: f32) -> Term {
     return Term(m, 0.0, 0.0);
 }
 
-// log(1 + z) for z in [0, 1], accurate for small z.
-fn log1p_small(z: f32) -> f32 {
-    let u = 1.0 + z;
-    if (u == 1.0) {
-        return z;
-    }
-    return log(u) * z / (u - 1.0);
-}
-
-// The logistic pieces of x from one exp: sigmoid(x), sigmoid(-x) and softplus(-x) =
-// log(1 + e^-x), all stable for either sign.
-struct Logistic {
-    p: f32,
-    q: f32,
-    softplus_neg: f32,
-}
-
-fn logistic(x: f32) -> Logistic {
-    let e = exp(-abs(x));
-    let r = 1.0 / (1.0 + e);
-    return Logistic(
-        select(e * r, r, x >= 0.0),
-        select(r, e * r, x >= 0.0),
-        log1p_small(e) + max(-x, 0.0),
-    );
-}
-
 // w·[(1 - y)·x + (1 + (pw - 1)·y)·softplus(-x)]; w and pw are applied by the caller.
 fn bce_with_logits(x: f32, y: f32, pw: f32) -> Term {
     let s = logistic(x);

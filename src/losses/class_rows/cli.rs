@@ -1,0 +1,322 @@
+//! `multi-margin` and `multilabel-soft-margin` by name, on host arrays: the command line's
+//! view.
+
+use super::cpu::{class_rows as cpu_class_rows, HostClassRowsInputs, HostClassTargets};
+use super::gpu::ClassRowsInputs;
+use super::reference::{class_rows as reference_class_rows, RefClassTargets};
+use super::{Args, ClassRows, ClassRowsKind};
+use crate::core::{Arg, DType, Element, LossValues, Reduction, Upstream};
+use crate::error::Result;
+use crate::gpu::engine::Engine;
+use crate::gpu::GpuLoss;
+use crate::registry::random::Rng;
+use crate::registry::{
+    host_upstream, labels_i32, spec, BenchJob, BenchRun, BenchSpec, Case, DeviceUpstream,
+    Evaluated, GpuSession, HostArray, InputSpec, LossDef, GRAD_OUTPUT,
+};
+
+/// The family's losses.
+pub(crate) const LOSSES: &[&dyn LossDef] = &[
+    &ClassRowsDef::MultiMargin,
+    &ClassRowsDef::MultilabelSoftMargin,
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClassRowsDef {
+    MultiMargin,
+    MultilabelSoftMargin,
+}
+
+/// The targets of a host problem.
+enum Targets {
+    Classes(Vec<i32>),
+    PerClass(Vec<f32>),
+}
+
+/// A checked host problem.
+struct Problem {
+    opts: ClassRows,
+    /// The scores widened to f32, and their type.
+    input: Vec<f32>,
+    dtype: DType,
+    n: usize,
+    c: usize,
+    target: Targets,
+    weight: Option<Vec<f32>>,
+    upstream: Option<Vec<f32>>,
+}
+
+impl ClassRowsDef {
+    fn problem(&self, case: &Case) -> Result<Problem> {
+        case.check_names(self)?;
+        let kind = match self {
+            ClassRowsDef::MultiMargin => {
+                let p: u32 = case.option("p", 1)?;
+                ClassRowsKind::MultiMargin {
+                    p,
+                    margin: case.option("margin", 1.0)?,
+                }
+            }
+            ClassRowsDef::MultilabelSoftMargin => ClassRowsKind::MultilabelSoftMargin,
+        };
+        let opts = ClassRows::new(kind)
+            .reduction(case.option("reduction", Reduction::Mean)?)
+            .grad_dtype(case.grad_dtype_option()?);
+        opts.validate()?;
+        let (input, shape) = case.floats("input").unwrap_or_default();
+        let dtype = case.float_dtype("input");
+        let target = case.input("target").expect("checked: required");
+        let weight = case.floats("weight");
+        let (scalar_upstream, per_item) = case.upstream_parts();
+        let (n, c) = opts.check(&Args {
+            input: Arg {
+                shape: &shape,
+                dtype,
+            },
+            target: Arg {
+                shape: &target.shape,
+                dtype: match opts.class_targets() {
+                    true => DType::I32,
+                    false => target.data.dtype(),
+                },
+            },
+            weight: weight.as_ref().map(|(_, s)| Arg::f32(s)),
+            scalar_upstream,
+            per_item_upstream: per_item.as_ref().map(|(_, s)| Arg::f32(s)),
+        })?;
+        let target = match opts.class_targets() {
+            true => Targets::Classes(labels_i32("target", target)?),
+            false => Targets::PerClass(case.floats("target").expect("checked: f32").0),
+        };
+        let upstream = per_item
+            .map(|(g, _)| g)
+            .or(scalar_upstream.map(|g| vec![g]));
+        Ok(Problem {
+            opts,
+            input,
+            dtype,
+            n,
+            c,
+            target,
+            weight: weight.map(|(w, _)| w),
+            upstream,
+        })
+    }
+}
+
+impl Problem {
+    fn loss_shape(&self) -> Vec<usize> {
+        match self.opts.reduction {
+            Reduction::None => vec![self.n],
+            _ => vec![],
+        }
+    }
+
+    fn evaluated(&self, out: LossValues) -> Evaluated<f32> {
+        Evaluated::from_values(out, self.loss_shape(), &[self.n, self.c])
+    }
+
+    fn host_targets(&self) -> HostClassTargets<'_> {
+        match &self.target {
+            Targets::Classes(y) => HostClassTargets::Classes(y),
+            Targets::PerClass(t) => HostClassTargets::PerClass(t),
+        }
+    }
+
+    /// The CPU backend with the scores as `T` (16-bit inputs reach it as 16-bit values).
+    fn cpu<T: Element>(&self) -> Result<LossValues> {
+        let input: Vec<T> = self.input.iter().map(|&x| T::from_f32(x)).collect();
+        cpu_class_rows(
+            &self.opts,
+            &HostClassRowsInputs {
+                input: &input,
+                shape: (self.n, self.c),
+                target: self.host_targets(),
+                weight: self.weight.as_deref(),
+                upstream: host_upstream(self.upstream.as_deref(), self.n, self.opts.reduction),
+            },
+        )
+    }
+}
+
+impl LossDef for ClassRowsDef {
+    fn name(&self) -> &'static str {
+        match self {
+            ClassRowsDef::MultiMargin => "multi-margin",
+            ClassRowsDef::MultilabelSoftMargin => "multilabel-soft-margin",
+        }
+    }
+
+    fn half_precision(&self) -> bool {
+        true
+    }
+
+    fn inputs(&self) -> &'static [InputSpec] {
+        const INPUTS: &[InputSpec] = &[
+            spec("input", true, true),
+            spec("target", false, true),
+            spec("weight", false, false),
+            GRAD_OUTPUT,
+        ];
+        INPUTS
+    }
+
+    fn options(&self) -> &'static [&'static str] {
+        match self {
+            ClassRowsDef::MultiMargin => &["reduction", "p", "margin"],
+            ClassRowsDef::MultilabelSoftMargin => &["reduction"],
+        }
+    }
+
+    fn gpu_in(&self, s: &mut GpuSession<'_>, case: &Case) -> Result<Evaluated<f32>> {
+        let p = self.problem(case)?;
+        let (n, c) = (p.n, p.c);
+        let input = s.upload_as("input", &p.input, &[n, c], p.dtype)?;
+        let target = match &p.target {
+            Targets::Classes(y) => s.upload_i32("target", y, &[n])?,
+            Targets::PerClass(t) => s.upload("target", t, &[n, c])?,
+        };
+        let weight = p
+            .weight
+            .as_ref()
+            .map(|w| s.upload("weight", w, &[c]))
+            .transpose()?;
+        let upstream = DeviceUpstream::upload(s, p.upstream.as_deref(), &[n], p.opts.reduction)?;
+        let inputs = ClassRowsInputs {
+            input: &input,
+            target: &target,
+            weight: weight.as_ref(),
+            upstream: upstream.get(),
+        };
+        let out = s.run(&p.opts, &inputs)?;
+        Ok(p.evaluated(out))
+    }
+
+    fn cpu(&self, case: &Case) -> Result<Evaluated<f32>> {
+        let p = self.problem(case)?;
+        let out = match p.dtype {
+            DType::F16 => p.cpu::<half::f16>()?,
+            DType::BF16 => p.cpu::<half::bf16>()?,
+            _ => p.cpu::<f32>()?,
+        };
+        Ok(p.evaluated(out))
+    }
+
+    fn reference(&self, case: &Case) -> Result<Evaluated<f64>> {
+        let p = self.problem(case)?;
+        let to64 = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
+        let classes: Vec<i64>;
+        let per_class: Vec<f64>;
+        let target = match &p.target {
+            Targets::Classes(y) => {
+                classes = y.iter().map(|&v| v as i64).collect();
+                RefClassTargets::Classes(&classes)
+            }
+            Targets::PerClass(t) => {
+                per_class = to64(t);
+                RefClassTargets::PerClass(&per_class)
+            }
+        };
+        let weight = p.weight.as_deref().map(to64);
+        let upstream = p.upstream.as_deref().map_or(vec![1.0], to64);
+        let out = reference_class_rows(
+            &p.opts,
+            &to64(&p.input),
+            (p.n, p.c),
+            target,
+            weight.as_deref(),
+            &upstream,
+        )?;
+        Ok(Evaluated::from_reference(out, p.loss_shape(), &[p.n, p.c]))
+    }
+
+    fn random_case(&self, rng: &mut Rng) -> Case {
+        let n = 1 + rng.below(48);
+        let c = (rng.range(0.0, 9.0).exp2() as usize).max(1);
+        let mut case =
+            Case::default().with("input", HostArray::f32(&[n, c], rng.normals(n * c, 2.0)));
+        case = match self {
+            ClassRowsDef::MultiMargin => {
+                let y = (0..n).map(|_| rng.below(c) as i64).collect();
+                case.with("target", HostArray::i64(&[n], y))
+                    .set("p", 1 + rng.below(2))
+                    .set("margin", rng.range(0.0, 2.0) as f32)
+            }
+            ClassRowsDef::MultilabelSoftMargin => {
+                let t = (0..n * c).map(|_| rng.below(2) as f32).collect();
+                case.with("target", HostArray::f32(&[n, c], t))
+            }
+        };
+        let reduction = ["mean", "sum", "none"][rng.below(3)];
+        case = case.set("reduction", reduction);
+        if rng.chance(0.5) {
+            let w = (0..c).map(|_| rng.range(0.1, 2.0) as f32).collect();
+            case = case.with("weight", HostArray::f32(&[c], w));
+        }
+        if rng.chance(0.3) {
+            case = case.with_random_upstream(rng, &[n], reduction == "none");
+        }
+        case
+    }
+
+    fn bench(
+        &self,
+        engine: &Engine,
+        rng: &mut Rng,
+        spec: &BenchSpec,
+        run: &mut BenchRun<'_>,
+    ) -> Result<()> {
+        for (n, c) in spec.pairs(&[&[1024, 1000]], &[&[4096, 1000]])? {
+            let x = rng.normals(n * c, 2.0);
+            let input = engine.upload(&x, &[n, c])?;
+            let (classes, labels): (Vec<i32>, Vec<f32>) = match self {
+                ClassRowsDef::MultiMargin => {
+                    ((0..n).map(|_| rng.below(c) as i32).collect(), Vec::new())
+                }
+                ClassRowsDef::MultilabelSoftMargin => (
+                    Vec::new(),
+                    (0..n * c).map(|_| rng.below(2) as f32).collect(),
+                ),
+            };
+            let target = match self {
+                ClassRowsDef::MultiMargin => engine.upload_i32(&classes, &[n])?,
+                ClassRowsDef::MultilabelSoftMargin => engine.upload(&labels, &[n, c])?,
+            };
+            let host_target = match self {
+                ClassRowsDef::MultiMargin => HostClassTargets::Classes(&classes),
+                ClassRowsDef::MultilabelSoftMargin => HostClassTargets::PerClass(&labels),
+            };
+            let loss = match self {
+                ClassRowsDef::MultiMargin => {
+                    ClassRows::new(ClassRowsKind::MultiMargin { p: 1, margin: 1.0 })
+                }
+                ClassRowsDef::MultilabelSoftMargin => {
+                    ClassRows::new(ClassRowsKind::MultilabelSoftMargin)
+                }
+            };
+            let mut plan = loss.plan(engine);
+            let inputs = ClassRowsInputs::new(&input, &target);
+            let host = HostClassRowsInputs {
+                input: &x[..],
+                shape: (n, c),
+                target: host_target,
+                weight: None,
+                upstream: Upstream::Ones,
+            };
+            // Scores read twice (the row's sums, then the gradient) and the gradient written;
+            // multilabel's targets read twice too.
+            let block = n * c * 4;
+            let per_class = usize::from(*self == ClassRowsDef::MultilabelSoftMargin);
+            run(BenchJob {
+                label: self.name(),
+                shape: vec![n, c],
+                bytes_min: (2 + per_class) * block,
+                bytes_moved: (3 + 2 * per_class) * block,
+                flops: None,
+                gpu: &mut |e| plan.record(e, &inputs).map(|_| ()),
+                cpu: &mut || cpu_class_rows(&loss, &host).map(|_| ()),
+            })?;
+        }
+        Ok(())
+    }
+}

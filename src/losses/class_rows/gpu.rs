@@ -1,0 +1,260 @@
+//! Whole-row class-score losses on the GPU: `class_rows.wgsl` and its launch.
+
+use super::{Args, ClassRows, ClassRowsKind};
+use crate::core::{LossValues, Reduction, Upstream};
+use crate::error::Result;
+use crate::gpu::engine::Engine;
+use crate::gpu::kernel::KernelKey;
+use crate::gpu::output::{LossOutput, Status};
+use crate::gpu::plan::GpuLoss;
+use crate::gpu::record::{Recorder, SumOf};
+use crate::gpu::shader::{float_digit, Access, FloatView, ShaderModule, FLOATS, HALF, MATH};
+use crate::gpu::tensor::{DType, Tensor};
+
+/// The kernel's module for an input of type `input` and a gradient of type `grad`.
+pub(crate) fn module(input: DType, grad: DType) -> ShaderModule {
+    ShaderModule {
+        name: "class_rows",
+        variant: float_digit(input) * 3 + float_digit(grad),
+        source: |v| {
+            let header = header(FLOATS[v as usize / 3], FLOATS[v as usize % 3]);
+            [MATH, HALF, &header, include_str!("class_rows.wgsl")].join("\n")
+        },
+        bindings: |_| {
+            use Access::*;
+            vec![
+                Uniform, Read, Read, Read, Read, ReadWrite, ReadWrite, Read, ReadWrite,
+            ]
+        },
+        entry_points: &["main"],
+    }
+}
+
+/// WGSL declaring the input (binding 7) and the gradient (8) by element.
+fn header(input: DType, grad: DType) -> String {
+    [
+        (7, "input", input, Access::Read),
+        (8, "grad", grad, Access::ReadWrite),
+    ]
+    .iter()
+    .map(|&(binding, name, dtype, access)| {
+        let view = FloatView {
+            name,
+            dtype,
+            access,
+        };
+        view.declare(binding, false) + &view.functions(false)
+    })
+    .collect()
+}
+
+/// The family's modules, for validation.
+#[cfg(test)]
+pub(crate) fn modules() -> Vec<ShaderModule> {
+    FLOATS
+        .iter()
+        .flat_map(|&t| [module(t, t), module(t, DType::F32)])
+        .collect()
+}
+
+/// Device inputs of [`ClassRows`].
+#[derive(Debug, Clone, Copy)]
+pub struct ClassRowsInputs<'a> {
+    /// Class scores `[N, C]` (f32, f16 or bf16).
+    pub input: &'a Tensor,
+    /// Multi-margin: class indices `[N]` (i32); multilabel: a target per class `[N, C]` (f32).
+    pub target: &'a Tensor,
+    /// Class weights `[C]` (f32).
+    pub weight: Option<&'a Tensor>,
+    /// Gradient from above (default ones).
+    pub upstream: Upstream<'a, Tensor>,
+}
+
+impl<'a> ClassRowsInputs<'a> {
+    /// Scores and targets.
+    pub fn new(input: &'a Tensor, target: &'a Tensor) -> Self {
+        Self {
+            input,
+            target,
+            weight: None,
+            upstream: Upstream::Ones,
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    c: u32,
+    row_base: u32,
+    margin: f32,
+    scale: f32,
+    _pad: [u32; 3],
+}
+
+impl ClassRows {
+    /// Records the loss (and the gradient `input`) into `encoder`.
+    ///
+    /// # Errors
+    /// Bad options; [`Error::Shape`](crate::Error::Shape) / [`Error::DType`](crate::Error::DType)
+    /// for inputs of other shapes or types; wgpu errors. A multi-margin class outside `[0, C)`
+    /// is reported by [`Engine::read_output`].
+    pub fn record(
+        &self,
+        engine: &Engine,
+        encoder: &mut wgpu::CommandEncoder,
+        inputs: &ClassRowsInputs<'_>,
+    ) -> Result<LossOutput> {
+        self.plan(engine).record(encoder, inputs)
+    }
+
+    /// Records, submits, waits and reads back.
+    ///
+    /// # Errors
+    /// As [`ClassRows::record`], and [`Error::Value`](crate::Error::Value) naming the first
+    /// row whose class is out of range.
+    pub fn run(&self, engine: &Engine, inputs: &ClassRowsInputs<'_>) -> Result<LossValues> {
+        self.plan(engine).run(inputs)
+    }
+}
+
+impl GpuLoss for ClassRows {
+    type Inputs<'a> = ClassRowsInputs<'a>;
+
+    fn record_into(
+        &self,
+        rec: &mut Recorder<'_>,
+        inputs: &ClassRowsInputs<'_>,
+    ) -> Result<LossOutput> {
+        self.validate()?;
+        let (scalar_upstream, per_item_upstream) = inputs.upstream.split(Tensor::arg);
+        let (n, c) = self.check(&Args {
+            input: inputs.input.arg(),
+            target: inputs.target.arg(),
+            weight: inputs.weight.map(Tensor::arg),
+            scalar_upstream,
+            per_item_upstream,
+        })?;
+        rec.engine()
+            .scoped(|| self.record_checked(rec, inputs, n, c))
+    }
+}
+
+impl ClassRows {
+    fn record_checked(
+        &self,
+        rec: &mut Recorder<'_>,
+        inputs: &ClassRowsInputs<'_>,
+        n: usize,
+        c: usize,
+    ) -> Result<LossOutput> {
+        let engine = rec.engine();
+        let input_type = inputs.input.dtype();
+        let grad_type = self.grad_dtype.unwrap_or(input_type);
+        let row_loss = rec.tensor(&[n], DType::F32)?;
+        let status = rec.zeros(&[1], DType::I32)?;
+        let unused = rec.unused()?;
+        let grad = match self.gradient {
+            true => Some(rec.tensor(&[n, c], grad_type)?),
+            false => None,
+        };
+        let denom = match self.reduction {
+            Reduction::Mean => n as f64,
+            _ => 1.0,
+        };
+        let upstream = match inputs.upstream {
+            Upstream::Scalar(g) => g as f64,
+            _ => 1.0,
+        };
+        let wg = 64.min(engine.workgroup_size());
+        // About 16 elements per invocation: short rows share a workgroup, long ones get 64.
+        let team = ((c / 16).max(1).next_power_of_two() as u32).min(wg);
+        let rows_per_group = (wg / team) as usize;
+        let (loss_kind, p, margin) = match self.kind {
+            ClassRowsKind::MultiMargin { p, margin } => (0, p, margin),
+            ClassRowsKind::MultilabelSoftMargin => (1, 1, 0.0),
+        };
+        let key = KernelKey {
+            module: module(input_type, grad_type),
+            entry: "main",
+            overrides: vec![
+                ("WG_SIZE", wg),
+                ("TEAM", team),
+                ("LOSS", loss_kind),
+                ("P_POWER", p),
+                ("WEIGHTED", inputs.weight.is_some() as u32),
+                (
+                    "UPSTREAM_PER_ROW",
+                    matches!(inputs.upstream, Upstream::PerItem(_)) as u32,
+                ),
+                ("WANT_GRAD", grad.is_some() as u32),
+            ],
+        };
+        let class_targets = self.class_targets();
+        let row_bytes = |d: DType| c as u64 * d.size();
+        let mut widths = vec![row_bytes(input_type), row_bytes(grad_type)];
+        if !class_targets {
+            widths.push(row_bytes(DType::F32));
+        }
+        for w in engine.row_windows_for(n, &widths, true)? {
+            let rows = w.len();
+            let params = rec.params(&Params {
+                rows: rows as u32,
+                c: c as u32,
+                row_base: w.start as u32,
+                margin,
+                scale: (upstream / denom) as f32,
+                _pad: [0; 3],
+            });
+            let bindings = vec![
+                params,
+                match class_targets {
+                    true => inputs.target.window(w.start, rows),
+                    false => unused.clone(),
+                },
+                match class_targets {
+                    true => unused.clone(),
+                    false => inputs.target.window(w.start * c, rows * c),
+                },
+                inputs.weight.map_or(unused.clone(), Tensor::binding),
+                match inputs.upstream {
+                    Upstream::PerItem(t) => t.window(w.start, rows),
+                    _ => unused.clone(),
+                },
+                row_loss.window(w.start, rows),
+                status.binding(),
+                inputs.input.window(w.start * c, rows * c),
+                match &grad {
+                    Some(g) => g.window(w.start * c, rows * c),
+                    None => rec.discarded()?,
+                },
+            ];
+            let groups = rows.div_ceil(rows_per_group) as u32;
+            rec.dispatch(key.clone(), bindings, groups)?;
+        }
+        let loss = if self.reduction == Reduction::None {
+            row_loss
+        } else {
+            let loss = rec.tensor(&[], DType::F32)?;
+            rec.sum(
+                (&row_loss, 0),
+                n,
+                SumOf::scaled((1.0 / denom) as f32),
+                &loss,
+            )?;
+            loss
+        };
+        Ok(LossOutput {
+            loss,
+            grads: grad.into_iter().map(|g| ("input", g)).collect(),
+            status: class_targets.then(|| Status {
+                flag: status,
+                input: "target",
+                values: inputs.target.clone(),
+                reason: format!("class index outside [0, {c})"),
+            }),
+            rows: Vec::new(),
+        })
+    }
+}

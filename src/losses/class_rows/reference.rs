@@ -1,0 +1,93 @@
+//! f64 whole-row class-score losses, the twin of `class_rows.wgsl`.
+
+use super::{class_index, ClassRows, ClassRowsKind};
+use crate::core::reference::{reduce, RefOutput};
+use crate::error::Result;
+
+/// The targets of the reference.
+#[derive(Debug, Clone, Copy)]
+pub enum RefClassTargets<'a> {
+    /// Multi-margin's class indices `[N]`.
+    Classes(&'a [i64]),
+    /// Multilabel's target per class `[N, C]`.
+    PerClass(&'a [f64]),
+}
+
+/// The loss of `opts.kind` over scores `input` `[n, c]` per docs/LOSSES.md, with its
+/// gradient. `upstream` holds one value (a scalar upstream gradient) or one per row
+/// (reduction none).
+///
+/// # Errors
+/// [`crate::Error::Value`] for a multi-margin class outside `[0, c)`; option errors as
+/// [`ClassRows::validate`].
+pub fn class_rows(
+    opts: &ClassRows,
+    input: &[f64],
+    (n, c): (usize, usize),
+    target: RefClassTargets<'_>,
+    weight: Option<&[f64]>,
+    upstream: &[f64],
+) -> Result<RefOutput> {
+    opts.validate()?;
+    let w = |k: usize| weight.map_or(1.0, |w| w[k]);
+    let mut losses = vec![0.0; n];
+    // d l_row / d x, before the reduction's scale.
+    let mut local = vec![0.0; n * c];
+    // Multi-margin's nearest hinge to its kink, relative to the largest score.
+    let (mut gap, mut size) = (f64::INFINITY, 1.0f64);
+    for row in 0..n {
+        let x = &input[row * c..(row + 1) * c];
+        let g = &mut local[row * c..(row + 1) * c];
+        match (opts.kind, target) {
+            (ClassRowsKind::MultiMargin { p, margin }, RefClassTargets::Classes(y)) => {
+                let y = class_index(y[row], row, c)?;
+                for k in (0..c).filter(|&k| k != y) {
+                    let h = margin as f64 - x[y] + x[k];
+                    gap = gap.min(h.abs());
+                    size = size.max(x[k].abs()).max(x[y].abs());
+                    // PyTorch's kernels add a term only where h > 0 (a NaN one is dropped).
+                    if h > 0.0 {
+                        let (term, slope) = if p == 2 { (h * h, 2.0 * h) } else { (h, 1.0) };
+                        losses[row] += w(y) * term / c as f64;
+                        g[k] += w(y) * slope / c as f64;
+                        g[y] -= w(y) * slope / c as f64;
+                    }
+                }
+            }
+            (ClassRowsKind::MultilabelSoftMargin, RefClassTargets::PerClass(t)) => {
+                let t = &t[row * c..(row + 1) * c];
+                for k in 0..c {
+                    // −[t·log σ(x) + (1 − t)·log σ(−x)], with log σ(x) = −log(1 + e^−x).
+                    let log_sig = |v: f64| -(-v).exp().ln_1p();
+                    let log_sig = |v: f64| if v < -30.0 { v } else { log_sig(v) };
+                    losses[row] -=
+                        w(k) * (t[k] * log_sig(x[k]) + (1.0 - t[k]) * log_sig(-x[k])) / c as f64;
+                    g[k] = w(k) * (1.0 / (1.0 + (-x[k]).exp()) - t[k]) / c as f64;
+                }
+            }
+            _ => unreachable!("the targets match the loss (checked by the callers)"),
+        }
+    }
+    let (loss, scale) = reduce(&losses, opts.reduction, n as f64, upstream);
+    let mut grad_terms = 0.0f64;
+    let grad = local
+        .iter()
+        .enumerate()
+        .map(|(j, g)| {
+            let s = scale(j / c);
+            grad_terms = grad_terms.max((g * s).abs());
+            g * s
+        })
+        .collect();
+    Ok(RefOutput {
+        loss,
+        grads: if opts.gradient {
+            vec![("input", grad)]
+        } else {
+            Vec::new()
+        },
+        grad_terms,
+        loss_terms: 0.0,
+        decision_gap: gap / size,
+    })
+}
