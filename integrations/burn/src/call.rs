@@ -6,11 +6,11 @@ use std::any::Any;
 use std::cell::RefCell;
 
 use wgpu_losses::{
-    Contrastive, ContrastiveInputs, CosineEmbedding, CrossEntropy, CrossEntropyInputs,
-    ElementwiseInputs, ElementwiseLoss, Engine, GpuLoss, InfoNce, LinearCrossEntropy,
-    LinearCrossEntropyInputs, LossOutput, MinedTriplet, MinedTripletInputs, NceInputs, NceKind,
-    Nll, NllInputs, Plan, Reduction, Result, SoftmaxFocal, Target, Tensor, Triplet, TripletInputs,
-    Upstream,
+    ClassRows, ClassRowsInputs, Contrastive, ContrastiveInputs, CosineEmbedding, CrossEntropy,
+    CrossEntropyInputs, ElementwiseInputs, ElementwiseLoss, Engine, GpuLoss, InfoNce,
+    LinearCrossEntropy, LinearCrossEntropyInputs, LossOutput, MinedTriplet, MinedTripletInputs,
+    NceInputs, NceKind, Nll, NllInputs, Plan, Reduction, Result, SoftmaxFocal, Target, Tensor,
+    Triplet, TripletInputs, Upstream,
 };
 
 /// A loss and the layout of its inputs. Floats come first in the order of each variant's
@@ -26,6 +26,9 @@ pub enum LossCall {
     SoftmaxFocal { loss: SoftmaxFocal, weight: bool },
     /// floats `[log-probabilities, weight?]`, ints `[target]`.
     Nll { loss: Nll, weight: bool },
+    /// floats `[scores, weight?]` with ints `[target]` (multi-margin), or floats
+    /// `[scores, target per class, weight?]` (multilabel).
+    ClassRows { loss: ClassRows, weight: bool },
     /// floats `[input, target, labels?, weight?, pos_weight?]`.
     Elementwise {
         loss: ElementwiseLoss,
@@ -60,7 +63,7 @@ impl LossCall {
             Self::CrossEntropy { .. }
             | Self::CrossEntropyProbabilities { .. }
             | Self::SoftmaxFocal { .. } => &["logits"],
-            Self::Nll { .. } => &["input"],
+            Self::Nll { .. } | Self::ClassRows { .. } => &["input"],
             Self::Elementwise { loss, .. } => loss.kind.grad_names(),
             Self::Contrastive { .. } | Self::CosineEmbedding { .. } => &["x1", "x2"],
             Self::Triplet { .. } => &["anchor", "positive", "negative"],
@@ -81,6 +84,9 @@ impl LossCall {
             Self::CrossEntropy { weight, .. }
             | Self::SoftmaxFocal { weight, .. }
             | Self::Nll { weight, .. } => 1 + usize::from(*weight),
+            Self::ClassRows { loss, weight } => {
+                1 + usize::from(!loss.class_targets()) + usize::from(*weight)
+            }
             Self::CrossEntropyProbabilities { weight, .. } => 2 + usize::from(*weight),
             Self::Elementwise {
                 labels,
@@ -105,6 +111,7 @@ impl LossCall {
             }
             Self::SoftmaxFocal { loss, .. } => loss.reduction,
             Self::Nll { loss, .. } => loss.reduction,
+            Self::ClassRows { loss, .. } => loss.reduction,
             Self::Elementwise { loss, .. } => loss.reduction,
             Self::Contrastive { loss } => loss.reduction,
             Self::CosineEmbedding { loss } => loss.reduction,
@@ -147,6 +154,7 @@ impl LossCall {
                 loss.in_place = false;
             }
             Self::Nll { loss, .. } => loss.gradient = on,
+            Self::ClassRows { loss, .. } => loss.gradient = on,
             Self::Elementwise { loss, .. } => loss.gradient = on,
             Self::Contrastive { loss } => loss.gradient = on,
             Self::CosineEmbedding { loss } => loss.gradient = on,
@@ -187,6 +195,15 @@ impl LossCall {
                 let mut inputs = CrossEntropyInputs::new(f(0), Target::Classes(&ints[0]));
                 inputs.weight = optional(*weight, 1);
                 inputs.grad_out = grad_out.first();
+                planned(engine, loss, |plan| plan.record(encoder, &inputs))
+            }
+            Self::ClassRows { loss, weight } => {
+                let (target, next) = match loss.class_targets() {
+                    true => (&ints[0], 1),
+                    false => (f(1), 2),
+                };
+                let mut inputs = ClassRowsInputs::new(f(0), target);
+                inputs.weight = optional(*weight, next);
                 planned(engine, loss, |plan| plan.record(encoder, &inputs))
             }
             Self::Nll { loss, weight } => {

@@ -43,9 +43,9 @@ pub use backend::FusedLossBackend;
 pub use call::LossCall;
 pub use device::{engine, init, register};
 pub use wgpu_losses::{
-    Contrastive, CosineEmbedding, CrossEntropy, Distance, ElementwiseLoss, InfoNce,
-    LinearCrossEntropy, MinedTriplet, Mining, NceKind, Nll, Pointwise, Reduction, SoftmaxFocal,
-    Triplet,
+    ClassRows, ClassRowsKind, Contrastive, CosineEmbedding, CrossEntropy, Distance,
+    ElementwiseLoss, InfoNce, LinearCrossEntropy, MinedTriplet, Mining, NceKind, Nll, Pointwise,
+    Reduction, SoftmaxFocal, Triplet,
 };
 
 /// What can go wrong.
@@ -198,6 +198,60 @@ pub fn nll(
         floats.into_iter().flatten().collect(),
         Some(int(target)),
     )
+}
+
+/// Multi-margin loss (`loss.kind` is [`ClassRowsKind::MultiMargin`], PyTorch
+/// `F.multi_margin_loss`) of scores `input` `[N, C]` with class `target` `[N]`, optional
+/// class `weight` `[C]`.
+///
+/// # Errors
+/// As [`cross_entropy`]; [`Error::Unsupported`] for a multilabel `loss`.
+pub fn multi_margin(
+    loss: &ClassRows,
+    input: Tensor<2>,
+    target: Tensor<1, Int>,
+    weight: Option<Tensor<1>>,
+) -> Result<Tensor<1>> {
+    if !loss.class_targets() {
+        return Err(Error::Unsupported(
+            "multi_margin takes class targets: use multilabel_soft_margin".into(),
+        ));
+    }
+    let call = LossCall::ClassRows {
+        loss: *loss,
+        weight: weight.is_some(),
+    };
+    let floats = [Some(float(input)), weight.map(float)];
+    fused(
+        call,
+        floats.into_iter().flatten().collect(),
+        Some(int(target)),
+    )
+}
+
+/// Multilabel soft-margin loss (`loss.kind` is [`ClassRowsKind::MultilabelSoftMargin`],
+/// PyTorch `F.multilabel_soft_margin_loss`) of scores `input` `[N, C]` against `target`
+/// `[N, C]` (0 or 1), optional class `weight` `[C]`.
+///
+/// # Errors
+/// As [`cross_entropy`]; [`Error::Unsupported`] for a multi-margin `loss`.
+pub fn multilabel_soft_margin(
+    loss: &ClassRows,
+    input: Tensor<2>,
+    target: Tensor<2>,
+    weight: Option<Tensor<1>>,
+) -> Result<Tensor<1>> {
+    if loss.class_targets() {
+        return Err(Error::Unsupported(
+            "multilabel_soft_margin takes a target per class: use multi_margin".into(),
+        ));
+    }
+    let call = LossCall::ClassRows {
+        loss: *loss,
+        weight: weight.is_some(),
+    };
+    let floats = [Some(float(input)), Some(float(target)), weight.map(float)];
+    fused(call, floats.into_iter().flatten().collect(), None)
 }
 
 /// An elementwise loss ([`Pointwise`]: mse, l1, huber, smooth-l1, kl-div, bce-with-logits,

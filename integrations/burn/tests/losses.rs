@@ -14,19 +14,20 @@ use std::sync::OnceLock;
 use burn::nn::loss::{
     BinaryCrossEntropyLossConfig, CosineEmbeddingLossConfig, CrossEntropyLossConfig,
     HingeEmbeddingLossConfig, HuberLossConfig, KLDivLossConfig, MarginRankingLossConfig, MseLoss,
-    PoissonNllLossConfig, Reduction as BurnReduction, SmoothL1LossConfig, SoftMarginLoss,
-    TripletMarginLossConfig,
+    MultiMarginLossConfig, PoissonNllLossConfig, Reduction as BurnReduction, SmoothL1LossConfig,
+    SoftMarginLoss, TripletMarginLossConfig,
 };
 use burn::tensor::{Device, Gradients, Int, Tensor, TensorData};
 use common::{values, Rng};
 use wgpu_losses::{
-    ContrastiveInputs, CrossEntropyInputs, ElementwiseInputs, Engine, LinearCrossEntropyInputs,
-    LossValues, MinedTripletInputs, NceInputs, NllInputs, Target, TripletInputs, Upstream,
+    ClassRowsInputs, ContrastiveInputs, CrossEntropyInputs, ElementwiseInputs, Engine,
+    LinearCrossEntropyInputs, LossValues, MinedTripletInputs, NceInputs, NllInputs, Target,
+    TripletInputs, Upstream,
 };
 use wgpu_losses_burn::{
-    Contrastive, CosineEmbedding, CrossEntropy, Distance, ElementwiseLoss, Error, InfoNce,
-    LinearCrossEntropy, MinedTriplet, Mining, NceKind, Nll, Pointwise, Reduction, SoftmaxFocal,
-    Triplet,
+    ClassRows, ClassRowsKind, Contrastive, CosineEmbedding, CrossEntropy, Distance,
+    ElementwiseLoss, Error, InfoNce, LinearCrossEntropy, MinedTriplet, Mining, NceKind, Nll,
+    Pointwise, Reduction, SoftmaxFocal, Triplet,
 };
 
 /// burn's wgpu device shared with wgpu-losses; no adapter fails the test.
@@ -269,6 +270,61 @@ fn nll_equals_run() {
         };
         check("nll", got, &[("input", &input)], want);
     }
+}
+
+#[test]
+fn class_row_losses_equal_run_and_burns_own() {
+    let (n, c) = (15, 8);
+    let mut rng = Rng::new(15);
+    let x = normals(&mut rng, n * c);
+    let t = classes(&mut rng, n, c);
+    let bits: Vec<f32> = (0..n * c).map(|_| rng.below(2) as f32).collect();
+    let w: Vec<f32> = (0..c).map(|i| 0.5 + 0.25 * i as f32).collect();
+    let e = engine();
+    let (xg, tg, bg, wg) = (
+        up2(&e, &x, [n, c]),
+        up_i32(&e, &t),
+        up2(&e, &bits, [n, c]),
+        up1(&e, &w),
+    );
+    for p in [1, 2] {
+        let loss = ClassRows::new(ClassRowsKind::MultiMargin { p, margin: 0.75 });
+        let input = tracked2(&x, [n, c]);
+        let got =
+            wgpu_losses_burn::multi_margin(&loss, input.clone(), ints(&t), Some(constant1(&w)))
+                .unwrap();
+        let mut inputs = ClassRowsInputs::new(&xg, &tg);
+        inputs.weight = Some(&wg);
+        let want = loss.run(&e, &inputs).unwrap();
+        check("multi-margin", got, &[("input", &input)], &want);
+
+        // burn's own MultiMarginLoss (no weight).
+        let (ours_in, theirs_in) = (tracked2(&x, [n, c]), tracked2(&x, [n, c]));
+        let ours = wgpu_losses_burn::multi_margin(&loss, ours_in.clone(), ints(&t), None).unwrap();
+        let theirs = MultiMarginLossConfig::new()
+            .with_p(p as i32)
+            .with_margin(0.75)
+            .init()
+            .forward(theirs_in.clone(), ints(&t), BurnReduction::Mean);
+        compare(
+            &format!("multi-margin p={p} vs burn"),
+            ours,
+            &ours_in,
+            theirs,
+            &theirs_in,
+        );
+    }
+    let loss = ClassRows::new(ClassRowsKind::MultilabelSoftMargin);
+    let input = tracked2(&x, [n, c]);
+    let target =
+        Tensor::<2>::from_data(TensorData::new(bits.clone(), [n, c]), &device().autodiff());
+    let got =
+        wgpu_losses_burn::multilabel_soft_margin(&loss, input.clone(), target, Some(constant1(&w)))
+            .unwrap();
+    let mut inputs = ClassRowsInputs::new(&xg, &bg);
+    inputs.weight = Some(&wg);
+    let want = loss.run(&e, &inputs).unwrap();
+    check("multilabel soft margin", got, &[("input", &input)], &want);
 }
 
 #[test]

@@ -75,7 +75,7 @@ impl ClassRows {
         self
     }
     /// Whether the targets are class indices `[N]` (else a value per class `[N, C]`).
-    pub(crate) fn class_targets(&self) -> bool {
+    pub fn class_targets(&self) -> bool {
         matches!(self.kind, ClassRowsKind::MultiMargin { .. })
     }
     /// Checks the options.
