@@ -136,6 +136,26 @@ pub(crate) struct FloatView<'a> {
     pub access: Access,
 }
 
+/// WGSL declaring a row kernel's `input` (binding 7, read) and its `grad` (binding 8) by
+/// element, with their `load_input` / `store_grad` functions: the I/O of the families whose
+/// kernels read one float array and write its gradient (`nll`, `class_rows`).
+pub(crate) fn input_and_grad(input: DType, grad: DType) -> String {
+    [
+        (7, "input", input, Access::Read),
+        (8, "grad", grad, Access::ReadWrite),
+    ]
+    .iter()
+    .map(|&(binding, name, dtype, access)| {
+        let view = FloatView {
+            name,
+            dtype,
+            access,
+        };
+        view.declare(binding, false) + &view.functions(false)
+    })
+    .collect()
+}
+
 impl FloatView<'_> {
     fn half(&self) -> Option<&'static str> {
         match self.dtype {

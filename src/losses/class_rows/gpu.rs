@@ -8,7 +8,7 @@ use crate::gpu::kernel::KernelKey;
 use crate::gpu::output::{LossOutput, Status};
 use crate::gpu::plan::GpuLoss;
 use crate::gpu::record::{Recorder, SumOf};
-use crate::gpu::shader::{float_digit, Access, FloatView, ShaderModule, FLOATS, HALF, MATH};
+use crate::gpu::shader::{float_digit, input_and_grad, Access, ShaderModule, FLOATS, HALF, MATH};
 use crate::gpu::tensor::{DType, Tensor};
 
 /// The kernel's module for an input of type `input` and a gradient of type `grad`.
@@ -17,7 +17,7 @@ pub(crate) fn module(input: DType, grad: DType) -> ShaderModule {
         name: "class_rows",
         variant: float_digit(input) * 3 + float_digit(grad),
         source: |v| {
-            let header = header(FLOATS[v as usize / 3], FLOATS[v as usize % 3]);
+            let header = input_and_grad(FLOATS[v as usize / 3], FLOATS[v as usize % 3]);
             [MATH, HALF, &header, include_str!("class_rows.wgsl")].join("\n")
         },
         bindings: |_| {
@@ -28,24 +28,6 @@ pub(crate) fn module(input: DType, grad: DType) -> ShaderModule {
         },
         entry_points: &["main"],
     }
-}
-
-/// WGSL declaring the input (binding 7) and the gradient (8) by element.
-fn header(input: DType, grad: DType) -> String {
-    [
-        (7, "input", input, Access::Read),
-        (8, "grad", grad, Access::ReadWrite),
-    ]
-    .iter()
-    .map(|&(binding, name, dtype, access)| {
-        let view = FloatView {
-            name,
-            dtype,
-            access,
-        };
-        view.declare(binding, false) + &view.functions(false)
-    })
-    .collect()
 }
 
 /// The family's modules, for validation.

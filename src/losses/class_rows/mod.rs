@@ -10,7 +10,7 @@ pub(crate) mod gpu;
 pub(crate) mod reference;
 
 use crate::core::{
-    check_grad_dtype, check_upstream, finite, per_item_reduction, Arg, DType, Reduction,
+    check_grad_dtype, check_rows, check_upstream, finite, per_item_reduction, Arg, DType, Reduction,
 };
 use crate::error::{Error, Result};
 
@@ -117,24 +117,7 @@ impl ClassRows {
     /// [`Error::Shape`], [`Error::Empty`], [`Error::DType`] naming the input; the upstream
     /// gradient's errors.
     pub(crate) fn check(&self, args: &Args<'_>) -> Result<(usize, usize)> {
-        let &[n, c] = args.input.shape else {
-            return Err(Error::Shape {
-                input: "input",
-                expected: "[N, C]".into(),
-                got: args.input.shape.to_vec(),
-            });
-        };
-        if n == 0 {
-            return Err(Error::Empty("input"));
-        }
-        if c == 0 {
-            return Err(Error::Shape {
-                input: "input",
-                expected: "[N, C] with C ≥ 1".into(),
-                got: args.input.shape.to_vec(),
-            });
-        }
-        args.input.expect_float("input")?;
+        let (n, c) = check_rows(&[("input", args.input)])?;
         match self.class_targets() {
             true => args.target.expect("target", &[n], DType::I32)?,
             false => args.target.expect("target", &[n, c], DType::F32)?,

@@ -9,8 +9,10 @@ pub(crate) mod cpu;
 pub(crate) mod gpu;
 pub(crate) mod reference;
 
-use crate::core::{check_grad_dtype, check_upstream, per_item_reduction, Arg, DType, Reduction};
-use crate::error::{Error, Result};
+use crate::core::{
+    check_grad_dtype, check_rows, check_upstream, per_item_reduction, Arg, DType, Reduction,
+};
+use crate::error::Result;
 
 /// Negative log-likelihood over log-probabilities (PyTorch `F.nll_loss`): `−w_y·x[n, y]` per
 /// row; `mean` divides by `Σ w_y` over the kept rows (0 when every row is ignored, as
@@ -71,7 +73,8 @@ impl Nll {
     /// Checks the options.
     ///
     /// # Errors
-    /// [`Error::Option`] for `BatchMean` or a gradient type that is not a float.
+    /// [`Error::Option`](crate::Error::Option) for `BatchMean` or a gradient type that is not
+    /// a float.
     pub fn validate(&self) -> Result<()> {
         check_grad_dtype(self.grad_dtype)?;
         per_item_reduction(self.reduction)
@@ -92,27 +95,11 @@ pub(crate) struct Args<'a> {
 /// (N, C).
 ///
 /// # Errors
-/// [`Error::Shape`], [`Error::Empty`], [`Error::DType`] naming the input; the upstream
+/// [`Error::Shape`](crate::Error::Shape), [`Error::Empty`](crate::Error::Empty),
+/// [`Error::DType`](crate::Error::DType) naming the input; the upstream
 /// gradient's errors.
 pub(crate) fn check(args: &Args<'_>, reduction: Reduction) -> Result<(usize, usize)> {
-    let &[n, c] = args.input.shape else {
-        return Err(Error::Shape {
-            input: "input",
-            expected: "[N, C]".into(),
-            got: args.input.shape.to_vec(),
-        });
-    };
-    if n == 0 {
-        return Err(Error::Empty("input"));
-    }
-    if c == 0 {
-        return Err(Error::Shape {
-            input: "input",
-            expected: "[N, C] with C ≥ 1".into(),
-            got: args.input.shape.to_vec(),
-        });
-    }
-    args.input.expect_float("input")?;
+    let (n, c) = check_rows(&[("input", args.input)])?;
     args.target.expect("target", &[n], DType::I32)?;
     if let Some(w) = args.weight {
         w.expect("weight", &[c], DType::F32)?;
