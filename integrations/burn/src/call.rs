@@ -6,8 +6,8 @@ use std::any::Any;
 use std::cell::RefCell;
 
 use wgpu_losses::{
-    ClassRows, ClassRowsInputs, Contrastive, ContrastiveInputs, CosineEmbedding, CrossEntropy,
-    CrossEntropyInputs, ElementwiseInputs, ElementwiseLoss, Engine, GpuLoss, InfoNce,
+    ClassRows, ClassRowsInputs, ClassRowsKind, Contrastive, ContrastiveInputs, CosineEmbedding,
+    CrossEntropy, CrossEntropyInputs, ElementwiseInputs, ElementwiseLoss, Engine, GpuLoss, InfoNce,
     LinearCrossEntropy, LinearCrossEntropyInputs, LossOutput, MinedTriplet, MinedTripletInputs,
     NceInputs, NceKind, Nll, NllInputs, Plan, Reduction, Result, SoftmaxFocal, Target, Tensor,
     Triplet, TripletInputs, Upstream,
@@ -63,7 +63,11 @@ impl LossCall {
             Self::CrossEntropy { .. }
             | Self::CrossEntropyProbabilities { .. }
             | Self::SoftmaxFocal { .. } => &["logits"],
-            Self::Nll { .. } | Self::ClassRows { .. } => &["input"],
+            Self::Nll { .. } => &["input"],
+            Self::ClassRows { loss, .. } => match loss.kind {
+                ClassRowsKind::DistillKl { .. } => &["student"],
+                _ => &["input"],
+            },
             Self::Elementwise { loss, .. } => loss.kind.grad_names(),
             Self::Contrastive { .. } | Self::CosineEmbedding { .. } => &["x1", "x2"],
             Self::Triplet { .. } => &["anchor", "positive", "negative"],

@@ -241,10 +241,11 @@ pub fn multilabel_soft_margin(
     target: Tensor<2>,
     weight: Option<Tensor<1>>,
 ) -> Result<Tensor<1>> {
-    if loss.class_targets() {
-        return Err(Error::Unsupported(
-            "multilabel_soft_margin takes a target per class: use multi_margin".into(),
-        ));
+    if loss.kind != ClassRowsKind::MultilabelSoftMargin {
+        return Err(Error::Unsupported(format!(
+            "multilabel_soft_margin computes ClassRowsKind::MultilabelSoftMargin, not {:?}",
+            loss.kind
+        )));
     }
     let call = LossCall::ClassRows {
         loss: *loss,
@@ -252,6 +253,27 @@ pub fn multilabel_soft_margin(
     };
     let floats = [Some(float(input)), Some(float(target)), weight.map(float)];
     fused(call, floats.into_iter().flatten().collect(), None)
+}
+
+/// Hinton's distillation loss (`loss.kind` is [`ClassRowsKind::DistillKl`]):
+/// `τ²·KL(softmax(teacher/τ) ‖ softmax(student/τ))` per row of `student` `[N, C]` logits
+/// against `teacher` logits (f32, not differentiated); `Reduction::Mean` is PyTorch's
+/// `batchmean`.
+///
+/// # Errors
+/// As [`cross_entropy`]; [`Error::Unsupported`] for another `loss.kind`.
+pub fn distill_kl(loss: &ClassRows, student: Tensor<2>, teacher: Tensor<2>) -> Result<Tensor<1>> {
+    if !matches!(loss.kind, ClassRowsKind::DistillKl { .. }) {
+        return Err(Error::Unsupported(format!(
+            "distill_kl computes ClassRowsKind::DistillKl, not {:?}",
+            loss.kind
+        )));
+    }
+    let call = LossCall::ClassRows {
+        loss: *loss,
+        weight: false,
+    };
+    fused(call, vec![float(student), float(teacher)], None)
 }
 
 /// An elementwise loss ([`Pointwise`]: mse, l1, huber, smooth-l1, kl-div, bce-with-logits,

@@ -325,6 +325,18 @@ fn class_row_losses_equal_run_and_burns_own() {
     inputs.weight = Some(&wg);
     let want = loss.run(&e, &inputs).unwrap();
     check("multilabel soft margin", got, &[("input", &input)], &want);
+
+    let loss = ClassRows::new(ClassRowsKind::DistillKl { temperature: 2.0 });
+    let teacher_values = normals(&mut rng, n * c);
+    let student = tracked2(&x, [n, c]);
+    let teacher = Tensor::<2>::from_data(
+        TensorData::new(teacher_values.clone(), [n, c]),
+        &device().autodiff(),
+    );
+    let got = wgpu_losses_burn::distill_kl(&loss, student.clone(), teacher).unwrap();
+    let tg = up2(&e, &teacher_values, [n, c]);
+    let want = loss.run(&e, &ClassRowsInputs::new(&xg, &tg)).unwrap();
+    check("distill-kl", got, &[("student", &student)], &want);
 }
 
 #[test]

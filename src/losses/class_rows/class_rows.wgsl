@@ -5,7 +5,7 @@
 
 override WG_SIZE: u32 = 64u;
 override TEAM: u32 = 8u;               // a power of two dividing WG_SIZE
-override LOSS: u32 = 0u;               // MULTI_MARGIN or MULTILABEL_SOFT_MARGIN
+override LOSS: u32 = 0u;               // MULTI_MARGIN, MULTILABEL_SOFT_MARGIN or DISTILL_KL
 override P_POWER: u32 = 1u;            // multi-margin's p: 1 or 2
 override WEIGHTED: bool = false;
 override UPSTREAM_PER_ROW: bool = false;
@@ -13,12 +13,13 @@ override WANT_GRAD: bool = true;
 
 const MULTI_MARGIN: u32 = 0u;
 const MULTILABEL_SOFT_MARGIN: u32 = 1u;
+const DISTILL_KL: u32 = 2u;
 
 struct Params {
     rows: u32,       // rows in this window
     c: u32,
     row_base: u32,   // the window's first row in the batch
-    margin: f32,
+    param: f32,      // multi-margin's margin, distillation's temperature
     scale: f32,      // gradient scale: upstream / denominator
     _pad0: u32,
     _pad1: u32,
@@ -27,7 +28,7 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> classes: array<i32>;   // multi-margin: [rows]
-@group(0) @binding(2) var<storage, read> labels: array<f32>;    // multilabel: [rows, C]
+@group(0) @binding(2) var<storage, read> labels: array<f32>;    // [rows, C]: multilabel's targets, the teacher's logits
 @group(0) @binding(3) var<storage, read> weight: array<f32>;
 @group(0) @binding(4) var<storage, read> upstream: array<f32>;
 @group(0) @binding(5) var<storage, read_write> row_loss: array<f32>;
@@ -36,6 +37,42 @@ struct Params {
 // element types, through load_input(i) and store_grad(i, v).
 
 var<workgroup> partial: array<vec2<f32>, WG_SIZE>;
+// Distillation: each invocation's teacher state (max, Σ e^(a − max), Σ e^(a − max)·(a − b))
+// and student log-sum-exp state, a = t/τ, b = s/τ.
+var<workgroup> teacher_state: array<vec3<f32>, WG_SIZE>;
+var<workgroup> student_state: array<vec2<f32>, WG_SIZE>;
+
+// Adds a = t/τ with its gap a − b to a teacher state.
+fn teacher_push(st: vec3<f32>, a: f32, gap: f32) -> vec3<f32> {
+    if (a > st.x) {
+        let e = exp(st.x - a);
+        return vec3<f32>(a, st.y * e + 1.0, st.z * e + gap);
+    }
+    let e = exp(a - st.x);
+    return vec3<f32>(st.x, st.y + e, st.z + e * gap);
+}
+
+fn teacher_merge(u: vec3<f32>, v: vec3<f32>) -> vec3<f32> {
+    let m = max(u.x, v.x);
+    let eu = exp(u.x - m);
+    let ev = exp(v.x - m);
+    return vec3<f32>(m, u.y * eu + v.y * ev, u.z * eu + v.z * ev);
+}
+
+// Merges each team's distillation states in a fixed order. Whole workgroup.
+fn team_merge(lid: u32, t_st: vec3<f32>, s_st: vec2<f32>) {
+    teacher_state[lid] = t_st;
+    student_state[lid] = s_st;
+    let t = lid % TEAM;
+    for (var stride = TEAM / 2u; stride > 0u; stride /= 2u) {
+        workgroupBarrier();
+        if (t < stride) {
+            teacher_state[lid] = teacher_merge(teacher_state[lid], teacher_state[lid + stride]);
+            student_state[lid] = lse_merge(student_state[lid], student_state[lid + stride]);
+        }
+    }
+    workgroupBarrier();
+}
 
 // Sums over each team, in a fixed order. Whole workgroup.
 fn team_sum2(lid: u32, v: vec2<f32>) -> vec2<f32> {
@@ -103,11 +140,21 @@ fn main(
     }
     // (loss sum, multi-margin: Σ of the hinge derivatives) over the row.
     var acc = vec2<f32>(0.0);
+    let inv_tau = 1.0 / params.param;
+    var t_st = vec3<f32>(F32_LOWEST, 0.0, 0.0);
+    var s_st = vec2<f32>(F32_LOWEST, 0.0);
     for (var k = t; k < c; k += TEAM) {
         let x = load_input(base + k);
+        if (LOSS == DISTILL_KL) {
+            let a = labels[base + k] * inv_tau;
+            let b = x * inv_tau;
+            t_st = teacher_push(t_st, a, a - b);
+            s_st = lse_push(s_st, b);
+            continue;
+        }
         if (LOSS == MULTI_MARGIN) {
             if (k != y) {
-                acc += hinge_power(params.margin - x_y + x);
+                acc += hinge_power(params.param - x_y + x);
             }
         } else {
             let s = logistic(x);
@@ -116,6 +163,18 @@ fn main(
         }
     }
     let sums = team_sum2(lid, acc);
+    // Distillation: the row's log-sum-exps of t/τ and s/τ, and Σ p_t·(t − s)/τ.
+    var lse_t = 0.0;
+    var lse_s = 0.0;
+    var kl = 0.0;
+    if (LOSS == DISTILL_KL) {
+        team_merge(lid, t_st, s_st);
+        let ts = teacher_state[lid - t];
+        let ss = student_state[lid - t];
+        lse_t = ts.x + log(ts.y);
+        lse_s = ss.x + log(ss.y);
+        kl = ts.z / ts.y - lse_t + lse_s;
+    }
     if (!live) {
         return;
     }
@@ -123,9 +182,12 @@ fn main(
     // Multi-margin weighs each positive hinge term (a NaN weight reaches only those terms and
     // the target, as in PyTorch); `any` is whether the row has one.
     let any = sums.y > 0.0;
+    let tau = params.param;
     if (t == 0u) {
         if (LOSS == MULTI_MARGIN) {
             row_loss[row] = select(0.0, w_y * sums.x, any) * inv_c;
+        } else if (LOSS == DISTILL_KL) {
+            row_loss[row] = tau * tau * kl;
         } else {
             row_loss[row] = sums.x * inv_c;
         }
@@ -134,18 +196,25 @@ fn main(
         return;
     }
     var s = params.scale * inv_c;
+    if (LOSS == DISTILL_KL) {
+        s = params.scale * tau; // τ²·∂KL/∂s = τ·(p_s − p_t)
+    }
     if (UPSTREAM_PER_ROW) {
         s *= upstream[row];
     }
     for (var k = t; k < c; k += TEAM) {
         let x = load_input(base + k);
         var g: f32;
-        if (LOSS == MULTI_MARGIN) {
+        if (LOSS == DISTILL_KL) {
+            let p_s = exp(x * inv_tau - lse_s);
+            let p_t = exp(labels[base + k] * inv_tau - lse_t);
+            g = (p_s - p_t) * s;
+        } else if (LOSS == MULTI_MARGIN) {
             // The upstream scale multiplies last: a NaN upstream reaches every element.
             if (k == y) {
                 g = select(0.0, -w_y * sums.y, any) * s;
             } else {
-                let d = hinge_power(params.margin - x_y + x).y;
+                let d = hinge_power(params.param - x_y + x).y;
                 g = select(0.0, w_y * d, d > 0.0) * s;
             }
         } else {

@@ -1,5 +1,5 @@
-//! `multi-margin` and `multilabel-soft-margin` by name, on host arrays: the command line's
-//! view.
+//! `multi-margin`, `multilabel-soft-margin` and `distill-kl` by name, on host arrays: the
+//! command line's view.
 
 use super::cpu::{class_rows as cpu_class_rows, HostClassRowsInputs, HostClassTargets};
 use super::gpu::ClassRowsInputs;
@@ -19,12 +19,14 @@ use crate::registry::{
 pub(crate) const LOSSES: &[&dyn LossDef] = &[
     &ClassRowsDef::MultiMargin,
     &ClassRowsDef::MultilabelSoftMargin,
+    &ClassRowsDef::DistillKl,
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ClassRowsDef {
     MultiMargin,
     MultilabelSoftMargin,
+    DistillKl,
 }
 
 /// The targets of a host problem.
@@ -58,14 +60,18 @@ impl ClassRowsDef {
                 }
             }
             ClassRowsDef::MultilabelSoftMargin => ClassRowsKind::MultilabelSoftMargin,
+            ClassRowsDef::DistillKl => ClassRowsKind::DistillKl {
+                temperature: case.option("temperature", 1.0)?,
+            },
         };
         let opts = ClassRows::new(kind)
             .reduction(case.option("reduction", Reduction::Mean)?)
             .grad_dtype(case.grad_dtype_option()?);
         opts.validate()?;
-        let (input, shape) = case.floats("input").unwrap_or_default();
-        let dtype = case.float_dtype("input");
-        let target = case.input("target").expect("checked: required");
+        let (input_name, target_name) = (kind.input_name(), kind.target_name());
+        let (input, shape) = case.floats(input_name).unwrap_or_default();
+        let dtype = case.float_dtype(input_name);
+        let target = case.input(target_name).expect("checked: required");
         let weight = case.floats("weight");
         let (scalar_upstream, per_item) = case.upstream_parts();
         let (n, c) = opts.check(&Args {
@@ -86,7 +92,7 @@ impl ClassRowsDef {
         })?;
         let target = match opts.class_targets() {
             true => Targets::Classes(labels_i32("target", target)?),
-            false => Targets::PerClass(case.floats("target").expect("checked: f32").0),
+            false => Targets::PerClass(case.floats(target_name).expect("checked: f32").0),
         };
         let upstream = per_item
             .map(|(g, _)| g)
@@ -144,6 +150,7 @@ impl LossDef for ClassRowsDef {
         match self {
             ClassRowsDef::MultiMargin => "multi-margin",
             ClassRowsDef::MultilabelSoftMargin => "multilabel-soft-margin",
+            ClassRowsDef::DistillKl => "distill-kl",
         }
     }
 
@@ -158,23 +165,33 @@ impl LossDef for ClassRowsDef {
             spec("weight", false, false),
             GRAD_OUTPUT,
         ];
-        INPUTS
+        const DISTILL: &[InputSpec] = &[
+            spec("student", true, true),
+            spec("teacher", false, true),
+            GRAD_OUTPUT,
+        ];
+        match self {
+            ClassRowsDef::DistillKl => DISTILL,
+            _ => INPUTS,
+        }
     }
 
     fn options(&self) -> &'static [&'static str] {
         match self {
             ClassRowsDef::MultiMargin => &["reduction", "p", "margin"],
             ClassRowsDef::MultilabelSoftMargin => &["reduction"],
+            ClassRowsDef::DistillKl => &["reduction", "temperature"],
         }
     }
 
     fn gpu_in(&self, s: &mut GpuSession<'_>, case: &Case) -> Result<Evaluated<f32>> {
         let p = self.problem(case)?;
         let (n, c) = (p.n, p.c);
-        let input = s.upload_as("input", &p.input, &[n, c], p.dtype)?;
+        let (input_name, target_name) = (p.opts.kind.input_name(), p.opts.kind.target_name());
+        let input = s.upload_as(input_name, &p.input, &[n, c], p.dtype)?;
         let target = match &p.target {
-            Targets::Classes(y) => s.upload_i32("target", y, &[n])?,
-            Targets::PerClass(t) => s.upload("target", t, &[n, c])?,
+            Targets::Classes(y) => s.upload_i32(target_name, y, &[n])?,
+            Targets::PerClass(t) => s.upload(target_name, t, &[n, c])?,
         };
         let weight = p
             .weight
@@ -233,6 +250,25 @@ impl LossDef for ClassRowsDef {
     fn random_case(&self, rng: &mut Rng) -> Case {
         let n = 1 + rng.below(48);
         let c = (rng.range(0.0, 9.0).exp2() as usize).max(1);
+        if *self == ClassRowsDef::DistillKl {
+            let scale = [1.0, 3.0, 10.0][rng.below(3)];
+            let mut case = Case::default()
+                .with(
+                    "student",
+                    HostArray::f32(&[n, c], rng.normals(n * c, scale)),
+                )
+                .with(
+                    "teacher",
+                    HostArray::f32(&[n, c], rng.normals(n * c, scale)),
+                )
+                .set("temperature", rng.range(0.5, 4.0) as f32);
+            let reduction = ["mean", "sum", "none"][rng.below(3)];
+            case = case.set("reduction", reduction);
+            if rng.chance(0.3) {
+                case = case.with_random_upstream(rng, &[n], reduction == "none");
+            }
+            return case;
+        }
         let mut case =
             Case::default().with("input", HostArray::f32(&[n, c], rng.normals(n * c, 2.0)));
         case = match self {
@@ -242,7 +278,7 @@ impl LossDef for ClassRowsDef {
                     .set("p", 1 + rng.below(2))
                     .set("margin", rng.range(0.0, 2.0) as f32)
             }
-            ClassRowsDef::MultilabelSoftMargin => {
+            ClassRowsDef::MultilabelSoftMargin | ClassRowsDef::DistillKl => {
                 let t = (0..n * c).map(|_| rng.below(2) as f32).collect();
                 case.with("target", HostArray::f32(&[n, c], t))
             }
@@ -277,14 +313,15 @@ impl LossDef for ClassRowsDef {
                     Vec::new(),
                     (0..n * c).map(|_| rng.below(2) as f32).collect(),
                 ),
+                ClassRowsDef::DistillKl => (Vec::new(), rng.normals(n * c, 2.0)),
             };
             let target = match self {
                 ClassRowsDef::MultiMargin => engine.upload_i32(&classes, &[n])?,
-                ClassRowsDef::MultilabelSoftMargin => engine.upload(&labels, &[n, c])?,
+                _ => engine.upload(&labels, &[n, c])?,
             };
             let host_target = match self {
                 ClassRowsDef::MultiMargin => HostClassTargets::Classes(&classes),
-                ClassRowsDef::MultilabelSoftMargin => HostClassTargets::PerClass(&labels),
+                _ => HostClassTargets::PerClass(&labels),
             };
             let loss = match self {
                 ClassRowsDef::MultiMargin => {
@@ -292,6 +329,9 @@ impl LossDef for ClassRowsDef {
                 }
                 ClassRowsDef::MultilabelSoftMargin => {
                     ClassRows::new(ClassRowsKind::MultilabelSoftMargin)
+                }
+                ClassRowsDef::DistillKl => {
+                    ClassRows::new(ClassRowsKind::DistillKl { temperature: 2.0 })
                 }
             };
             let mut plan = loss.plan(engine);
@@ -306,7 +346,7 @@ impl LossDef for ClassRowsDef {
             // Scores read twice (the row's sums, then the gradient) and the gradient written;
             // multilabel's targets read twice too.
             let block = n * c * 4;
-            let per_class = usize::from(*self == ClassRowsDef::MultilabelSoftMargin);
+            let per_class = usize::from(*self != ClassRowsDef::MultiMargin);
             run(BenchJob {
                 label: self.name(),
                 shape: vec![n, c],

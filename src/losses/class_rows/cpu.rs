@@ -44,6 +44,15 @@ fn logistic(x: f64) -> (f64, f64) {
     (softplus_neg, p)
 }
 
+/// The log-sum-exps of a teacher row `t/τ` and a student row `s/τ` (`student(k)`).
+fn log_sum_exps(t: &[f32], student: impl Fn(usize) -> f64, tau: f64) -> (f64, f64) {
+    let lse = |v: &dyn Fn(usize) -> f64| {
+        let m = (0..t.len()).map(v).fold(f64::NEG_INFINITY, f64::max);
+        m + (0..t.len()).map(|k| (v(k) - m).exp()).sum::<f64>().ln()
+    };
+    (lse(&|k| t[k] as f64 / tau), lse(&|k| student(k) / tau))
+}
+
 /// max(0, h)^p and its derivative, 0 unless h > 0 (PyTorch's test, which drops NaN).
 fn hinge_power(h: f64, p: u32) -> (f64, f64) {
     match (h > 0.0, p) {
@@ -120,6 +129,17 @@ pub fn class_rows<T: Element>(
                     let weighted = if slope > 0.0 { w(y) * loss } else { 0.0 };
                     (weighted / c as f64, slope)
                 }
+                (ClassRowsKind::DistillKl { temperature }, HostClassTargets::PerClass(t)) => {
+                    let (tau, row_t) = (temperature as f64, &t[base..base + c]);
+                    let (lse_t, lse_s) = log_sum_exps(row_t, |k| x(base + k), tau);
+                    let kl: f64 = (0..c)
+                        .map(|k| {
+                            let (a, b) = (row_t[k] as f64 / tau, x(base + k) / tau);
+                            (a - lse_t).exp() * ((a - lse_t) - (b - lse_s))
+                        })
+                        .sum();
+                    (tau * tau * kl, 0.0)
+                }
                 (_, HostClassTargets::PerClass(t)) => {
                     for k in 0..c {
                         let (sp, _) = logistic(x(base + k));
@@ -172,6 +192,17 @@ pub fn class_rows<T: Element>(
                         *g = (local * s) as f32;
                     }
                 }
+                (ClassRowsKind::DistillKl { temperature }, HostClassTargets::PerClass(t)) => {
+                    // τ²·∂KL/∂s = τ·(p_s − p_t).
+                    let (tau, row_t) = (temperature as f64, &t[base..base + c]);
+                    let (lse_t, lse_s) = log_sum_exps(row_t, |k| x(base + k), tau);
+                    let s = up(row) / denom * tau;
+                    for (k, g) in g.iter_mut().enumerate() {
+                        let p_s = (x(base + k) / tau - lse_s).exp();
+                        let p_t = (row_t[k] as f64 / tau - lse_t).exp();
+                        *g = ((p_s - p_t) * s) as f32;
+                    }
+                }
                 (_, HostClassTargets::PerClass(t)) => {
                     for (k, g) in g.iter_mut().enumerate() {
                         let (_, p) = logistic(x(base + k));
@@ -181,7 +212,7 @@ pub fn class_rows<T: Element>(
                 (_, HostClassTargets::Classes(_)) => unreachable!("checked: per-class targets"),
             }
         });
-        grads.push(("input", grad));
+        grads.push((opts.kind.input_name(), grad));
     }
     Ok(written_as(
         LossValues {

@@ -44,7 +44,8 @@ pub(crate) fn modules() -> Vec<ShaderModule> {
 pub struct ClassRowsInputs<'a> {
     /// Class scores `[N, C]` (f32, f16 or bf16).
     pub input: &'a Tensor,
-    /// Multi-margin: class indices `[N]` (i32); multilabel: a target per class `[N, C]` (f32).
+    /// Multi-margin: class indices `[N]` (i32); multilabel: a target per class `[N, C]`;
+    /// distillation: the teacher's logits `[N, C]` (f32).
     pub target: &'a Tensor,
     /// Class weights `[C]` (f32).
     pub weight: Option<&'a Tensor>,
@@ -70,7 +71,7 @@ struct Params {
     rows: u32,
     c: u32,
     row_base: u32,
-    margin: f32,
+    param: f32,
     scale: f32,
     _pad: [u32; 3],
 }
@@ -153,9 +154,10 @@ impl ClassRows {
         // About 16 elements per invocation: short rows share a workgroup, long ones get 64.
         let team = ((c / 16).max(1).next_power_of_two() as u32).min(wg);
         let rows_per_group = (wg / team) as usize;
-        let (loss_kind, p, margin) = match self.kind {
+        let (loss_kind, p, param) = match self.kind {
             ClassRowsKind::MultiMargin { p, margin } => (0, p, margin),
             ClassRowsKind::MultilabelSoftMargin => (1, 1, 0.0),
+            ClassRowsKind::DistillKl { temperature } => (2, 1, temperature),
         };
         let key = KernelKey {
             module: module(input_type, grad_type),
@@ -185,7 +187,7 @@ impl ClassRows {
                 rows: rows as u32,
                 c: c as u32,
                 row_base: w.start as u32,
-                margin,
+                param,
                 scale: (upstream / denom) as f32,
                 _pad: [0; 3],
             });
@@ -229,10 +231,13 @@ impl ClassRows {
         };
         Ok(LossOutput {
             loss,
-            grads: grad.into_iter().map(|g| ("input", g)).collect(),
+            grads: grad
+                .into_iter()
+                .map(|g| (self.kind.input_name(), g))
+                .collect(),
             status: class_targets.then(|| Status {
                 flag: status,
-                input: "target",
+                input: self.kind.target_name(),
                 values: inputs.target.clone(),
                 reason: format!("class index outside [0, {c})"),
             }),

@@ -1,6 +1,7 @@
 //! Losses over rows of class scores `[N, C]` that take each row whole, with a team of
-//! invocations per row (`class_rows.wgsl`): PyTorch's `MultiMarginLoss` (class targets) and
-//! `MultiLabelSoftMarginLoss` (a 0/1 target per class). Its CPU twin (`cpu.rs`), the f64
+//! invocations per row (`class_rows.wgsl`): PyTorch's `MultiMarginLoss` (class targets),
+//! `MultiLabelSoftMarginLoss` (a 0/1 target per class) and Hinton's distillation KL (teacher
+//! logits per class). Its CPU twin (`cpu.rs`), the f64
 //! reference (`reference.rs`).
 
 #[cfg(feature = "cli")]
@@ -28,6 +29,31 @@ pub enum ClassRowsKind {
     /// `F.multilabel_soft_margin_loss`: `−(1/C)·Σ_c w_c·[y·log σ(x) + (1−y)·log σ(−x)]` per
     /// row, with a target per class `[N, C]` (0 or 1).
     MultilabelSoftMargin,
+    /// Hinton's distillation loss: `τ²·Σ_c softmax(t/τ)·(log_softmax(t/τ) − log_softmax(s/τ))`
+    /// per row of student logits `s` (the differentiable input) against teacher logits `t`
+    /// (`[N, C]`, f32, the target); mean over rows is PyTorch's `batchmean`. No class weight.
+    DistillKl {
+        /// τ > 0 (default 1).
+        temperature: f32,
+    },
+}
+
+impl ClassRowsKind {
+    /// The differentiable input's name, as its gradient is reported.
+    pub fn input_name(self) -> &'static str {
+        match self {
+            ClassRowsKind::DistillKl { .. } => "student",
+            _ => "input",
+        }
+    }
+
+    /// The target's name.
+    pub fn target_name(self) -> &'static str {
+        match self {
+            ClassRowsKind::DistillKl { .. } => "teacher",
+            _ => "target",
+        }
+    }
 }
 
 /// A loss over whole rows of class scores, with PyTorch's defaults.
@@ -94,6 +120,14 @@ impl ClassRows {
             }
             finite("margin", margin)?;
         }
+        if let ClassRowsKind::DistillKl { temperature } = self.kind {
+            crate::core::check_option(
+                "temperature",
+                temperature,
+                temperature.is_finite() && temperature > 0.0,
+                "must be finite and > 0",
+            )?;
+        }
         check_grad_dtype(self.grad_dtype)?;
         per_item_reduction(self.reduction)
     }
@@ -117,12 +151,16 @@ impl ClassRows {
     /// [`Error::Shape`], [`Error::Empty`], [`Error::DType`] naming the input; the upstream
     /// gradient's errors.
     pub(crate) fn check(&self, args: &Args<'_>) -> Result<(usize, usize)> {
-        let (n, c) = check_rows(&[("input", args.input)])?;
+        let (n, c) = check_rows(&[(self.kind.input_name(), args.input)])?;
+        let target = self.kind.target_name();
         match self.class_targets() {
-            true => args.target.expect("target", &[n], DType::I32)?,
-            false => args.target.expect("target", &[n, c], DType::F32)?,
+            true => args.target.expect(target, &[n], DType::I32)?,
+            false => args.target.expect(target, &[n, c], DType::F32)?,
         }
         if let Some(w) = args.weight {
+            if matches!(self.kind, ClassRowsKind::DistillKl { .. }) {
+                return Err(crate::core::unused("weight"));
+            }
             w.expect("weight", &[c], DType::F32)?;
         }
         check_upstream(

@@ -35,6 +35,9 @@ pub fn class_rows(
     let mut local = vec![0.0; n * c];
     // Multi-margin's nearest hinge to its kink, relative to the largest score.
     let (mut gap, mut size) = (f64::INFINITY, 1.0f64);
+    // Distillation's row loss is τ²·(Σ p_t·(a − b) − lse_t + lse_s): f32 cancellation is
+    // absolute at the scale of those log-sum-exps.
+    let mut loss_terms = 0.0f64;
     for row in 0..n {
         let x = &input[row * c..(row + 1) * c];
         let g = &mut local[row * c..(row + 1) * c];
@@ -52,6 +55,21 @@ pub fn class_rows(
                         g[k] += w(y) * slope / c as f64;
                         g[y] -= w(y) * slope / c as f64;
                     }
+                }
+            }
+            (ClassRowsKind::DistillKl { temperature }, RefClassTargets::PerClass(t)) => {
+                let tau = temperature as f64;
+                let t = &t[row * c..(row + 1) * c];
+                let lse = |v: &dyn Fn(usize) -> f64| {
+                    let m = (0..c).map(v).fold(f64::NEG_INFINITY, f64::max);
+                    m + (0..c).map(|k| (v(k) - m).exp()).sum::<f64>().ln()
+                };
+                let (lse_t, lse_s) = (lse(&|k| t[k] / tau), lse(&|k| x[k] / tau));
+                loss_terms = loss_terms.max(tau * tau * (lse_t.abs() + lse_s.abs() + 1.0));
+                for k in 0..c {
+                    let (log_pt, log_ps) = (t[k] / tau - lse_t, x[k] / tau - lse_s);
+                    losses[row] += tau * tau * log_pt.exp() * (log_pt - log_ps);
+                    g[k] = tau * (log_ps.exp() - log_pt.exp());
                 }
             }
             (ClassRowsKind::MultilabelSoftMargin, RefClassTargets::PerClass(t)) => {
@@ -82,12 +100,12 @@ pub fn class_rows(
     Ok(RefOutput {
         loss,
         grads: if opts.gradient {
-            vec![("input", grad)]
+            vec![(opts.kind.input_name(), grad)]
         } else {
             Vec::new()
         },
         grad_terms,
-        loss_terms: 0.0,
+        loss_terms,
         decision_gap: gap / size,
     })
 }
