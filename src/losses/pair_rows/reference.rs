@@ -149,21 +149,25 @@ fn grads(gradient: bool, g: Vec<(&'static str, Vec<f64>)>) -> Vec<(&'static str,
 /// `1 − F.cosine_similarity(u, v)` (each norm clamped at 1e-8) and its gradient in `u`, as
 /// PyTorch differentiates it: `−v / (n_u n_v) + cos · u / (n_u ‖u‖)`, the second term 0 for
 /// a zero row. (By symmetry the gradient in `v` is this with `u` and `v` exchanged; the
-/// callers below use the first-argument gradient and `cosine_distance(v, u)`.)
-pub fn cosine_distance(u: &[f64], v: &[f64]) -> (f64, Vec<f64>) {
+/// callers below use the first-argument gradient and `cosine_distance(v, u)`.) Third: the
+/// largest `|v_k/(n_u n_v)| + |cos·u_k/(n_u‖u‖)|`, the terms whose f32 difference forms a
+/// gradient element (they cancel, for nearly parallel rows, to far below their size).
+pub fn cosine_distance(u: &[f64], v: &[f64]) -> (f64, Vec<f64>, f64) {
     let dot = |x: &[f64], y: &[f64]| x.iter().zip(y).map(|(a, b)| a * b).sum::<f64>();
     let (lu, lv) = (dot(u, u).sqrt(), dot(v, v).sqrt());
     let (nu, nv) = (lu.max(COSINE_EPS), lv.max(COSINE_EPS));
     let cos = dot(u, v) / (nu * nv);
+    let mut terms = 0.0f64;
     let grad = u
         .iter()
         .zip(v)
         .map(|(&x, &y)| {
             let radial = if lu == 0.0 { 0.0 } else { cos * x / (nu * lu) };
+            terms = terms.max((y / (nu * nv)).abs() + radial.abs());
             -(y / (nu * nv) - radial)
         })
         .collect();
-    (1.0 - cos, grad)
+    (1.0 - cos, grad, terms)
 }
 
 /// Triplet margin loss of `n` rows of `dim` (docs/LOSSES.md, `F.triplet_margin_loss`, and
@@ -188,21 +192,22 @@ pub fn triplet(
     for i in 0..n {
         let r = i * dim..(i + 1) * dim;
         let (a, pos, neg) = (&anchor[r.clone()], &positive[r.clone()], &negative[r]);
-        // The distance and its gradients in both rows.
+        // The distance, its gradients in both rows and the size of the terms they are formed
+        // from (1 for the p-norm's, whose gradient is a unit vector).
         let distance = |u: &[f64], v: &[f64]| match opts.distance {
             Distance::Cosine => {
-                let (d, gu) = cosine_distance(u, v);
-                (d, (gu, cosine_distance(v, u).1))
+                let ((d, gu, tu), (_, gv, tv)) = (cosine_distance(u, v), cosine_distance(v, u));
+                (d, (gu, gv), tu.max(tv))
             }
             _ => {
                 let (d, gu) = pairwise_distance(u, v, eps, p);
                 let gv = gu.iter().map(|g| -g).collect();
-                (d, (gu, gv))
+                (d, (gu, gv), 1.0)
             }
         };
-        let (d_ap, g_ap) = distance(a, pos);
-        let (d_an, g_an) = distance(a, neg);
-        let (d_pn, g_pn) = distance(pos, neg);
+        let (d_ap, g_ap, t_ap) = distance(a, pos);
+        let (d_an, g_an, t_an) = distance(a, neg);
+        let (d_pn, g_pn, t_pn) = distance(pos, neg);
         let (d_neg, w_an, w_pn) = if !opts.swap || d_an < d_pn {
             (d_an, 1.0, 0.0)
         } else if d_pn < d_an {
@@ -219,14 +224,15 @@ pub fn triplet(
         losses.push(relu(t));
         // clamp_min's gradient passes where t >= 0, as in PyTorch.
         let on = if t >= 0.0 { 1.0 } else { 0.0 };
-        parts.push(([on, -on * w_an, -on * w_pn], [g_ap, g_an, g_pn]));
+        let size = t_ap.max(t_an).max(if opts.swap { t_pn } else { 0.0 });
+        parts.push(([on, -on * w_an, -on * w_pn], [g_ap, g_an, g_pn], size));
     }
     let (loss, scale) = reduce(&losses, opts.reduction, n as f64, upstream);
     let (mut ga, mut gp, mut gn) = (vec![0.0; n * dim], vec![0.0; n * dim], vec![0.0; n * dim]);
     let mut terms = 0.0f64;
-    for (i, ([c_ap, c_an, c_pn], [g_ap, g_an, g_pn])) in parts.iter().enumerate() {
+    for (i, ([c_ap, c_an, c_pn], [g_ap, g_an, g_pn], size)) in parts.iter().enumerate() {
         let s = scale(i);
-        terms = terms.max(s.abs());
+        terms = terms.max(s.abs() * size);
         for k in 0..dim {
             let j = i * dim + k;
             // d_ap = d(a, p), d_an = d(a, n), d_pn = d(p, n), each with its gradient in its
