@@ -54,7 +54,9 @@ fn budget(def: &dyn LossDef, case: &Case) -> (u64, u64) {
         // rows, the mean's denominator, the sum, the gradient.
         "nll" => (4, status),
         // rows (loss and gradient), sum.
-        "multi-margin" | "multilabel-soft-margin" | "distill-kl" => (2, status),
+        "multi-margin" | "multilabel-soft-margin" | "multilabel-margin" | "distill-kl" => {
+            (2, status)
+        }
         // normalize, forward, merge of the key splits, two sums, backward, finish; clip
         // goes both ways. The backward pass accumulates one gradient per key split (at most
         // one split per 32-row key tile).

@@ -23,11 +23,13 @@ pub struct LossOutput {
 /// A device-side report of the first bad row of an input the host did not see.
 #[derive(Debug, Clone)]
 pub(crate) struct Status {
-    /// `u32::MAX - row` of the first bad row, 0 when all rows are valid.
+    /// `u32::MAX - i` of the first bad element `i` of `values`, 0 when all are valid.
     pub flag: Tensor,
     /// The input checked, to read the offending value from.
     pub input: &'static str,
     pub values: Tensor,
+    /// Elements of `values` per row (1: a value per row).
+    pub row_len: usize,
     pub reason: String,
 }
 
@@ -84,14 +86,14 @@ impl Engine {
         if flag == 0 {
             return Ok(());
         }
-        let row = (u32::MAX - flag) as usize;
+        let element = (u32::MAX - flag) as usize;
         let value = match status.values.dtype() {
-            DType::I32 => self.download_i32(&status.values)?[row].to_string(),
-            _ => self.download(&status.values)?[row].to_string(),
+            DType::I32 => self.download_i32(&status.values)?[element].to_string(),
+            _ => self.download(&status.values)?[element].to_string(),
         };
         Err(Error::Value {
             input: status.input,
-            row,
+            row: element / status.row_len.max(1),
             value,
             reason: status.reason.clone(),
         })

@@ -72,7 +72,8 @@ pub struct Recorder<'a> {
     next_slot: usize,
     params: Vec<u8>,
     commands: Vec<Command>,
-    clears: Vec<wgpu::Buffer>,
+    /// Buffers to zero at the start of the call, and how many leading bytes (`None`: all).
+    clears: Vec<(wgpu::Buffer, Option<u64>)>,
     unused: Option<Binding>,
     discarded: Option<Binding>,
 }
@@ -137,9 +138,21 @@ impl<'a> Recorder<'a> {
     pub(crate) fn zeros(&mut self, shape: &[usize], dtype: DType) -> Result<Tensor> {
         let (buffer, new) = self.slot(typed_bytes("shape", shape, dtype)?, None)?;
         if !new {
-            self.clears.push(buffer.clone());
+            self.clears.push((buffer.clone(), None));
         }
         Self::tensor_in(buffer, shape, dtype)
+    }
+
+    /// A u32 status flag (zero at the start of every call) followed by `scratch` words the
+    /// kernel uses as it likes (undefined at the start): one binding for both, for kernels
+    /// at the limit of storage bindings.
+    pub(crate) fn flag_with_scratch(&mut self, scratch: usize) -> Result<Tensor> {
+        let shape = [1 + scratch];
+        let (buffer, new) = self.slot(typed_bytes("shape", &shape, DType::I32)?, None)?;
+        if !new {
+            self.clears.push((buffer.clone(), Some(4)));
+        }
+        Self::tensor_in(buffer, &shape, DType::I32)
     }
 
     /// An i32 tensor holding `data`, uploaded again only when `data` changes.
@@ -234,9 +247,9 @@ impl<'a> Recorder<'a> {
             clears,
             ..
         } = self;
-        for buffer in &clears {
-            encoder.clear_buffer(buffer, 0, None);
-            engine.count(|c| c.bytes_zero_filled += buffer.size());
+        for (buffer, bytes) in &clears {
+            encoder.clear_buffer(buffer, 0, *bytes);
+            engine.count(|c| c.bytes_zero_filled += bytes.unwrap_or(buffer.size()));
         }
         let params_buffer = prepare_params(engine, workspace, params);
         let mut index = 0;

@@ -1,11 +1,12 @@
 // Losses over whole rows of class scores (semantics: docs/LOSSES.md), forward and backward in
 // one pass: a team of TEAM invocations per row sums the row's loss terms (and, for
 // multi-margin, the gradient that flows to the target's score), then writes every gradient
-// element. A workgroup holds WG_SIZE / TEAM rows.
+// element. A workgroup holds WG_SIZE / TEAM rows. Multilabel margin first counts each
+// class's listings into scratch words after the status flag (`multilabel_margin`).
 
 override WG_SIZE: u32 = 64u;
 override TEAM: u32 = 8u;               // a power of two dividing WG_SIZE
-override LOSS: u32 = 0u;               // MULTI_MARGIN, MULTILABEL_SOFT_MARGIN or DISTILL_KL
+override LOSS: u32 = 0u;               // MULTI_MARGIN, MULTILABEL_SOFT_MARGIN, DISTILL_KL or MULTILABEL_MARGIN
 override P_POWER: u32 = 1u;            // multi-margin's p: 1 or 2
 override WEIGHTED: bool = false;
 override UPSTREAM_PER_ROW: bool = false;
@@ -14,6 +15,7 @@ override WANT_GRAD: bool = true;
 const MULTI_MARGIN: u32 = 0u;
 const MULTILABEL_SOFT_MARGIN: u32 = 1u;
 const DISTILL_KL: u32 = 2u;
+const MULTILABEL_MARGIN: u32 = 3u;
 
 struct Params {
     rows: u32,       // rows in this window
@@ -27,11 +29,12 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> classes: array<i32>;   // multi-margin: [rows]
+@group(0) @binding(1) var<storage, read> classes: array<i32>;   // multi-margin: [rows]; multilabel margin: [rows, C]
 @group(0) @binding(2) var<storage, read> labels: array<f32>;    // [rows, C]: multilabel's targets, the teacher's logits
 @group(0) @binding(3) var<storage, read> weight: array<f32>;
 @group(0) @binding(4) var<storage, read> upstream: array<f32>;
 @group(0) @binding(5) var<storage, read_write> row_loss: array<f32>;
+// [0]: u32::MAX − the first bad target element; multilabel margin: then [rows, C] scratch.
 @group(0) @binding(6) var<storage, read_write> status: array<atomic<u32>>;
 // Bindings 7 (`input`) and 8 (`grad`) come from the I/O header (`header` in gpu.rs), in their
 // element types, through load_input(i) and store_grad(i, v).
@@ -41,6 +44,7 @@ var<workgroup> partial: array<vec2<f32>, WG_SIZE>;
 // and student log-sum-exp state, a = t/τ, b = s/τ.
 var<workgroup> teacher_state: array<vec3<f32>, WG_SIZE>;
 var<workgroup> student_state: array<vec2<f32>, WG_SIZE>;
+var<workgroup> smallest: array<u32, WG_SIZE>;
 
 // Adds a = t/τ with its gap a − b to a teacher state.
 fn teacher_push(st: vec3<f32>, a: f32, gap: f32) -> vec3<f32> {
@@ -107,6 +111,94 @@ fn hinge_power(h: f32) -> vec2<f32> {
     return vec2<f32>(h, 1.0);
 }
 
+// The smallest of each team's values. Whole workgroup.
+fn team_min(lid: u32, v: u32) -> u32 {
+    smallest[lid] = v;
+    let t = lid % TEAM;
+    for (var stride = TEAM / 2u; stride > 0u; stride /= 2u) {
+        workgroupBarrier();
+        if (t < stride) {
+            smallest[lid] = min(smallest[lid], smallest[lid + stride]);
+        }
+    }
+    workgroupBarrier();
+    return smallest[lid - t];
+}
+
+// Multilabel margin, whole workgroup: the list's length (its first −1, every entry checked),
+// how often each class is listed (integer atomics: the same counts in any order), then per
+// class i: unlisted, Σ over the listed entries j of max(0, 1 − x_j + x_i) and its slope
+// count; listed (m times), −m·#{unlisted k : 1 − x_i + x_k > 0}. O(C·len) per row, as
+// PyTorch's loops.
+fn multilabel_margin(lid: u32, row: u32, live: bool, r: u32) {
+    let t = lid % TEAM;
+    let c = params.c;
+    let base = r * c;
+    var end = c;
+    for (var k = t; k < c; k += TEAM) {
+        let v = classes[base + k];
+        if (v == -1) {
+            end = min(end, k);
+        } else if ((v < -1 || v >= i32(c)) && live) {
+            atomicMax(&status[0], 0xffffffffu - ((params.row_base + row) * c + k));
+        }
+    }
+    let len = team_min(lid, end);
+    // The row's listing counts; dead rows (computing on row 0) leave them alone.
+    let counts = 1u + row * c;
+    if (live) {
+        for (var k = t; k < c; k += TEAM) {
+            atomicStore(&status[counts + k], 0u);
+        }
+    }
+    storageBarrier();
+    workgroupBarrier();
+    if (live) {
+        for (var q = t; q < len; q += TEAM) {
+            let j = classes[base + q];
+            if (j >= 0 && j < i32(c)) {
+                atomicAdd(&status[counts + u32(j)], 1u);
+            }
+        }
+    }
+    storageBarrier();
+    workgroupBarrier();
+    var loss = 0.0;
+    var s = params.scale / f32(c);
+    if (UPSTREAM_PER_ROW && live) {
+        s *= upstream[row];
+    }
+    for (var i = t; i < c && live; i += TEAM) {
+        let x_i = load_input(base + i);
+        let listed = atomicLoad(&status[counts + i]);
+        var slopes = 0.0;
+        if (listed == 0u) {
+            for (var q = 0u; q < len; q++) {
+                let j = classes[base + q];
+                let h = 1.0 - load_input(base + u32(clamp(j, 0, i32(c) - 1))) + x_i;
+                if (h > 0.0) {
+                    loss += h;
+                    slopes += 1.0;
+                }
+            }
+        } else if (WANT_GRAD) {
+            for (var k = 0u; k < c; k++) {
+                if (atomicLoad(&status[counts + k]) == 0u && 1.0 - x_i + load_input(base + k) > 0.0) {
+                    slopes += 1.0;
+                }
+            }
+            slopes *= -f32(listed);
+        }
+        if (WANT_GRAD) {
+            store_grad(base + i, slopes * s);
+        }
+    }
+    let sum = team_sum2(lid, vec2<f32>(loss, 0.0)).x;
+    if (live && t == 0u) {
+        row_loss[row] = sum / f32(c);
+    }
+}
+
 @compute @workgroup_size(WG_SIZE)
 fn main(
     @builtin(local_invocation_index) lid: u32,
@@ -119,6 +211,10 @@ fn main(
     // write nothing.
     let live = row < params.rows;
     let r = select(0u, row, live);
+    if (LOSS == MULTILABEL_MARGIN) {
+        multilabel_margin(lid, row, live, r);
+        return;
+    }
     let c = params.c;
     let base = r * c;
     // Multi-margin: the row's class (a bad one is reported; the row then counts as class 0,

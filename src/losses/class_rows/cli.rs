@@ -1,4 +1,4 @@
-//! `multi-margin`, `multilabel-soft-margin` and `distill-kl` by name, on host arrays: the
+//! `multi-margin`, `multilabel-soft-margin`, `multilabel-margin` and `distill-kl` by name, on host arrays: the
 //! command line's view.
 
 use super::cpu::{class_rows as cpu_class_rows, HostClassRowsInputs, HostClassTargets};
@@ -19,6 +19,7 @@ use crate::registry::{
 pub(crate) const LOSSES: &[&dyn LossDef] = &[
     &ClassRowsDef::MultiMargin,
     &ClassRowsDef::MultilabelSoftMargin,
+    &ClassRowsDef::MultilabelMargin,
     &ClassRowsDef::DistillKl,
 ];
 
@@ -26,6 +27,7 @@ pub(crate) const LOSSES: &[&dyn LossDef] = &[
 pub(crate) enum ClassRowsDef {
     MultiMargin,
     MultilabelSoftMargin,
+    MultilabelMargin,
     DistillKl,
 }
 
@@ -33,6 +35,7 @@ pub(crate) enum ClassRowsDef {
 enum Targets {
     Classes(Vec<i32>),
     PerClass(Vec<f32>),
+    ClassLists(Vec<i32>),
 }
 
 /// A checked host problem.
@@ -60,6 +63,7 @@ impl ClassRowsDef {
                 }
             }
             ClassRowsDef::MultilabelSoftMargin => ClassRowsKind::MultilabelSoftMargin,
+            ClassRowsDef::MultilabelMargin => ClassRowsKind::MultilabelMargin,
             ClassRowsDef::DistillKl => ClassRowsKind::DistillKl {
                 temperature: case.option("temperature", 1.0)?,
             },
@@ -81,7 +85,7 @@ impl ClassRowsDef {
             },
             target: Arg {
                 shape: &target.shape,
-                dtype: match opts.class_targets() {
+                dtype: match opts.class_targets() || opts.class_lists() {
                     true => DType::I32,
                     false => target.data.dtype(),
                 },
@@ -90,9 +94,10 @@ impl ClassRowsDef {
             scalar_upstream,
             per_item_upstream: per_item.as_ref().map(|(_, s)| Arg::f32(s)),
         })?;
-        let target = match opts.class_targets() {
-            true => Targets::Classes(labels_i32("target", target)?),
-            false => Targets::PerClass(case.floats(target_name).expect("checked: f32").0),
+        let target = match (opts.class_targets(), opts.class_lists()) {
+            (true, _) => Targets::Classes(labels_i32("target", target)?),
+            (_, true) => Targets::ClassLists(labels_i32("target", target)?),
+            _ => Targets::PerClass(case.floats(target_name).expect("checked: f32").0),
         };
         let upstream = per_item
             .map(|(g, _)| g)
@@ -126,6 +131,7 @@ impl Problem {
         match &self.target {
             Targets::Classes(y) => HostClassTargets::Classes(y),
             Targets::PerClass(t) => HostClassTargets::PerClass(t),
+            Targets::ClassLists(t) => HostClassTargets::ClassLists(t),
         }
     }
 
@@ -150,6 +156,7 @@ impl LossDef for ClassRowsDef {
         match self {
             ClassRowsDef::MultiMargin => "multi-margin",
             ClassRowsDef::MultilabelSoftMargin => "multilabel-soft-margin",
+            ClassRowsDef::MultilabelMargin => "multilabel-margin",
             ClassRowsDef::DistillKl => "distill-kl",
         }
     }
@@ -170,8 +177,14 @@ impl LossDef for ClassRowsDef {
             spec("teacher", false, true),
             GRAD_OUTPUT,
         ];
+        const LISTS: &[InputSpec] = &[
+            spec("input", true, true),
+            spec("target", false, true),
+            GRAD_OUTPUT,
+        ];
         match self {
             ClassRowsDef::DistillKl => DISTILL,
+            ClassRowsDef::MultilabelMargin => LISTS,
             _ => INPUTS,
         }
     }
@@ -179,7 +192,7 @@ impl LossDef for ClassRowsDef {
     fn options(&self) -> &'static [&'static str] {
         match self {
             ClassRowsDef::MultiMargin => &["reduction", "p", "margin"],
-            ClassRowsDef::MultilabelSoftMargin => &["reduction"],
+            ClassRowsDef::MultilabelSoftMargin | ClassRowsDef::MultilabelMargin => &["reduction"],
             ClassRowsDef::DistillKl => &["reduction", "temperature"],
         }
     }
@@ -192,6 +205,7 @@ impl LossDef for ClassRowsDef {
         let target = match &p.target {
             Targets::Classes(y) => s.upload_i32(target_name, y, &[n])?,
             Targets::PerClass(t) => s.upload(target_name, t, &[n, c])?,
+            Targets::ClassLists(t) => s.upload_i32(target_name, t, &[n, c])?,
         };
         let weight = p
             .weight
@@ -228,6 +242,10 @@ impl LossDef for ClassRowsDef {
             Targets::Classes(y) => {
                 classes = y.iter().map(|&v| v as i64).collect();
                 RefClassTargets::Classes(&classes)
+            }
+            Targets::ClassLists(t) => {
+                classes = t.iter().map(|&v| v as i64).collect();
+                RefClassTargets::ClassLists(&classes)
             }
             Targets::PerClass(t) => {
                 per_class = to64(t);
@@ -278,6 +296,9 @@ impl LossDef for ClassRowsDef {
                     .set("p", 1 + rng.below(2))
                     .set("margin", rng.range(0.0, 2.0) as f32)
             }
+            ClassRowsDef::MultilabelMargin => {
+                case.with("target", HostArray::i64(&[n, c], class_lists(rng, n, c)))
+            }
             ClassRowsDef::MultilabelSoftMargin | ClassRowsDef::DistillKl => {
                 let t = (0..n * c).map(|_| rng.below(2) as f32).collect();
                 case.with("target", HostArray::f32(&[n, c], t))
@@ -285,7 +306,7 @@ impl LossDef for ClassRowsDef {
         };
         let reduction = ["mean", "sum", "none"][rng.below(3)];
         case = case.set("reduction", reduction);
-        if rng.chance(0.5) {
+        if rng.chance(0.5) && *self != ClassRowsDef::MultilabelMargin {
             let w = (0..c).map(|_| rng.range(0.1, 2.0) as f32).collect();
             case = case.with("weight", HostArray::f32(&[c], w));
         }
@@ -309,6 +330,15 @@ impl LossDef for ClassRowsDef {
                 ClassRowsDef::MultiMargin => {
                     ((0..n).map(|_| rng.below(c) as i32).collect(), Vec::new())
                 }
+                // Five labels per row, as in a tagging task.
+                ClassRowsDef::MultilabelMargin => {
+                    let lists = (0..n).flat_map(|_| {
+                        let mut row: Vec<i32> = (0..5).map(|_| rng.below(c) as i32).collect();
+                        row.resize(c, -1);
+                        row
+                    });
+                    (lists.collect(), Vec::new())
+                }
                 ClassRowsDef::MultilabelSoftMargin => (
                     Vec::new(),
                     (0..n * c).map(|_| rng.below(2) as f32).collect(),
@@ -317,10 +347,12 @@ impl LossDef for ClassRowsDef {
             };
             let target = match self {
                 ClassRowsDef::MultiMargin => engine.upload_i32(&classes, &[n])?,
+                ClassRowsDef::MultilabelMargin => engine.upload_i32(&classes, &[n, c])?,
                 _ => engine.upload(&labels, &[n, c])?,
             };
             let host_target = match self {
                 ClassRowsDef::MultiMargin => HostClassTargets::Classes(&classes),
+                ClassRowsDef::MultilabelMargin => HostClassTargets::ClassLists(&classes),
                 _ => HostClassTargets::PerClass(&labels),
             };
             let loss = match self {
@@ -330,6 +362,7 @@ impl LossDef for ClassRowsDef {
                 ClassRowsDef::MultilabelSoftMargin => {
                     ClassRows::new(ClassRowsKind::MultilabelSoftMargin)
                 }
+                ClassRowsDef::MultilabelMargin => ClassRows::new(ClassRowsKind::MultilabelMargin),
                 ClassRowsDef::DistillKl => {
                     ClassRows::new(ClassRowsKind::DistillKl { temperature: 2.0 })
                 }
@@ -344,7 +377,8 @@ impl LossDef for ClassRowsDef {
                 upstream: Upstream::Ones,
             };
             // Scores read twice (the row's sums, then the gradient) and the gradient written;
-            // multilabel's targets read twice too.
+            // per-class targets read twice too (multilabel margin: its lists once, its
+            // scratch counts written once and read at least once).
             let block = n * c * 4;
             let per_class = usize::from(*self != ClassRowsDef::MultiMargin);
             run(BenchJob {
@@ -359,4 +393,23 @@ impl LossDef for ClassRowsDef {
         }
         Ok(())
     }
+}
+
+/// Multilabel margin's random targets: per row a list of 0..=C classes (repeats allowed),
+/// then −1, then padding that must not be read (any value in [−1, C)).
+fn class_lists(rng: &mut Rng, n: usize, c: usize) -> Vec<i64> {
+    let mut t = Vec::with_capacity(n * c);
+    for _ in 0..n {
+        let len = match rng.below(4) {
+            0 => 0,
+            1 => c,
+            _ => rng.below(c.min(6) + 1),
+        };
+        t.extend((0..len).map(|_| rng.below(c) as i64));
+        if len < c {
+            t.push(-1);
+            t.extend((len + 1..c).map(|_| rng.below(c + 1) as i64 - 1));
+        }
+    }
+    t
 }

@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use super::{class_index, Args, ClassRows, ClassRowsKind};
+use super::{class_index, class_list_len, Args, ClassRows, ClassRowsKind};
 use crate::core::{written_as, Arg, DType, Element, LossValues, Reduction, Upstream};
 use crate::error::Result;
 
@@ -12,8 +12,10 @@ use crate::error::Result;
 pub enum HostClassTargets<'a> {
     /// Multi-margin's class indices `[N]`.
     Classes(&'a [i32]),
-    /// Multilabel's target per class `[N, C]`.
+    /// A target per class `[N, C]` (multilabel soft margin, the teacher's logits).
     PerClass(&'a [f32]),
+    /// Multilabel margin's classes per row `[N, C]`, each list ended by the first −1.
+    ClassLists(&'a [i32]),
 }
 
 /// Host inputs of [`class_rows`]; the fields mirror [`crate::ClassRowsInputs`]. The scores
@@ -84,6 +86,10 @@ pub fn class_rows<T: Element>(
             true => (vec![n, c], DType::F32),
             false => (vec![t.len()], DType::F32),
         },
+        HostClassTargets::ClassLists(t) => match t.len() == n * c {
+            true => (vec![n, c], DType::I32),
+            false => (vec![t.len()], DType::I32),
+        },
     };
     let weight_shape = inputs.weight.map(|w| [w.len()]);
     let (scalar_upstream, per_item) = inputs.upstream.split(|g| [g.len()]);
@@ -106,7 +112,23 @@ pub fn class_rows<T: Element>(
             .enumerate()
             .map(|(row, &k)| class_index(k as i64, row, c))
             .collect::<Result<_>>()?,
-        HostClassTargets::PerClass(_) => vec![0; n],
+        _ => vec![0; n],
+    };
+    // Multilabel margin: each row's list length and how often each class is listed.
+    let lists: Vec<(usize, Vec<u32>)> = match inputs.target {
+        HostClassTargets::ClassLists(t) => (0..n)
+            .map(|row| {
+                let list: Vec<i64> = t[row * c..(row + 1) * c]
+                    .iter()
+                    .map(|&v| v as i64)
+                    .collect();
+                let len = class_list_len(&list, row, c)?;
+                let mut listed = vec![0u32; c];
+                list[..len].iter().for_each(|&j| listed[j as usize] += 1);
+                Ok((len, listed))
+            })
+            .collect::<Result<_>>()?,
+        _ => Vec::new(),
     };
     let w = |k: usize| inputs.weight.map_or(1.0, |w| w[k] as f64);
     let x = |i: usize| inputs.input[i].to_f32() as f64;
@@ -139,6 +161,18 @@ pub fn class_rows<T: Element>(
                         })
                         .sum();
                     (tau * tau * kl, 0.0)
+                }
+                (_, HostClassTargets::ClassLists(t)) => {
+                    let (len, listed) = &lists[row];
+                    for i in (0..c).filter(|&i| listed[i] == 0) {
+                        for &j in &t[base..base + len] {
+                            let h = 1.0 - x(base + j as usize) + x(base + i);
+                            if h > 0.0 {
+                                loss += h;
+                            }
+                        }
+                    }
+                    (loss / c as f64, 0.0)
                 }
                 (_, HostClassTargets::PerClass(t)) => {
                     for k in 0..c {
@@ -201,6 +235,23 @@ pub fn class_rows<T: Element>(
                         let p_s = (x(base + k) / tau - lse_s).exp();
                         let p_t = (row_t[k] as f64 / tau - lse_t).exp();
                         *g = ((p_s - p_t) * s) as f32;
+                    }
+                }
+                (_, HostClassTargets::ClassLists(t)) => {
+                    // Unlisted i: how many listed entries j it is within the margin of;
+                    // listed i (m times): −m·#{unlisted k within the margin of i}.
+                    let (len, listed) = &lists[row];
+                    let list = &t[base..base + len];
+                    let within = |j: usize, i: usize| 1.0 - x(base + j) + x(base + i) > 0.0;
+                    for (i, g) in g.iter_mut().enumerate() {
+                        let slopes = match listed[i] {
+                            0 => list.iter().filter(|&&j| within(j as usize, i)).count() as f64,
+                            m => {
+                                let k = (0..c).filter(|&k| listed[k] == 0 && within(i, k));
+                                -(m as f64) * k.count() as f64
+                            }
+                        };
+                        *g = (slopes * s) as f32;
                     }
                 }
                 (_, HostClassTargets::PerClass(t)) => {

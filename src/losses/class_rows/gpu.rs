@@ -44,8 +44,9 @@ pub(crate) fn modules() -> Vec<ShaderModule> {
 pub struct ClassRowsInputs<'a> {
     /// Class scores `[N, C]` (f32, f16 or bf16).
     pub input: &'a Tensor,
-    /// Multi-margin: class indices `[N]` (i32); multilabel: a target per class `[N, C]`;
-    /// distillation: the teacher's logits `[N, C]` (f32).
+    /// Multi-margin: class indices `[N]` (i32); multilabel soft margin: a target per class
+    /// `[N, C]` (f32); multilabel margin: each row's classes `[N, C]` (i32, ended by the
+    /// first −1); distillation: the teacher's logits `[N, C]` (f32).
     pub target: &'a Tensor,
     /// Class weights `[C]` (f32).
     pub weight: Option<&'a Tensor>,
@@ -82,7 +83,8 @@ impl ClassRows {
     /// # Errors
     /// Bad options; [`Error::Shape`](crate::Error::Shape) / [`Error::DType`](crate::Error::DType)
     /// for inputs of other shapes or types; wgpu errors. A multi-margin class outside `[0, C)`
-    /// is reported by [`Engine::read_output`].
+    /// (or a multilabel-margin entry outside `[−1, C)`) is reported by
+    /// [`Engine::read_output`].
     pub fn record(
         &self,
         engine: &Engine,
@@ -136,7 +138,6 @@ impl ClassRows {
         let input_type = inputs.input.dtype();
         let grad_type = self.grad_dtype.unwrap_or(input_type);
         let row_loss = rec.tensor(&[n], DType::F32)?;
-        let status = rec.zeros(&[1], DType::I32)?;
         let unused = rec.unused()?;
         let grad = match self.gradient {
             true => Some(rec.tensor(&[n, c], grad_type)?),
@@ -158,6 +159,7 @@ impl ClassRows {
             ClassRowsKind::MultiMargin { p, margin } => (0, p, margin),
             ClassRowsKind::MultilabelSoftMargin => (1, 1, 0.0),
             ClassRowsKind::DistillKl { temperature } => (2, 1, temperature),
+            ClassRowsKind::MultilabelMargin => (3, 1, 0.0),
         };
         let key = KernelKey {
             module: module(input_type, grad_type),
@@ -175,13 +177,21 @@ impl ClassRows {
                 ("WANT_GRAD", grad.is_some() as u32),
             ],
         };
-        let class_targets = self.class_targets();
+        let (class_targets, class_lists) = (self.class_targets(), self.class_lists());
         let row_bytes = |d: DType| c as u64 * d.size();
         let mut widths = vec![row_bytes(input_type), row_bytes(grad_type)];
         if !class_targets {
-            widths.push(row_bytes(DType::F32));
+            // The targets; multilabel margin's scratch counts (and the flag) as wide.
+            widths.push(row_bytes(DType::F32) + 4 * u64::from(class_lists));
         }
-        for w in engine.row_windows_for(n, &widths, true)? {
+        let windows = engine.row_windows_for(n, &widths, true)?;
+        // Multilabel margin counts each class's listings per row of a window.
+        let scratch = match class_lists {
+            true => windows.iter().map(|w| w.len()).max().unwrap_or(0) * c,
+            false => 0,
+        };
+        let status = rec.flag_with_scratch(scratch)?;
+        for w in windows {
             let rows = w.len();
             let params = rec.params(&Params {
                 rows: rows as u32,
@@ -193,11 +203,12 @@ impl ClassRows {
             });
             let bindings = vec![
                 params,
-                match class_targets {
-                    true => inputs.target.window(w.start, rows),
-                    false => unused.clone(),
+                match (class_targets, class_lists) {
+                    (true, _) => inputs.target.window(w.start, rows),
+                    (_, true) => inputs.target.window(w.start * c, rows * c),
+                    _ => unused.clone(),
                 },
-                match class_targets {
+                match class_targets || class_lists {
                     true => unused.clone(),
                     false => inputs.target.window(w.start * c, rows * c),
                 },
@@ -235,11 +246,15 @@ impl ClassRows {
                 .into_iter()
                 .map(|g| (self.kind.input_name(), g))
                 .collect(),
-            status: class_targets.then(|| Status {
+            status: (class_targets || class_lists).then(|| Status {
                 flag: status,
                 input: self.kind.target_name(),
                 values: inputs.target.clone(),
-                reason: format!("class index outside [0, {c})"),
+                row_len: if class_lists { c } else { 1 },
+                reason: match class_lists {
+                    true => format!("class outside [-1, {c})"),
+                    false => format!("class index outside [0, {c})"),
+                },
             }),
             rows: Vec::new(),
         })

@@ -1,7 +1,7 @@
 //! Losses over rows of class scores `[N, C]` that take each row whole, with a team of
 //! invocations per row (`class_rows.wgsl`): PyTorch's `MultiMarginLoss` (class targets),
-//! `MultiLabelSoftMarginLoss` (a 0/1 target per class) and Hinton's distillation KL (teacher
-//! logits per class). Its CPU twin (`cpu.rs`), the f64
+//! `MultiLabelSoftMarginLoss` (a 0/1 target per class), `MultiLabelMarginLoss` (a list of
+//! classes per row) and Hinton's distillation KL (teacher logits per class). Its CPU twin (`cpu.rs`), the f64
 //! reference (`reference.rs`).
 
 #[cfg(feature = "cli")]
@@ -29,6 +29,10 @@ pub enum ClassRowsKind {
     /// `F.multilabel_soft_margin_loss`: `−(1/C)·Σ_c w_c·[y·log σ(x) + (1−y)·log σ(−x)]` per
     /// row, with a target per class `[N, C]` (0 or 1).
     MultilabelSoftMargin,
+    /// `F.multilabel_margin_loss`: `Σ_{j ∈ targets} Σ_{i ∉ targets} max(0, 1 − x_j + x_i) / C`
+    /// per row, with the row's classes as i32 `[N, C]` ended by the first −1 (a class listed
+    /// twice counts twice, as in PyTorch). No class weight.
+    MultilabelMargin,
     /// Hinton's distillation loss: `τ²·Σ_c softmax(t/τ)·(log_softmax(t/τ) − log_softmax(s/τ))`
     /// per row of student logits `s` (the differentiable input) against teacher logits `t`
     /// (`[N, C]`, f32, the target); mean over rows is PyTorch's `batchmean`. No class weight.
@@ -104,6 +108,10 @@ impl ClassRows {
     pub fn class_targets(&self) -> bool {
         matches!(self.kind, ClassRowsKind::MultiMargin { .. })
     }
+    /// Whether the targets are lists of classes, i32 `[N, C]` padded with −1.
+    pub fn class_lists(&self) -> bool {
+        self.kind == ClassRowsKind::MultilabelMargin
+    }
     /// Checks the options.
     ///
     /// # Errors
@@ -144,7 +152,7 @@ pub(crate) struct Args<'a> {
 
 impl ClassRows {
     /// The family's input rules: `input` `[N, C]` floats (N, C ≥ 1); `target` i32 `[N]`
-    /// (multi-margin) or f32 `[N, C]` (multilabel); `weight` f32 `[C]`; the upstream gradient
+    /// (multi-margin), i32 `[N, C]` (multilabel margin) or f32 `[N, C]` (the others); `weight` f32 `[C]`; the upstream gradient
     /// a scalar or (reduction none) `[N]`. Gives (N, C).
     ///
     /// # Errors
@@ -153,12 +161,16 @@ impl ClassRows {
     pub(crate) fn check(&self, args: &Args<'_>) -> Result<(usize, usize)> {
         let (n, c) = check_rows(&[(self.kind.input_name(), args.input)])?;
         let target = self.kind.target_name();
-        match self.class_targets() {
-            true => args.target.expect(target, &[n], DType::I32)?,
-            false => args.target.expect(target, &[n, c], DType::F32)?,
+        match (self.class_targets(), self.class_lists()) {
+            (true, _) => args.target.expect(target, &[n], DType::I32)?,
+            (_, true) => args.target.expect(target, &[n, c], DType::I32)?,
+            _ => args.target.expect(target, &[n, c], DType::F32)?,
         }
         if let Some(w) = args.weight {
-            if matches!(self.kind, ClassRowsKind::DistillKl { .. }) {
+            if matches!(
+                self.kind,
+                ClassRowsKind::DistillKl { .. } | ClassRowsKind::MultilabelMargin
+            ) {
                 return Err(crate::core::unused("weight"));
             }
             w.expect("weight", &[c], DType::F32)?;
@@ -184,4 +196,19 @@ pub(crate) fn class_index(y: i64, row: usize, c: usize) -> Result<usize> {
         });
     }
     Ok(y as usize)
+}
+
+/// The first `−1` of a multilabel-margin row `list` ends it; every entry must lie in
+/// `[−1, c)` (PyTorch checks the whole tensor). Gives the list's length, or `Err` naming the
+/// row and the first bad value.
+pub(crate) fn class_list_len(list: &[i64], row: usize, c: usize) -> Result<usize> {
+    if let Some(&bad) = list.iter().find(|&&v| v < -1 || v >= c as i64) {
+        return Err(Error::Value {
+            input: "target",
+            row,
+            value: bad.to_string(),
+            reason: format!("class outside [-1, {c})"),
+        });
+    }
+    Ok(list.iter().position(|&v| v == -1).unwrap_or(list.len()))
 }

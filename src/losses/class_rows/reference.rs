@@ -1,6 +1,6 @@
 //! f64 whole-row class-score losses, the twin of `class_rows.wgsl`.
 
-use super::{class_index, ClassRows, ClassRowsKind};
+use super::{class_index, class_list_len, ClassRows, ClassRowsKind};
 use crate::core::reference::{reduce, RefOutput};
 use crate::error::Result;
 
@@ -9,8 +9,10 @@ use crate::error::Result;
 pub enum RefClassTargets<'a> {
     /// Multi-margin's class indices `[N]`.
     Classes(&'a [i64]),
-    /// Multilabel's target per class `[N, C]`.
+    /// A target per class `[N, C]`.
     PerClass(&'a [f64]),
+    /// Multilabel margin's classes per row `[N, C]`, each list ended by the first −1.
+    ClassLists(&'a [i64]),
 }
 
 /// The loss of `opts.kind` over scores `input` `[n, c]` per docs/LOSSES.md, with its
@@ -70,6 +72,25 @@ pub fn class_rows(
                     let (log_pt, log_ps) = (t[k] / tau - lse_t, x[k] / tau - lse_s);
                     losses[row] += tau * tau * log_pt.exp() * (log_pt - log_ps);
                     g[k] = tau * (log_ps.exp() - log_pt.exp());
+                }
+            }
+            (ClassRowsKind::MultilabelMargin, RefClassTargets::ClassLists(t)) => {
+                let list = &t[row * c..(row + 1) * c];
+                let list = &list[..class_list_len(list, row, c)?];
+                let mut listed = vec![false; c];
+                list.iter().for_each(|&j| listed[j as usize] = true);
+                // Every (listed entry, unlisted class) pair, straight from the definition.
+                for &j in list {
+                    for i in (0..c).filter(|&i| !listed[i]) {
+                        let h = 1.0 - x[j as usize] + x[i];
+                        gap = gap.min(h.abs());
+                        size = size.max(x[i].abs()).max(x[j as usize].abs());
+                        if h > 0.0 {
+                            losses[row] += h / c as f64;
+                            g[i] += 1.0 / c as f64;
+                            g[j as usize] -= 1.0 / c as f64;
+                        }
+                    }
                 }
             }
             (ClassRowsKind::MultilabelSoftMargin, RefClassTargets::PerClass(t)) => {

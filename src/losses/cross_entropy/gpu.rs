@@ -613,6 +613,7 @@ impl CrossEntropy {
             flag: status.clone(),
             input: "target",
             values: target.clone(),
+            row_len: 1,
             reason: format!(
                 "class index outside [0, {c}) and not ignore_index {}",
                 self.ignore_index

@@ -438,6 +438,7 @@ impl ElementwiseLoss {
                 flag: status,
                 input,
                 values: values.clone(),
+                row_len: 1,
                 reason: reason.into(),
             }),
             rows: Vec::new(),

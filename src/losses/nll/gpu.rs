@@ -230,6 +230,7 @@ impl Nll {
                 flag: status,
                 input: "target",
                 values: inputs.target.clone(),
+                row_len: 1,
                 reason: format!(
                     "class index outside [0, {c}) and not ignore_index {}",
                     self.ignore_index
