@@ -77,6 +77,7 @@ fn elementwise(c: &mut Criterion) {
         input: &host_x,
         target: &unit,
         labels: None,
+        var: None,
         weight: None,
         pos_weight: None,
         upstream: wgpu_losses::Upstream::Ones,

@@ -1,6 +1,7 @@
 // Deterministic sum: `partial_sums` gives one partial per contiguous block, `finish` adds
 // the partials (or, for short sums, the values themselves) in one workgroup and applies the
-// scale and the optional divisor. The order of additions depends only on the sizes, so the
+// scale and the optional divisor; `row_sums` adds each row of `block` values in order, one
+// invocation per row. The order of additions depends only on the sizes, so the
 // same inputs give the same bits.
 
 override WG_SIZE: u32 = 256u;
@@ -66,4 +67,21 @@ fn finish(@builtin(local_invocation_index) lid: u32) {
         }
         result[0] = out;
     }
+}
+
+@compute @workgroup_size(WG_SIZE)
+fn row_sums(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let row = group_index(wid, nwg) * WG_SIZE + lid;
+    if (row >= params.len) {
+        return;
+    }
+    var v = 0.0;
+    for (var i = row * params.block; i < (row + 1u) * params.block; i++) {
+        v += values[i];
+    }
+    result[row] = v;
 }

@@ -348,6 +348,7 @@ fn elementwise_into_reuses_buffers_and_checks_their_lengths() {
                 input: &a,
                 target: &b,
                 labels: ranking.then_some(signs.as_slice()),
+                var: None,
                 weight: None,
                 pos_weight: None,
                 upstream: wgpu_losses::Upstream::Ones,

@@ -498,3 +498,91 @@ fn nan_propagates_through_hinge_margin_ranking_and_kl_div() {
         }
     }
 }
+
+/// Gaussian NLL's variance: a negative entry is an error naming it (PyTorch raises too), on
+/// the GPU (the kernel's report), the CPU and the reference; shapes other than the input's
+/// or one per item are errors, even one a newer PyTorch broadcasts (`[D]` for `[N, D]`).
+#[test]
+fn gaussian_nll_rejects_negative_variances_and_other_shapes() {
+    let e = engine();
+    let def = wgpu_losses::losses::find("gaussian-nll").unwrap();
+    let x: Vec<f32> = (0..6).map(|i| i as f32 * 0.25).collect();
+    let case = |var: HostArray| {
+        Case::default()
+            .with("input", HostArray::f32(&[2, 3], x.clone()))
+            .with("target", HostArray::f32(&[2, 3], vec![0.5; 6]))
+            .with("var", var)
+    };
+    for (var, row) in [
+        (
+            HostArray::f32(&[2, 3], vec![1.0, 0.5, 0.0, 2.0, -0.25, 1.0]),
+            4,
+        ),
+        (HostArray::f32(&[2], vec![1.0, -3.0]), 1),
+        (HostArray::f32(&[2, 1], vec![-1.0, 1.0]), 0),
+    ] {
+        let case = case(var);
+        for r in [
+            def.gpu(e, &case).map(|_| ()),
+            def.cpu(&case).map(|_| ()),
+            def.reference(&case).map(|_| ()),
+        ] {
+            match r {
+                Err(Error::Value {
+                    input: "var",
+                    row: r,
+                    ..
+                }) => assert_eq!(r, row),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    for shape in [vec![3], vec![2, 2], vec![1, 3], vec![2, 3, 1]] {
+        let n = shape.iter().product();
+        let case = case(HostArray::f32(&shape, vec![1.0; n]));
+        for r in [def.gpu(e, &case).map(|_| ()), def.cpu(&case).map(|_| ())] {
+            assert!(
+                matches!(r, Err(Error::Shape { input: "var", .. })),
+                "{shape:?}: {r:?}"
+            );
+        }
+    }
+}
+
+/// A variance per item is its elements' variance: the loss equals that of the variance
+/// spread over the item, and its gradient is the sum of the spread variance's gradient.
+#[test]
+fn gaussian_nll_per_item_variance_is_the_spread_variance_summed() {
+    let e = engine();
+    let mut rng = fresh_rng("gaussian per item");
+    let (n, d) = (37, 5);
+    let (x, y) = (rng.normals(n * d, 1.0), rng.normals(n * d, 1.0));
+    let v: Vec<f32> = (0..n).map(|_| rng.range(0.1, 2.0) as f32).collect();
+    let spread: Vec<f32> = (0..n * d).map(|i| v[i / d]).collect();
+    let (xt, yt) = (upload(e, &x, &[n, d]), upload(e, &y, &[n, d]));
+    let (vt, st) = (upload(e, &v, &[n]), upload(e, &spread, &[n, d]));
+    let loss = ElementwiseLoss::new(Pointwise::GaussianNll {
+        full: true,
+        eps: 1e-6,
+    });
+    let item = loss
+        .run(e, &ElementwiseInputs::gaussian(&xt, &yt, &vt))
+        .unwrap();
+    let full = loss
+        .run(e, &ElementwiseInputs::gaussian(&xt, &yt, &st))
+        .unwrap();
+    assert_eq!(item.loss, full.loss);
+    assert_eq!(item.grads[0], full.grads[0]);
+    let summed: Vec<f64> = full.grads[1]
+        .1
+        .chunks(d)
+        .map(|c| c.iter().map(|&g| g as f64).sum())
+        .collect();
+    assert_eq!(item.grads[1].0, "var");
+    assert_close(
+        "per-item var gradient",
+        &item.grads[1].1,
+        &summed,
+        Tolerance::default(),
+    );
+}

@@ -54,6 +54,11 @@ fn budget(def: &dyn LossDef, case: &Case) -> (u64, u64) {
         // rows, the mean's denominator, the sum, the gradient.
         "nll" => (4, status),
         // rows (loss and gradient), sum.
+        // elements, sum; a variance per item adds the sums of its gradient.
+        "gaussian-nll" => {
+            let per_item = case.inputs["var"].shape != case.inputs["input"].shape;
+            (2 + u64::from(per_item), status)
+        }
         "multi-margin" | "multilabel-soft-margin" | "multilabel-margin" | "distill-kl" => {
             (2, status)
         }

@@ -56,6 +56,15 @@ impl Recorder<'_> {
         Ok(wide)
     }
 
+    /// The f32 values of `src` written into `dst` in its type (a copy-free no-op when `src`
+    /// already is `dst`).
+    pub(crate) fn narrow_into(&mut self, src: &Tensor, dst: &Tensor) -> Result<()> {
+        match dst.dtype() {
+            DType::F32 => Ok(()),
+            half => self.convert("narrow", half, src, dst),
+        }
+    }
+
     /// `out` with its f32 gradients narrowed into new outputs of `dtype` (as they are for
     /// f32).
     pub(crate) fn gradients_as(&mut self, mut out: LossOutput, dtype: DType) -> Result<LossOutput> {

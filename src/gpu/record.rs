@@ -580,6 +580,45 @@ impl Recorder<'_> {
     }
 }
 
+impl Recorder<'_> {
+    /// `result[r] = Σ values[r·row_len .. (r + 1)·row_len]` for `rows` rows, each added in
+    /// order by one invocation (for short rows: a per-item gradient over a few elements).
+    pub(crate) fn row_sums(
+        &mut self,
+        values: &Tensor,
+        rows: usize,
+        row_len: usize,
+        result: &Tensor,
+    ) -> Result<()> {
+        let wg = self.engine.workgroup_size();
+        let key = KernelKey {
+            module: REDUCE_MODULE,
+            entry: "row_sums",
+            overrides: vec![("WG_SIZE", wg)],
+        };
+        let unused = self.unused()?;
+        for w in self
+            .engine
+            .row_windows_for(rows, &[row_len as u64 * 4], true)?
+        {
+            let params = self.params(&ReduceParams {
+                len: w.len() as u32,
+                block: row_len as u32,
+                ..ReduceParams::default()
+            });
+            let bindings = vec![
+                params,
+                values.window(w.start * row_len, w.len() * row_len),
+                unused.clone(),
+                unused.clone(),
+                result.window(w.start, w.len()),
+            ];
+            self.dispatch(key.clone(), bindings, w.len().div_ceil(wg as usize) as u32)?;
+        }
+        Ok(())
+    }
+}
+
 const DIVIDE_BY_BUFFER: u32 = 1;
 const FROM_VALUES: u32 = 2;
 

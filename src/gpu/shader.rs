@@ -78,7 +78,7 @@ pub(crate) const REDUCE_MODULE: ShaderModule = ShaderModule {
         use Access::*;
         vec![Uniform, Read, ReadWrite, Read, ReadWrite]
     },
-    entry_points: &["partial_sums", "finish"],
+    entry_points: &["partial_sums", "finish", "row_sums"],
 };
 
 /// The element-type conversions at the edges of f32 kernels (`shaders/convert.wgsl`,

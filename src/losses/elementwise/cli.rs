@@ -45,7 +45,25 @@ pub(crate) const LOSSES: &[&dyn LossDef] = &[
     &HINGE_EMBEDDING,
     &POISSON_NLL,
     &BCE,
+    &GAUSSIAN_NLL,
 ];
+
+static GAUSSIAN_NLL: ElementwiseDef = ElementwiseDef {
+    name: "gaussian-nll",
+    kind: |c| {
+        Ok(Pointwise::GaussianNll {
+            full: c.flag("full", false)?,
+            eps: c.option("eps", 1e-6)?,
+        })
+    },
+    inputs: &[
+        spec("input", true, true),
+        spec("target", false, true),
+        spec("var", true, true),
+        GRAD_OUTPUT,
+    ],
+    options: &["reduction", "full", "eps"],
+};
 
 static BCE: ElementwiseDef = ElementwiseDef {
     name: "bce",
@@ -220,6 +238,9 @@ struct HostProblem {
     b: Vec<f32>,
     dtypes: (DType, DType),
     labels: Option<Vec<f32>>,
+    /// Gaussian NLL's variance (widened) with its shape, and its type.
+    var: Option<(Vec<f32>, Vec<usize>)>,
+    var_dtype: DType,
     weight: Option<(Vec<f32>, Vec<usize>)>,
     pos_weight: Option<Vec<f32>>,
     upstream: Option<Vec<f32>>,
@@ -237,6 +258,7 @@ impl ElementwiseDef {
         let (a, shape) = case.floats(names[0]).expect("checked: required");
         let (b, b_shape) = case.floats(names[1]).expect("checked: required");
         let labels = case.input("y");
+        let var = case.floats("var");
         let weight = case.floats("weight");
         let pos_weight = case.floats("pos_weight");
         let (scalar_upstream, per_item) = case.upstream_parts();
@@ -250,6 +272,10 @@ impl ElementwiseDef {
                 dtype: dtypes.1,
             },
             labels: labels.map(|y| Arg::f32(&y.shape)),
+            var: var.as_ref().map(|(_, s)| Arg {
+                shape: s,
+                dtype: case.float_dtype("var"),
+            }),
             weight: weight.as_ref().map(|(_, s)| Arg::f32(s)),
             pos_weight: pos_weight.as_ref().map(|(_, s)| Arg::f32(s)),
             scalar_upstream,
@@ -270,6 +296,8 @@ impl ElementwiseDef {
             b,
             dtypes,
             labels,
+            var,
+            var_dtype: case.float_dtype("var"),
             weight,
             pos_weight,
             upstream,
@@ -286,7 +314,23 @@ impl HostProblem {
     }
 
     fn evaluated(&self, out: LossValues) -> Evaluated<f32> {
-        Evaluated::from_values(out, self.loss_shape(), &self.shape)
+        self.var_grad_shaped(Evaluated::from_values(
+            out,
+            self.loss_shape(),
+            &self.shape,
+        ))
+    }
+
+    /// Gaussian NLL's variance gradient takes the variance's shape.
+    fn var_grad_shaped<T>(&self, mut e: Evaluated<T>) -> Evaluated<T> {
+        if let Some((_, shape)) = &self.var {
+            for (name, _, s) in e.grads.iter_mut() {
+                if *name == "var" {
+                    *s = shape.clone();
+                }
+            }
+        }
+        e
     }
 
     /// Host-side label check, so `eval` names the offending element before any dispatch.
@@ -356,11 +400,17 @@ impl LossDef for ElementwiseDef {
             .as_ref()
             .map(|pw| s.upload("pos_weight", pw, &[pw.len()]))
             .transpose()?;
+        let var = p
+            .var
+            .as_ref()
+            .map(|(v, shape)| s.upload_as("var", v, shape, p.var_dtype))
+            .transpose()?;
         let upstream = DeviceUpstream::upload(s, p.upstream.as_deref(), shape, p.loss.reduction)?;
         let inputs = ElementwiseInputs {
             input: &a,
             target: &b,
             labels: labels.as_ref(),
+            var: var.as_ref(),
             weight: weight.as_ref(),
             pos_weight: pos_weight.as_ref(),
             grad_out: [None, None],
@@ -382,6 +432,8 @@ impl LossDef for ElementwiseDef {
             input: a.floats(),
             target: b.floats(),
             labels: p.labels.as_deref(),
+            var: p.var.as_ref().map(|(v, _)| v.as_slice()),
+            var_dtype: p.var_dtype,
             weight: p.weight.as_ref().map(|(w, _)| w.as_slice()),
             pos_weight: p.pos_weight.as_deref(),
             upstream: host_upstream(p.upstream.as_deref(), p.a.len(), p.loss.reduction),
@@ -396,17 +448,23 @@ impl LossDef for ElementwiseDef {
         let weight = p.weight.as_ref().map(|(w, _)| f64s(w));
         let (a, b) = (f64s(&p.a), f64s(&p.b));
         let labels = p.labels.as_deref().map(f64s);
+        let var = p.var.as_ref().map(|(v, _)| f64s(v));
         let pos_weight = p.pos_weight.as_deref().map(f64s);
         let inputs = reference::RefInputs {
             a: &a,
             b: &b,
             labels: labels.as_deref(),
+            var: var.as_deref(),
             weight: weight.as_deref(),
             pos_weight: pos_weight.as_deref(),
         };
         let upstream = p.upstream.as_deref().map_or(vec![1.0], f64s);
         let out = reference::elementwise(&p.loss, &p.shape, inputs, &upstream)?;
-        Ok(Evaluated::from_reference(out, p.loss_shape(), &p.shape))
+        Ok(p.var_grad_shaped(Evaluated::from_reference(
+            out,
+            p.loss_shape(),
+            &p.shape,
+        )))
     }
 
     fn random_case(&self, rng: &mut Rng) -> Case {
@@ -507,6 +565,31 @@ impl LossDef for ElementwiseDef {
                     .set("full", rng.chance(0.5));
                 if rng.chance(0.3) {
                     case = case.set("eps", rng.range(1e-8, 0.1) as f32);
+                }
+            }
+            "gaussian-nll" => {
+                // A variance per element or per row ([rows] or [rows, 1]); some below eps
+                // (clamped) and some exactly 0.
+                let var_shape = match rng.below(3) {
+                    0 => shape.to_vec(),
+                    1 => vec![rows],
+                    _ => vec![rows, 1],
+                };
+                let n = var_shape.iter().product();
+                let var = (0..n)
+                    .map(|_| match rng.below(20) {
+                        0 => 0.0,
+                        1 => 1e-8,
+                        _ => rng.range(0.05, 3.0) as f32,
+                    })
+                    .collect();
+                case = case
+                    .with("input", normal(rng, 1.0))
+                    .with("target", normal(rng, 1.0))
+                    .with("var", HostArray::f32(&var_shape, var))
+                    .set("full", rng.chance(0.5));
+                if rng.chance(0.3) {
+                    case = case.set("eps", rng.range(1e-6, 0.5) as f32);
                 }
             }
             "margin-ranking" => {
@@ -689,8 +772,16 @@ impl ElementwiseDef {
         // Both backends write into gradient buffers allocated once.
         let (g1, g2) = (engine.zeros(&[n], A::DTYPE)?, engine.zeros(&[n], B::DTYPE)?);
         let (mut host_g1, mut host_g2) = (vec![A::from_f32(0.0); n], vec![B::from_f32(0.0); n]);
+        // Gaussian NLL: a variance per element, in [0.1, 1.1].
+        let gaussian = matches!(data.kind, Pointwise::GaussianNll { .. });
+        let var: Vec<f32> = data.target.iter().map(|&t| t + 0.1).collect();
+        let vt = engine.upload(&var, &[n])?;
         let inputs = if ranking {
             ElementwiseInputs::ranking(&xt, &tt, &st)
+                .grad_out(&g1)
+                .grad_out_x2(&g2)
+        } else if gaussian {
+            ElementwiseInputs::gaussian(&xt, &tt, &vt)
                 .grad_out(&g1)
                 .grad_out_x2(&g2)
         } else {
@@ -701,6 +792,7 @@ impl ElementwiseDef {
             input: &x,
             target: &target,
             labels: ranking.then_some(data.signs),
+            var: gaussian.then_some(&var[..]),
             weight: None,
             pos_weight: None,
             upstream: Upstream::Ones,
@@ -712,6 +804,8 @@ impl ElementwiseDef {
         let (a, b) = (A::DTYPE.size() as usize, B::DTYPE.size() as usize);
         let bytes = if ranking {
             n * (2 * a + 2 * b + 4)
+        } else if gaussian {
+            n * (2 * a + b + 8)
         } else {
             n * (2 * a + b)
         };

@@ -22,6 +22,9 @@ pub struct HostElementInputs<'a, A: Element = f32, B: Element = f32> {
     pub target: &'a [B],
     /// Margin ranking's y.
     pub labels: Option<&'a [f32]>,
+    /// Gaussian NLL's variance: one per element, or one per item (the last dimension
+    /// dropped).
+    pub var: Option<&'a [f32]>,
     /// BCE weight: full shape or last dimension.
     pub weight: Option<&'a [f32]>,
     /// BCE positive weight, last dimension.
@@ -215,6 +218,17 @@ fn poisson_nll(x: f32, y: f32, eps: f32, full: bool) -> Term {
     (l, 1.0 - y / (x + eps), 0.0)
 }
 
+/// ½·(log v + d²/v) with v = max(var, eps), `full` adding ½·log 2π; ∂/∂var passes through
+/// the clamp (PyTorch clamps under no_grad).
+fn gaussian_nll(x: f32, y: f32, var: f32, eps: f32, full: bool) -> Term {
+    let v = var.max(eps);
+    let d = x - y;
+    let r = d / v;
+    let half_log_tau = 0.918_938_5_f32;
+    let l = 0.5 * (v.ln() + d * r) + if full { half_log_tau } else { 0.0 };
+    (l, r, 0.5 * (1.0 - d * r) / v)
+}
+
 // BCE on a probability (checked in [0, 1]): logs clamped at −100 and the gradient's
 // denominator at 1e−12, as PyTorch's forward and backward.
 fn bce(p: f32, y: f32, w: f32) -> Term {
@@ -305,8 +319,13 @@ pub(crate) fn elementwise_dyn(
             0
         }
     };
-    let (ga_type, gb_type) = (loss.grad_dtype_for(a_type), loss.grad_dtype_for(b_type));
-    let (mut ga, mut gb) = (Grad::new(size(0)), Grad::new(size(1)));
+    let gb_type = match inputs.var {
+        Some(_) => loss.grad_dtype_for(inputs.var_dtype),
+        None => loss.grad_dtype_for(b_type),
+    };
+    let ga_type = loss.grad_dtype_for(a_type);
+    let second_len = inputs.var.map_or(size(1), |v| v.len() * usize::from(size(1) > 0));
+    let (mut ga, mut gb) = (Grad::new(size(0)), Grad::new(second_len));
     let values = checked_into(
         loss,
         inputs,
@@ -362,7 +381,7 @@ impl Grad {
 }
 
 /// As [`elementwise`], writing the gradients into `grad` (for the input, or x1) and `grad_x2`
-/// (margin ranking's x2), reused across calls to save their allocation, and returning the
+/// (margin ranking's x2, gaussian NLL's var), reused across calls to save their allocation, and returning the
 /// loss values. Without `loss.gradient` (or x2) the buffers are ignored and may be empty.
 ///
 /// # Errors
@@ -402,6 +421,9 @@ pub(crate) struct Inputs<'a> {
     pub input: Floats<'a>,
     pub target: Floats<'a>,
     pub labels: Option<&'a [f32]>,
+    pub var: Option<&'a [f32]>,
+    /// The type `var`'s values came in (they are given widened): its gradient's default.
+    pub var_dtype: DType,
     pub weight: Option<&'a [f32]>,
     pub pos_weight: Option<&'a [f32]>,
     pub upstream: Upstream<'a, [f32]>,
@@ -414,6 +436,8 @@ impl<'a> Inputs<'a> {
             input: Floats::of(inputs.input),
             target: Floats::of(inputs.target),
             labels: inputs.labels,
+            var: inputs.var,
+            var_dtype: DType::F32,
             weight: inputs.weight,
             pos_weight: inputs.pos_weight,
             upstream: inputs.upstream,
@@ -439,6 +463,13 @@ fn checked_into(
         inputs.labels.map(as_shape),
     );
     let weight = inputs.weight.map(as_shape);
+    // A variance per item drops the last dimension.
+    let items = len / inner.max(1);
+    let var_shape = inputs.var.map(|v| match v.len() {
+        n if n == len => shape.to_vec(),
+        n if n == items && !shape.is_empty() => shape[..shape.len() - 1].to_vec(),
+        n => vec![n],
+    });
     let pos_weight = inputs.pos_weight.map(|v| host_shape(v.len(), &[inner]));
     let (scalar_upstream, per_item) = inputs.upstream.split(as_shape);
     loss.check(&Args {
@@ -451,6 +482,10 @@ fn checked_into(
             dtype: b_type,
         },
         labels: labels.as_deref().map(Arg::f32),
+        var: var_shape.as_deref().map(|shape| Arg {
+            shape,
+            dtype: inputs.var_dtype,
+        }),
         weight: weight.as_deref().map(Arg::f32),
         pos_weight: pos_weight.as_deref().map(Arg::f32),
         scalar_upstream,
@@ -487,19 +522,40 @@ fn checked_into(
             });
         }
     }
-    let (need_a, need_b) = (loss.gradient, loss.gradient && names.len() == 2);
-    for (name, g, needed) in [
-        ("grad_out", &grad, need_a),
-        ("grad_out_x2", &grad_x2, need_b),
-    ] {
-        if needed && g.len() != len {
-            return Err(Error::shape(
-                name,
-                format!("{:?}", inputs.shape),
-                &[g.len()],
-            ));
+    if let Some(v) = inputs.var {
+        if let Some(row) = v.iter().position(|&v| v < 0.0) {
+            return Err(Error::Value {
+                input: "var",
+                row,
+                value: v[row].to_string(),
+                reason: "variances must be >= 0".into(),
+            });
         }
     }
+    let (need_a, need_b) = (loss.gradient, loss.gradient && names.len() == 2);
+    let second_len = inputs.var.map_or(len, <[f32]>::len);
+    for (name, g, needed, want) in [
+        ("grad_out", &grad, need_a, len),
+        ("grad_out_x2", &grad_x2, need_b, second_len),
+    ] {
+        if needed && g.len() != want {
+            return Err(Error::shape(name, format!("[{want}]"), &[g.len()]));
+        }
+    }
+    // Gaussian NLL reads its variance per element as the label; one per item is spread
+    // over its elements, and its gradient terms summed per item after the sweep.
+    let per_item_var = inputs.var.filter(|v| v.len() != len);
+    let spread: Option<Vec<f32>> = per_item_var.map(|v| (0..len).map(|i| v[i / inner]).collect());
+    let inputs = &Inputs {
+        labels: spread.as_deref().or(inputs.var).or(inputs.labels),
+        ..*inputs
+    };
+    let mut var_terms = vec![0.0f32; if need_b && spread.is_some() { len } else { 0 }];
+    let mut grad_x2 = grad_x2;
+    let (grad_x2, var_grad) = match var_terms.is_empty() {
+        true => (grad_x2, None),
+        false => (FloatsMut::of(&mut var_terms[..]), Some(&mut grad_x2)),
+    };
     let ga = if need_a {
         grad
     } else {
@@ -559,6 +615,9 @@ fn checked_into(
         Pointwise::MarginRanking { margin } => {
             run!(move |_, x, y, label| margin_ranking(x, y, label, margin))
         }
+        Pointwise::GaussianNll { full, eps } => {
+            run!(move |_, x, y, var| gaussian_nll(x, y, var, eps, full))
+        }
         Pointwise::BceWithLogits if inputs.weight.is_none() && inputs.pos_weight.is_none() => {
             run!(|_, x, y, _| bce_with_logits(x, y, 1.0, 1.0))
         }
@@ -587,6 +646,11 @@ fn checked_into(
             _ => run!(move |_, x, y, _| sigmoid_focal(x, y, alpha, |m| focal_power(gamma, m))),
         },
     };
+    if let Some(g) = var_grad {
+        // Each item's terms added in order, as the GPU's `row_sums`.
+        let sums: Vec<f32> = var_terms.chunks(inner).map(|c| c.iter().sum()).collect();
+        g.write(0..sums.len(), &mut vec![0.0; sums.len()], |k| sums[k]);
+    }
     Ok(if per_element {
         out
     } else {

@@ -14,6 +14,7 @@ override LOSS: u32 = 0u;
 override PER_ELEMENT_OUT: bool = false;      // write per-element losses (reduction none)
 override UPSTREAM_PER_ELEMENT: bool = false;
 override C_PER_CLASS: bool = false;          // in_c is indexed by the last dimension
+override C_PER_ITEM: bool = false;           // in_c holds one value per item (gaussian NLL's var)
 override HAS_C: bool = false;
 override HAS_D: bool = false;
 override WANT_GRAD: bool = true;
@@ -26,14 +27,14 @@ struct Params {
     p0: f32,         // loss parameter (delta, beta, alpha, margin, q)
     p1: f32,         // second loss parameter (gamma)
     group_base: u32, // index of this window's first partial sum
-    _pad: u32,
+    c_base: u32,     // per-item in_c: the item at its binding's start
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 // Bindings 1 (in_a: the differentiable input), 2 (in_b: target or x2), 6 (grad_a) and
 // 7 (grad_b) come from the I/O header (`header` in gpu.rs): f32 or vec4<f32>
 // arrays, read and written LANES elements at a time through load_a/load_b/store_ga/store_gb.
-@group(0) @binding(3) var<storage, read> in_c: array<f32>;   // y (margin-ranking) or weight
+@group(0) @binding(3) var<storage, read> in_c: array<f32>;   // y (margin-ranking), weight or var
 @group(0) @binding(4) var<storage, read> in_d: array<f32>;   // pos_weight, per class
 @group(0) @binding(5) var<storage, read> upstream: array<f32>;
 @group(0) @binding(8) var<storage, read_write> out: array<f32>;
@@ -230,6 +231,19 @@ fn bce(p: f32, y: f32) -> Term {
     return Term(-(y * lp + (1.0 - y) * lq), (p - y) / max((1.0 - p) * p, 1e-12), 0.0);
 }
 
+// ½·(log v + d²/v) with v = max(var, eps); ∂/∂var passes through the clamp (PyTorch clamps
+// under no_grad).
+fn gaussian_nll(x: f32, y: f32, variance: f32, eps: f32, full: bool) -> Term {
+    let v = max(variance, eps);
+    let d = x - y;
+    let r = d / v;
+    var l = 0.5 * (log(v) + d * r);
+    if (full) {
+        l += 0.9189385332046727; // ½·log 2π
+    }
+    return Term(l, r, 0.5 * (1.0 - d * r) / v);
+}
+
 // BCE's probabilities must be in [0, 1] (NaN is not).
 fn check_probability(i: u32, p: f32) {
     if (!(p >= 0.0 && p <= 1.0)) {
@@ -286,6 +300,20 @@ fn term(x: f32, y: f32, i: u32, g: u32) -> Term {
         }
         case POISSON_NLL_LOG: { return poisson_nll_log(x, y, params.p1 != 0.0); }
         case POISSON_NLL: { return poisson_nll(x, y, params.p0, params.p1 != 0.0); }
+        case GAUSSIAN_NLL: {
+            // Element i's variance, and its index in the whole var tensor.
+            var k = i;
+            var at = g;
+            if (C_PER_ITEM) {
+                at = g / params.inner;
+                k = at - params.c_base;
+            }
+            let v = in_c[k];
+            if (v < 0.0) {
+                atomicMax(&status[0], 0xffffffffu - at);
+            }
+            return gaussian_nll(x, y, v, params.p0, params.p1 != 0.0);
+        }
         default: { return Term(0.0); }
     }
 }
@@ -347,7 +375,7 @@ fn main(
             let gb = vec4<f32>(t0.z, t1.z, t2.z, t3.z);
             if (WANT_GRAD) {
                 store_ga(j, ga);
-                if (LOSS == MARGIN_RANKING) {
+                if (LOSS == MARGIN_RANKING || LOSS == GAUSSIAN_NLL) {
                     store_gb(j, gb);
                 }
             }

@@ -1,6 +1,6 @@
 //! The elementwise losses on the GPU: `elementwise.wgsl`, its I/O variants, the launch.
 
-use super::{Args, ElementwiseLoss, Term};
+use super::{Args, ElementwiseLoss, Pointwise, Term};
 use crate::core::{unused, LossValues, Reduction, Upstream};
 use crate::error::{Error, Result};
 use crate::gpu::engine::Engine;
@@ -153,14 +153,16 @@ pub struct ElementwiseInputs<'a> {
     pub target: &'a Tensor,
     /// Margin ranking's labels `y` (±1), input-shaped.
     pub labels: Option<&'a Tensor>,
+    /// Gaussian NLL's variance (f32, differentiable): the input's shape, or one per item.
+    pub var: Option<&'a Tensor>,
     /// BCE's weight: the input's shape, or its last dimension (broadcast).
     pub weight: Option<&'a Tensor>,
     /// BCE's positive weight, the input's last dimension.
     pub pos_weight: Option<&'a Tensor>,
     /// Upstream gradient (default ones); per element only with reduction none.
     pub upstream: Upstream<'a, Tensor>,
-    /// Where to write the gradient of `input` (and of `x2` for margin ranking), in the
-    /// input's shape (default: new tensors). Reusing buffers saves an allocation and its
+    /// Where to write the gradient of `input` (and of `x2` for margin ranking, in the
+    /// input's shape, or of gaussian NLL's `var`, in its shape; default: new tensors). Reusing buffers saves an allocation and its
     /// zero-fill per call.
     pub grad_out: [Option<&'a Tensor>; 2],
 }
@@ -172,6 +174,7 @@ impl<'a> ElementwiseInputs<'a> {
             input,
             target,
             labels: None,
+            var: None,
             weight: None,
             pos_weight: None,
             upstream: Upstream::Ones,
@@ -185,7 +188,7 @@ impl<'a> ElementwiseInputs<'a> {
         self
     }
 
-    /// Writes the gradient of margin ranking's `x2` into `grad`.
+    /// Writes the gradient of margin ranking's `x2` (or gaussian NLL's `var`) into `grad`.
     pub fn grad_out_x2(mut self, grad: &'a Tensor) -> Self {
         self.grad_out[1] = Some(grad);
         self
@@ -196,6 +199,14 @@ impl<'a> ElementwiseInputs<'a> {
         Self {
             labels: Some(y),
             ..Self::new(x1, x2)
+        }
+    }
+
+    /// Gaussian NLL's `input`, `target` and `var`.
+    pub fn gaussian(input: &'a Tensor, target: &'a Tensor, var: &'a Tensor) -> Self {
+        Self {
+            var: Some(var),
+            ..Self::new(input, target)
         }
     }
 
@@ -229,7 +240,7 @@ struct Params {
     p0: f32,
     p1: f32,
     group_base: u32,
-    _pad: u32,
+    c_base: u32,
 }
 
 /// Chunks (of 1 or 4 elements) per invocation: long runs amortize the workgroup's one
@@ -243,6 +254,7 @@ impl ElementwiseLoss {
             input: inputs.input.arg(),
             target: inputs.target.arg(),
             labels: inputs.labels.map(Tensor::arg),
+            var: inputs.var.map(Tensor::arg),
             weight: inputs.weight.map(Tensor::arg),
             pos_weight: inputs.pos_weight.map(Tensor::arg),
             scalar_upstream,
@@ -257,6 +269,7 @@ impl ElementwiseLoss {
         let names = self.kind.grad_names();
         let mut read = vec![("input", inputs.input), ("target", inputs.target)];
         read.extend(inputs.labels.map(|t| ("labels", t)));
+        read.extend(inputs.var.map(|t| ("var", t)));
         read.extend(inputs.weight.map(|t| ("weight", t)));
         read.extend(inputs.pos_weight.map(|t| ("pos_weight", t)));
         if let Upstream::PerItem(t) = inputs.upstream {
@@ -265,15 +278,18 @@ impl ElementwiseLoss {
         let mut written = Vec::new();
         let grad_types = [
             self.grad_dtype_for(inputs.input.dtype()),
-            self.grad_dtype_for(inputs.target.dtype()),
+            self.grad_dtype_for(inputs.var.unwrap_or(inputs.target).dtype()),
+        ];
+        let grad_shapes = [
+            inputs.input.shape(),
+            inputs.var.map_or(inputs.input.shape(), Tensor::shape),
         ];
         for (k, g) in inputs.grad_out.iter().enumerate() {
             if let Some(g) = g {
                 if k >= names.len() || !self.gradient {
                     return Err(unused("grad_out"));
                 }
-                g.arg()
-                    .expect("grad_out", inputs.input.shape(), grad_types[k])?;
+                g.arg().expect("grad_out", grad_shapes[k], grad_types[k])?;
                 check_disjoint(&[("grad_out", g)], &read)?;
                 check_disjoint(&[("grad_out", g)], &written)?;
                 written.push(("grad_out", *g));
@@ -313,7 +329,8 @@ impl ElementwiseLoss {
         // for the element arrays alone.
         let windows = engine.row_windows(blocks, block as u64 * 4, false)?;
         let names = self.kind.grad_names();
-        let ranking = names.len() == 2;
+        let ranking = matches!(self.kind, Pointwise::MarginRanking { .. });
+        let var_per_item = self.var_per_item(shape, inputs.var.map(Tensor::shape));
 
         let per_element = self.reduction == Reduction::None;
         let out = rec.tensor(&[if per_element { len } else { blocks }], DType::F32)?;
@@ -327,14 +344,21 @@ impl ElementwiseLoss {
             a: inputs.input.dtype(),
             b: inputs.target.dtype(),
             grad_a: self.grad_dtype_for(inputs.input.dtype()),
-            grad_b: self.grad_dtype_for(inputs.target.dtype()),
+            // Gaussian NLL's ∂/∂var is formed in f32 (then summed per item or narrowed).
+            grad_b: match inputs.var {
+                Some(_) => DType::F32,
+                None => self.grad_dtype_for(inputs.target.dtype()),
+            },
         };
+        let var_grad_type = inputs.var.map(|v| self.grad_dtype_for(v.dtype()));
+        let grad_shapes = [shape, inputs.var.map_or(shape, Tensor::shape)];
         let grads: Vec<Tensor> = if self.gradient {
             names
                 .iter()
                 .zip(inputs.grad_out)
-                .zip([io.grad_a, io.grad_b])
-                .map(|((_, given), dtype)| match given {
+                .zip([io.grad_a, var_grad_type.unwrap_or(io.grad_b)])
+                .zip(grad_shapes)
+                .map(|(((_, given), dtype), shape)| match given {
                     Some(g) => Ok(g.clone()),
                     None => rec.tensor(shape, dtype),
                 })
@@ -342,6 +366,16 @@ impl ElementwiseLoss {
         } else {
             Vec::new()
         };
+        // The variance is read as f32. The kernel writes its gradient per element in f32:
+        // straight into the gradient when that is f32 and per element, else into
+        // `var_terms`, then summed per item (`row_sums`, in order) and narrowed.
+        let var = inputs.var.map(|v| rec.widened(v)).transpose()?;
+        let direct = !var_per_item && var_grad_type == Some(DType::F32);
+        let var_terms = match var.is_some() && self.gradient && !direct {
+            true => Some(rec.tensor(&[len], DType::F32)?),
+            false => None,
+        };
+        let var_align = (engine.limits().min_storage_buffer_offset_alignment / 4).max(1) as usize;
         let status = rec.zeros(&[1], DType::I32)?;
         let unused = rec.unused()?;
 
@@ -353,7 +387,11 @@ impl ElementwiseLoss {
                 matches!(inputs.upstream, Upstream::PerItem(_)),
             ),
             ("C_PER_CLASS", inputs.weight.is_some() && !weight_full),
-            ("HAS_C", inputs.weight.is_some() || ranking),
+            ("C_PER_ITEM", var_per_item),
+            (
+                "HAS_C",
+                inputs.weight.is_some() || ranking || inputs.var.is_some(),
+            ),
             ("HAS_D", inputs.pos_weight.is_some()),
             ("WANT_GRAD", self.gradient),
         ];
@@ -378,6 +416,9 @@ impl ElementwiseLoss {
         };
         for w in &windows {
             let (start, count) = (w.start * block, (w.end * block).min(len) - w.start * block);
+            // A per-item variance binds from an aligned item at or before the window's first.
+            let items = (start / inner, (start + count).div_ceil(inner));
+            let c_base = items.0 - items.0 % var_align;
             let params = rec.params(&Params {
                 len: count as u32,
                 base: start as u32,
@@ -386,9 +427,10 @@ impl ElementwiseLoss {
                 p0,
                 p1,
                 group_base: w.start as u32,
-                _pad: 0,
+                c_base: c_base as u32,
             });
-            let c = match (inputs.labels, inputs.weight) {
+            let c = match (inputs.labels.or(var.as_ref()), inputs.weight) {
+                (Some(t), _) if var_per_item => t.window(c_base, items.1 - c_base),
                 (Some(t), _) => t.window(start, count),
                 (None, Some(t)) if weight_full => t.window(start, count),
                 (None, Some(t)) => t.binding(),
@@ -407,9 +449,10 @@ impl ElementwiseLoss {
                 grads
                     .first()
                     .map_or(unused.clone(), |g| g.window(start, count)),
-                grads
-                    .get(1)
-                    .map_or(unused.clone(), |g| g.window(start, count)),
+                match (&var_terms, grads.get(1)) {
+                    (Some(t), _) | (None, Some(t)) => t.window(start, count),
+                    (None, None) => unused.clone(),
+                },
                 if per_element {
                     out.window(start, count)
                 } else {
@@ -419,6 +462,17 @@ impl ElementwiseLoss {
             ];
             rec.dispatch(key.clone(), bindings, w.len() as u32)?;
         }
+        if let (Some(terms), Some(var_grad)) = (&var_terms, grads.get(1)) {
+            let summed = match var_per_item {
+                true if var_grad.dtype() == DType::F32 => var_grad.clone(),
+                true => rec.tensor(var_grad.shape(), DType::F32)?,
+                false => terms.clone(),
+            };
+            if var_per_item {
+                rec.row_sums(terms, len / inner, inner, &summed)?;
+            }
+            rec.narrow_into(&summed, var_grad)?;
+        }
         if !per_element {
             let scale = (1.0 / self.denominator(shape)) as f32;
             rec.sum((&out, 0), blocks, SumOf::scaled(scale), &loss)?;
@@ -426,6 +480,7 @@ impl ElementwiseLoss {
         let checked = self.kind.checked_input().and_then(|(name, reason)| {
             let values = match name {
                 "y" => inputs.labels?,
+                "var" => inputs.var?,
                 "input" => inputs.input,
                 _ => inputs.target,
             };

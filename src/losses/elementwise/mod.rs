@@ -79,6 +79,17 @@ pub enum Pointwise {
         /// Added to the rate before its log without `log_input` (default 1e-8).
         eps: f32,
     },
+    /// `F.gaussian_nll_loss`: `½·(log v + (x − y)²/v)` (+ `½·log 2π` with `full`), with the
+    /// variance `v = max(var, eps)` from a second differentiable input `var` in the
+    /// input's shape, or one per item (the input's shape without its last dimension, or with
+    /// it 1), of any float type. The gradient passes through the clamp, as PyTorch's
+    /// (clamped under no_grad).
+    GaussianNll {
+        /// Add the constant `½·log 2π` (default false).
+        full: bool,
+        /// The variance's lower clamp, finite and ≥ 0 (default 1e-6).
+        eps: f32,
+    },
     /// torchvision's `sigmoid_focal_loss`: `ce·(1 − p_t)^gamma`, times `α_t` when alpha ≥ 0.
     SigmoidFocal {
         /// Balance of positives; negative disables it (default 0.25).
@@ -111,6 +122,7 @@ impl Pointwise {
                 log_input: true, ..
             } => Term::PoissonNllLog,
             Pointwise::PoissonNll { .. } => Term::PoissonNll,
+            Pointwise::GaussianNll { .. } => Term::GaussianNll,
         }
     }
 
@@ -121,6 +133,7 @@ impl Pointwise {
             k if k.signed_target() => Some(("target", "labels must be -1 or +1")),
             Pointwise::MarginRanking { .. } => Some(("y", "labels must be -1 or +1")),
             Pointwise::Bce => Some(("input", "probabilities must be in [0, 1]")),
+            Pointwise::GaussianNll { .. } => Some(("var", "variances must be >= 0")),
             _ => None,
         }
     }
@@ -143,7 +156,9 @@ impl Pointwise {
             Pointwise::Quantile { q } => (q, 0.0),
             Pointwise::Power { p } => (p, 0.0),
             Pointwise::HingeEmbedding { margin } => (margin, 0.0),
-            Pointwise::PoissonNll { full, eps, .. } => (eps, full as u32 as f32),
+            Pointwise::PoissonNll { full, eps, .. } | Pointwise::GaussianNll { full, eps } => {
+                (eps, full as u32 as f32)
+            }
             _ => (0.0, 0.0),
         }
     }
@@ -152,6 +167,7 @@ impl Pointwise {
     pub fn grad_names(self) -> &'static [&'static str] {
         match self {
             Pointwise::MarginRanking { .. } => &["x1", "x2"],
+            Pointwise::GaussianNll { .. } => &["input", "var"],
             Pointwise::BceWithLogits | Pointwise::SigmoidFocal { .. } => &["logits"],
             _ => &["input"],
         }
@@ -179,7 +195,9 @@ impl Pointwise {
             Pointwise::MarginRanking { margin } | Pointwise::HingeEmbedding { margin } => {
                 finite("margin", margin)
             }
-            Pointwise::PoissonNll { eps, .. } if !(eps.is_finite() && eps >= 0.0) => {
+            Pointwise::PoissonNll { eps, .. } | Pointwise::GaussianNll { eps, .. }
+                if !(eps.is_finite() && eps >= 0.0) =>
+            {
                 bad("eps", eps, "must be finite and >= 0")
             }
             Pointwise::Quantile { q } if !(q > 0.0 && q < 1.0) => bad("q", q, "must be in (0, 1)"),
@@ -220,6 +238,7 @@ pub(crate) enum Term {
     PoissonNllLog,
     PoissonNll,
     Bce,
+    GaussianNll,
 }
 
 impl Term {
@@ -241,6 +260,7 @@ impl Term {
         Term::PoissonNllLog,
         Term::PoissonNll,
         Term::Bce,
+        Term::GaussianNll,
     ];
 
     /// The WGSL constant's name: the variant in SCREAMING_SNAKE_CASE.
@@ -265,6 +285,8 @@ pub(crate) struct Args<'a> {
     pub target: Arg<'a>,
     /// Margin ranking's `y`.
     pub labels: Option<Arg<'a>>,
+    /// Gaussian NLL's variance.
+    pub var: Option<Arg<'a>>,
     pub weight: Option<Arg<'a>>,
     pub pos_weight: Option<Arg<'a>>,
     pub scalar_upstream: Option<f32>,
@@ -365,21 +387,31 @@ impl ElementwiseLoss {
             return Err(Error::Empty(names[0]));
         }
         // Margin ranking's x2 is differentiable (any float type); targets are f32.
-        if names.len() == 2 {
+        let ranking = matches!(self.kind, Pointwise::MarginRanking { .. });
+        if ranking {
             args.target.expect_float(names[1])?;
             check_shape(names[1], args.target.shape, shape)?;
         } else {
             args.target.expect("target", shape, DType::F32)?;
         }
-        let ranking = matches!(self.kind, Pointwise::MarginRanking { .. });
         match (ranking, args.labels) {
             (true, Some(y)) => y.expect("y", shape, DType::F32)?,
             (true, None) => return Err(Error::Empty("y")),
             (false, Some(_)) => return Err(unused("y")),
             (false, None) => {}
         }
-        let bce = self.kind == Pointwise::BceWithLogits;
         let inner = shape.last().copied().unwrap_or(1);
+        let gaussian = matches!(self.kind, Pointwise::GaussianNll { .. });
+        match (gaussian, args.var) {
+            (true, Some(v)) => {
+                v.expect_float("var")?;
+                var_per_item(shape, v.shape)?;
+            }
+            (true, None) => return Err(Error::Empty("var")),
+            (false, Some(_)) => return Err(unused("var")),
+            (false, None) => {}
+        }
+        let bce = self.kind == Pointwise::BceWithLogits;
         if let Some(w) = args.weight {
             if !bce && self.kind != Pointwise::Bce {
                 return Err(unused("weight"));
@@ -407,6 +439,11 @@ impl ElementwiseLoss {
         )
     }
 
+    /// Whether gaussian NLL's `var` holds one value per item (else one per element).
+    pub(crate) fn var_per_item(&self, shape: &[usize], var: Option<&[usize]>) -> bool {
+        var.is_some_and(|v| var_per_item(shape, v).unwrap_or(false))
+    }
+
     /// The mean's denominator for an input of `shape`.
     pub(crate) fn denominator(&self, shape: &[usize]) -> f64 {
         match self.reduction {
@@ -415,4 +452,22 @@ impl ElementwiseLoss {
             _ => 1.0,
         }
     }
+}
+
+/// Gaussian NLL's variance shapes, as PyTorch's `GaussianNLLLoss` takes them: the input's
+/// (`false`), or one per item — the input's shape without its last dimension, or with it 1
+/// (`true`). Any other shape is an error, even one a newer PyTorch broadcasts.
+fn var_per_item(input: &[usize], var: &[usize]) -> Result<bool> {
+    if var == input {
+        return Ok(false);
+    }
+    let items = &input[..input.len().saturating_sub(1)];
+    if !input.is_empty() && (var == items || (var.len() == input.len() && var[..items.len()] == *items && var.last() == Some(&1))) {
+        return Ok(true);
+    }
+    Err(Error::shape(
+        "var",
+        format!("{input:?}, {items:?} or {:?}", [items, &[1]].concat()),
+        var,
+    ))
 }

@@ -17,6 +17,8 @@ pub struct RefInputs<'a> {
     pub b: &'a [f64],
     /// Margin ranking's y.
     pub labels: Option<&'a [f64]>,
+    /// Gaussian NLL's variance: one per element, or one per item of the last dimension.
+    pub var: Option<&'a [f64]>,
     /// BCE weight.
     pub weight: Option<&'a [f64]>,
     /// BCE positive weight.
@@ -138,6 +140,19 @@ fn term(kind: Pointwise, x: f64, y: f64, label: f64, w: f64, pw: f64) -> (f64, f
                 plain(x - y * r.ln() + stirling, 1.0 - y / r)
             }
         }
+        Pointwise::GaussianNll { full, eps } => {
+            // `label` is the variance: clamped for the value, the gradient passing through
+            // the clamp; the terms of ∂/∂var are ½/v and ½·d²/v².
+            let (v, d) = (label.max(eps as f64), x - y);
+            let constant = if full {
+                0.5 * (2.0 * std::f64::consts::PI).ln()
+            } else {
+                0.0
+            };
+            let dv = 0.5 / v - 0.5 * d * d / (v * v);
+            let mag = (d / v).abs().max(0.5 / v + 0.5 * d * d / (v * v));
+            (0.5 * (v.ln() + d * d / v) + constant, d / v, dv, mag)
+        }
         Pointwise::Hinge => {
             // clamp_min: a NaN m stays the loss, with a zero gradient.
             let m = 1.0 - y * x;
@@ -214,7 +229,8 @@ fn term(kind: Pointwise, x: f64, y: f64, label: f64, w: f64, pw: f64) -> (f64, f
 /// one per element.
 ///
 /// # Errors
-/// Option errors as [`ElementwiseLoss::validate`].
+/// Option errors as [`ElementwiseLoss::validate`]; [`crate::Error::Value`] for a negative
+/// variance.
 pub fn elementwise(
     loss: &ElementwiseLoss,
     shape: &[usize],
@@ -228,13 +244,31 @@ pub fn elementwise(
     let mut ga = vec![0.0; len];
     let mut gb = vec![0.0; len];
     let mut mag = vec![0.0; len];
+    // Gaussian NLL: the variance of element i, its ½·|log v| + ½·d²/v (the terms its loss
+    // adds), and for a variance per item the items' gradients summed.
+    let per_item = inputs.var.is_some_and(|v| v.len() != len);
+    let var = |i: usize| inputs.var.map(|v| if per_item { v[i / inner] } else { v[i] });
+    if let Some(row) = inputs.var.and_then(|v| v.iter().position(|&v| v < 0.0)) {
+        return Err(crate::Error::Value {
+            input: "var",
+            row,
+            value: (inputs.var.unwrap()[row] as f32).to_string(),
+            reason: "variances must be >= 0".into(),
+        });
+    }
+    let mut loss_terms = 0.0f64;
     for i in 0..len {
         let w = inputs
             .weight
             .map_or(1.0, |w| if w.len() == len { w[i] } else { w[i % inner] });
         let pw = inputs.pos_weight.map_or(1.0, |p| p[i % inner]);
-        let label = inputs.labels.map_or(0.0, |y| y[i]);
+        let label = var(i).or(inputs.labels.map(|y| y[i])).unwrap_or(0.0);
         (l[i], ga[i], gb[i], mag[i]) = term(loss.kind, inputs.a[i], inputs.b[i], label, w, pw);
+        if let (Some(v), Pointwise::GaussianNll { eps, .. }) = (var(i), loss.kind) {
+            let v = v.max(eps as f64);
+            let d = inputs.a[i] - inputs.b[i];
+            loss_terms = loss_terms.max(0.5 * v.ln().abs() + 0.5 * d * d / v);
+        }
     }
     let denom = match loss.reduction {
         Reduction::BatchMean => shape.first().copied().unwrap_or(1) as f64,
@@ -243,7 +277,11 @@ pub fn elementwise(
     let (out, scale) = reduce(&l, loss.reduction, denom, upstream);
     let names = loss.kind.grad_names();
     let mut grads = vec![(names[0], (0..len).map(|i| ga[i] * scale(i)).collect())];
-    if names.len() == 2 {
+    if per_item {
+        let items = len / inner;
+        let sum = |item: usize| (item * inner..(item + 1) * inner).map(|i| gb[i] * scale(i)).sum();
+        grads.push((names[1], (0..items).map(sum).collect()));
+    } else if names.len() == 2 {
         grads.push((names[1], (0..len).map(|i| gb[i] * scale(i)).collect()));
     }
     let grad_terms = (0..len).fold(0.0f64, |m, i| m.max((mag[i] * scale(i)).abs()));
@@ -251,7 +289,7 @@ pub fn elementwise(
         loss: out,
         grads: if loss.gradient { grads } else { Vec::new() },
         grad_terms,
-        loss_terms: 0.0,
+        loss_terms,
         decision_gap: f64::INFINITY,
     })
 }
