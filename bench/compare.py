@@ -16,6 +16,7 @@ p.add_argument("--threads", type=int, default=os.cpu_count())
 p.add_argument("--reps", type=int, default=7)
 p.add_argument("--out", default="compare.json")
 p.add_argument("--quick", action="store_true")
+p.add_argument("--loss", action="append", help="only this loss's rows (repeatable)")
 args = p.parse_args()
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            f" --xla_cpu_multi_thread_eigen=true intra_op_parallelism_threads={args.threads}")
@@ -30,6 +31,7 @@ LINEAR = [(256, 128, 4096)] if args.quick else [(256, 128, 4096), (1024, 256, 81
 # Metric losses, as `wgpu-losses bench`: explicit rows, then the all-pairs InfoNCE losses.
 ROWS = (16384, 128) if args.quick else (65536, 128)
 PAIRS = (1024, 128) if args.quick else (4096, 256)
+CTC = [(150, 128, 40, 29)] if args.quick else [(150, 128, 40, 29), (500, 32, 100, 5000)]
 
 
 def median_ms(f, reps):
@@ -52,6 +54,8 @@ try:
     torch.set_num_threads(args.threads)
 
     def torch_row(loss, shape, fn, x):
+        if args.loss and loss not in args.loss:
+            return
         x = torch.tensor(x, requires_grad=True)
         def step():
             fn(x).backward()
@@ -69,6 +73,8 @@ try:
               rng.standard_normal(N, dtype=np.float32))
 
     def torch_rows(loss, shape, fn, *xs):
+        if args.loss and loss not in args.loss:
+            return
         xs = [torch.tensor(x, requires_grad=True) for x in xs]
         def step():
             fn(*xs).backward()
@@ -124,6 +130,14 @@ try:
                    lambda x, w: F.cross_entropy(F.linear(x, w), ly),
                    rng.standard_normal((ln, lh), dtype=np.float32),
                    rng.standard_normal((lv, lh), dtype=np.float32) * (1.5 / lh ** 0.5))
+    # CTC on logits (T, N, S, C): warp-ctc's published case, and a long one with a large
+    # vocabulary; full-length sequences and targets, as `wgpu-losses bench`.
+    for ct, cn, cs, cc in CTC:
+        targets = torch.tensor(rng.integers(1, cc, (cn, cs)))
+        lengths, target_lengths = torch.full((cn,), ct), torch.full((cn,), cs)
+        torch_rows("ctc", [ct, cn, cs, cc],
+                   lambda x: F.ctc_loss(F.log_softmax(x, 2), targets, lengths, target_lengths),
+                   rng.standard_normal((ct, cn, cc), dtype=np.float32))
     print("torch", torch.__version__, "done")
 except ImportError as e:
     print("torch not available:", e)
@@ -132,6 +146,8 @@ try:
     import jax, jax.numpy as jnp, optax
 
     def jax_row(loss, shape, fn, *xs):
+        if args.loss and loss not in args.loss:
+            return
         g = jax.jit(jax.value_and_grad(fn, argnums=tuple(range(len(xs)))))
         xs = [jnp.asarray(x) for x in xs]
         def step():

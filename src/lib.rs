@@ -41,6 +41,8 @@ pub use losses::class_rows::gpu::ClassRowsInputs;
 pub use losses::class_rows::{ClassRows, ClassRowsKind};
 pub use losses::cross_entropy::gpu::{CrossEntropyInputs, Target};
 pub use losses::cross_entropy::{CrossEntropy, SoftmaxFocal};
+pub use losses::ctc::gpu::CtcInputs;
+pub use losses::ctc::{Ctc, CtcInput};
 pub use losses::elementwise::gpu::ElementwiseInputs;
 pub use losses::elementwise::{ElementwiseLoss, Pointwise};
 pub use losses::linear_cross_entropy::gpu::LinearCrossEntropyInputs;
@@ -64,6 +66,7 @@ pub mod cpu {
         cross_entropy, cross_entropy_in_place, cross_entropy_into, softmax_focal,
         softmax_focal_into, HostRowInputs, HostTarget,
     };
+    pub use crate::losses::ctc::cpu::{ctc, HostCtcInputs};
     pub use crate::losses::elementwise::cpu::{elementwise, elementwise_into, HostElementInputs};
     pub use crate::losses::linear_cross_entropy::cpu::{linear_cross_entropy, HostLinearInputs};
     pub use crate::losses::nll::cpu::{nll, HostNllInputs};
@@ -81,6 +84,7 @@ pub mod reference {
     pub use crate::core::reference::RefOutput;
     pub use crate::losses::class_rows::reference::{class_rows, RefClassTargets};
     pub use crate::losses::cross_entropy::reference::{cross_entropy, softmax_focal, RefTarget};
+    pub use crate::losses::ctc::reference::{ctc, RefCtcInputs};
     pub use crate::losses::elementwise::reference::{elementwise, RefInputs};
     pub use crate::losses::linear_cross_entropy::reference::{
         linear_cross_entropy, RefLinearInputs,

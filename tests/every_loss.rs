@@ -42,7 +42,9 @@ on_every_backend! {
         for def in wgpu_losses::losses::all() {
             for _ in 0..4 {
                 let mut case = def.random_case(&mut rng);
-                if rng.chance(0.5) {
+                // CTC's inputs are frame-major ([T, N, C]); its random cases draw T = 1
+                // and N = 1 themselves.
+                if rng.chance(0.5) && def.name() != "ctc" {
                     let keep = if def.name() == "nt-xent" { 2 } else { 1 };
                     for (name, a) in case.inputs.iter_mut() {
                         if name == "classifier" {

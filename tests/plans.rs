@@ -54,6 +54,8 @@ fn budget(def: &dyn LossDef, case: &Case) -> (u64, u64) {
         // rows, the mean's denominator, the sum, the gradient.
         "nll" => (4, status),
         // rows (loss and gradient), sum.
+        // the frame rows' log-probabilities, the recursions, the gradient, the sum.
+        "ctc" => (4, status),
         // elements, sum; a variance per item adds the sums of its gradient.
         "gaussian-nll" => {
             let per_item = case.inputs["var"].shape != case.inputs["input"].shape;

@@ -549,9 +549,9 @@ fn per_kernel_ms(times: Vec<(String, f64)>) -> Vec<(String, f64)> {
     out
 }
 
-/// Runs bench/compare.py with `python` on the bench's shapes and rayon's thread count and
-/// returns the JSON file it wrote.
-fn run_frameworks(python: &std::path::Path, quick: bool) -> Result<PathBuf> {
+/// Runs bench/compare.py with `python` on the bench's shapes (of the losses in `only`, if
+/// any) and rayon's thread count and returns the JSON file it wrote.
+fn run_frameworks(python: &std::path::Path, quick: bool, only: &[String]) -> Result<PathBuf> {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/compare.py");
     let out = std::env::temp_dir().join(format!(
         "wgpu-losses-frameworks-{}.json",
@@ -574,6 +574,9 @@ fn run_frameworks(python: &std::path::Path, quick: bool) -> Result<PathBuf> {
         .arg(&out);
     if quick {
         cmd.arg("--quick");
+    }
+    for loss in only {
+        cmd.arg("--loss").arg(loss);
     }
     let status = cmd.status().map_err(|e| io(e.to_string()))?;
     if !status.success() {
@@ -600,7 +603,9 @@ fn bench(
             .map(|name| wgpu_losses::losses::find(name))
             .collect::<Result<_>>()?
     };
-    let timed = frameworks.map(|p| run_frameworks(p, quick)).transpose()?;
+    let timed = frameworks
+        .map(|p| run_frameworks(p, quick, only))
+        .transpose()?;
     let others = timed
         .as_deref()
         .or(compare)

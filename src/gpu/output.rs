@@ -30,6 +30,9 @@ pub(crate) struct Status {
     pub values: Tensor,
     /// Elements of `values` per row (1: a value per row).
     pub row_len: usize,
+    /// Where each row starts in `values`, for rows of different lengths (then `row_len` is
+    /// not used).
+    pub row_starts: Option<Vec<usize>>,
     pub reason: String,
 }
 
@@ -93,7 +96,10 @@ impl Engine {
         };
         Err(Error::Value {
             input: status.input,
-            row: element / status.row_len.max(1),
+            row: match &status.row_starts {
+                Some(starts) => starts.partition_point(|&s| s <= element).saturating_sub(1),
+                None => element / status.row_len.max(1),
+            },
             value,
             reason: status.reason.clone(),
         })

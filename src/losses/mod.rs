@@ -42,6 +42,7 @@ families! {
     pairwise,
     nll,
     class_rows,
+    ctc,
 }
 
 /// The loss called `name`.

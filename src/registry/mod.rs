@@ -586,7 +586,8 @@ impl DeviceUpstream {
     ) -> Result<Self> {
         let items: usize = shape.iter().product();
         Ok(match host {
-            Some(g) if reduction == Reduction::None && g.len() == items => Self {
+            // One item's upstream is a scalar (which is checked to be finite).
+            Some(g) if reduction == Reduction::None && g.len() == items && items > 1 => Self {
                 per_item: Some(session.upload("upstream", g, shape)?),
                 scalar: None,
             },

@@ -251,6 +251,7 @@ impl ClassRows {
                 input: self.kind.target_name(),
                 values: inputs.target.clone(),
                 row_len: if class_lists { c } else { 1 },
+                row_starts: None,
                 reason: match class_lists {
                     true => format!("class outside [-1, {c})"),
                     false => format!("class index outside [0, {c})"),

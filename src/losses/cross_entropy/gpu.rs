@@ -614,6 +614,7 @@ impl CrossEntropy {
             input: "target",
             values: target.clone(),
             row_len: 1,
+            row_starts: None,
             reason: format!(
                 "class index outside [0, {c}) and not ignore_index {}",
                 self.ignore_index

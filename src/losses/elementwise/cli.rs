@@ -314,11 +314,7 @@ impl HostProblem {
     }
 
     fn evaluated(&self, out: LossValues) -> Evaluated<f32> {
-        self.var_grad_shaped(Evaluated::from_values(
-            out,
-            self.loss_shape(),
-            &self.shape,
-        ))
+        self.var_grad_shaped(Evaluated::from_values(out, self.loss_shape(), &self.shape))
     }
 
     /// Gaussian NLL's variance gradient takes the variance's shape.
@@ -460,11 +456,7 @@ impl LossDef for ElementwiseDef {
         };
         let upstream = p.upstream.as_deref().map_or(vec![1.0], f64s);
         let out = reference::elementwise(&p.loss, &p.shape, inputs, &upstream)?;
-        Ok(p.var_grad_shaped(Evaluated::from_reference(
-            out,
-            p.loss_shape(),
-            &p.shape,
-        )))
+        Ok(p.var_grad_shaped(Evaluated::from_reference(out, p.loss_shape(), &p.shape)))
     }
 
     fn random_case(&self, rng: &mut Rng) -> Case {

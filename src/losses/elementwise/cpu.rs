@@ -324,7 +324,9 @@ pub(crate) fn elementwise_dyn(
         None => loss.grad_dtype_for(b_type),
     };
     let ga_type = loss.grad_dtype_for(a_type);
-    let second_len = inputs.var.map_or(size(1), |v| v.len() * usize::from(size(1) > 0));
+    let second_len = inputs
+        .var
+        .map_or(size(1), |v| v.len() * usize::from(size(1) > 0));
     let (mut ga, mut gb) = (Grad::new(size(0)), Grad::new(second_len));
     let values = checked_into(
         loss,

@@ -494,6 +494,7 @@ impl ElementwiseLoss {
                 input,
                 values: values.clone(),
                 row_len: 1,
+                row_starts: None,
                 reason: reason.into(),
             }),
             rows: Vec::new(),

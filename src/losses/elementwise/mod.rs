@@ -462,7 +462,10 @@ fn var_per_item(input: &[usize], var: &[usize]) -> Result<bool> {
         return Ok(false);
     }
     let items = &input[..input.len().saturating_sub(1)];
-    if !input.is_empty() && (var == items || (var.len() == input.len() && var[..items.len()] == *items && var.last() == Some(&1))) {
+    if !input.is_empty()
+        && (var == items
+            || (var.len() == input.len() && var[..items.len()] == *items && var.last() == Some(&1)))
+    {
         return Ok(true);
     }
     Err(Error::shape(

@@ -247,7 +247,11 @@ pub fn elementwise(
     // Gaussian NLL: the variance of element i, its ½·|log v| + ½·d²/v (the terms its loss
     // adds), and for a variance per item the items' gradients summed.
     let per_item = inputs.var.is_some_and(|v| v.len() != len);
-    let var = |i: usize| inputs.var.map(|v| if per_item { v[i / inner] } else { v[i] });
+    let var = |i: usize| {
+        inputs
+            .var
+            .map(|v| if per_item { v[i / inner] } else { v[i] })
+    };
     if let Some(row) = inputs.var.and_then(|v| v.iter().position(|&v| v < 0.0)) {
         return Err(crate::Error::Value {
             input: "var",
@@ -279,7 +283,11 @@ pub fn elementwise(
     let mut grads = vec![(names[0], (0..len).map(|i| ga[i] * scale(i)).collect())];
     if per_item {
         let items = len / inner;
-        let sum = |item: usize| (item * inner..(item + 1) * inner).map(|i| gb[i] * scale(i)).sum();
+        let sum = |item: usize| {
+            (item * inner..(item + 1) * inner)
+                .map(|i| gb[i] * scale(i))
+                .sum()
+        };
         grads.push((names[1], (0..items).map(sum).collect()));
     } else if names.len() == 2 {
         grads.push((names[1], (0..len).map(|i| gb[i] * scale(i)).collect()));

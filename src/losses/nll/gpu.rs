@@ -231,6 +231,7 @@ impl Nll {
                 input: "target",
                 values: inputs.target.clone(),
                 row_len: 1,
+                row_starts: None,
                 reason: format!(
                     "class index outside [0, {c}) and not ignore_index {}",
                     self.ignore_index
