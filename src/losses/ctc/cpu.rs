@@ -32,11 +32,11 @@ fn log_add(a: f64, b: f64) -> f64 {
     if a.is_nan() || b.is_nan() {
         return f64::NAN;
     }
-    let m = a.max(b);
+    let (m, d) = (a.max(b), -(a - b).abs());
     if m == f64::NEG_INFINITY {
         return m;
     }
-    m + ((a - m).exp() + (b - m).exp()).ln()
+    m + d.exp().ln_1p()
 }
 
 /// One sequence's recursions: per frame the normalizer, per (frame, extended label) the
