@@ -61,9 +61,14 @@ fn budget(def: &dyn LossDef, case: &Case) -> (u64, u64) {
             let per_item = case.inputs["var"].shape != case.inputs["input"].shape;
             (2 + u64::from(per_item), status)
         }
-        "multi-margin" | "multilabel-soft-margin" | "multilabel-margin" | "distill-kl" => {
-            (2, status)
-        }
+        "multi-margin"
+        | "multilabel-soft-margin"
+        | "multilabel-margin"
+        | "distill-kl"
+        | "coral" => (2, status),
+        // A mean over a count of the device's labels (JSD's kept rows, CORN's terms) adds
+        // the counts and their sum.
+        "jsd" | "corn" => (4, status),
         // normalize, forward, merge of the key splits, two sums, backward, finish; clip
         // goes both ways. The backward pass accumulates one gradient per key split (at most
         // one split per 32-row key tile).

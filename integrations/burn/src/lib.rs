@@ -205,17 +205,18 @@ pub fn nll(
 /// class `weight` `[C]`.
 ///
 /// # Errors
-/// As [`cross_entropy`]; [`Error::Unsupported`] for a multilabel `loss`.
+/// As [`cross_entropy`]; [`Error::Unsupported`] for another kind of `loss`.
 pub fn multi_margin(
     loss: &ClassRows,
     input: Tensor<2>,
     target: Tensor<1, Int>,
     weight: Option<Tensor<1>>,
 ) -> Result<Tensor<1>> {
-    if !loss.class_targets() {
-        return Err(Error::Unsupported(
-            "multi_margin takes class targets: use multilabel_soft_margin".into(),
-        ));
+    if !matches!(loss.kind, ClassRowsKind::MultiMargin { .. }) {
+        return Err(Error::Unsupported(format!(
+            "multi_margin computes ClassRowsKind::MultiMargin, not {:?}",
+            loss.kind
+        )));
     }
     let call = LossCall::ClassRows {
         loss: *loss,

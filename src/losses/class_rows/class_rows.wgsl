@@ -6,31 +6,39 @@
 
 override WG_SIZE: u32 = 64u;
 override TEAM: u32 = 8u;               // a power of two dividing WG_SIZE
-override LOSS: u32 = 0u;               // MULTI_MARGIN, MULTILABEL_SOFT_MARGIN, DISTILL_KL or MULTILABEL_MARGIN
+override LOSS: u32 = 0u;               // one of the loss ids below
 override P_POWER: u32 = 1u;            // multi-margin's p: 1 or 2
 override WEIGHTED: bool = false;
 override UPSTREAM_PER_ROW: bool = false;
 override WANT_GRAD: bool = true;
+override LABELED: bool = false;        // JSD: row labels in `classes`, some ignored
+override DENOM_FROM_BUFFER: bool = false; // mean over a count the `counts` pass summed into weight[0]
 
 const MULTI_MARGIN: u32 = 0u;
 const MULTILABEL_SOFT_MARGIN: u32 = 1u;
 const DISTILL_KL: u32 = 2u;
 const MULTILABEL_MARGIN: u32 = 3u;
+const JSD: u32 = 4u;
+const CORAL: u32 = 5u;
+const CORN: u32 = 6u;
 
 struct Params {
     rows: u32,       // rows in this window
     c: u32,
     row_base: u32,   // the window's first row in the batch
-    param: f32,      // multi-margin's margin, distillation's temperature
-    scale: f32,      // gradient scale: upstream / denominator
-    _pad0: u32,
+    param: f32,      // multi-margin's margin, distillation's temperature, JSD's beta
+    scale: f32,      // gradient scale: upstream / denominator (the count's, for DENOM_FROM_BUFFER)
+    ignore_index: i32, // JSD's dropped label
     _pad1: u32,
     _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> classes: array<i32>;   // multi-margin: [rows]; multilabel margin: [rows, C]
-@group(0) @binding(2) var<storage, read> labels: array<f32>;    // [rows, C]: multilabel's targets, the teacher's logits
+// Multi-margin's classes, CORAL's and CORN's labels, JSD's row labels: [rows]; multilabel
+// margin's class lists: [rows, C].
+@group(0) @binding(1) var<storage, read> classes: array<i32>;
+@group(0) @binding(2) var<storage, read> labels: array<f32>;    // [rows, C]: multilabel's targets, the teacher's logits or log-probabilities
+// Class weights (CORAL's importance); with DENOM_FROM_BUFFER, [0] is the mean's count.
 @group(0) @binding(3) var<storage, read> weight: array<f32>;
 @group(0) @binding(4) var<storage, read> upstream: array<f32>;
 @group(0) @binding(5) var<storage, read_write> row_loss: array<f32>;
@@ -199,6 +207,60 @@ fn multilabel_margin(lid: u32, row: u32, live: bool, r: u32) {
     }
 }
 
+// JSD's term and its derivative in the student's log-probability x, against the teacher's
+// y: P = e^y, Q = e^x, M = β·P + (1 − β)·Q. A zero probability's terms are 0 (their limit).
+fn jsd(x: f32, y: f32) -> vec2<f32> {
+    let beta = params.param;
+    let p = exp(y);
+    let q = exp(x);
+    if (beta == 0.0) {
+        return vec2<f32>(select(p * (y - x), 0.0, p == 0.0), -p);
+    }
+    if (beta == 1.0) {
+        let t = select(q * (x - y), 0.0, q == 0.0);
+        return vec2<f32>(t, t + q);
+    }
+    let m = beta * p + (1.0 - beta) * q;
+    let log_m = log(m);
+    var term = select(beta * p * y, 0.0, p == 0.0) + select((1.0 - beta) * q * x, 0.0, q == 0.0);
+    term -= select(m * log_m, 0.0, m == 0.0);
+    return vec2<f32>(term, select((1.0 - beta) * q * (x - log_m), 0.0, q == 0.0));
+}
+
+// CORAL's and CORN's cumulative task k of a row with ordinal `label`: its BCE-with-logits term
+// against [label > k] (weighted) and the derivative; CORN trains task k on labels ≥ k only.
+fn ordinal_task(x: f32, k: u32, label: u32) -> vec2<f32> {
+    if (LOSS == CORN && k > label) {
+        return vec2<f32>(0.0);
+    }
+    let level = select(0.0, 1.0, k < label);
+    let s = logistic(x);
+    let w = class_weight(k);
+    return vec2<f32>(w * (s.softplus_neg + (1.0 - level) * x), w * (s.p - level));
+}
+
+// Per row, the count the mean divides by: JSD's kept rows (0 or 1), CORN's tasks (label + 1,
+// at most C). One invocation per row; into `row_loss`, which `main` then overwrites.
+@compute @workgroup_size(WG_SIZE)
+fn counts(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let row = group_index(wid, nwg) * WG_SIZE + lid;
+    if (row >= params.rows) {
+        return;
+    }
+    let y = classes[row];
+    var count = 1.0;
+    if (LOSS == JSD) {
+        count = select(1.0, 0.0, y == params.ignore_index);
+    } else if (LOSS == CORN) {
+        count = f32(clamp(y, 0, i32(params.c) - 1) + 1);
+    }
+    row_loss[row] = count;
+}
+
 @compute @workgroup_size(WG_SIZE)
 fn main(
     @builtin(local_invocation_index) lid: u32,
@@ -234,6 +296,23 @@ fn main(
         x_y = load_input(base + y);
         w_y = class_weight(y);
     }
+    // CORAL's and CORN's ordinal label, in 0..=C (a bad one is reported, the row counts as 0).
+    var label = 0u;
+    if (LOSS == CORAL || LOSS == CORN) {
+        let k = classes[r];
+        if (k < 0 || u32(k) > c) {
+            if (live && t == 0u) {
+                atomicMax(&status[0], 0xffffffffu - (params.row_base + row));
+            }
+        } else {
+            label = u32(k);
+        }
+    }
+    // JSD drops the rows labelled ignore_index.
+    var kept = true;
+    if (LOSS == JSD && LABELED) {
+        kept = classes[r] != params.ignore_index;
+    }
     // (loss sum, multi-margin: Σ of the hinge derivatives) over the row.
     var acc = vec2<f32>(0.0);
     let inv_tau = 1.0 / params.param;
@@ -248,7 +327,11 @@ fn main(
             s_st = lse_push(s_st, b);
             continue;
         }
-        if (LOSS == MULTI_MARGIN) {
+        if (LOSS == JSD) {
+            acc.x += jsd(x, labels[base + k]).x;
+        } else if (LOSS == CORAL || LOSS == CORN) {
+            acc.x += ordinal_task(x, k, label).x;
+        } else if (LOSS == MULTI_MARGIN) {
             if (k != y) {
                 acc += hinge_power(params.param - x_y + x);
             }
@@ -284,6 +367,10 @@ fn main(
             row_loss[row] = select(0.0, w_y * sums.x, any) * inv_c;
         } else if (LOSS == DISTILL_KL) {
             row_loss[row] = tau * tau * kl;
+        } else if (LOSS == JSD) {
+            row_loss[row] = select(0.0, sums.x, kept);
+        } else if (LOSS == CORAL || LOSS == CORN) {
+            row_loss[row] = sums.x;
         } else {
             row_loss[row] = sums.x * inv_c;
         }
@@ -295,13 +382,24 @@ fn main(
     if (LOSS == DISTILL_KL) {
         s = params.scale * tau; // τ²·∂KL/∂s = τ·(p_s − p_t)
     }
+    if (LOSS == JSD || LOSS == CORAL || LOSS == CORN) {
+        s = params.scale;
+    }
+    if (DENOM_FROM_BUFFER) {
+        let count = weight[0];
+        s = select(s / count, 0.0, count == 0.0);
+    }
     if (UPSTREAM_PER_ROW) {
         s *= upstream[row];
     }
     for (var k = t; k < c; k += TEAM) {
         let x = load_input(base + k);
         var g: f32;
-        if (LOSS == DISTILL_KL) {
+        if (LOSS == JSD) {
+            g = select(0.0, jsd(x, labels[base + k]).y, kept) * s;
+        } else if (LOSS == CORAL || LOSS == CORN) {
+            g = ordinal_task(x, k, label).y * s;
+        } else if (LOSS == DISTILL_KL) {
             let p_s = exp(x * inv_tau - lse_s);
             let p_t = exp(labels[base + k] * inv_tau - lse_t);
             g = (p_s - p_t) * s;

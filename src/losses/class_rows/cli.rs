@@ -1,4 +1,5 @@
-//! `multi-margin`, `multilabel-soft-margin`, `multilabel-margin` and `distill-kl` by name, on host arrays: the
+//! `multi-margin`, `multilabel-soft-margin`, `multilabel-margin`, `distill-kl`, `jsd`, `coral`
+//! and `corn` by name, on host arrays: the
 //! command line's view.
 
 use super::cpu::{class_rows as cpu_class_rows, HostClassRowsInputs, HostClassTargets};
@@ -6,7 +7,7 @@ use super::gpu::ClassRowsInputs;
 use super::reference::{class_rows as reference_class_rows, RefClassTargets};
 use super::{Args, ClassRows, ClassRowsKind};
 use crate::core::{Arg, DType, Element, LossValues, Reduction, Upstream};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::engine::Engine;
 use crate::gpu::GpuLoss;
 use crate::registry::random::Rng;
@@ -21,6 +22,9 @@ pub(crate) const LOSSES: &[&dyn LossDef] = &[
     &ClassRowsDef::MultilabelSoftMargin,
     &ClassRowsDef::MultilabelMargin,
     &ClassRowsDef::DistillKl,
+    &ClassRowsDef::Jsd,
+    &ClassRowsDef::Coral,
+    &ClassRowsDef::Corn,
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +33,9 @@ pub(crate) enum ClassRowsDef {
     MultilabelSoftMargin,
     MultilabelMargin,
     DistillKl,
+    Jsd,
+    Coral,
+    Corn,
 }
 
 /// The targets of a host problem.
@@ -48,6 +55,8 @@ struct Problem {
     c: usize,
     target: Targets,
     weight: Option<Vec<f32>>,
+    /// JSD's row labels.
+    labels: Option<Vec<i32>>,
     upstream: Option<Vec<f32>>,
 }
 
@@ -67,6 +76,19 @@ impl ClassRowsDef {
             ClassRowsDef::DistillKl => ClassRowsKind::DistillKl {
                 temperature: case.option("temperature", 1.0)?,
             },
+            ClassRowsDef::Jsd => {
+                let ignore: i64 = case.option("ignore_index", -100)?;
+                ClassRowsKind::Jsd {
+                    beta: case.option("beta", 0.5)?,
+                    ignore_index: i32::try_from(ignore).map_err(|_| Error::Option {
+                        option: "ignore_index",
+                        value: ignore.to_string(),
+                        reason: "must fit in i32",
+                    })?,
+                }
+            }
+            ClassRowsDef::Coral => ClassRowsKind::Coral,
+            ClassRowsDef::Corn => ClassRowsKind::Corn,
         };
         let opts = ClassRows::new(kind)
             .reduction(case.option("reduction", Reduction::Mean)?)
@@ -76,7 +98,8 @@ impl ClassRowsDef {
         let (input, shape) = case.floats(input_name).unwrap_or_default();
         let dtype = case.float_dtype(input_name);
         let target = case.input(target_name).expect("checked: required");
-        let weight = case.floats("weight");
+        let weight = case.floats(kind.weight_name());
+        let labels = case.input("labels").filter(|_| !kind.ordinal());
         let (scalar_upstream, per_item) = case.upstream_parts();
         let (n, c) = opts.check(&Args {
             input: Arg {
@@ -91,6 +114,10 @@ impl ClassRowsDef {
                 },
             },
             weight: weight.as_ref().map(|(_, s)| Arg::f32(s)),
+            labels: labels.map(|l| Arg {
+                shape: &l.shape,
+                dtype: DType::I32,
+            }),
             scalar_upstream,
             per_item_upstream: per_item.as_ref().map(|(_, s)| Arg::f32(s)),
         })?;
@@ -110,6 +137,7 @@ impl ClassRowsDef {
             c,
             target,
             weight: weight.map(|(w, _)| w),
+            labels: labels.map(|l| labels_i32("labels", l)).transpose()?,
             upstream,
         })
     }
@@ -145,6 +173,7 @@ impl Problem {
                 shape: (self.n, self.c),
                 target: self.host_targets(),
                 weight: self.weight.as_deref(),
+                labels: self.labels.as_deref(),
                 upstream: host_upstream(self.upstream.as_deref(), self.n, self.opts.reduction),
             },
         )
@@ -158,6 +187,9 @@ impl LossDef for ClassRowsDef {
             ClassRowsDef::MultilabelSoftMargin => "multilabel-soft-margin",
             ClassRowsDef::MultilabelMargin => "multilabel-margin",
             ClassRowsDef::DistillKl => "distill-kl",
+            ClassRowsDef::Jsd => "jsd",
+            ClassRowsDef::Coral => "coral",
+            ClassRowsDef::Corn => "corn",
         }
     }
 
@@ -182,9 +214,29 @@ impl LossDef for ClassRowsDef {
             spec("target", false, true),
             GRAD_OUTPUT,
         ];
+        const JSD: &[InputSpec] = &[
+            spec("input", true, true),
+            spec("target", false, true),
+            spec("labels", false, false),
+            GRAD_OUTPUT,
+        ];
+        const CORAL: &[InputSpec] = &[
+            spec("logits", true, true),
+            spec("labels", false, true),
+            spec("importance", false, false),
+            GRAD_OUTPUT,
+        ];
+        const CORN: &[InputSpec] = &[
+            spec("logits", true, true),
+            spec("labels", false, true),
+            GRAD_OUTPUT,
+        ];
         match self {
             ClassRowsDef::DistillKl => DISTILL,
             ClassRowsDef::MultilabelMargin => LISTS,
+            ClassRowsDef::Jsd => JSD,
+            ClassRowsDef::Coral => CORAL,
+            ClassRowsDef::Corn => CORN,
             _ => INPUTS,
         }
     }
@@ -194,6 +246,8 @@ impl LossDef for ClassRowsDef {
             ClassRowsDef::MultiMargin => &["reduction", "p", "margin"],
             ClassRowsDef::MultilabelSoftMargin | ClassRowsDef::MultilabelMargin => &["reduction"],
             ClassRowsDef::DistillKl => &["reduction", "temperature"],
+            ClassRowsDef::Jsd => &["reduction", "beta", "ignore_index"],
+            ClassRowsDef::Coral | ClassRowsDef::Corn => &["reduction"],
         }
     }
 
@@ -210,13 +264,19 @@ impl LossDef for ClassRowsDef {
         let weight = p
             .weight
             .as_ref()
-            .map(|w| s.upload("weight", w, &[c]))
+            .map(|w| s.upload(p.opts.kind.weight_name(), w, &[c]))
+            .transpose()?;
+        let labels = p
+            .labels
+            .as_ref()
+            .map(|l| s.upload_i32("labels", l, &[n]))
             .transpose()?;
         let upstream = DeviceUpstream::upload(s, p.upstream.as_deref(), &[n], p.opts.reduction)?;
         let inputs = ClassRowsInputs {
             input: &input,
             target: &target,
             weight: weight.as_ref(),
+            labels: labels.as_ref(),
             upstream: upstream.get(),
         };
         let out = s.run(&p.opts, &inputs)?;
@@ -253,6 +313,10 @@ impl LossDef for ClassRowsDef {
             }
         };
         let weight = p.weight.as_deref().map(to64);
+        let labels: Option<Vec<i64>> = p
+            .labels
+            .as_ref()
+            .map(|l| l.iter().map(|&v| v as i64).collect());
         let upstream = p.upstream.as_deref().map_or(vec![1.0], to64);
         let out = reference_class_rows(
             &p.opts,
@@ -260,6 +324,7 @@ impl LossDef for ClassRowsDef {
             (p.n, p.c),
             target,
             weight.as_deref(),
+            labels.as_deref(),
             &upstream,
         )?;
         Ok(Evaluated::from_reference(out, p.loss_shape(), &[p.n, p.c]))
@@ -268,6 +333,27 @@ impl LossDef for ClassRowsDef {
     fn random_case(&self, rng: &mut Rng) -> Case {
         let n = 1 + rng.below(48);
         let c = (rng.range(0.0, 9.0).exp2() as usize).max(1);
+        let reduction = ["mean", "sum", "none"][rng.below(3)];
+        match self {
+            ClassRowsDef::Jsd => return jsd_case(rng, n, c, reduction),
+            ClassRowsDef::Coral | ClassRowsDef::Corn => {
+                // K = c + 1 ranks (K = 2: one logit); labels in 0..=c.
+                let labels = (0..n).map(|_| rng.below(c + 1) as i64).collect();
+                let mut case = Case::default()
+                    .with("logits", HostArray::f32(&[n, c], rng.normals(n * c, 2.0)))
+                    .with("labels", HostArray::i64(&[n], labels))
+                    .set("reduction", reduction);
+                if *self == ClassRowsDef::Coral && rng.chance(0.5) {
+                    let w = (0..c).map(|_| rng.range(0.1, 2.0) as f32).collect();
+                    case = case.with("importance", HostArray::f32(&[c], w));
+                }
+                if rng.chance(0.3) {
+                    case = case.with_random_upstream(rng, &[n], reduction == "none");
+                }
+                return case;
+            }
+            _ => {}
+        }
         if *self == ClassRowsDef::DistillKl {
             let scale = [1.0, 3.0, 10.0][rng.below(3)];
             let mut case = Case::default()
@@ -280,7 +366,6 @@ impl LossDef for ClassRowsDef {
                     HostArray::f32(&[n, c], rng.normals(n * c, scale)),
                 )
                 .set("temperature", rng.range(0.5, 4.0) as f32);
-            let reduction = ["mean", "sum", "none"][rng.below(3)];
             case = case.set("reduction", reduction);
             if rng.chance(0.3) {
                 case = case.with_random_upstream(rng, &[n], reduction == "none");
@@ -299,12 +384,11 @@ impl LossDef for ClassRowsDef {
             ClassRowsDef::MultilabelMargin => {
                 case.with("target", HostArray::i64(&[n, c], class_lists(rng, n, c)))
             }
-            ClassRowsDef::MultilabelSoftMargin | ClassRowsDef::DistillKl => {
+            _ => {
                 let t = (0..n * c).map(|_| rng.below(2) as f32).collect();
                 case.with("target", HostArray::f32(&[n, c], t))
             }
         };
-        let reduction = ["mean", "sum", "none"][rng.below(3)];
         case = case.set("reduction", reduction);
         if rng.chance(0.5) && *self != ClassRowsDef::MultilabelMargin {
             let w = (0..c).map(|_| rng.range(0.1, 2.0) as f32).collect();
@@ -323,7 +407,14 @@ impl LossDef for ClassRowsDef {
         spec: &BenchSpec,
         run: &mut BenchRun<'_>,
     ) -> Result<()> {
-        for (n, c) in spec.pairs(&[&[1024, 1000]], &[&[4096, 1000]])? {
+        // Ordinal losses: many rows of a few ranks' cumulative logits (K = 10).
+        let shapes = match self {
+            ClassRowsDef::Coral | ClassRowsDef::Corn => {
+                spec.pairs(&[&[65536, 9]], &[&[262144, 9]])?
+            }
+            _ => spec.pairs(&[&[1024, 1000]], &[&[4096, 1000]])?,
+        };
+        for (n, c) in shapes {
             let x = rng.normals(n * c, 2.0);
             let input = engine.upload(&x, &[n, c])?;
             let (classes, labels): (Vec<i32>, Vec<f32>) = match self {
@@ -343,15 +434,25 @@ impl LossDef for ClassRowsDef {
                     Vec::new(),
                     (0..n * c).map(|_| rng.below(2) as f32).collect(),
                 ),
-                ClassRowsDef::DistillKl => (Vec::new(), rng.normals(n * c, 2.0)),
+                ClassRowsDef::DistillKl | ClassRowsDef::Jsd => {
+                    (Vec::new(), rng.normals(n * c, 2.0))
+                }
+                ClassRowsDef::Coral | ClassRowsDef::Corn => (
+                    (0..n).map(|_| rng.below(c + 1) as i32).collect(),
+                    Vec::new(),
+                ),
             };
             let target = match self {
-                ClassRowsDef::MultiMargin => engine.upload_i32(&classes, &[n])?,
+                ClassRowsDef::MultiMargin | ClassRowsDef::Coral | ClassRowsDef::Corn => {
+                    engine.upload_i32(&classes, &[n])?
+                }
                 ClassRowsDef::MultilabelMargin => engine.upload_i32(&classes, &[n, c])?,
                 _ => engine.upload(&labels, &[n, c])?,
             };
             let host_target = match self {
-                ClassRowsDef::MultiMargin => HostClassTargets::Classes(&classes),
+                ClassRowsDef::MultiMargin | ClassRowsDef::Coral | ClassRowsDef::Corn => {
+                    HostClassTargets::Classes(&classes)
+                }
                 ClassRowsDef::MultilabelMargin => HostClassTargets::ClassLists(&classes),
                 _ => HostClassTargets::PerClass(&labels),
             };
@@ -366,6 +467,12 @@ impl LossDef for ClassRowsDef {
                 ClassRowsDef::DistillKl => {
                     ClassRows::new(ClassRowsKind::DistillKl { temperature: 2.0 })
                 }
+                ClassRowsDef::Jsd => ClassRows::new(ClassRowsKind::Jsd {
+                    beta: 0.5,
+                    ignore_index: -100,
+                }),
+                ClassRowsDef::Coral => ClassRows::new(ClassRowsKind::Coral),
+                ClassRowsDef::Corn => ClassRows::new(ClassRowsKind::Corn),
             };
             let mut plan = loss.plan(engine);
             let inputs = ClassRowsInputs::new(&input, &target);
@@ -374,13 +481,14 @@ impl LossDef for ClassRowsDef {
                 shape: (n, c),
                 target: host_target,
                 weight: None,
+                labels: None,
                 upstream: Upstream::Ones,
             };
             // Scores read twice (the row's sums, then the gradient) and the gradient written;
             // per-class targets read twice too (multilabel margin: its lists once, its
             // scratch counts written once and read at least once).
             let block = n * c * 4;
-            let per_class = usize::from(*self != ClassRowsDef::MultiMargin);
+            let per_class = usize::from(!loss.class_targets());
             run(BenchJob {
                 label: self.name(),
                 shape: vec![n, c],
@@ -412,4 +520,47 @@ fn class_lists(rng: &mut Rng, n: usize, c: usize) -> Vec<i64> {
         }
     }
     t
+}
+
+/// JSD's random case: student and teacher log-probabilities (log-softmax of random logits),
+/// β of 0 (forward KL), 1 (reverse KL) or between, some rows ignored by their labels.
+fn jsd_case(rng: &mut Rng, n: usize, c: usize, reduction: &str) -> Case {
+    let log_probs = |rng: &mut Rng| {
+        let mut x = rng.normals(n * c, 2.0);
+        for row in x.chunks_mut(c) {
+            let max = row.iter().copied().fold(f32::MIN, f32::max);
+            let lse = max + row.iter().map(|v| (v - max).exp()).sum::<f32>().ln();
+            row.iter_mut().for_each(|v| *v -= lse);
+        }
+        HostArray::f32(&[n, c], x)
+    };
+    let beta = match rng.below(4) {
+        0 => 0.0,
+        1 => 1.0,
+        _ => rng.range(0.05, 0.95) as f32,
+    };
+    let mut case = Case::default()
+        .with("input", log_probs(rng))
+        .with("target", log_probs(rng))
+        .set("beta", beta)
+        .set("reduction", reduction);
+    if rng.chance(0.5) {
+        let ignore = [-100, 3][rng.below(2)];
+        let labels = (0..n)
+            .map(|_| {
+                if rng.chance(0.3) {
+                    ignore
+                } else {
+                    rng.below(c) as i64
+                }
+            })
+            .collect();
+        case = case
+            .with("labels", HostArray::i64(&[n], labels))
+            .set("ignore_index", ignore);
+    }
+    if rng.chance(0.3) {
+        case = case.with_random_upstream(rng, &[n], reduction == "none");
+    }
+    case
 }

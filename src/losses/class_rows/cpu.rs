@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use super::{class_index, class_list_len, Args, ClassRows, ClassRowsKind};
+use super::{class_index, class_list_len, ordinal_label, Args, ClassRows, ClassRowsKind};
 use crate::core::{written_as, Arg, DType, Element, LossValues, Reduction, Upstream};
 use crate::error::Result;
 
@@ -28,8 +28,10 @@ pub struct HostClassRowsInputs<'a, T: Element = f32> {
     pub shape: (usize, usize),
     /// The targets.
     pub target: HostClassTargets<'a>,
-    /// Class weights `[C]`.
+    /// Class weights `[C]` (CORAL's importance weights).
     pub weight: Option<&'a [f32]>,
+    /// JSD's row labels `[N]`: rows equal to its `ignore_index` are dropped.
+    pub labels: Option<&'a [i32]>,
     /// Gradient from above: a scalar, or one per row with reduction none.
     pub upstream: Upstream<'a, [f32]>,
 }
@@ -53,6 +55,34 @@ fn log_sum_exps(t: &[f32], student: impl Fn(usize) -> f64, tau: f64) -> (f64, f6
         m + (0..t.len()).map(|k| (v(k) - m).exp()).sum::<f64>().ln()
     };
     (lse(&|k| t[k] as f64 / tau), lse(&|k| student(k) / tau))
+}
+
+/// JSD's term and its derivative in the student's log-probability `x`, against the teacher's
+/// `y` (as `class_rows.wgsl`'s `jsd`).
+fn jsd(x: f64, y: f64, beta: f64) -> (f64, f64) {
+    let (p, q) = (y.exp(), x.exp());
+    let zero_or = |prob: f64, v: f64| if prob == 0.0 { 0.0 } else { v };
+    if beta == 0.0 {
+        return (zero_or(p, p * (y - x)), -p);
+    }
+    if beta == 1.0 {
+        let t = zero_or(q, q * (x - y));
+        return (t, t + q);
+    }
+    let m = beta * p + (1.0 - beta) * q;
+    let term = zero_or(p, beta * p * y) + zero_or(q, (1.0 - beta) * q * x) - zero_or(m, m * m.ln());
+    (term, zero_or(q, (1.0 - beta) * q * (x - m.ln())))
+}
+
+/// CORAL's and CORN's task k for a row with ordinal `label`: the weighted BCE-with-logits term
+/// against [label > k] and its derivative; CORN trains task k on labels ≥ k only.
+fn ordinal_task(kind: ClassRowsKind, x: f64, k: usize, label: usize, w: f64) -> (f64, f64) {
+    if kind == ClassRowsKind::Corn && k > label {
+        return (0.0, 0.0);
+    }
+    let level = if k < label { 1.0 } else { 0.0 };
+    let (softplus_neg, p) = logistic(x);
+    (w * (softplus_neg + (1.0 - level) * x), w * (p - level))
 }
 
 /// max(0, h)^p and its derivative, 0 unless h > 0 (PyTorch's test, which drops NaN).
@@ -92,6 +122,7 @@ pub fn class_rows<T: Element>(
         },
     };
     let weight_shape = inputs.weight.map(|w| [w.len()]);
+    let labels_shape = inputs.labels.map(|l| [l.len()]);
     let (scalar_upstream, per_item) = inputs.upstream.split(|g| [g.len()]);
     opts.check(&Args {
         input: Arg {
@@ -103,6 +134,10 @@ pub fn class_rows<T: Element>(
             dtype: target_dtype,
         },
         weight: weight_shape.as_ref().map(|s| Arg::f32(s)),
+        labels: labels_shape.as_ref().map(|shape| Arg {
+            shape,
+            dtype: DType::I32,
+        }),
         scalar_upstream,
         per_item_upstream: per_item.as_ref().map(|s| Arg::f32(s)),
     })?;
@@ -110,7 +145,10 @@ pub fn class_rows<T: Element>(
         HostClassTargets::Classes(y) => y
             .iter()
             .enumerate()
-            .map(|(row, &k)| class_index(k as i64, row, c))
+            .map(|(row, &k)| match opts.kind.ordinal() {
+                true => ordinal_label(k as i64, row, c),
+                false => class_index(k as i64, row, c),
+            })
             .collect::<Result<_>>()?,
         _ => vec![0; n],
     };
@@ -131,6 +169,10 @@ pub fn class_rows<T: Element>(
         _ => Vec::new(),
     };
     let w = |k: usize| inputs.weight.map_or(1.0, |w| w[k] as f64);
+    let kept = |row: usize| match (opts.kind, inputs.labels) {
+        (ClassRowsKind::Jsd { ignore_index, .. }, Some(l)) => l[row] != ignore_index,
+        _ => true,
+    };
     let x = |i: usize| inputs.input[i].to_f32() as f64;
     // Per row: the loss and (multi-margin) the sum of the hinge derivatives.
     let rows: Vec<(f64, f64)> = (0..n)
@@ -139,6 +181,14 @@ pub fn class_rows<T: Element>(
             let base = row * c;
             let (mut loss, mut slope) = (0.0, 0.0);
             match (opts.kind, inputs.target) {
+                (ClassRowsKind::Jsd { beta, .. }, HostClassTargets::PerClass(t)) => {
+                    let terms = (0..c).map(|k| jsd(x(base + k), t[base + k] as f64, beta as f64).0);
+                    (if kept(row) { terms.sum() } else { 0.0 }, 0.0)
+                }
+                (kind, _) if kind.ordinal() => {
+                    let task = |k| ordinal_task(kind, x(base + k), k, classes[row], w(k)).0;
+                    ((0..c).map(task).sum(), 0.0)
+                }
                 (ClassRowsKind::MultiMargin { p, margin }, _) => {
                     let y = classes[row];
                     for k in (0..c).filter(|&k| k != y) {
@@ -185,14 +235,19 @@ pub fn class_rows<T: Element>(
             }
         })
         .collect();
-    let denom = if opts.reduction == Reduction::Mean {
-        n as f64
-    } else {
-        1.0
+    // The mean's count: rows, JSD's kept rows, or CORN's (task, row) terms.
+    let denom = match (opts.reduction, opts.kind) {
+        (Reduction::Mean, ClassRowsKind::Jsd { .. }) => (0..n).filter(|&r| kept(r)).count() as f64,
+        (Reduction::Mean, ClassRowsKind::Corn) => {
+            classes.iter().map(|&y| (y.min(c - 1) + 1) as f64).sum()
+        }
+        (Reduction::Mean, _) => n as f64,
+        _ => 1.0,
     };
+    let per_denom = |v: f64| if denom == 0.0 { 0.0 } else { v / denom };
     let loss = match opts.reduction {
         Reduction::None => rows.iter().map(|r| r.0 as f32).collect(),
-        _ => vec![(rows.iter().map(|r| r.0).sum::<f64>() / denom) as f32],
+        _ => vec![per_denom(rows.iter().map(|r| r.0).sum::<f64>()) as f32],
     };
     let mut grads = Vec::new();
     if opts.gradient {
@@ -201,8 +256,20 @@ pub fn class_rows<T: Element>(
         let mut grad = vec![0.0f32; n * c];
         grad.par_chunks_mut(c).enumerate().for_each(|(row, g)| {
             let base = row * c;
-            let s = up(row) / denom / c as f64;
+            let s = per_denom(up(row)) / c as f64;
             match (opts.kind, inputs.target) {
+                (ClassRowsKind::Jsd { beta, .. }, HostClassTargets::PerClass(t)) => {
+                    for (k, g) in g.iter_mut().enumerate() {
+                        let d = jsd(x(base + k), t[base + k] as f64, beta as f64).1;
+                        *g = (if kept(row) { d } else { 0.0 } * per_denom(up(row))) as f32;
+                    }
+                }
+                (kind, _) if kind.ordinal() => {
+                    for (k, g) in g.iter_mut().enumerate() {
+                        let d = ordinal_task(kind, x(base + k), k, classes[row], w(k)).1;
+                        *g = (d * per_denom(up(row))) as f32;
+                    }
+                }
                 (ClassRowsKind::MultiMargin { p, margin }, _) => {
                     let y = classes[row];
                     let slope = rows[row].1;
@@ -230,7 +297,7 @@ pub fn class_rows<T: Element>(
                     // τ²·∂KL/∂s = τ·(p_s − p_t).
                     let (tau, row_t) = (temperature as f64, &t[base..base + c]);
                     let (lse_t, lse_s) = log_sum_exps(row_t, |k| x(base + k), tau);
-                    let s = up(row) / denom * tau;
+                    let s = per_denom(up(row)) * tau;
                     for (k, g) in g.iter_mut().enumerate() {
                         let p_s = (x(base + k) / tau - lse_s).exp();
                         let p_t = (row_t[k] as f64 / tau - lse_t).exp();

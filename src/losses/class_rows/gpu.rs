@@ -26,7 +26,7 @@ pub(crate) fn module(input: DType, grad: DType) -> ShaderModule {
                 Uniform, Read, Read, Read, Read, ReadWrite, ReadWrite, Read, ReadWrite,
             ]
         },
-        entry_points: &["main"],
+        entry_points: &["main", "counts"],
     }
 }
 
@@ -44,12 +44,15 @@ pub(crate) fn modules() -> Vec<ShaderModule> {
 pub struct ClassRowsInputs<'a> {
     /// Class scores `[N, C]` (f32, f16 or bf16).
     pub input: &'a Tensor,
-    /// Multi-margin: class indices `[N]` (i32); multilabel soft margin: a target per class
-    /// `[N, C]` (f32); multilabel margin: each row's classes `[N, C]` (i32, ended by the
-    /// first −1); distillation: the teacher's logits `[N, C]` (f32).
+    /// Multi-margin: class indices `[N]` (i32); CORAL, CORN: ordinal labels `[N]` (i32);
+    /// multilabel soft margin: a target per class `[N, C]` (f32); multilabel margin: each
+    /// row's classes `[N, C]` (i32, ended by the first −1); distillation: the teacher's logits
+    /// `[N, C]` (f32); JSD: the teacher's log-probabilities `[N, C]` (f32).
     pub target: &'a Tensor,
-    /// Class weights `[C]` (f32).
+    /// Class weights `[C]` (f32; CORAL's importance weights).
     pub weight: Option<&'a Tensor>,
+    /// JSD's row labels `[N]` (i32): rows equal to its `ignore_index` are dropped.
+    pub labels: Option<&'a Tensor>,
     /// Gradient from above (default ones).
     pub upstream: Upstream<'a, Tensor>,
 }
@@ -61,6 +64,7 @@ impl<'a> ClassRowsInputs<'a> {
             input,
             target,
             weight: None,
+            labels: None,
             upstream: Upstream::Ones,
         }
     }
@@ -74,7 +78,8 @@ struct Params {
     row_base: u32,
     param: f32,
     scale: f32,
-    _pad: [u32; 3],
+    ignore_index: i32,
+    _pad: [u32; 2],
 }
 
 impl ClassRows {
@@ -118,6 +123,7 @@ impl GpuLoss for ClassRows {
             input: inputs.input.arg(),
             target: inputs.target.arg(),
             weight: inputs.weight.map(Tensor::arg),
+            labels: inputs.labels.map(Tensor::arg),
             scalar_upstream,
             per_item_upstream,
         })?;
@@ -143,8 +149,14 @@ impl ClassRows {
             true => Some(rec.tensor(&[n, c], grad_type)?),
             false => None,
         };
+        // JSD with labels and CORN divide their mean by a count of the device's labels.
+        let counted = self.reduction == Reduction::Mean
+            && match self.kind {
+                ClassRowsKind::Jsd { .. } => inputs.labels.is_some(),
+                kind => kind == ClassRowsKind::Corn,
+            };
         let denom = match self.reduction {
-            Reduction::Mean => n as f64,
+            Reduction::Mean if !counted => n as f64,
             _ => 1.0,
         };
         let upstream = match inputs.upstream {
@@ -160,10 +172,17 @@ impl ClassRows {
             ClassRowsKind::MultilabelSoftMargin => (1, 1, 0.0),
             ClassRowsKind::DistillKl { temperature } => (2, 1, temperature),
             ClassRowsKind::MultilabelMargin => (3, 1, 0.0),
+            ClassRowsKind::Jsd { beta, .. } => (4, 1, beta),
+            ClassRowsKind::Coral => (5, 1, 0.0),
+            ClassRowsKind::Corn => (6, 1, 0.0),
         };
-        let key = KernelKey {
+        let ignore_index = match self.kind {
+            ClassRowsKind::Jsd { ignore_index, .. } => ignore_index,
+            _ => 0,
+        };
+        let key = |entry| KernelKey {
             module: module(input_type, grad_type),
-            entry: "main",
+            entry,
             overrides: vec![
                 ("WG_SIZE", wg),
                 ("TEAM", team),
@@ -175,9 +194,19 @@ impl ClassRows {
                     matches!(inputs.upstream, Upstream::PerItem(_)) as u32,
                 ),
                 ("WANT_GRAD", grad.is_some() as u32),
+                ("LABELED", inputs.labels.is_some() as u32),
+                ("DENOM_FROM_BUFFER", counted as u32),
             ],
         };
+
         let (class_targets, class_lists) = (self.class_targets(), self.class_lists());
+        // The rows' labels (JSD's) or class targets, window by window.
+        let row_classes = |start: usize, rows: usize| match (class_targets, class_lists) {
+            _ if inputs.labels.is_some() => inputs.labels.map(|l| l.window(start, rows)),
+            (true, _) => Some(inputs.target.window(start, rows)),
+            (_, true) => Some(inputs.target.window(start * c, rows * c)),
+            _ => None,
+        };
         let row_bytes = |d: DType| c as u64 * d.size();
         let mut widths = vec![row_bytes(input_type), row_bytes(grad_type)];
         if !class_targets {
@@ -191,28 +220,54 @@ impl ClassRows {
             false => 0,
         };
         let status = rec.flag_with_scratch(scratch)?;
-        for w in windows {
-            let rows = w.len();
-            let params = rec.params(&Params {
-                rows: rows as u32,
+        let params = |rec: &mut Recorder<'_>, w: &std::ops::Range<usize>| {
+            rec.params(&Params {
+                rows: w.len() as u32,
                 c: c as u32,
                 row_base: w.start as u32,
                 param,
                 scale: (upstream / denom) as f32,
-                _pad: [0; 3],
-            });
+                ignore_index,
+                _pad: [0; 2],
+            })
+        };
+        // The mean's count, summed from the rows' counts (in `row_loss`, before the losses).
+        let count = match counted {
+            true => {
+                for w in &windows {
+                    let bindings = vec![
+                        params(rec, w),
+                        row_classes(w.start, w.len()).unwrap_or(unused.clone()),
+                        unused.clone(),
+                        unused.clone(),
+                        unused.clone(),
+                        row_loss.window(w.start, w.len()),
+                        status.binding(),
+                        unused.clone(),
+                        rec.discarded()?,
+                    ];
+                    let groups = w.len().div_ceil(wg as usize) as u32;
+                    rec.dispatch(key("counts"), bindings, groups)?;
+                }
+                let count = rec.tensor(&[1], DType::F32)?;
+                rec.sum((&row_loss, 0), n, SumOf::PLAIN, &count)?;
+                Some(count)
+            }
+            false => None,
+        };
+        for w in windows {
+            let rows = w.len();
             let bindings = vec![
-                params,
-                match (class_targets, class_lists) {
-                    (true, _) => inputs.target.window(w.start, rows),
-                    (_, true) => inputs.target.window(w.start * c, rows * c),
-                    _ => unused.clone(),
-                },
+                params(rec, &w),
+                row_classes(w.start, rows).unwrap_or(unused.clone()),
                 match class_targets || class_lists {
                     true => unused.clone(),
                     false => inputs.target.window(w.start * c, rows * c),
                 },
-                inputs.weight.map_or(unused.clone(), Tensor::binding),
+                match &count {
+                    Some(count) => count.binding(),
+                    None => inputs.weight.map_or(unused.clone(), Tensor::binding),
+                },
                 match inputs.upstream {
                     Upstream::PerItem(t) => t.window(w.start, rows),
                     _ => unused.clone(),
@@ -226,18 +281,17 @@ impl ClassRows {
                 },
             ];
             let groups = rows.div_ceil(rows_per_group) as u32;
-            rec.dispatch(key.clone(), bindings, groups)?;
+            rec.dispatch(key("main"), bindings, groups)?;
         }
         let loss = if self.reduction == Reduction::None {
             row_loss
         } else {
             let loss = rec.tensor(&[], DType::F32)?;
-            rec.sum(
-                (&row_loss, 0),
-                n,
-                SumOf::scaled((1.0 / denom) as f32),
-                &loss,
-            )?;
+            let how = SumOf {
+                scale: (1.0 / denom) as f32,
+                divisor: count.as_ref(),
+            };
+            rec.sum((&row_loss, 0), n, how, &loss)?;
             loss
         };
         Ok(LossOutput {
@@ -252,9 +306,10 @@ impl ClassRows {
                 values: inputs.target.clone(),
                 row_len: if class_lists { c } else { 1 },
                 row_starts: None,
-                reason: match class_lists {
-                    true => format!("class outside [-1, {c})"),
-                    false => format!("class index outside [0, {c})"),
+                reason: match (class_lists, self.kind.ordinal()) {
+                    (true, _) => format!("class outside [-1, {c})"),
+                    (_, true) => format!("label outside [0, {c}]"),
+                    _ => format!("class index outside [0, {c})"),
                 },
             }),
             rows: Vec::new(),

@@ -1,7 +1,9 @@
 //! Losses over rows of class scores `[N, C]` that take each row whole, with a team of
 //! invocations per row (`class_rows.wgsl`): PyTorch's `MultiMarginLoss` (class targets),
 //! `MultiLabelSoftMarginLoss` (a 0/1 target per class), `MultiLabelMarginLoss` (a list of
-//! classes per row) and Hinton's distillation KL (teacher logits per class). Its CPU twin (`cpu.rs`), the f64
+//! classes per row), Hinton's distillation KL (teacher logits per class), Liger-Kernel's
+//! generalized JSD (teacher log-probabilities per class) and the ordinal CORAL and CORN losses
+//! of coral-pytorch (a label per row). Its CPU twin (`cpu.rs`), the f64
 //! reference (`reference.rs`).
 
 #[cfg(feature = "cli")]
@@ -33,6 +35,25 @@ pub enum ClassRowsKind {
     /// per row, with the row's classes as i32 `[N, C]` ended by the first −1 (a class listed
     /// twice counts twice, as in PyTorch). No class weight.
     MultilabelMargin,
+    /// Liger-Kernel's generalized Jensen–Shannon divergence between student
+    /// log-probabilities `X` (the differentiable input) and teacher log-probabilities `Y`
+    /// (`[N, C]`, f32, the target), P = e^Y, Q = e^X, M = β·P + (1 − β)·Q:
+    /// `Σ_c β·P·Y + (1 − β)·Q·X − M·log M` per row; β = 0 is KL(P‖Q), β = 1 is KL(Q‖P).
+    /// Optional labels `[N]` drop the rows equal to `ignore_index`; mean is over kept rows.
+    Jsd {
+        /// β in [0, 1] (default 0.5).
+        beta: f32,
+        /// Rows whose label is this are dropped (default -100).
+        ignore_index: i32,
+    },
+    /// coral-pytorch's CORAL loss: logits `[N, K − 1]` of the cumulative tasks `[label > k]`,
+    /// labels `[N]` in `0..K`, optional importance weights `[K − 1]`:
+    /// `Σ_k imp_k·BCE-with-logits(x_k, [label > k])` per row; mean over rows.
+    Coral,
+    /// coral-pytorch's CORN loss: task k (logit k of `[N, K − 1]`) is trained on the rows with
+    /// label ≥ k against `[label > k]`; the loss sums their BCE-with-logits terms, and mean
+    /// divides by the number of (task, row) terms, as coral-pytorch's `corn_loss`.
+    Corn,
     /// Hinton's distillation loss: `τ²·Σ_c softmax(t/τ)·(log_softmax(t/τ) − log_softmax(s/τ))`
     /// per row of student logits `s` (the differentiable input) against teacher logits `t`
     /// (`[N, C]`, f32, the target); mean over rows is PyTorch's `batchmean`. No class weight.
@@ -47,6 +68,7 @@ impl ClassRowsKind {
     pub fn input_name(self) -> &'static str {
         match self {
             ClassRowsKind::DistillKl { .. } => "student",
+            ClassRowsKind::Coral | ClassRowsKind::Corn => "logits",
             _ => "input",
         }
     }
@@ -55,8 +77,32 @@ impl ClassRowsKind {
     pub fn target_name(self) -> &'static str {
         match self {
             ClassRowsKind::DistillKl { .. } => "teacher",
+            ClassRowsKind::Coral | ClassRowsKind::Corn => "labels",
             _ => "target",
         }
+    }
+
+    /// The per-class weight's name (CORAL's is its importance weights).
+    pub fn weight_name(self) -> &'static str {
+        match self {
+            ClassRowsKind::Coral => "importance",
+            _ => "weight",
+        }
+    }
+
+    /// Whether the loss takes a per-class weight.
+    pub fn weighted(self) -> bool {
+        matches!(
+            self,
+            ClassRowsKind::MultiMargin { .. }
+                | ClassRowsKind::MultilabelSoftMargin
+                | ClassRowsKind::Coral
+        )
+    }
+
+    /// Whether the targets are ordinal labels `[N]` in `0..=C` (K = C + 1 ranks).
+    pub fn ordinal(self) -> bool {
+        matches!(self, ClassRowsKind::Coral | ClassRowsKind::Corn)
     }
 }
 
@@ -104,9 +150,10 @@ impl ClassRows {
         self.grad_dtype = dtype;
         self
     }
-    /// Whether the targets are class indices `[N]` (else a value per class `[N, C]`).
+    /// Whether the targets are class indices or ordinal labels `[N]` (else a value per class
+    /// `[N, C]`).
     pub fn class_targets(&self) -> bool {
-        matches!(self.kind, ClassRowsKind::MultiMargin { .. })
+        matches!(self.kind, ClassRowsKind::MultiMargin { .. }) || self.kind.ordinal()
     }
     /// Whether the targets are lists of classes, i32 `[N, C]` padded with −1.
     pub fn class_lists(&self) -> bool {
@@ -128,6 +175,14 @@ impl ClassRows {
             }
             finite("margin", margin)?;
         }
+        if let ClassRowsKind::Jsd { beta, .. } = self.kind {
+            crate::core::check_option(
+                "beta",
+                beta,
+                (0.0..=1.0).contains(&beta),
+                "must be in [0, 1]",
+            )?;
+        }
         if let ClassRowsKind::DistillKl { temperature } = self.kind {
             crate::core::check_option(
                 "temperature",
@@ -146,6 +201,8 @@ pub(crate) struct Args<'a> {
     pub input: Arg<'a>,
     pub target: Arg<'a>,
     pub weight: Option<Arg<'a>>,
+    /// JSD's row labels.
+    pub labels: Option<Arg<'a>>,
     pub scalar_upstream: Option<f32>,
     pub per_item_upstream: Option<Arg<'a>>,
 }
@@ -166,14 +223,18 @@ impl ClassRows {
             (_, true) => args.target.expect(target, &[n, c], DType::I32)?,
             _ => args.target.expect(target, &[n, c], DType::F32)?,
         }
+        let weight = self.kind.weight_name();
         if let Some(w) = args.weight {
-            if matches!(
-                self.kind,
-                ClassRowsKind::DistillKl { .. } | ClassRowsKind::MultilabelMargin
-            ) {
-                return Err(crate::core::unused("weight"));
+            if !self.kind.weighted() {
+                return Err(crate::core::unused(weight));
             }
-            w.expect("weight", &[c], DType::F32)?;
+            w.expect(weight, &[c], DType::F32)?;
+        }
+        if let Some(l) = args.labels {
+            if !matches!(self.kind, ClassRowsKind::Jsd { .. }) {
+                return Err(crate::core::unused("labels"));
+            }
+            l.expect("labels", &[n], DType::I32)?;
         }
         check_upstream(
             args.scalar_upstream,
@@ -183,6 +244,20 @@ impl ClassRows {
         )?;
         Ok((n, c))
     }
+}
+
+/// An ordinal label of row `row` for `c` cumulative logits (K = c + 1 ranks): `Err` naming the
+/// row when outside `[0, c]`.
+pub(crate) fn ordinal_label(y: i64, row: usize, c: usize) -> Result<usize> {
+    if y < 0 || y > c as i64 {
+        return Err(Error::Value {
+            input: "labels",
+            row,
+            value: y.to_string(),
+            reason: format!("label outside [0, {c}]"),
+        });
+    }
+    Ok(y as usize)
 }
 
 /// Multi-margin's class for row `row`: `Err` naming the row when outside `[0, c)`.

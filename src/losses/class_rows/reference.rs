@@ -1,6 +1,6 @@
 //! f64 whole-row class-score losses, the twin of `class_rows.wgsl`.
 
-use super::{class_index, class_list_len, ClassRows, ClassRowsKind};
+use super::{class_index, class_list_len, ordinal_label, ClassRows, ClassRowsKind};
 use crate::core::reference::{reduce, RefOutput};
 use crate::error::Result;
 
@@ -16,8 +16,8 @@ pub enum RefClassTargets<'a> {
 }
 
 /// The loss of `opts.kind` over scores `input` `[n, c]` per docs/LOSSES.md, with its
-/// gradient. `upstream` holds one value (a scalar upstream gradient) or one per row
-/// (reduction none).
+/// gradient. `labels` are JSD's row labels. `upstream` holds one value (a scalar upstream
+/// gradient) or one per row (reduction none).
 ///
 /// # Errors
 /// [`crate::Error::Value`] for a multi-margin class outside `[0, c)`; option errors as
@@ -28,6 +28,7 @@ pub fn class_rows(
     (n, c): (usize, usize),
     target: RefClassTargets<'_>,
     weight: Option<&[f64]>,
+    labels: Option<&[i64]>,
     upstream: &[f64],
 ) -> Result<RefOutput> {
     opts.validate()?;
@@ -40,10 +41,61 @@ pub fn class_rows(
     // Distillation's row loss is τ²·(Σ p_t·(a − b) − lse_t + lse_s): f32 cancellation is
     // absolute at the scale of those log-sum-exps.
     let mut loss_terms = 0.0f64;
+    // The mean's count: rows, or JSD's kept rows, or CORN's (task, row) terms.
+    let mut count = 0.0;
     for row in 0..n {
         let x = &input[row * c..(row + 1) * c];
         let g = &mut local[row * c..(row + 1) * c];
         match (opts.kind, target) {
+            (ClassRowsKind::Jsd { beta, ignore_index }, RefClassTargets::PerClass(t)) => {
+                if labels.is_some_and(|l| l[row] == ignore_index as i64) {
+                    continue;
+                }
+                count += 1.0;
+                let (beta, t) = (beta as f64, &t[row * c..(row + 1) * c]);
+                let mut terms = 0.0;
+                for k in 0..c {
+                    // KL(P‖Q) at β = 0, KL(Q‖P) at β = 1, else β·KL(P‖M) + (1 − β)·KL(Q‖M).
+                    let (p, q) = (t[k].exp(), x[k].exp());
+                    let kl = |a: f64, log_a: f64, log_b: f64| {
+                        if a == 0.0 {
+                            0.0
+                        } else {
+                            a * (log_a - log_b)
+                        }
+                    };
+                    let (value, slope) = match beta {
+                        0.0 => (kl(p, t[k], x[k]), -p),
+                        1.0 => (kl(q, x[k], t[k]), kl(q, x[k], t[k]) + q),
+                        _ => {
+                            let log_m = (beta * p + (1.0 - beta) * q).ln();
+                            let value =
+                                beta * kl(p, t[k], log_m) + (1.0 - beta) * kl(q, x[k], log_m);
+                            (value, (1.0 - beta) * q * (x[k] - log_m))
+                        }
+                    };
+                    losses[row] += value;
+                    g[k] = slope;
+                    terms += (p * t[k]).abs() + (q * x[k]).abs() + p + q;
+                }
+                loss_terms = loss_terms.max(terms);
+            }
+            (kind, RefClassTargets::Classes(y)) if kind.ordinal() => {
+                // coral-pytorch: −Σ_k imp_k·[log σ(x_k)·level_k + (log σ(x_k) − x_k)·(1 − level_k)]
+                // over the tasks the row trains (CORN: k ≤ label).
+                let label = ordinal_label(y[row], row, c)?;
+                let log_sig = |v: f64| if v < -30.0 { v } else { -(-v).exp().ln_1p() };
+                for k in 0..c {
+                    if kind == ClassRowsKind::Corn && k > label {
+                        continue;
+                    }
+                    count += 1.0;
+                    let level = if k < label { 1.0 } else { 0.0 };
+                    losses[row] -=
+                        w(k) * (log_sig(x[k]) * level + (log_sig(x[k]) - x[k]) * (1.0 - level));
+                    g[k] = w(k) * (1.0 / (1.0 + (-x[k]).exp()) - level);
+                }
+            }
             (ClassRowsKind::MultiMargin { p, margin }, RefClassTargets::Classes(y)) => {
                 let y = class_index(y[row], row, c)?;
                 for k in (0..c).filter(|&k| k != y) {
@@ -107,7 +159,12 @@ pub fn class_rows(
             _ => unreachable!("the targets match the loss (checked by the callers)"),
         }
     }
-    let (loss, scale) = reduce(&losses, opts.reduction, n as f64, upstream);
+    let denom = match opts.kind {
+        ClassRowsKind::Jsd { .. } if labels.is_some() => count,
+        ClassRowsKind::Corn => count,
+        _ => n as f64,
+    };
+    let (loss, scale) = reduce(&losses, opts.reduction, denom, upstream);
     let mut grad_terms = 0.0f64;
     let grad = local
         .iter()
