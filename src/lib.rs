@@ -53,6 +53,8 @@ pub use losses::pair_rows::gpu::{ContrastiveInputs, TripletInputs};
 pub use losses::pair_rows::{Contrastive, CosineEmbedding, Triplet, PAIRWISE_EPS};
 pub use losses::pairwise::gpu::{MinedTripletInputs, NceInputs, NceRows};
 pub use losses::pairwise::{Distance, InfoNce, MinedTriplet, Mining, NceKind, NORM_EPS};
+pub use losses::ranking::gpu::RankingInputs;
+pub use losses::ranking::{Ranking, RankingKind};
 #[cfg(feature = "cli")]
 pub use registry::compare::{compare, Comparison, Tolerance};
 pub use wgpu;
@@ -76,6 +78,7 @@ pub mod cpu {
     pub use crate::losses::pairwise::cpu::{
         info_nce, mined_triplet, HostMinedTripletInputs, HostNceInputs, HostNceRows,
     };
+    pub use crate::losses::ranking::cpu::{ranking, HostRankingInputs};
 }
 
 /// The f64 references: plain loops written to be obviously right, with hand-derived
@@ -95,6 +98,7 @@ pub mod reference {
     };
     pub use crate::losses::pairwise::mined_reference::{distance_matrix, mined_triplet};
     pub use crate::losses::pairwise::reference::{info_nce_loss, normalize, normalize_backward};
+    pub use crate::losses::ranking::reference::{ranking, RefRankingInputs};
 }
 
 /// The README's examples, compiled as doctests.

@@ -51,7 +51,7 @@ on_every_backend! {
                             continue; // its rows are classes, not items
                         }
                         let per_row = a.shape.len() == 1
-                            && matches!(name.as_str(), "target" | "labels" | "y" | "var");
+                            && matches!(name.as_str(), "target" | "labels" | "y" | "var" | "lengths");
                         let width = match a.shape.len() {
                             2 => a.shape[1],
                             _ if per_row => 1,

@@ -57,11 +57,16 @@ fn options(dir: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Per-row statistics a fixture may expect beside the loss (the ranking losses' NDCG@k).
+const ROWS: &[&str] = &["ndcg"];
+
 fn is_expected(file: &str) -> bool {
-    file == "loss.npy" || file.starts_with("grad_")
+    file == "loss.npy"
+        || file.starts_with("grad_")
+        || ROWS.iter().any(|r| file == format!("{r}.npy"))
 }
 
-/// The expected outputs of a case: loss.npy and each grad_NAME.npy.
+/// The expected outputs of a case: loss.npy, each grad_NAME.npy and any per-row statistics.
 fn expected(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
@@ -125,13 +130,17 @@ fn reference_matches_pytorch() {
         let files = expected(&dir);
         assert_eq!(
             files.len(),
-            1 + got.grads.len(),
-            "{}: gradients",
+            1 + got.grads.len() + got.rows.len(),
+            "{}: gradients and row statistics",
             dir.display()
         );
         for (name, g, _) in &got.grads {
             let (want, _) = floats64(&dir.join(format!("grad_{name}.npy")));
             assert_tight(&format!("{} grad_{name}", dir.display()), g, &want);
+        }
+        for (name, r) in &got.rows {
+            let (want, _) = floats64(&dir.join(format!("{name}.npy")));
+            assert_tight(&format!("{} {name}", dir.display()), r, &want);
         }
     }
 }

@@ -346,6 +346,11 @@ fn check(
                 let tol = want.grad_tolerance(tol).written_as(case.grad_dtype(name));
                 report.push((name, compare(g, w, tol)));
             }
+            // Per-row statistics the reference reports (the ranking losses' NDCG).
+            for (name, w) in &want.rows {
+                let got = gpu.rows.iter().find(|(n, _)| n == name);
+                report.push((name, compare(got.map_or(&[][..], |g| &g.1[..]), w, tol)));
+            }
             for (name, c) in &report {
                 if *name == "loss" {
                     worst_loss = worst_loss.max(c.max_rel);

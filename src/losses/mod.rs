@@ -43,6 +43,7 @@ families! {
     nll,
     class_rows,
     ctc,
+    ranking,
 }
 
 /// The loss called `name`.

@@ -77,6 +77,15 @@ pub fn assert_written(
             want.grad_tolerance(tol).written_as(case.grad_dtype(name)),
         );
     }
+    // Per-row statistics the reference reports (the ranking losses' NDCG).
+    for (name, w) in &want.rows {
+        let g = gpu
+            .rows
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("{what}: no rows {name}"));
+        assert_close(&format!("{what}: rows {name}"), &g.1, w, tol);
+    }
 }
 
 /// A backend the registry runs a loss on.

@@ -114,9 +114,12 @@ pub fn cosine_embedding(
         for k in 0..dim {
             let (a, b) = (x1[i * dim + k], x2[i * dim + k]);
             let (ta, tb) = (b / denom, cos * a / ma);
+            let (ua, ub) = (a / denom, cos * b / mb);
             g1[i * dim + k] = c * (ta - tb);
-            g2[i * dim + k] = c * (a / denom - cos * b / mb);
-            terms = terms.max((c * ta).abs() + (c * tb).abs());
+            g2[i * dim + k] = c * (ua - ub);
+            // Either input's two terms cancel when the rows are nearly parallel: x2's are the
+            // large ones when x2 is the short row.
+            terms = terms.max(c.abs() * (ta.abs() + tb.abs()).max(ua.abs() + ub.abs()));
         }
     }
     RefOutput {
