@@ -7,10 +7,10 @@ use std::cell::RefCell;
 
 use wgpu_losses::{
     ClassRows, ClassRowsInputs, ClassRowsKind, Contrastive, ContrastiveInputs, CosineEmbedding,
-    CrossEntropy, CrossEntropyInputs, ElementwiseInputs, ElementwiseLoss, Engine, GpuLoss, InfoNce,
-    LinearCrossEntropy, LinearCrossEntropyInputs, LossOutput, MinedTriplet, MinedTripletInputs,
-    NceInputs, NceKind, Nll, NllInputs, Plan, Reduction, Result, SoftmaxFocal, Target, Tensor,
-    Triplet, TripletInputs, Upstream,
+    CrossEntropy, CrossEntropyInputs, Ctc, CtcInputs, ElementwiseInputs, ElementwiseLoss, Engine,
+    GpuLoss, InfoNce, LinearCrossEntropy, LinearCrossEntropyInputs, LossOutput, MinedTriplet,
+    MinedTripletInputs, NceInputs, NceKind, Nll, NllInputs, Plan, Ranking, RankingInputs,
+    Reduction, Result, SoftmaxFocal, Target, Tensor, Triplet, TripletInputs, Upstream,
 };
 
 /// A loss and the layout of its inputs. Floats come first in the order of each variant's
@@ -53,6 +53,14 @@ pub enum LossCall {
         bias: bool,
         weight: bool,
     },
+    /// floats `[scores, relevance]`, ints `[lengths]` when `lengths`.
+    Ranking { loss: Ranking, lengths: bool },
+    /// floats `[logits]` (`[T, N, C]`), ints `[targets]`; the lengths are host values.
+    Ctc {
+        loss: Ctc,
+        input_lengths: Vec<i32>,
+        target_lengths: Vec<i32>,
+    },
 }
 
 impl LossCall {
@@ -79,6 +87,8 @@ impl LossCall {
             },
             Self::LinearCrossEntropy { bias: true, .. } => &["hidden", "classifier", "bias"],
             Self::LinearCrossEntropy { bias: false, .. } => &["hidden", "classifier"],
+            Self::Ranking { .. } => &["scores"],
+            Self::Ctc { .. } => &["logits"],
         }
     }
 
@@ -104,6 +114,8 @@ impl LossCall {
             Self::LinearCrossEntropy { bias, weight, .. } => {
                 2 + usize::from(*bias) + usize::from(*weight)
             }
+            Self::Ranking { .. } => 2,
+            Self::Ctc { .. } => 1,
         }
     }
 
@@ -121,6 +133,8 @@ impl LossCall {
             Self::CosineEmbedding { loss } => loss.reduction,
             Self::Triplet { loss } => loss.reduction,
             Self::LinearCrossEntropy { loss, .. } => loss.reduction,
+            Self::Ranking { loss, .. } => loss.reduction,
+            Self::Ctc { loss, .. } => loss.reduction,
             Self::MinedTriplet { .. } | Self::InfoNce { .. } => Reduction::Mean,
         }
     }
@@ -131,7 +145,10 @@ impl LossCall {
     pub fn items_separable(&self) -> bool {
         !matches!(
             self,
-            Self::MinedTriplet { .. } | Self::InfoNce { .. } | Self::LinearCrossEntropy { .. }
+            Self::MinedTriplet { .. }
+                | Self::InfoNce { .. }
+                | Self::LinearCrossEntropy { .. }
+                | Self::Ctc { .. }
         )
     }
 
@@ -140,6 +157,7 @@ impl LossCall {
     pub fn loss_len(&self, first: &[usize]) -> usize {
         match (self.reduction(), self) {
             (Reduction::None, Self::Elementwise { .. }) => first.iter().product(),
+            (Reduction::None, Self::Ctc { .. }) => first[1],
             (Reduction::None, _) => first[0],
             _ => 1,
         }
@@ -166,6 +184,8 @@ impl LossCall {
             Self::MinedTriplet { loss } => loss.gradient = on,
             Self::InfoNce { loss } => loss.gradient = on,
             Self::LinearCrossEntropy { loss, .. } => loss.gradient = on,
+            Self::Ranking { loss, .. } => loss.gradient = on,
+            Self::Ctc { loss, .. } => loss.gradient = on,
         }
         self
     }
@@ -265,6 +285,19 @@ impl LossCall {
                 let mut inputs = LinearCrossEntropyInputs::new(f(0), f(1), &ints[0]);
                 inputs.bias = optional(*bias, 2);
                 inputs.weight = optional(*weight, 2 + usize::from(*bias));
+                planned(engine, loss, |plan| plan.record(encoder, &inputs))
+            }
+            Self::Ranking { loss, lengths } => {
+                let mut inputs = RankingInputs::new(f(0), f(1));
+                inputs.lengths = lengths.then(|| &ints[0]);
+                planned(engine, loss, |plan| plan.record(encoder, &inputs))
+            }
+            Self::Ctc {
+                loss,
+                input_lengths,
+                target_lengths,
+            } => {
+                let inputs = CtcInputs::new(f(0), &ints[0], input_lengths, target_lengths);
                 planned(engine, loss, |plan| plan.record(encoder, &inputs))
             }
         }

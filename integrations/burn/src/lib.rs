@@ -43,9 +43,9 @@ pub use backend::FusedLossBackend;
 pub use call::LossCall;
 pub use device::{engine, init, register};
 pub use wgpu_losses::{
-    ClassRows, ClassRowsKind, Contrastive, CosineEmbedding, CrossEntropy, Distance,
+    ClassRows, ClassRowsKind, Contrastive, CosineEmbedding, CrossEntropy, Ctc, CtcInput, Distance,
     ElementwiseLoss, InfoNce, LinearCrossEntropy, MinedTriplet, Mining, NceKind, Nll, Pointwise,
-    Reduction, SoftmaxFocal, Triplet,
+    Ranking, RankingKind, Reduction, SoftmaxFocal, Triplet,
 };
 
 /// What can go wrong.
@@ -254,6 +254,52 @@ pub fn multilabel_soft_margin(
     };
     let floats = [Some(float(input)), Some(float(target)), weight.map(float)];
     fused(call, floats.into_iter().flatten().collect(), None)
+}
+
+/// CTC (PyTorch `F.ctc_loss`) of `logits` `[T, N, C]` (the log-softmax is fused; or
+/// log-probabilities with [`CtcInput::LogProbs`]) against `targets` padded `[N, S]` (any
+/// integer type) with host `input_lengths` and `target_lengths` (PyTorch reads them on the host
+/// too). Under autodiff the loss needs a reduction (`Mean`, the default, or `Sum`).
+///
+/// # Errors
+/// As [`cross_entropy`]; bad lengths or targets name the sequence.
+pub fn ctc(
+    loss: &Ctc,
+    logits: Tensor<3>,
+    targets: Tensor<2, Int>,
+    input_lengths: &[i32],
+    target_lengths: &[i32],
+) -> Result<Tensor<1>> {
+    let call = LossCall::Ctc {
+        loss: *loss,
+        input_lengths: input_lengths.to_vec(),
+        target_lengths: target_lengths.to_vec(),
+    };
+    fused(call, vec![float(logits)], Some(int(targets)))
+}
+
+/// A learning-to-rank loss (`loss.kind`: ranknet, pairwise hinge, listNet, listMLE or
+/// lambda-NDCG) of `scores` `[Q, L]` against graded `relevance` `[Q, L]` (f32, not
+/// differentiated), with optional per-list `lengths` `[Q]` (entries past a length are padding
+/// and get a zero gradient). `Reduction::None` gives one loss per list.
+///
+/// # Errors
+/// As [`cross_entropy`]; a length outside `[0, L]` names its list.
+pub fn ranking(
+    loss: &Ranking,
+    scores: Tensor<2>,
+    relevance: Tensor<2>,
+    lengths: Option<Tensor<1, Int>>,
+) -> Result<Tensor<1>> {
+    let call = LossCall::Ranking {
+        loss: *loss,
+        lengths: lengths.is_some(),
+    };
+    fused(
+        call,
+        vec![float(scores), float(relevance)],
+        lengths.map(int),
+    )
 }
 
 /// Hinton's distillation loss (`loss.kind` is [`ClassRowsKind::DistillKl`]):

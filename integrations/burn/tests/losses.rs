@@ -20,14 +20,14 @@ use burn::nn::loss::{
 use burn::tensor::{Device, Gradients, Int, Tensor, TensorData};
 use common::{values, Rng};
 use wgpu_losses::{
-    ClassRowsInputs, ContrastiveInputs, CrossEntropyInputs, ElementwiseInputs, Engine,
-    LinearCrossEntropyInputs, LossValues, MinedTripletInputs, NceInputs, NllInputs, Target,
-    TripletInputs, Upstream,
+    ClassRowsInputs, ContrastiveInputs, CrossEntropyInputs, CtcInputs, ElementwiseInputs, Engine,
+    LinearCrossEntropyInputs, LossValues, MinedTripletInputs, NceInputs, NllInputs, RankingInputs,
+    Target, TripletInputs, Upstream,
 };
 use wgpu_losses_burn::{
-    ClassRows, ClassRowsKind, Contrastive, CosineEmbedding, CrossEntropy, Distance,
+    ClassRows, ClassRowsKind, Contrastive, CosineEmbedding, CrossEntropy, Ctc, Distance,
     ElementwiseLoss, Error, InfoNce, LinearCrossEntropy, MinedTriplet, Mining, NceKind, Nll,
-    Pointwise, Reduction, SoftmaxFocal, Triplet,
+    Pointwise, Ranking, RankingKind, Reduction, SoftmaxFocal, Triplet,
 };
 
 /// burn's wgpu device shared with wgpu-losses; no adapter fails the test.
@@ -1047,4 +1047,89 @@ fn half_precision_inputs_and_gradients() {
             );
         }
     }
+}
+
+#[test]
+fn ranking_losses_equal_run() {
+    let (q, l) = (6, 9);
+    let mut rng = Rng::new(21);
+    let scores = normals(&mut rng, q * l);
+    let relevance: Vec<f32> = classes(&mut rng, q * l, 4)
+        .iter()
+        .map(|&g| g as f32)
+        .collect();
+    let lengths = [9, 4, 1, 0, 7, 9];
+    let e = engine();
+    let (sg, rg, lg) = (
+        up2(&e, &scores, [q, l]),
+        up2(&e, &relevance, [q, l]),
+        up_i32(&e, &lengths),
+    );
+    for kind in [
+        RankingKind::RankNet,
+        RankingKind::PairwiseHinge { margin: 0.5 },
+        RankingKind::ListNet,
+        RankingKind::ListMle,
+        RankingKind::LambdaNdcg,
+    ] {
+        let loss = Ranking::new(kind).k(Some(5));
+        let input = tracked2(&scores, [q, l]);
+        let got = wgpu_losses_burn::ranking(
+            &loss,
+            input.clone(),
+            Tensor::from_data(TensorData::new(relevance.clone(), [q, l]), &device()),
+            Some(ints(&lengths)),
+        )
+        .unwrap();
+        let mut inputs = RankingInputs::new(&sg, &rg);
+        inputs.lengths = Some(&lg);
+        let want = loss.run(&e, &inputs).unwrap();
+        check(&format!("{kind:?}"), got, &[("scores", &input)], &want);
+    }
+}
+
+#[test]
+fn ctc_equals_run_and_needs_a_reduction_under_autodiff() {
+    let (t, n, c, s) = (12, 3, 5, 4);
+    let mut rng = Rng::new(22);
+    let x = normals(&mut rng, t * n * c);
+    let targets: Vec<i32> = vec![1, 2, 2, 3, 4, 1, 0, 0, 3, 3, 1, 0];
+    let (input_lengths, target_lengths) = ([12, 9, 12], [4, 2, 3]);
+    let e = engine();
+    let logits_g = e.upload(&x, &[t, n, c]).unwrap();
+    let targets_g = e.upload_i32(&targets, &[n, s]).unwrap();
+    let ints2 = || Tensor::<2, Int>::from_data(TensorData::new(targets.clone(), [n, s]), &device());
+    for loss in [Ctc::new(), Ctc::new().reduction(Reduction::Sum)] {
+        let logits =
+            Tensor::<3>::from_data(TensorData::new(x.clone(), [t, n, c]), &device().autodiff())
+                .require_grad();
+        let got = wgpu_losses_burn::ctc(
+            &loss,
+            logits.clone(),
+            ints2(),
+            &input_lengths,
+            &target_lengths,
+        )
+        .unwrap();
+        let want = loss
+            .run(
+                &e,
+                &CtcInputs::new(&logits_g, &targets_g, &input_lengths, &target_lengths),
+            )
+            .unwrap();
+        assert_close("ctc loss", &values(got.clone()), &want.loss, SAME_KERNELS);
+        let grads = got.backward();
+        let g = values(logits.grad(&grads).expect("a gradient"));
+        assert_close(
+            "ctc grad logits",
+            &g,
+            want.grad("logits").unwrap(),
+            SAME_KERNELS,
+        );
+    }
+    let logits =
+        Tensor::<3>::from_data(TensorData::new(x, [t, n, c]), &device().autodiff()).require_grad();
+    let none = Ctc::new().reduction(Reduction::None);
+    let err = wgpu_losses_burn::ctc(&none, logits, ints2(), &input_lengths, &target_lengths);
+    assert!(matches!(err, Err(Error::Unsupported(_))), "{err:?}");
 }
