@@ -136,9 +136,20 @@ pub(crate) struct FloatView<'a> {
     pub access: Access,
 }
 
+/// The variants of a module over (input type, gradient type) that calls reach, the gradient
+/// in the input's type or f32: a family's `modules()`, for validation.
+#[cfg(test)]
+pub(crate) fn input_grad_variants(module: fn(DType, DType) -> ShaderModule) -> Vec<ShaderModule> {
+    FLOATS
+        .iter()
+        .flat_map(|&t| [module(t, t), module(t, DType::F32)])
+        .collect()
+}
+
 /// WGSL declaring a row kernel's `input` (binding 7, read) and its `grad` (binding 8) by
 /// element, with their `load_input` / `store_grad` functions: the I/O of the families whose
-/// kernels read one float array and write its gradient (`nll`, `class_rows`).
+/// kernels read one float array and write its gradient (`nll`, `class_rows`, `ctc`,
+/// `ranking`).
 pub(crate) fn input_and_grad(input: DType, grad: DType) -> String {
     [
         (7, "input", input, Access::Read),

@@ -33,10 +33,7 @@ pub(crate) fn module(input: DType, grad: DType) -> ShaderModule {
 /// The family's modules, for validation.
 #[cfg(test)]
 pub(crate) fn modules() -> Vec<ShaderModule> {
-    FLOATS
-        .iter()
-        .flat_map(|&t| [module(t, t), module(t, DType::F32)])
-        .collect()
+    crate::gpu::shader::input_grad_variants(module)
 }
 
 /// Device inputs of [`Ctc`]. The lengths are host values (PyTorch reads them on the host

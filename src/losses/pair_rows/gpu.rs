@@ -57,10 +57,7 @@ fn header(rows: DType, grads: DType) -> String {
 /// The family's modules, for validation.
 #[cfg(test)]
 pub(crate) fn modules() -> Vec<ShaderModule> {
-    FLOATS
-        .iter()
-        .flat_map(|&rows| [module(rows, rows), module(rows, DType::F32)])
-        .collect()
+    crate::gpu::shader::input_grad_variants(module)
 }
 
 /// Device inputs of [`Contrastive`]: pairs of rows and their labels (1 similar, 0 not).
