@@ -49,6 +49,8 @@ pub use losses::linear_cross_entropy::gpu::LinearCrossEntropyInputs;
 pub use losses::linear_cross_entropy::LinearCrossEntropy;
 pub use losses::nll::gpu::NllInputs;
 pub use losses::nll::Nll;
+pub use losses::overlap::gpu::OverlapInputs;
+pub use losses::overlap::{Activation, Overlap, OverlapKind};
 pub use losses::pair_rows::gpu::{ContrastiveInputs, TripletInputs};
 pub use losses::pair_rows::{Contrastive, CosineEmbedding, Triplet, PAIRWISE_EPS};
 pub use losses::pairwise::gpu::{MinedTripletInputs, NceInputs, NceRows};
@@ -72,6 +74,7 @@ pub mod cpu {
     pub use crate::losses::elementwise::cpu::{elementwise, elementwise_into, HostElementInputs};
     pub use crate::losses::linear_cross_entropy::cpu::{linear_cross_entropy, HostLinearInputs};
     pub use crate::losses::nll::cpu::{nll, HostNllInputs};
+    pub use crate::losses::overlap::cpu::{overlap, HostOverlapInputs, HostOverlapTarget};
     pub use crate::losses::pair_rows::cpu::{
         contrastive, cosine_embedding, triplet, HostContrastiveInputs, HostTripletInputs,
     };
@@ -93,6 +96,7 @@ pub mod reference {
         linear_cross_entropy, RefLinearInputs,
     };
     pub use crate::losses::nll::reference::nll;
+    pub use crate::losses::overlap::reference::{overlap, RefOverlapInputs, RefOverlapTarget};
     pub use crate::losses::pair_rows::reference::{
         contrastive, cosine_embedding, pairwise_distance, triplet,
     };

@@ -71,6 +71,8 @@ fn budget(def: &dyn LossDef, case: &Case) -> (u64, u64) {
         "jsd" | "corn" => (4, status),
         // the lists, the count's sum, the gradient, the loss's sum.
         "ranknet" | "pairwise-hinge" | "listnet" | "listmle" | "lambda-ndcg" => (4, status),
+        // the partial sums per tile, the ratios, the gradient, the loss's sum.
+        "dice" | "tversky" => (4, status),
         // normalize, forward, merge of the key splits, two sums, backward, finish; clip
         // goes both ways. The backward pass accumulates one gradient per key split (at most
         // one split per 32-row key tile).

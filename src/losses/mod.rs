@@ -44,6 +44,7 @@ families! {
     class_rows,
     ctc,
     ranking,
+    overlap,
 }
 
 /// The loss called `name`.
