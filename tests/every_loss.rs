@@ -52,10 +52,11 @@ on_every_backend! {
                         }
                         let per_row = a.shape.len() == 1
                             && matches!(name.as_str(), "target" | "labels" | "y" | "var" | "lengths");
+                        // Items lead every other input of rank 2 or more (dice's
+                        // [N, C, spatial…] input and [N, spatial…] class indices).
                         let width = match a.shape.len() {
-                            2 => a.shape[1],
-                            _ if per_row => 1,
-                            _ => continue,
+                            0 | 1 if !per_row => continue,
+                            _ => a.shape[1..].iter().product::<usize>(),
                         };
                         a.shape[0] = keep;
                         a.data.truncate(keep * width);

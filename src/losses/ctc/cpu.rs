@@ -245,8 +245,12 @@ pub fn ctc<T: Element>(opts: &Ctc, inputs: &HostCtcInputs<'_, T>) -> Result<Loss
                 CtcInput::Logits => (x(row * c + k) - r.norm[frame]).exp(),
                 CtcInput::LogProbs => 0.0,
             };
-            for (k, g) in g.iter_mut().enumerate() {
-                *g = (softmax(k) * scale) as f32;
+            // With log-probabilities a class no path reaches keeps a structural 0, whatever
+            // the upstream gradient (as the kernel, which never writes it).
+            if opts.input == CtcInput::Logits {
+                for (k, g) in g.iter_mut().enumerate() {
+                    *g = (softmax(k) * scale) as f32;
+                }
             }
             // Each label's first position sums the occupancies along its chain.
             let cell = |s: usize| {

@@ -77,6 +77,10 @@ pub fn ctc(opts: &Ctc, x: RefCtcInputs<'_>) -> Result<RefOutput> {
     // Rows with a gradient: the frames of sequences with a possible alignment (the others'
     // is 0 whatever the upstream gradient).
     let mut scored = vec![false; t * n];
+    // With log-probabilities, a class outside the sequence's labels and blank has no path
+    // through it: its gradient is a structural 0, whatever the upstream gradient (as an
+    // ignored row's).
+    let mut unreached = vec![false; t * n * c];
     let mut loss_terms = vec![0.0; n];
     for seq in 0..n {
         let labels = sequence(x.targets.0, &layout, seq, opts.blank)?;
@@ -159,6 +163,11 @@ pub fn ctc(opts: &Ctc, x: RefCtcInputs<'_>) -> Result<RefOutput> {
             for s in 0..w {
                 occupancy[ext[s]] += (alpha[tt][s] + beta[tt][s] - lp[tt][ext[s]] - ll).exp();
             }
+            if opts.input == CtcInput::LogProbs {
+                for k in (0..c).filter(|k| !ext.contains(k)) {
+                    unreached[(tt * n + seq) * c + k] = true;
+                }
+            }
             let g = &mut local[(tt * n + seq) * c..(tt * n + seq + 1) * c];
             for (k, g) in g.iter_mut().enumerate() {
                 *g = match opts.input {
@@ -172,7 +181,7 @@ pub fn ctc(opts: &Ctc, x: RefCtcInputs<'_>) -> Result<RefOutput> {
     let grad: Vec<f64> = local
         .iter()
         .enumerate()
-        .map(|(i, g)| match scored[i / c] {
+        .map(|(i, g)| match scored[i / c] && !unreached[i] {
             true => g * scale(i / c % n),
             false => 0.0,
         })
