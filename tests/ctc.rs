@@ -139,3 +139,49 @@ on_every_backend! {
         assert!(check_on(backend, def(), &case, Tolerance::default()));
     }
 }
+
+on_every_backend! {
+    /// A +∞ logit makes its frame's log-softmax NaN over the whole row (as PyTorch's), so its
+    /// sequence's loss is NaN and the other sequence's stays finite. The GPU's
+    /// online normalizer used to leave the other classes at probability 0, making the
+    /// alignment look impossible: an infinite (or, with zero_infinity, zero) loss.
+    fn a_positive_infinite_logit_makes_its_sequence_nan(backend) {
+        // T = 3, N = 2, C = 3; the +∞ is sequence 1's frame 1, class 2 (no label of it).
+        let mut x: Vec<f32> = (0..18).map(|i| ((i * 7 % 5) as f32 - 2.0) / 2.0).collect();
+        x[(2 + 1) * 3 + 2] = f32::INFINITY;
+        let targets = HostArray::i64(&[2, 1], vec![1, 1]);
+        for zero_infinity in [false, true] {
+            let c = case(HostArray::f32(&[3, 2, 3], x.clone()), targets.clone(), &[3, 3], &[1, 1])
+                .set("reduction", "none")
+                .set("zero_infinity", zero_infinity);
+            let got = backend.run(def(), &c).unwrap();
+            assert!(got.loss[0].is_finite() && got.loss[1].is_nan(), "{:?}", got.loss);
+            let g = &got.grads[0].1;
+            // Sequence 1: the +∞ frame's row is NaN; in its other frames the blank and the
+            // label (0 and 1) go through the NaN likelihood, class 2 keeps its softmax term
+            // (as PyTorch's formula gives).
+            for frame in 0..3 {
+                let row = |seq: usize| &g[(frame * 2 + seq) * 3..(frame * 2 + seq + 1) * 3];
+                assert!(row(0).iter().all(|v| v.is_finite()), "{g:?}");
+                assert!(row(1)[..2].iter().all(|v| v.is_nan()), "{g:?}");
+                assert_eq!(row(1)[2].is_nan(), frame == 1, "{g:?}");
+            }
+        }
+    }
+}
+
+on_every_backend! {
+    /// A −∞ logit of a label's class: its probability is 0 and no path goes through it, so
+    /// its gradient is the limit 0 (PyTorch forms e^(−∞ + ∞) there and gives NaN).
+    fn a_negative_infinite_logit_has_a_zero_gradient(backend) {
+        let mut x: Vec<f32> = (0..9).map(|i| ((i * 3 % 4) as f32 - 1.5) / 2.0).collect();
+        x[3 + 1] = f32::NEG_INFINITY; // frame 1, class 1 (the label)
+        let c = case(HostArray::f32(&[3, 1, 3], x), HostArray::i64(&[1, 1], vec![1]), &[3], &[1]);
+        let got = backend.run(def(), &c).unwrap();
+        assert!(got.loss[0].is_finite(), "{:?}", got.loss);
+        let g = &got.grads[0].1;
+        assert!(g.iter().all(|v| v.is_finite()), "{g:?}");
+        assert_eq!(g[3 + 1], 0.0);
+        check_on(backend, def(), &c, Tolerance::default());
+    }
+}

@@ -160,3 +160,26 @@ on_every_backend! {
         ));
     }
 }
+
+on_every_backend! {
+    /// A +∞ logit under softmax makes every channel's prediction at its position NaN (as
+    /// PyTorch's softmax), so every ratio of its item is NaN and the other item's finite. The
+    /// GPU's online normalizer used to give the other channels probability 0: finite losses.
+    fn a_positive_infinite_logit_under_softmax_is_nan_in_its_item(backend) {
+        let (n, c, s) = (2, 3, 4);
+        let mut x: Vec<f32> = (0..n * c * s).map(|i| ((i * 5 % 7) as f32 - 3.0) / 2.0).collect();
+        x[(c + 1) * s + 2] = f32::INFINITY; // item 1, channel 1, position 2
+        let labels = HostArray::i64(&[n, s], vec![0, 1, 2, 1, 2, 2, 0, 1]);
+        for name in ["dice", "tversky"] {
+            let case = Case::default()
+                .with("input", HostArray::f32(&[n, c, s], x.clone()))
+                .with("target", labels.clone())
+                .set("activation", "softmax")
+                .set("reduction", "none");
+            let def = wgpu_losses::losses::find(name).unwrap();
+            let got = backend.run(def, &case).unwrap();
+            assert!(got.loss[..c].iter().all(|v| v.is_finite()), "{name}: {:?}", got.loss);
+            assert!(got.loss[c..].iter().all(|v| v.is_nan()), "{name}: {:?}", got.loss);
+        }
+    }
+}

@@ -366,3 +366,51 @@ fn a_nan_positive_does_not_poison_the_negative_gradient() {
         .1;
     assert!(gn.iter().all(|v| v.is_finite()), "{gn:?}");
 }
+
+/// A +∞ in a softmax row: as PyTorch's `logsumexp` and its backward, only the +∞ element's
+/// gradient is NaN (the reference's max-shifted normalizer made the whole row NaN). distill-kl
+/// and listmle, whose rows the backends may still make NaN whole (tests/non_finite.rs).
+#[test]
+fn a_positive_infinite_score_is_nan_only_at_itself_in_the_reference() {
+    use wgpu_losses::registry::{Case, HostArray};
+    let student = HostArray::f32(&[1, 4], vec![0.5, f32::INFINITY, -1.0, 2.0]);
+    let teacher = HostArray::f32(&[1, 4], vec![1.0, 0.0, -0.5, 0.25]);
+    let distill = wgpu_losses::losses::find("distill-kl").unwrap();
+    let case = Case::default()
+        .with("student", student)
+        .with("teacher", teacher);
+    let out = distill.reference(&case).unwrap();
+    let nan: Vec<bool> = out.grads[0].1.iter().map(|g| g.is_nan()).collect();
+    assert_eq!(nan, [false, true, false, false], "{:?}", out.grads);
+    let listmle = wgpu_losses::losses::find("listmle").unwrap();
+    let case = Case::default()
+        .with(
+            "scores",
+            HostArray::f32(&[1, 4], vec![0.5, 1.0, f32::INFINITY, -2.0]),
+        )
+        .with(
+            "relevance",
+            HostArray::f32(&[1, 4], vec![3.0, 2.0, 1.0, 0.0]),
+        );
+    let out = listmle.reference(&case).unwrap();
+    let nan: Vec<bool> = out.grads[0].1.iter().map(|g| g.is_nan()).collect();
+    assert_eq!(nan, [false, false, true, false], "{:?}", out.grads);
+}
+
+/// jsd with β strictly between 0 and 1: a −∞ student log-probability (q = 0) has slope
+/// (1 − β)·q·(x − log m) → 0, the backends' value, not 0·(−∞).
+#[test]
+fn jsd_at_a_zero_student_probability_has_a_zero_slope() {
+    use wgpu_losses::registry::{Case, HostArray};
+    let ln = |p: f32| p.ln();
+    let input = HostArray::f32(&[1, 3], vec![f32::NEG_INFINITY, ln(0.25), ln(0.75)]);
+    let target = HostArray::f32(&[1, 3], vec![ln(0.5), ln(0.25), ln(0.25)]);
+    let jsd = wgpu_losses::losses::find("jsd").unwrap();
+    let case = Case::default()
+        .with("input", input)
+        .with("target", target)
+        .set("beta", 0.5);
+    let out = jsd.reference(&case).unwrap();
+    assert!(out.loss[0].is_finite(), "{:?}", out.loss);
+    assert_eq!(out.grads[0].1[0], 0.0, "{:?}", out.grads);
+}

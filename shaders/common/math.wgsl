@@ -12,6 +12,17 @@ fn lse_push(st: vec2<f32>, v: f32) -> vec2<f32> {
     return vec2<f32>(select(st.x, v, bigger), select(st.y + e, st.y * e + 1.0, bigger));
 }
 
+// log Σ e^v from a running state, for a softmax over a row. A +∞ entry makes it NaN: PyTorch's
+// max-shifted softmax is NaN over the whole row then (∞ − ∞), where the online state alone
+// would leave the other entries at probability 0 and a result silently finite.
+fn softmax_normalizer(st: vec2<f32>) -> f32 {
+    let norm = st.x + log(st.y);
+    if (norm > 3.40282347e38) {
+        return bitcast<f32>(0x7fc00000u); // NaN
+    }
+    return norm;
+}
+
 // Merges two running log-sum-exp states.
 fn lse_merge(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
     let m = max(a.x, b.x);

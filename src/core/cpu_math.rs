@@ -11,15 +11,17 @@ use crate::core::{DType, Element};
 pub(crate) const CHUNK_ELEMENTS: usize = 1 << 16;
 
 /// exp for f32 without a libm call, so loops over it vectorize: 2^k · p(r) with
-/// r = x − k·ln 2, |r| ≤ ln2/2, and a degree-6 Taylor polynomial (relative error < 2e-7).
-/// NaN stays NaN; arguments below −87.3 give ~1e-38 rather than 0.
+/// r = x − k·ln 2, |r| ≤ ln2/2, and a degree-6 Taylor polynomial (relative error < 2e-7 over
+/// the normal range). Over the whole line as libm's: past ln(f32::MAX) it overflows to +∞,
+/// below it goes through the subnormals to 0 (e^−∞ = 0), and NaN stays NaN.
 #[inline(always)]
 pub(crate) fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
     const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer
-    let x = x.clamp(-87.3, 88.3);
+                                     // Beyond these the result is +∞ or 0 anyway; inside them k stays in [−159, 129].
+    let x = x.clamp(-110.0, 89.0);
     let t = x * LOG2E + ROUND;
     let k = t - ROUND;
     let r = x - k * LN2_HI - k * LN2_LO;
@@ -28,9 +30,13 @@ pub(crate) fn exp(x: f32) -> f32 {
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
     // t's low mantissa bits hold k (t = 1.5·2^23 + k exactly), so 2^k is built with integer
-    // operations that vectorize, where `k as i32` (saturating) would be a scalar loop.
-    let biased = t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127);
-    f32::from_bits(biased << 23) * p
+    // operations that vectorize, where `k as i32` (saturating) would be a scalar loop. It is
+    // built as two normal factors 2^k1·2^k2, so that 2^k past either end of the exponent
+    // range rounds once, in the product, to ∞ or a subnormal.
+    let k = t.to_bits().wrapping_sub(ROUND.to_bits()) as i32;
+    let k1 = k >> 1;
+    let scale = |e: i32| f32::from_bits(((e + 127) as u32) << 23);
+    p * scale(k1) * scale(k - k1)
 }
 
 /// ln(1 + e) for e in [0, 1] without a libm call, so loops over it vectorize:
@@ -89,6 +95,27 @@ mod tests {
         }
         assert!(worst < 3e-7, "worst relative error {worst}");
         assert!(super::exp(f32::NAN).is_nan());
+        // The ends: up to f32::MAX and then ∞; subnormals down to 0.
+        for x in [88.3f32, 88.5, 88.72, 88.7228] {
+            let (got, want) = (super::exp(x) as f64, (x as f64).exp());
+            assert!(
+                ((got - want) / want).abs() < 3e-7,
+                "exp({x}) = {got}, want {want}"
+            );
+        }
+        for x in [88.73f32, 89.0, 100.0, 1e30, f32::INFINITY] {
+            assert_eq!(super::exp(x), f32::INFINITY, "exp({x})");
+        }
+        for x in [-88.0f32, -95.0, -103.0] {
+            let (got, want) = (super::exp(x), (x as f64).exp() as f32);
+            assert!(
+                (got - want).abs() <= f32::from_bits(1),
+                "exp({x}) = {got}, want {want}"
+            );
+        }
+        for x in [-104.0f32, -120.0, -1e30, f32::NEG_INFINITY] {
+            assert_eq!(super::exp(x), 0.0, "exp({x})");
+        }
     }
 
     #[test]

@@ -26,6 +26,15 @@ pub struct RefOutput {
     pub decision_gap: f64,
 }
 
+/// log Σ e^v as PyTorch's `logsumexp`: shifted by the largest value unless that is infinite,
+/// so that a +∞ gives +∞ (not ∞ − ∞) and only the +∞ element's softmax weight, e^(v − lse),
+/// is NaN; all −∞ gives −∞; a NaN gives NaN.
+pub(crate) fn log_sum_exp(v: impl Iterator<Item = f64> + Clone) -> f64 {
+    let m = v.clone().fold(f64::NEG_INFINITY, f64::max);
+    let shift = if m.is_infinite() { 0.0 } else { m };
+    shift + v.map(|a| (a - shift).exp()).sum::<f64>().ln()
+}
+
 /// Applies the reduction to per-item losses `l` with mean denominator `denom` (0 when the
 /// denominator is zero, docs/LOSSES.md's deliberate deviation), and gives the factor by which
 /// item `i`'s local gradient is scaled: upstream / denominator.

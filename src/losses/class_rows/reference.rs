@@ -1,7 +1,7 @@
 //! f64 whole-row class-score losses, the twin of `class_rows.wgsl`.
 
 use super::{class_index, class_list_len, ordinal_label, ClassRows, ClassRowsKind};
-use crate::core::reference::{reduce, RefOutput};
+use crate::core::reference::{log_sum_exp, reduce, RefOutput};
 use crate::error::Result;
 
 /// The targets of the reference.
@@ -71,7 +71,13 @@ pub fn class_rows(
                             let log_m = (beta * p + (1.0 - beta) * q).ln();
                             let value =
                                 beta * kl(p, t[k], log_m) + (1.0 - beta) * kl(q, x[k], log_m);
-                            (value, (1.0 - beta) * q * (x[k] - log_m))
+                            // q·log q → 0 as q → 0: a −∞ student log-probability
+                            // has slope 0, not 0·(−∞).
+                            let slope = match q {
+                                0.0 => 0.0,
+                                _ => (1.0 - beta) * q * (x[k] - log_m),
+                            };
+                            (value, slope)
                         }
                     };
                     losses[row] += value;
@@ -114,11 +120,10 @@ pub fn class_rows(
             (ClassRowsKind::DistillKl { temperature }, RefClassTargets::PerClass(t)) => {
                 let tau = temperature as f64;
                 let t = &t[row * c..(row + 1) * c];
-                let lse = |v: &dyn Fn(usize) -> f64| {
-                    let m = (0..c).map(v).fold(f64::NEG_INFINITY, f64::max);
-                    m + (0..c).map(|k| (v(k) - m).exp()).sum::<f64>().ln()
-                };
-                let (lse_t, lse_s) = (lse(&|k| t[k] / tau), lse(&|k| x[k] / tau));
+                let (lse_t, lse_s) = (
+                    log_sum_exp(t.iter().map(|v| v / tau)),
+                    log_sum_exp(x.iter().map(|v| v / tau)),
+                );
                 loss_terms = loss_terms.max(tau * tau * (lse_t.abs() + lse_s.abs() + 1.0));
                 for k in 0..c {
                     let (log_pt, log_ps) = (t[k] / tau - lse_t, x[k] / tau - lse_s);

@@ -253,9 +253,14 @@ pub fn ctc<T: Element>(opts: &Ctc, inputs: &HostCtcInputs<'_, T>) -> Result<Loss
                 }
             }
             // Each label's first position sums the occupancies along its chain.
+            // A cell of probability 0 (a −∞ log-probability) carries no path: 0, not
+            // e^(−∞ + ∞).
             let cell = |s: usize| {
                 let i = frame * w + s;
-                (r.alpha[i] + r.beta[i] - r.lp[i] - r.ll).exp()
+                match r.lp[i] {
+                    f64::NEG_INFINITY => 0.0,
+                    lp => (r.alpha[i] + r.beta[i] - lp - r.ll).exp(),
+                }
             };
             let blank: f64 = (0..w).step_by(2).map(cell).sum();
             g[r.ext[0]] = ((softmax(r.ext[0]) - blank) * scale) as f32;

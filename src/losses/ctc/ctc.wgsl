@@ -161,7 +161,7 @@ fn gather(
     }
     var norm = 0.0;
     if (!LOG_PROBS) {
-        norm = total.x + log(total.y);
+        norm = softmax_normalizer(total);
     }
     if (t == 0u) {
         work[params.row_base + fr.local] = norm;
@@ -171,10 +171,11 @@ fn gather(
     }
     let width = 2u * u32(seqs[fr.seq].y) + 1u;
     for (var s = t; s < width; s += TEAM) {
-        // Log-probabilities of −∞ (given as log_probs) become NEG; a NaN one (a NaN score in
-        // the row, or ∞ − ∞) makes the sequence's loss NaN, as PyTorch's.
+        // Log-probabilities of −∞ (given as log_probs) become NEG; a NaN one (a NaN or +∞
+        // score in the row) makes the sequence's loss NaN, as PyTorch's, and so does a +∞
+        // one given as log_probs (no probability).
         let lp = load_input(base + label(fr.seq, s)) - norm;
-        if (!(lp <= 0.0 || lp > 0.0)) {
+        if (!(lp <= 0.0 || lp > 0.0) || lp > 3.40282347e38) {
             atomicOr(&status[1u + fr.seq], 1u);
         }
         work[lp_at() + cell(fr.seq, fr.frame, s)] = max(lp, NEG);

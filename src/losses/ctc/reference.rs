@@ -160,7 +160,9 @@ pub fn ctc(opts: &Ctc, x: RefCtcInputs<'_>) -> Result<RefOutput> {
             scored[tt * n + seq] = true;
             // Each position's share of the paths through frame tt, added to its class.
             let mut occupancy = vec![0.0; c];
-            for s in 0..w {
+            // A cell of probability 0 (a −∞ log-probability) carries no path: its share is
+            // 0, not e^(−∞ + ∞).
+            for s in (0..w).filter(|&s| lp[tt][ext[s]] != f64::NEG_INFINITY) {
                 occupancy[ext[s]] += (alpha[tt][s] + beta[tt][s] - lp[tt][ext[s]] - ll).exp();
             }
             if opts.input == CtcInput::LogProbs {

@@ -70,22 +70,22 @@ fn group_sum(lid: u32, v: vec3<f32>) -> vec3<f32> {
     return total;
 }
 
-// The softmax's (max, Σ e^(x − max)) over the channels of window item `item` at position q.
-fn channel_lse(item: u32, q: u32) -> vec2<f32> {
+// The softmax's normalizer over the channels of window item `item` at position q.
+fn channel_norm(item: u32, q: u32) -> f32 {
     var st = vec2<f32>(F32_LOWEST, 0.0);
     for (var ch = 0u; ch < params.c; ch++) {
         st = lse_push(st, load_input((item * params.c + ch) * params.s + q));
     }
-    return st;
+    return softmax_normalizer(st);
 }
 
-// The prediction from input x (`lse`: the position's softmax state).
-fn activate(x: f32, lse: vec2<f32>) -> f32 {
+// The prediction from input x (`norm`: the position's softmax normalizer).
+fn activate(x: f32, norm: f32) -> f32 {
     if (ACTIVATION == SIGMOID) {
         return logistic(x).p;
     }
     if (ACTIVATION == SOFTMAX) {
-        return exp(x - lse.x) / lse.y;
+        return exp(x - norm);
     }
     return x;
 }
@@ -113,13 +113,13 @@ fn partials(
     }
     let c = params.c;
     let s = params.s;
-    var lse: array<vec2<f32>, PER>;
+    var norm: array<f32, PER>;
     var label: array<i32, PER>;
     for (var j = 0u; j < PER; j++) {
         let q = (tile * PER + j) * WG_SIZE + lid;
         if (q < s) {
             if (ACTIVATION == SOFTMAX) {
-                lse[j] = channel_lse(item, q);
+                norm[j] = channel_norm(item, q);
             }
             if (INDICES) {
                 label[j] = labels[item * s + q];
@@ -137,7 +137,7 @@ fn partials(
             let q = (tile * PER + j) * WG_SIZE + lid;
             if (q < s) {
                 let e = (item * c + ch) * s + q;
-                let p = activate(load_input(e), lse[j]);
+                let p = activate(load_input(e), norm[j]);
                 let g = target_of(e, ch, label[j]);
                 if (SQUARED) {
                     acc += vec3<f32>(p * g, p * p, g * g);
@@ -248,21 +248,21 @@ fn gradients(
     if (INDICES) {
         label = labels[item * s + q];
     }
-    var lse = vec2<f32>(0.0, 1.0);
+    var norm = 0.0;
     var dot = 0.0;
     if (ACTIVATION == SOFTMAX) {
-        lse = channel_lse(item, q);
+        norm = channel_norm(item, q);
         // Σ_k p_k·dp_k over the kept channels: the softmax's shared term.
         for (var ch = params.first; ch < c; ch++) {
             let e = (item * c + ch) * s + q;
-            let p = activate(load_input(e), lse);
+            let p = activate(load_input(e), norm);
             dot += p * prediction_slope(item, ch - params.first, p, target_of(e, ch, label));
         }
     }
     for (var ch = 0u; ch < c; ch++) {
         let e = (item * c + ch) * s + q;
         let x = load_input(e);
-        let p = activate(x, lse);
+        let p = activate(x, norm);
         var dp = 0.0;
         if (ch >= params.first) {
             dp = prediction_slope(item, ch - params.first, p, target_of(e, ch, label));

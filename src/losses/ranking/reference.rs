@@ -2,7 +2,7 @@
 //! explicitly, the Plackett–Luce likelihood term by term.
 
 use super::{discount, gain, list_length, Ranking, RankingKind};
-use crate::core::reference::{reduce, RefOutput};
+use crate::core::reference::{log_sum_exp, reduce, RefOutput};
 use crate::core::{Arg, DType};
 use crate::error::Result;
 
@@ -137,10 +137,7 @@ pub fn ranking(opts: &Ranking, x: RefRankingInputs<'_>) -> Result<(RefOutput, Ve
                 if len == 0 {
                     continue;
                 }
-                let lse = |v: &[f64]| {
-                    let m = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                    m + v.iter().map(|a| (a - m).exp()).sum::<f64>().ln()
-                };
+                let lse = |v: &[f64]| log_sum_exp(v.iter().copied());
                 let (lse_s, lse_r) = (lse(s), lse(r));
                 for i in 0..len {
                     let target = (r[i] - lse_r).exp();
@@ -154,12 +151,11 @@ pub fn ranking(opts: &Ranking, x: RefRankingInputs<'_>) -> Result<(RefOutput, Ve
                 // Position p's term: log Σ_{q ≥ p} e^{s_π(q)} − s_π(p); its derivative in s_j
                 // for j at or after p is the softmax of s over those positions, minus 1 at p.
                 for p in 0..len {
-                    let rest: Vec<usize> = order[p..].to_vec();
-                    let m = rest.iter().map(|&i| s[i]).fold(f64::NEG_INFINITY, f64::max);
-                    let z: f64 = rest.iter().map(|&i| (s[i] - m).exp()).sum();
-                    losses[list] += m + z.ln() - s[order[p]];
-                    for &i in &rest {
-                        g[i] += (s[i] - m).exp() / z;
+                    let rest = &order[p..];
+                    let lse = log_sum_exp(rest.iter().map(|&i| s[i]));
+                    losses[list] += lse - s[order[p]];
+                    for &i in rest {
+                        g[i] += (s[i] - lse).exp();
                     }
                     g[order[p]] -= 1.0;
                 }
