@@ -6,6 +6,7 @@ mod common;
 
 use common::{assert_close, engine, fresh_rng};
 use wgpu_losses::reference::{cross_entropy, RefTarget};
+use wgpu_losses::registry::{Case, HostArray};
 use wgpu_losses::{CrossEntropy, CrossEntropyInputs, Reduction, Target, Tolerance};
 
 /// Runs `opts` on the GPU and compares every row with the reference, one row at a time
@@ -165,4 +166,97 @@ fn largest_class_count() {
         &x,
         &y,
     );
+}
+
+/// `d` repeated cyclically to `len` values (so every value is one the loss accepted).
+fn tiled(d: &wgpu_losses::registry::HostData, len: usize) -> wgpu_losses::registry::HostData {
+    use wgpu_losses::registry::HostData;
+    match d {
+        HostData::F32(v) => HostData::F32(v.iter().copied().cycle().take(len).collect()),
+        HostData::I64(v) => HostData::I64(v.iter().copied().cycle().take(len).collect()),
+        other => panic!("random cases are f32 or integers: {other:?}"),
+    }
+}
+
+/// GPU against the CPU backend on one case: loss and every gradient, the gradients'
+/// tolerance scaled by their largest value.
+fn gpu_matches_cpu(what: &str, def: &dyn wgpu_losses::registry::LossDef, case: &Case) {
+    let (gpu, cpu) = (def.gpu(engine(), case).unwrap(), def.cpu(case).unwrap());
+    let wide = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
+    assert_close(
+        &format!("{what} loss"),
+        &gpu.loss,
+        &wide(&cpu.loss),
+        Tolerance::default(),
+    );
+    for ((name, g, _), (_, c, _)) in gpu.grads.iter().zip(&cpu.grads) {
+        assert_close(
+            &format!("{what} grad {name}"),
+            g,
+            &wide(c),
+            Tolerance::default(),
+        );
+    }
+}
+
+/// Every loss that takes inputs of any shape (the elementwise family, found from the
+/// registry) past 2²⁴ elements, where an f32 count or index stops being exact and the
+/// arrays pass 64 MiB: GPU against the CPU backend, on each loss's own random values tiled
+/// to that length, with every option its random case draws.
+#[test]
+fn every_elementwise_loss_past_2_24_elements() {
+    let len = (1 << 24) + (1 << 20) + 7;
+    let mut rng = fresh_rng("every_elementwise_loss_past_2_24_elements");
+    let mut ran = Vec::new();
+    for def in wgpu_losses::losses::all() {
+        let main = def.inputs().iter().find(|s| s.differentiable).unwrap().name;
+        // A random case whose inputs all have the main input's shape, accepted flattened.
+        let flat = |c: &Case| {
+            let mut c = c.clone();
+            c.inputs.remove("grad_output");
+            c.inputs
+                .values_mut()
+                .for_each(|a| a.shape = vec![a.data.len()]);
+            c
+        };
+        let Some(small) = (0..50).map(|_| def.random_case(&mut rng)).find(|c| {
+            let shape = &c.inputs[main].shape;
+            c.inputs
+                .iter()
+                .all(|(n, a)| n == "grad_output" || &a.shape == shape)
+                && !c.inputs[main].data.is_empty()
+                && def.reference(&flat(c)).is_ok()
+        }) else {
+            continue;
+        };
+        let mut big = flat(&small);
+        for a in big.inputs.values_mut() {
+            a.data = tiled(&a.data, len);
+            a.shape = vec![len];
+        }
+        gpu_matches_cpu(&format!("{} {:?}", def.name(), big.options), *def, &big);
+        ran.push(def.name());
+    }
+    eprintln!("past 2^24 elements: {ran:?}");
+    assert!(ran.len() >= 15, "ran {ran:?}");
+}
+
+/// dice past a binding and 2²⁴ positions: 2 × 2 × (2²³ + 8) logits (134 MB: the items run
+/// in two windows, whose offsets the adapter's alignment accepts), softmax over two
+/// channels, class-index labels; GPU against the CPU backend.
+#[test]
+fn dice_past_a_binding_and_2_24_positions() {
+    let (n, c, s) = (2, 2, (1 << 23) + 8);
+    let mut rng = fresh_rng("dice_past_a_binding_and_2_24_positions");
+    let x = rng.normals(n * c * s, 2.0);
+    let labels: Vec<i64> = (0..n * s).map(|_| rng.below(c) as i64).collect();
+    let def = wgpu_losses::losses::find("dice").unwrap();
+    for reduction in ["mean", "none"] {
+        let case = Case::default()
+            .with("input", HostArray::f32(&[n, c, s], x.clone()))
+            .with("target", HostArray::i64(&[n, s], labels.clone()))
+            .set("activation", "softmax")
+            .set("reduction", reduction);
+        gpu_matches_cpu(&format!("dice {reduction}"), def, &case);
+    }
 }
