@@ -120,7 +120,11 @@ fn recurse(
             alpha[t * w + s] = lp[t * w + s] + v;
         }
     }
+    // A NaN (or, given as log_probs, +∞) log-probability the sequence reads makes its
+    // likelihood NaN, whether or not a path reaches it (as the kernel's check).
+    let unreadable = lp.iter().any(|v| v.is_nan() || *v == f64::INFINITY);
     let ll = match frames {
+        _ if unreadable => f64::NAN,
         0 if labels.is_empty() => 0.0,
         0 => f64::NEG_INFINITY,
         _ => {

@@ -139,7 +139,12 @@ pub fn ctc(opts: &Ctc, x: RefCtcInputs<'_>) -> Result<RefOutput> {
                 beta[tt][s] = lp[tt][ext[s]] + log_sum(&to);
             }
         }
+        // A NaN (or, given as log_probs, +∞) log-probability of the sequence's labels makes
+        // its likelihood NaN, whether or not a path reaches it.
+        let unreadable = (0..frames)
+            .any(|tt| ext.iter().any(|&k| lp[tt][k].is_nan() || lp[tt][k] == f64::INFINITY));
         let ll = match frames {
+            _ if unreadable => f64::NAN,
             0 if labels.is_empty() => 0.0,
             0 => f64::NEG_INFINITY,
             _ => log_sum(&alpha[frames - 1][w.saturating_sub(2)..]),
