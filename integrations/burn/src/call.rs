@@ -9,8 +9,9 @@ use wgpu_losses::{
     ClassRows, ClassRowsInputs, ClassRowsKind, Contrastive, ContrastiveInputs, CosineEmbedding,
     CrossEntropy, CrossEntropyInputs, Ctc, CtcInputs, ElementwiseInputs, ElementwiseLoss, Engine,
     GpuLoss, InfoNce, LinearCrossEntropy, LinearCrossEntropyInputs, LossOutput, MinedTriplet,
-    MinedTripletInputs, NceInputs, NceKind, Nll, NllInputs, Plan, Ranking, RankingInputs,
-    Reduction, Result, SoftmaxFocal, Target, Tensor, Triplet, TripletInputs, Upstream,
+    MinedTripletInputs, NceInputs, NceKind, Nll, NllInputs, Overlap, OverlapInputs, Plan, Ranking,
+    RankingInputs, Reduction, Result, SoftmaxFocal, Target, Tensor, Triplet, TripletInputs,
+    Upstream,
 };
 
 /// A loss and the layout of its inputs. Floats come first in the order of each variant's
@@ -55,6 +56,13 @@ pub enum LossCall {
     },
     /// floats `[scores, relevance]`, ints `[lengths]` when `lengths`.
     Ranking { loss: Ranking, lengths: bool },
+    /// floats `[input, one-hot target]` when `one_hot`, else floats `[input]` with ints
+    /// `[class indices]`; the class weights are host values (empty: none).
+    Overlap {
+        loss: Overlap,
+        one_hot: bool,
+        weight: Vec<f32>,
+    },
     /// floats `[logits]` (`[T, N, C]`), ints `[targets]`; the lengths are host values.
     Ctc {
         loss: Ctc,
@@ -88,6 +96,7 @@ impl LossCall {
             Self::LinearCrossEntropy { bias: true, .. } => &["hidden", "classifier", "bias"],
             Self::LinearCrossEntropy { bias: false, .. } => &["hidden", "classifier"],
             Self::Ranking { .. } => &["scores"],
+            Self::Overlap { .. } => &["input"],
             Self::Ctc { .. } => &["logits"],
         }
     }
@@ -115,6 +124,7 @@ impl LossCall {
                 2 + usize::from(*bias) + usize::from(*weight)
             }
             Self::Ranking { .. } => 2,
+            Self::Overlap { one_hot, .. } => 1 + usize::from(*one_hot),
             Self::Ctc { .. } => 1,
         }
     }
@@ -134,6 +144,7 @@ impl LossCall {
             Self::Triplet { loss } => loss.reduction,
             Self::LinearCrossEntropy { loss, .. } => loss.reduction,
             Self::Ranking { loss, .. } => loss.reduction,
+            Self::Overlap { loss, .. } => loss.reduction,
             Self::Ctc { loss, .. } => loss.reduction,
             Self::MinedTriplet { .. } | Self::InfoNce { .. } => Reduction::Mean,
         }
@@ -149,6 +160,7 @@ impl LossCall {
                 | Self::InfoNce { .. }
                 | Self::LinearCrossEntropy { .. }
                 | Self::Ctc { .. }
+                | Self::Overlap { .. }
         )
     }
 
@@ -158,6 +170,14 @@ impl LossCall {
         match (self.reduction(), self) {
             (Reduction::None, Self::Elementwise { .. }) => first.iter().product(),
             (Reduction::None, Self::Ctc { .. }) => first[1],
+            (Reduction::None, Self::Overlap { loss, .. }) => {
+                let kept = first[1] - usize::from(!loss.include_background);
+                if loss.batch {
+                    kept
+                } else {
+                    first[0] * kept
+                }
+            }
             (Reduction::None, _) => first[0],
             _ => 1,
         }
@@ -185,6 +205,7 @@ impl LossCall {
             Self::InfoNce { loss } => loss.gradient = on,
             Self::LinearCrossEntropy { loss, .. } => loss.gradient = on,
             Self::Ranking { loss, .. } => loss.gradient = on,
+            Self::Overlap { loss, .. } => loss.gradient = on,
             Self::Ctc { loss, .. } => loss.gradient = on,
         }
         self
@@ -290,6 +311,16 @@ impl LossCall {
             Self::Ranking { loss, lengths } => {
                 let mut inputs = RankingInputs::new(f(0), f(1));
                 inputs.lengths = lengths.then(|| &ints[0]);
+                planned(engine, loss, |plan| plan.record(encoder, &inputs))
+            }
+            Self::Overlap {
+                loss,
+                one_hot,
+                weight,
+            } => {
+                let target = if *one_hot { f(1) } else { &ints[0] };
+                let mut inputs = OverlapInputs::new(f(0), target);
+                inputs.weight = (!weight.is_empty()).then_some(&weight[..]);
                 planned(engine, loss, |plan| plan.record(encoder, &inputs))
             }
             Self::Ctc {

@@ -43,9 +43,10 @@ pub use backend::FusedLossBackend;
 pub use call::LossCall;
 pub use device::{engine, init, register};
 pub use wgpu_losses::{
-    ClassRows, ClassRowsKind, Contrastive, CosineEmbedding, CrossEntropy, Ctc, CtcInput, Distance,
-    ElementwiseLoss, InfoNce, LinearCrossEntropy, MinedTriplet, Mining, NceKind, Nll, Pointwise,
-    Ranking, RankingKind, Reduction, SoftmaxFocal, Triplet,
+    Activation, ClassRows, ClassRowsKind, Contrastive, CosineEmbedding, CrossEntropy, Ctc,
+    CtcInput, Distance, ElementwiseLoss, InfoNce, LinearCrossEntropy, MinedTriplet, Mining,
+    NceKind, Nll, Overlap, OverlapKind, Pointwise, Ranking, RankingKind, Reduction, SoftmaxFocal,
+    Triplet,
 };
 
 /// What can go wrong.
@@ -276,6 +277,47 @@ pub fn ctc(
         target_lengths: target_lengths.to_vec(),
     };
     fused(call, vec![float(logits)], Some(int(targets)))
+}
+
+/// Dice or Tversky (MONAI's `DiceLoss` / `TverskyLoss`, `loss.kind`) of `input`
+/// `[N, C, spatial…]` (probabilities, or logits with `loss.activation`) against a one-hot (or
+/// soft) `target` of the same shape (f32, not differentiated), with optional host class
+/// `weight` (C values). Under autodiff the loss needs a reduction (a ratio's loss reads every
+/// channel through softmax, every item with `batch`).
+///
+/// # Errors
+/// As [`cross_entropy`].
+pub fn overlap<const D: usize>(
+    loss: &Overlap,
+    input: Tensor<D>,
+    target: Tensor<D>,
+    weight: Option<&[f32]>,
+) -> Result<Tensor<1>> {
+    let call = LossCall::Overlap {
+        loss: *loss,
+        one_hot: true,
+        weight: weight.map_or(Vec::new(), <[f32]>::to_vec),
+    };
+    fused(call, vec![float(input), float(target)], None)
+}
+
+/// [`overlap`] against class indices `labels` `[N, spatial…]` or `[N, 1, spatial…]` (any
+/// integer type; MONAI's `to_onehot_y`).
+///
+/// # Errors
+/// As [`cross_entropy`]; a class index outside `[0, C)` names its item.
+pub fn overlap_labels<const D: usize, const E: usize>(
+    loss: &Overlap,
+    input: Tensor<D>,
+    labels: Tensor<E, Int>,
+    weight: Option<&[f32]>,
+) -> Result<Tensor<1>> {
+    let call = LossCall::Overlap {
+        loss: *loss,
+        one_hot: false,
+        weight: weight.map_or(Vec::new(), <[f32]>::to_vec),
+    };
+    fused(call, vec![float(input)], Some(int(labels)))
 }
 
 /// A learning-to-rank loss (`loss.kind`: ranknet, pairwise hinge, listNet, listMLE or

@@ -21,13 +21,13 @@ use burn::tensor::{Device, Gradients, Int, Tensor, TensorData};
 use common::{values, Rng};
 use wgpu_losses::{
     ClassRowsInputs, ContrastiveInputs, CrossEntropyInputs, CtcInputs, ElementwiseInputs, Engine,
-    LinearCrossEntropyInputs, LossValues, MinedTripletInputs, NceInputs, NllInputs, RankingInputs,
-    Target, TripletInputs, Upstream,
+    LinearCrossEntropyInputs, LossValues, MinedTripletInputs, NceInputs, NllInputs, OverlapInputs,
+    RankingInputs, Target, TripletInputs, Upstream,
 };
 use wgpu_losses_burn::{
-    ClassRows, ClassRowsKind, Contrastive, CosineEmbedding, CrossEntropy, Ctc, Distance,
-    ElementwiseLoss, Error, InfoNce, LinearCrossEntropy, MinedTriplet, Mining, NceKind, Nll,
-    Pointwise, Ranking, RankingKind, Reduction, SoftmaxFocal, Triplet,
+    Activation, ClassRows, ClassRowsKind, Contrastive, CosineEmbedding, CrossEntropy, Ctc,
+    Distance, ElementwiseLoss, Error, InfoNce, LinearCrossEntropy, MinedTriplet, Mining, NceKind,
+    Nll, Overlap, OverlapKind, Pointwise, Ranking, RankingKind, Reduction, SoftmaxFocal, Triplet,
 };
 
 /// burn's wgpu device shared with wgpu-losses; no adapter fails the test.
@@ -1131,5 +1131,66 @@ fn ctc_equals_run_and_needs_a_reduction_under_autodiff() {
         Tensor::<3>::from_data(TensorData::new(x, [t, n, c]), &device().autodiff()).require_grad();
     let none = Ctc::new().reduction(Reduction::None);
     let err = wgpu_losses_burn::ctc(&none, logits, ints2(), &input_lengths, &target_lengths);
+    assert!(matches!(err, Err(Error::Unsupported(_))), "{err:?}");
+}
+
+#[test]
+fn dice_and_tversky_equal_run_with_labels_or_one_hot() {
+    let (n, c, h, w) = (2, 3, 4, 5);
+    let s = h * w;
+    let mut rng = Rng::new(23);
+    let x = normals(&mut rng, n * c * s);
+    let labels = classes(&mut rng, n * s, c);
+    let mut one_hot = vec![0.0f32; n * c * s];
+    for (at, &l) in labels.iter().enumerate() {
+        one_hot[(at / s * c + l as usize) * s + at % s] = 1.0;
+    }
+    let weight = [0.5f32, 1.0, 2.0];
+    let e = engine();
+    let x_g = e.upload(&x, &[n, c, h, w]).unwrap();
+    let labels_g = e.upload_i32(&labels, &[n, h, w]).unwrap();
+    let shape = [n, c, h, w];
+    let input = || {
+        Tensor::<4>::from_data(TensorData::new(x.clone(), shape), &device().autodiff())
+            .require_grad()
+    };
+    for kind in [OverlapKind::DICE, OverlapKind::TVERSKY] {
+        let loss = Overlap::new(kind)
+            .activation(Activation::Softmax)
+            .include_background(false);
+        let mut inputs = OverlapInputs::new(&x_g, &labels_g);
+        inputs.weight = Some(&weight);
+        let want = loss.run(&e, &inputs).unwrap();
+        let by_labels = input();
+        let l3 = Tensor::<3, Int>::from_data(TensorData::new(labels.clone(), [n, h, w]), &device());
+        let got = wgpu_losses_burn::overlap_labels(&loss, by_labels.clone(), l3, Some(&weight));
+        let by_one_hot = input();
+        let t4 = Tensor::<4>::from_data(TensorData::new(one_hot.clone(), shape), &device());
+        let got_one_hot =
+            wgpu_losses_burn::overlap(&loss, by_one_hot.clone(), t4, Some(&weight)).unwrap();
+        for (what, got, x) in [
+            ("labels", got.unwrap(), by_labels),
+            ("one-hot", got_one_hot, by_one_hot),
+        ] {
+            assert_close(
+                &format!("{kind:?} {what} loss"),
+                &values(got.clone()),
+                &want.loss,
+                SAME_KERNELS,
+            );
+            let grads = got.backward();
+            let g = values(x.grad(&grads).expect("a gradient"));
+            assert_close(
+                &format!("{kind:?} {what} grad"),
+                &g,
+                want.grad("input").unwrap(),
+                SAME_KERNELS,
+            );
+        }
+    }
+    // Per-ratio losses share the softmax's inputs: a reduction is needed under autodiff.
+    let none = Overlap::new(OverlapKind::DICE).reduction(Reduction::None);
+    let l3 = Tensor::<3, Int>::from_data(TensorData::new(labels, [n, h, w]), &device());
+    let err = wgpu_losses_burn::overlap_labels(&none, input(), l3, None);
     assert!(matches!(err, Err(Error::Unsupported(_))), "{err:?}");
 }
