@@ -146,10 +146,23 @@ pub(crate) fn input_grad_variants(module: fn(DType, DType) -> ShaderModule) -> V
         .collect()
 }
 
+/// The variant of a module whose I/O is [`input_and_grad`]'s: one per (input, gradient) type
+/// pair, decoded by [`input_grad_source`].
+pub(crate) fn input_grad_variant(input: DType, grad: DType) -> u32 {
+    float_digit(input) * 3 + float_digit(grad)
+}
+
+/// The WGSL of `variant` (from [`input_grad_variant`]) of a module whose kernels are `kernel`:
+/// the shared numerics, the I/O header for its types, then the kernels.
+pub(crate) fn input_grad_source(variant: u32, kernel: &str) -> String {
+    let (input, grad) = (FLOATS[variant as usize / 3], FLOATS[variant as usize % 3]);
+    [MATH, HALF, &input_and_grad(input, grad), kernel].join("\n")
+}
+
 /// WGSL declaring a row kernel's `input` (binding 7, read) and its `grad` (binding 8) by
 /// element, with their `load_input` / `store_grad` functions: the I/O of the families whose
 /// kernels read one float array and write its gradient (`nll`, `class_rows`, `ctc`,
-/// `ranking`).
+/// `ranking`, `overlap`).
 pub(crate) fn input_and_grad(input: DType, grad: DType) -> String {
     [
         (7, "input", input, Access::Read),

@@ -8,18 +8,15 @@ use crate::gpu::kernel::KernelKey;
 use crate::gpu::output::{LossOutput, Status};
 use crate::gpu::plan::GpuLoss;
 use crate::gpu::record::{Recorder, SumOf};
-use crate::gpu::shader::{float_digit, input_and_grad, Access, ShaderModule, FLOATS, HALF, MATH};
+use crate::gpu::shader::{input_grad_source, input_grad_variant, Access, ShaderModule};
 use crate::gpu::tensor::{DType, Tensor};
 
 /// The kernels' module for scores of type `input` and a gradient of type `grad`.
 pub(crate) fn module(input: DType, grad: DType) -> ShaderModule {
     ShaderModule {
         name: "ctc",
-        variant: float_digit(input) * 3 + float_digit(grad),
-        source: |v| {
-            let header = input_and_grad(FLOATS[v as usize / 3], FLOATS[v as usize % 3]);
-            [MATH, HALF, &header, include_str!("ctc.wgsl")].join("\n")
-        },
+        variant: input_grad_variant(input, grad),
+        source: |v| input_grad_source(v, include_str!("ctc.wgsl")),
         bindings: |_| {
             use Access::*;
             vec![
