@@ -108,12 +108,8 @@ pub fn overlap<T: Element>(opts: &Overlap, x: &HostOverlapInputs<'_, T>) -> Resu
         ));
     }
     let groups = layout.groups();
-    if let Some(shape) = per_item {
-        let want = layout.group_shape();
-        crate::core::check_upstream(None, Some(Arg::f32(&want)), &want, opts.reduction)?;
-        if shape[0] != groups {
-            return Err(Error::shape("grad_output", format!("{want:?}"), &shape));
-        }
+    if let Some([len]) = per_item {
+        opts.check_flat_upstream(&layout, len)?;
     }
     if let HostOverlapTarget::Indices(t) = x.target {
         if let Some(at) = t.iter().position(|&v| v < 0 || v as usize >= c) {

@@ -331,6 +331,16 @@ impl Overlap {
     }
 }
 
+impl Overlap {
+    /// The host backends' per-ratio upstream gradient, `len` flat values, by the device's
+    /// rule: reduction none and one value per ratio.
+    pub(crate) fn check_flat_upstream(&self, layout: &Layout, len: usize) -> Result<()> {
+        let want = layout.group_shape();
+        let got = if len == layout.groups() { want.clone() } else { vec![len] };
+        check_upstream(None, Some(Arg::f32(&got)), &want, self.reduction)
+    }
+}
+
 /// Why a class index is rejected.
 pub(crate) fn index_reason(c: usize) -> String {
     format!("a class index must be in [0, {c})")

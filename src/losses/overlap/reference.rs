@@ -3,7 +3,7 @@
 
 use super::{Activation, Args, Overlap, OverlapKind};
 use crate::core::reference::{reduce, RefOutput};
-use crate::core::{check_upstream, Arg, DType};
+use crate::core::{Arg, DType};
 use crate::error::{Error, Result};
 
 /// The target of the reference.
@@ -55,17 +55,8 @@ pub fn overlap(opts: &Overlap, x: RefOverlapInputs<'_>) -> Result<RefOutput> {
         scalar_upstream: (!per_item).then(|| x.upstream[0] as f32),
         per_item_upstream: None,
     })?;
-    // The flat per-ratio upstream: its length, once the number of ratios is known.
     if per_item {
-        let shape = layout.group_shape();
-        check_upstream(None, Some(Arg::f32(&shape)), &shape, opts.reduction)?;
-        if x.upstream.len() != layout.groups() {
-            return Err(Error::shape(
-                "grad_output",
-                format!("{shape:?}"),
-                &[x.upstream.len()],
-            ));
-        }
+        opts.check_flat_upstream(&layout, x.upstream.len())?;
     }
     let s = layout.s;
     let at = |i: usize, k: usize, p: usize| (i * c + k) * s + p;
