@@ -70,6 +70,16 @@ pub(crate) fn reduce<'u>(
     (loss, scale)
 }
 
+/// The scale of the terms whose f32 difference forms the reduced loss, from each item's
+/// (`terms`, non-negative): the largest for `none`, reduced as the loss otherwise. A
+/// [`RefOutput::loss_terms`] for losses formed by cancellation (a margin minus a distance).
+pub(crate) fn reduced_terms(terms: &[f64], reduction: Reduction, denom: f64) -> f64 {
+    reduce(terms, reduction, denom, &[1.0])
+        .0
+        .into_iter()
+        .fold(0.0, f64::max)
+}
+
 /// The output of a row loss: `local` (d l_row / d x, rows of `c`) and `terms` (the magnitudes
 /// summed into each element) scaled by their row's factor, with exact zeros where the factor
 /// is 0 (dropped rows, whatever their logits hold); `loss_terms` 1 (see there).

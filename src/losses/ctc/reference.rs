@@ -3,8 +3,8 @@
 //! occupancy summed over the positions that carry it.
 
 use super::{sequence, Args, Ctc, CtcInput};
-use crate::core::reference::{reduce, RefOutput};
-use crate::core::{Arg, DType, Reduction};
+use crate::core::reference::{reduce, reduced_terms, RefOutput};
+use crate::core::{Arg, DType};
 use crate::error::Result;
 
 /// log(Σ e^v) over `v`, −∞ for an empty or all −∞ list, NaN when one is NaN.
@@ -194,11 +194,7 @@ pub fn ctc(opts: &Ctc, x: RefCtcInputs<'_>) -> Result<RefOutput> {
         })
         .collect();
     let grad_terms = (0..n).map(|seq| (scale(seq) * layout.weight(seq, opts.reduction)).abs());
-    let loss_terms = match opts.reduction {
-        Reduction::None => loss_terms.iter().copied().fold(0.0, f64::max),
-        Reduction::Mean => loss_terms.iter().sum::<f64>() / n as f64,
-        _ => loss_terms.iter().sum::<f64>(),
-    };
+    let loss_terms = reduced_terms(&loss_terms, opts.reduction, n as f64);
     Ok(RefOutput {
         loss,
         grads: match opts.gradient {

@@ -2,7 +2,7 @@
 //! `shaders/pair_rows.wgsl`: plain loops over `F.pairwise_distance`.
 
 use super::{Contrastive, CosineEmbedding, Triplet, COSINE_EPS};
-use crate::core::reference::{reduce, RefOutput};
+use crate::core::reference::{reduce, reduced_terms, RefOutput};
 use crate::Distance;
 
 /// `‖u − v + ε‖_p` and its gradient with respect to `u` (the gradient for `v` is its
@@ -41,11 +41,15 @@ pub fn contrastive(
     let mut losses = Vec::with_capacity(n);
     let mut coefs = Vec::with_capacity(n);
     let mut dirs = Vec::with_capacity(n);
+    // The hinge m − d cancels terms of size |m| + d: its f32 error is absolute at that
+    // scale, and the loss's, ½ hinge², is that times the hinge.
+    let mut loss_terms = Vec::with_capacity(n);
     for (i, &yi) in y.iter().enumerate() {
         let rows = i * dim..(i + 1) * dim;
         let (d, g) = pairwise_distance(&x1[rows.clone()], &x2[rows], eps, 2);
         let hinge = relu(m - d);
         losses.push(0.5 * (yi * d * d + (1.0 - yi) * hinge * hinge));
+        loss_terms.push((yi * d * d + (1.0 - yi) * hinge * (m.abs() + d)).abs());
         coefs.push(yi * d - (1.0 - yi) * hinge);
         dirs.push(g);
     }
@@ -64,7 +68,7 @@ pub fn contrastive(
         loss,
         grads: grads(opts.gradient, vec![("x1", g1), ("x2", g2)]),
         grad_terms: terms,
-        loss_terms: 0.0,
+        loss_terms: reduced_terms(&loss_terms, opts.reduction, n as f64),
         decision_gap: f64::INFINITY,
     }
 }
@@ -188,6 +192,8 @@ pub fn triplet(
     let n = anchor.len() / dim.max(1);
     let (m, eps, p) = (opts.margin as f64, opts.eps as f64, opts.p);
     let mut losses = Vec::with_capacity(n);
+    // Per row: |m| + d_ap + d_neg, the terms whose f32 difference forms its loss.
+    let mut loss_terms = Vec::with_capacity(n);
     // Per row: (d l/d d_ap, d l/d d_an, d l/d d_pn) and the three distance gradients.
     let mut parts = Vec::with_capacity(n);
     let mut gap = f64::INFINITY;
@@ -225,6 +231,7 @@ pub fn triplet(
             gap = gap.min((d_an - d_pn).abs());
         }
         losses.push(relu(t));
+        loss_terms.push(m.abs() + d_ap + d_neg);
         // clamp_min's gradient passes where t >= 0, as in PyTorch.
         let on = if t >= 0.0 { 1.0 } else { 0.0 };
         let size = t_ap.max(t_an).max(if opts.swap { t_pn } else { 0.0 });
@@ -259,7 +266,7 @@ pub fn triplet(
             vec![("anchor", ga), ("positive", gp), ("negative", gn)],
         ),
         grad_terms: terms,
-        loss_terms: 0.0,
+        loss_terms: reduced_terms(&loss_terms, opts.reduction, n as f64),
         decision_gap: gap / dist_scale,
     }
 }
