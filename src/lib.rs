@@ -45,7 +45,10 @@ pub use losses::ctc::gpu::CtcInputs;
 pub use losses::ctc::{Ctc, CtcInput};
 pub use losses::elementwise::gpu::ElementwiseInputs;
 pub use losses::elementwise::{ElementwiseLoss, Pointwise};
-pub use losses::linear_cross_entropy::gpu::LinearCrossEntropyInputs;
+pub use losses::linear_cross_entropy::gpu::{LinearCrossEntropyInputs, ShardGradientInputs};
+pub use losses::linear_cross_entropy::shard::{
+    ShardGradients, ShardStatistics, VocabShard, SHARD_RECORD,
+};
 pub use losses::linear_cross_entropy::LinearCrossEntropy;
 pub use losses::nll::gpu::NllInputs;
 pub use losses::nll::Nll;
@@ -72,7 +75,9 @@ pub mod cpu {
     };
     pub use crate::losses::ctc::cpu::{ctc, HostCtcInputs};
     pub use crate::losses::elementwise::cpu::{elementwise, elementwise_into, HostElementInputs};
-    pub use crate::losses::linear_cross_entropy::cpu::{linear_cross_entropy, HostLinearInputs};
+    pub use crate::losses::linear_cross_entropy::cpu::{
+        linear_cross_entropy, linear_shard_gradients, linear_shard_statistics, HostLinearInputs,
+    };
     pub use crate::losses::nll::cpu::{nll, HostNllInputs};
     pub use crate::losses::overlap::cpu::{overlap, HostOverlapInputs, HostOverlapTarget};
     pub use crate::losses::pair_rows::cpu::{

@@ -13,6 +13,7 @@ pub(crate) mod cli;
 pub(crate) mod cpu;
 pub(crate) mod gpu;
 pub(crate) mod reference;
+pub(crate) mod shard;
 
 use crate::core::{check_grad_dtype, check_upstream, Arg, DType, Reduction};
 use crate::error::{Error, Result};
