@@ -45,10 +45,11 @@ pub use losses::ctc::gpu::CtcInputs;
 pub use losses::ctc::{Ctc, CtcInput};
 pub use losses::elementwise::gpu::ElementwiseInputs;
 pub use losses::elementwise::{ElementwiseLoss, Pointwise};
-pub use losses::linear_cross_entropy::gpu::{LinearCrossEntropyInputs, ShardGradientInputs};
+pub use losses::linear_cross_entropy::gpu::LinearCrossEntropyInputs;
 pub use losses::linear_cross_entropy::shard::{
     ShardGradients, ShardStatistics, VocabShard, SHARD_RECORD,
 };
+pub use losses::linear_cross_entropy::shard_gpu::ShardGradientInputs;
 pub use losses::linear_cross_entropy::LinearCrossEntropy;
 pub use losses::nll::gpu::NllInputs;
 pub use losses::nll::Nll;

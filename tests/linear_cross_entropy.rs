@@ -9,7 +9,8 @@ use common::{assert_close, check_case, engine, fresh_rng, own_engine};
 use wgpu_losses::cpu::{linear_cross_entropy, HostLinearInputs};
 use wgpu_losses::registry::{Case, HostArray};
 use wgpu_losses::{
-    Engine, EngineOptions, Error, LinearCrossEntropy, LinearCrossEntropyInputs, Tolerance, Upstream,
+    DType, Engine, EngineOptions, Error, LinearCrossEntropy, LinearCrossEntropyInputs, Tolerance,
+    Upstream,
 };
 
 fn to64(v: &[f32]) -> Vec<f64> {
@@ -191,6 +192,74 @@ fn few_rows_of_a_large_vocabulary_split_across_workgroups() {
                 .set("chunk_rows", 64);
             check_case(def, &engine, &case, Tolerance::default());
         }
+    }
+}
+
+/// A classifier larger than one storage binding (bindings capped at 256 KiB here): it runs in
+/// pieces of 512 rows that fit, each a vocabulary shard of the one call (statistics, one
+/// merge, gradients written into the whole outputs), against the f64 reference with every
+/// option, in f32 and bf16, the loss alone too; and a classifier whose rows cannot fit one
+/// binding is refused with `Error::Limit`.
+#[test]
+fn a_classifier_larger_than_one_binding_runs_in_pieces() {
+    let mut rng = fresh_rng("a_classifier_larger_than_one_binding");
+    let engine = Engine::with_options(EngineOptions {
+        max_binding_bytes: Some(256 << 10),
+        ..EngineOptions::default()
+    })
+    .unwrap();
+    let def = wgpu_losses::losses::find("linear-cross-entropy").unwrap();
+    let (n, h, v) = (150, 128, 1300);
+    for dtype in ["f32", "bf16"] {
+        let y = (0..n)
+            .map(|_| match rng.chance(0.1) {
+                true => -100,
+                false => rng.below(v) as i64,
+            })
+            .collect();
+        let case = Case::default()
+            .with("hidden", HostArray::f32(&[n, h], rng.normals(n * h, 1.0)))
+            .with(
+                "classifier",
+                HostArray::f32(&[v, h], rng.normals(v * h, 0.2)),
+            )
+            .with("bias", HostArray::f32(&[v], rng.normals(v, 1.0)))
+            .with(
+                "weight",
+                HostArray::f32(&[v], (0..v).map(|_| rng.range(0.2, 2.0) as f32).collect()),
+            )
+            .with("target", HostArray::i64(&[n], y))
+            .set("reduction", ["mean", "sum", "none"][rng.below(3)])
+            .set("label_smoothing", 0.1)
+            .set("z_loss", 1e-3)
+            .set("softcap", 6.0)
+            .set("dtype", dtype);
+        let case = case.apply_dtype(def).unwrap();
+        assert!(check_case(def, &engine, &case, Tolerance::default()));
+    }
+    // The loss alone, of an f16 classifier of 1300×128 (its pieces now sized by f16 rows):
+    // the loss of the call with gradients.
+    let e = &engine;
+    let (x, w, y) = problem("a_classifier_larger_than_one_binding (loss)", n, h, v);
+    let hidden = e.upload_as(&x, &[n, h], DType::F16).unwrap();
+    let classifier = e.upload_as(&w, &[v, h], DType::F16).unwrap();
+    let target = e.upload_i32(&y, &[n]).unwrap();
+    let inputs = LinearCrossEntropyInputs::new(&hidden, &classifier, &target);
+    let opts = LinearCrossEntropy::new().label_smoothing(0.1);
+    let with_grads = opts.run(e, &inputs).unwrap();
+    let alone = opts.gradient(false).run(e, &inputs).unwrap();
+    assert!(alone.grads.is_empty());
+    let tol = Tolerance::default();
+    assert_close("loss alone", &alone.loss, &to64(&with_grads.loss), tol);
+    // One classifier row of 70,000 f32 values is 280 KB, past the binding: no piece fits.
+    let wide = 70_000;
+    let hidden = e.upload(&vec![0.0; 4 * wide], &[4, wide]).unwrap();
+    let classifier = e.upload(&vec![0.0; 20 * wide], &[20, wide]).unwrap();
+    let target = e.upload_i32(&[0, 1, 2, 3], &[4]).unwrap();
+    let inputs = LinearCrossEntropyInputs::new(&hidden, &classifier, &target);
+    match LinearCrossEntropy::new().run(e, &inputs) {
+        Err(Error::Limit(_)) => {}
+        other => panic!("{:?}", other.map(|v| v.loss)),
     }
 }
 

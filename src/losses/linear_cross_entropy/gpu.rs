@@ -1,13 +1,12 @@
 //! Fused linear cross-entropy on the GPU: the matrix-product kernel `gemm.wgsl` and the
 //! cross-entropy row kernel, recorded chunk by chunk (see the family's `mod.rs`).
 
-use super::shard::{check_records, ShardGradients, ShardStatistics, VocabShard, SHARD_RECORD};
-use super::{Args, LinearCrossEntropy};
+use super::{Args, LinearCrossEntropy, CHUNK_ALIGN};
 use crate::core::{LossValues, Reduction, Upstream};
 use crate::error::{Error, Result};
 use crate::gpu::engine::Engine;
 use crate::gpu::kernel::KernelKey;
-use crate::gpu::output::{LossOutput, Status};
+use crate::gpu::output::LossOutput;
 use crate::gpu::plan::GpuLoss;
 use crate::gpu::record::{Recorder, SumOf};
 use crate::gpu::shader::{float_digit, Access, FloatView, ShaderModule, FLOATS, HALF, MATH};
@@ -47,7 +46,7 @@ pub(crate) fn modules() -> Vec<ShaderModule> {
     FLOATS
         .iter()
         .flat_map(|&a| FLOATS.map(|b| gemm_module(a, b)))
-        .chain([shard_module()])
+        .chain([super::shard_gpu::module()])
         .collect()
 }
 
@@ -221,7 +220,7 @@ impl<'a> LinearCrossEntropyInputs<'a> {
 }
 
 /// `Err` unless `elements` f32 values fit one storage binding.
-fn fits(engine: &Engine, what: &str, elements: usize) -> Result<()> {
+pub(super) fn fits(engine: &Engine, what: &str, elements: usize) -> Result<()> {
     if elements as u64 * 4 > engine.max_binding_bytes() {
         return Err(Error::Limit(format!(
             "{what} ({elements} values) exceeds the adapter's {}-byte storage binding",
@@ -232,7 +231,7 @@ fn fits(engine: &Engine, what: &str, elements: usize) -> Result<()> {
 }
 
 impl LinearCrossEntropy {
-    fn check_inputs(&self, x: &LinearCrossEntropyInputs<'_>) -> Result<(usize, usize, usize)> {
+    pub(super) fn check_inputs(&self, x: &LinearCrossEntropyInputs<'_>) -> Result<(usize, usize, usize)> {
         let (scalar_upstream, per_item_upstream) = x.upstream.split(Tensor::arg);
         self.check(&Args {
             hidden: x.hidden.arg(),
@@ -248,8 +247,9 @@ impl LinearCrossEntropy {
     /// Records the loss and gradients into `encoder`: a one-off [`Plan`](crate::Plan).
     ///
     /// # Errors
-    /// Invalid options or shapes, sizes past the adapter's limits (the classifier and one
-    /// chunk's logits must each fit one storage binding), wgpu errors.
+    /// Invalid options or shapes, sizes past the adapter's limits (a classifier row, 64 rows
+    /// of hidden states and 64 rows of a piece's logits must each fit one storage binding; a
+    /// larger classifier runs in pieces), wgpu errors.
     pub fn record(
         &self,
         engine: &Engine,
@@ -279,8 +279,11 @@ impl LinearCrossEntropy {
         (n, h, v): (usize, usize, usize),
     ) -> Result<LossOutput> {
         let engine = rec.engine();
-        let chunk = self.check_sizes(engine, x.hidden.dtype(), (n, h, v))?;
         let dtype = x.hidden.dtype();
+        if !self.fits_whole(engine, dtype, (n, h, v)) {
+            return self.record_in_pieces(rec, x, (n, h, v));
+        }
+        let chunk = self.check_sizes(engine, dtype, (n, h, v))?;
 
         // Every target checked, and the mean's denominator, over the whole batch.
         let whole = CrossEntropyInputs {
@@ -364,17 +367,35 @@ impl LinearCrossEntropy {
         rec.gradients_as(out, self.grad_dtype.unwrap_or(dtype))
     }
 
+    /// Whether the classifier (and its f32 gradient, when computed) fits one binding.
+    fn classifier_fits(&self, engine: &Engine, dtype: DType, (h, v): (usize, usize)) -> bool {
+        let size = if self.gradient { 4 } else { dtype.size() };
+        (v * h) as u64 * size <= engine.max_binding_bytes()
+    }
+
+    /// Whether the classifier and the logits of the smallest chunk each fit one binding: the
+    /// call over the whole vocabulary at once (else it runs in pieces).
+    fn fits_whole(&self, engine: &Engine, dtype: DType, (n, h, v): (usize, usize, usize)) -> bool {
+        let chunk = self.chunk_rows.unwrap_or(CHUNK_ALIGN).min(n);
+        self.classifier_fits(engine, dtype, (h, v))
+            && (chunk * v * 4) as u64 <= engine.max_binding_bytes()
+    }
+
     /// Checks that the classifier, a chunk's hidden states and its logits each fit one
-    /// storage binding; gives the rows per chunk.
-    fn check_sizes(&self, engine: &Engine, dtype: DType, (n, h, v): (usize, usize, usize)) -> Result<usize> {
-        let chunk = self.rows_per_chunk(n, v);
-        // The classifier's gradient accumulates in f32, bound whole like the classifier.
-        let size = if self.gradient {
-            4
-        } else {
-            dtype.size() as usize
-        };
-        fits(engine, "classifier", v * h * size / 4)?;
+    /// storage binding; gives the rows per chunk (by default as many as fit one binding).
+    pub(super) fn check_sizes(
+        &self,
+        engine: &Engine,
+        dtype: DType,
+        (n, h, v): (usize, usize, usize),
+    ) -> Result<usize> {
+        let binding = engine.max_binding_bytes() as usize;
+        let chunk = self.rows_per_chunk_within(n, v, binding);
+        if !self.classifier_fits(engine, dtype, (h, v)) {
+            return Err(Error::Limit(format!(
+                "a classifier of {v}×{h} exceeds the adapter's {binding}-byte storage binding"
+            )));
+        }
         fits(engine, "a chunk's hidden states", chunk.min(n) * h)?;
         fits(
             engine,
@@ -387,7 +408,7 @@ impl LinearCrossEntropy {
 
 /// The loss from the rows' losses: themselves (none), or their sum, divided by the mean's
 /// denominator `denom` for mean.
-fn reduced(
+pub(super) fn reduced(
     rec: &mut Recorder<'_>,
     reduction: Reduction,
     loss_rows: &Tensor,
@@ -408,7 +429,7 @@ fn reduced(
 
 /// Records a chunk's logits, `hidden[start..start + rows] · classifierᵀ (+ bias)`, into the
 /// first `rows·v` values of `logits`.
-fn record_logits(
+pub(super) fn record_logits(
     rec: &mut Recorder<'_>,
     x: &LinearCrossEntropyInputs<'_>,
     bias: Option<&Tensor>,
@@ -435,15 +456,17 @@ fn record_logits(
 }
 
 /// The f32 gradients of hidden, classifier and bias (when asked for), filled chunk by chunk.
-struct Gradients {
-    hidden_classifier: Option<(Tensor, Tensor)>,
-    bias: Option<Tensor>,
+pub(super) struct Gradients {
+    pub hidden_classifier: Option<(Tensor, Tensor)>,
+    pub bias: Option<Tensor>,
     /// (H, V).
-    dims: (usize, usize),
+    pub dims: (usize, usize),
+    /// Whether `hidden`'s gradient adds to what it holds (a later piece of the vocabulary).
+    pub accumulate_hidden: bool,
 }
 
 impl Gradients {
-    fn new(
+    pub(super) fn new(
         rec: &mut Recorder<'_>,
         want: bool,
         x: &LinearCrossEntropyInputs<'_>,
@@ -463,13 +486,14 @@ impl Gradients {
             hidden_classifier,
             bias,
             dims: (h, v),
+            accumulate_hidden: false,
         })
     }
 
     /// Folds a chunk's logit gradient `g` (its first `rows·V` values) into the gradients:
     /// `hidden` rows of the chunk = g · classifier; `classifier` (+)= gᵀ · hidden and
     /// `bias` (+)= column sums of g, set by the first chunk and added to after, in order.
-    fn record_chunk(
+    pub(super) fn record_chunk(
         &self,
         rec: &mut Recorder<'_>,
         x: &LinearCrossEntropyInputs<'_>,
@@ -491,7 +515,7 @@ impl Gradients {
                 a: g((v, 1)),
                 b: Some(Operand::whole(x.classifier.binding(), dtype, (h, 1))),
                 bias: None,
-                accumulate: false,
+                accumulate: self.accumulate_hidden,
             },
             gh.window(start * h, rows * h),
         )?;
@@ -528,7 +552,7 @@ impl Gradients {
     }
 
     /// The gradients by input name: hidden, classifier, then bias.
-    fn named(self) -> Vec<(&'static str, Tensor)> {
+    pub(super) fn named(self) -> Vec<(&'static str, Tensor)> {
         let mut grads = Vec::new();
         if let Some((gh, gw)) = self.hidden_classifier {
             grads.push(("hidden", gh));
@@ -550,339 +574,5 @@ impl GpuLoss for LinearCrossEntropy {
         let dims = self.check_inputs(inputs)?;
         rec.engine()
             .scoped(|| self.record_checked(rec, inputs, dims))
-    }
-}
-
-/// The vocabulary shards' kernels (`shard.wgsl`).
-fn shard_module() -> ShaderModule {
-    ShaderModule {
-        name: "linear_shard",
-        variant: 0,
-        source: |_| [MATH, include_str!("shard.wgsl")].join("\n"),
-        bindings: |_| {
-            use Access::*;
-            vec![
-                Uniform, ReadWrite, Read, Read, Read, ReadWrite, ReadWrite, ReadWrite,
-            ]
-        },
-        entry_points: &["statistics", "combine", "gradient"],
-    }
-}
-
-/// Mirrors `Params` in `shard.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-struct ShardParams {
-    rows: u32,
-    classes: u32,
-    class_base: u32,
-    vocab: u32,
-    row_base: u32,
-    shards: u32,
-    plane: u32,
-    ignore_index: i32,
-    smoothing: f32,
-    z_loss: f32,
-    softcap: f32,
-    grad_output: f32,
-}
-
-/// Planes of the per-row values `combine` writes (`shard.wgsl`), and where the mean's
-/// denominator goes.
-const SHARD_PLANES: usize = 10;
-const PLANE_LOSS: usize = 0;
-const PLANE_KEPT: usize = 1;
-const PLANE_LSE: usize = 2;
-const PLANE_CORRECT: usize = 3;
-const PLANE_DENOM: usize = 9;
-
-/// The device inputs of [`ShardGradients`]: this shard's inputs (its classifier rows, bias
-/// and weight slices; the vocabulary's targets) and every shard's statistics.
-#[derive(Debug, Clone, Copy)]
-pub struct ShardGradientInputs<'a> {
-    /// As for the unsharded call, with the shard's classifier `[V_s, H]`, bias `[V_s]` and
-    /// weight `[V_s]`.
-    pub linear: LinearCrossEntropyInputs<'a>,
-    /// The records of every shard in vocabulary order, f32 `[K, N, SHARD_RECORD]`.
-    pub stats: &'a Tensor,
-}
-
-impl ShardParams {
-    fn new(opts: &LinearCrossEntropy, shard: VocabShard, classes: usize) -> Self {
-        Self {
-            classes: classes as u32,
-            class_base: shard.start as u32,
-            vocab: shard.vocab as u32,
-            ignore_index: opts.ignore_index,
-            smoothing: opts.label_smoothing,
-            z_loss: opts.z_loss,
-            softcap: opts.softcap.unwrap_or(0.0),
-            ..Self::default()
-        }
-    }
-}
-
-/// The key of a `shard.wgsl` entry point for these options.
-fn shard_key(
-    engine: &Engine,
-    entry: &'static str,
-    opts: &LinearCrossEntropy,
-    x: &LinearCrossEntropyInputs<'_>,
-) -> KernelKey {
-    KernelKey {
-        module: shard_module(),
-        entry,
-        overrides: vec![
-            ("WG_SIZE", engine.workgroup_size()),
-            ("CAPPED", opts.softcap.is_some() as u32),
-            ("WEIGHTED", x.weight.is_some() as u32),
-            (
-                "UPSTREAM_PER_ROW",
-                matches!(x.upstream, Upstream::PerItem(_)) as u32,
-            ),
-            ("MEAN", (opts.reduction == Reduction::Mean) as u32),
-        ],
-    }
-}
-
-impl ShardStatistics {
-    /// Records the shard's statistics into `encoder`: a one-off [`Plan`](crate::Plan). The
-    /// output's `loss` is the records, f32 `[N, SHARD_RECORD]`.
-    ///
-    /// # Errors
-    /// As [`LinearCrossEntropy::record`]; [`Error::Shape`] when the shard's classes do not
-    /// lie in the vocabulary.
-    pub fn record(
-        &self,
-        engine: &Engine,
-        encoder: &mut wgpu::CommandEncoder,
-        inputs: &LinearCrossEntropyInputs<'_>,
-    ) -> Result<LossOutput> {
-        self.plan(engine).record(encoder, inputs)
-    }
-
-    /// Records, submits, waits and reads back: `loss` holds the records.
-    ///
-    /// # Errors
-    /// As [`ShardStatistics::record`].
-    pub fn run(
-        &self,
-        engine: &Engine,
-        inputs: &LinearCrossEntropyInputs<'_>,
-    ) -> Result<LossValues> {
-        self.plan(engine).run(inputs)
-    }
-
-    fn record_checked(
-        &self,
-        rec: &mut Recorder<'_>,
-        x: &LinearCrossEntropyInputs<'_>,
-        (n, h, v): (usize, usize, usize),
-    ) -> Result<LossOutput> {
-        let engine = rec.engine();
-        let opts = LinearCrossEntropy {
-            gradient: false,
-            ..self.loss.clone()
-        };
-        let chunk = opts.check_sizes(engine, x.hidden.dtype(), (n, h, v))?;
-        fits(engine, "the statistics", n * SHARD_RECORD)?;
-        let stats = rec.tensor(&[n, SHARD_RECORD], DType::F32)?;
-        let logits = rec.tensor(&[chunk.min(n), v], DType::F32)?;
-        let bias = x.bias.map(|b| rec.widened(b)).transpose()?;
-        let unused = rec.unused()?;
-        let key = shard_key(engine, "statistics", &opts, x);
-        for start in (0..n).step_by(chunk) {
-            let rows = chunk.min(n - start);
-            record_logits(rec, x, bias.as_ref(), (start, rows), (h, v), &logits)?;
-            let params = rec.params(&ShardParams {
-                rows: rows as u32,
-                row_base: start as u32,
-                ..ShardParams::new(&opts, self.shard, v)
-            });
-            let bindings = vec![
-                params,
-                logits.window(0, rows * v),
-                x.target.binding(),
-                x.weight.map_or(unused.clone(), Tensor::binding),
-                unused.clone(),
-                stats.binding(),
-                unused.clone(),
-                unused.clone(),
-            ];
-            rec.dispatch(key.clone(), bindings, rows as u32)?;
-        }
-        Ok(LossOutput {
-            loss: stats,
-            grads: Vec::new(),
-            rows: Vec::new(),
-            status: None,
-        })
-    }
-}
-
-impl GpuLoss for ShardStatistics {
-    type Inputs<'a> = LinearCrossEntropyInputs<'a>;
-
-    fn record_into(
-        &self,
-        rec: &mut Recorder<'_>,
-        inputs: &LinearCrossEntropyInputs<'_>,
-    ) -> Result<LossOutput> {
-        let dims = self.loss.check_inputs(inputs)?;
-        self.shard.check(dims.2)?;
-        rec.engine()
-            .scoped(|| self.record_checked(rec, inputs, dims))
-    }
-}
-
-impl ShardGradients {
-    /// Records the loss and this shard's gradients into `encoder`: a one-off
-    /// [`Plan`](crate::Plan). `hidden`'s gradient is this shard's share (sum the shards').
-    ///
-    /// # Errors
-    /// As [`LinearCrossEntropy::record`]; [`Error::Shape`] for records that are not
-    /// `[K, N, SHARD_RECORD]` or a shard outside the vocabulary. A class outside the
-    /// vocabulary, or held by no shard (or by two), is reported by [`Engine::read_output`].
-    pub fn record(
-        &self,
-        engine: &Engine,
-        encoder: &mut wgpu::CommandEncoder,
-        inputs: &ShardGradientInputs<'_>,
-    ) -> Result<LossOutput> {
-        self.plan(engine).record(encoder, inputs)
-    }
-
-    /// Records, submits, waits and reads back.
-    ///
-    /// # Errors
-    /// As [`ShardGradients::record`], plus [`Error::Value`] naming the first row whose class
-    /// no shard holds.
-    pub fn run(&self, engine: &Engine, inputs: &ShardGradientInputs<'_>) -> Result<LossValues> {
-        self.plan(engine).run(inputs)
-    }
-
-    fn record_checked(
-        &self,
-        rec: &mut Recorder<'_>,
-        inputs: &ShardGradientInputs<'_>,
-        (n, h, v): (usize, usize, usize),
-        shards: usize,
-    ) -> Result<LossOutput> {
-        let engine = rec.engine();
-        let (opts, x) = (&self.loss, &inputs.linear);
-        let dtype = x.hidden.dtype();
-        let chunk = opts.check_sizes(engine, dtype, (n, h, v))?;
-        fits(engine, "the statistics", shards * n * SHARD_RECORD)?;
-        // Planes start at multiples of 64 values: offsets every adapter binds.
-        let plane = n.next_multiple_of(64);
-        let per_row = rec.tensor(&[SHARD_PLANES * plane], DType::F32)?;
-        let view = |index: usize, shape: &[usize]| {
-            let offset = per_row.offset() + (index * plane * 4) as u64;
-            Tensor::view(engine, per_row.buffer().clone(), offset, shape, DType::F32)
-        };
-        let status = rec.zeros(&[1], DType::I32)?;
-        let unused = rec.unused()?;
-        let upstream = match x.upstream {
-            Upstream::PerItem(u) => u.binding(),
-            _ => unused.clone(),
-        };
-        let base = ShardParams {
-            plane: plane as u32,
-            grad_output: match x.upstream {
-                Upstream::Scalar(g) => g,
-                _ => 1.0,
-            },
-            ..ShardParams::new(opts, self.shard, v)
-        };
-        let bindings = |rec: &mut Recorder<'_>, params, logits: Binding| {
-            let params = rec.params(&params);
-            vec![
-                params,
-                logits,
-                x.target.binding(),
-                x.weight.map_or(unused.clone(), Tensor::binding),
-                upstream.clone(),
-                inputs.stats.binding(),
-                per_row.binding(),
-                status.binding(),
-            ]
-        };
-
-        // Every row's loss and coefficients from the shards' records, then the reduction.
-        let params = ShardParams {
-            rows: n as u32,
-            shards: shards as u32,
-            ..base
-        };
-        let b = bindings(rec, params, unused.clone());
-        let wg = engine.workgroup_size() as usize;
-        rec.dispatch(
-            shard_key(engine, "combine", opts, x),
-            b,
-            n.div_ceil(wg) as u32,
-        )?;
-        let denom = view(PLANE_DENOM, &[1])?;
-        if opts.reduction == Reduction::Mean {
-            rec.sum((&per_row, PLANE_KEPT * plane), n, SumOf::PLAIN, &denom)?;
-        }
-        let loss_rows = view(PLANE_LOSS, &[n])?;
-        let loss = reduced(rec, opts.reduction, &loss_rows, n, &denom)?;
-
-        // This shard's logits again, chunk by chunk, turned into their gradient.
-        let grads = Gradients::new(rec, opts.gradient, x, (n, h, v))?;
-        if opts.gradient {
-            let logits = rec.tensor(&[chunk.min(n), v], DType::F32)?;
-            let bias = x.bias.map(|b| rec.widened(b)).transpose()?;
-            let key = shard_key(engine, "gradient", opts, x);
-            for (index, start) in (0..n).step_by(chunk).enumerate() {
-                let rows = chunk.min(n - start);
-                record_logits(rec, x, bias.as_ref(), (start, rows), (h, v), &logits)?;
-                let params = ShardParams {
-                    rows: rows as u32,
-                    row_base: start as u32,
-                    ..base
-                };
-                let b = bindings(rec, params, logits.window(0, rows * v));
-                rec.dispatch(key.clone(), b, (rows * v).div_ceil(wg) as u32)?;
-                grads.record_chunk(rec, x, (start, rows), index == 0, &logits)?;
-            }
-        }
-        let out = LossOutput {
-            loss,
-            grads: grads.named(),
-            rows: match opts.row_stats {
-                true => vec![
-                    ("lse", view(PLANE_LSE, &[n])?),
-                    ("correct", view(PLANE_CORRECT, &[n])?),
-                ],
-                false => Vec::new(),
-            },
-            status: Some(Status {
-                flag: status,
-                input: "target",
-                values: x.target.clone(),
-                row_len: 1,
-                row_starts: None,
-                reason: "outside [0, vocab), or not held by exactly one shard's statistics"
-                    .into(),
-            }),
-        };
-        rec.gradients_as(out, opts.grad_dtype.unwrap_or(dtype))
-    }
-}
-
-impl GpuLoss for ShardGradients {
-    type Inputs<'a> = ShardGradientInputs<'a>;
-
-    fn record_into(
-        &self,
-        rec: &mut Recorder<'_>,
-        inputs: &ShardGradientInputs<'_>,
-    ) -> Result<LossOutput> {
-        let dims = self.loss.check_inputs(&inputs.linear)?;
-        self.shard.check(dims.2)?;
-        let shards = check_records(inputs.stats.arg(), dims.0)?;
-        rec.engine()
-            .scoped(|| self.record_checked(rec, inputs, dims, shards))
     }
 }

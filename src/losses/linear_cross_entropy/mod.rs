@@ -14,6 +14,7 @@ pub(crate) mod cpu;
 pub(crate) mod gpu;
 pub(crate) mod reference;
 pub(crate) mod shard;
+pub(crate) mod shard_gpu;
 
 use crate::core::{check_grad_dtype, check_upstream, Arg, DType, Reduction};
 use crate::error::{Error, Result};
@@ -173,8 +174,14 @@ impl LinearCrossEntropy {
 
     /// Rows per chunk for `n` rows of `v` classes.
     pub(crate) fn rows_per_chunk(&self, n: usize, v: usize) -> usize {
+        self.rows_per_chunk_within(n, v, CHUNK_BYTES)
+    }
+
+    /// Rows per chunk for `n` rows of `v` classes whose logits are to fit `bytes` (unless
+    /// chosen by `chunk_rows`).
+    pub(crate) fn rows_per_chunk_within(&self, n: usize, v: usize, bytes: usize) -> usize {
         let rows = self.chunk_rows.unwrap_or_else(|| {
-            let fit = CHUNK_BYTES / (v * 4).max(1);
+            let fit = bytes.min(CHUNK_BYTES) / (v * 4).max(1);
             (fit - fit % CHUNK_ALIGN).max(CHUNK_ALIGN)
         });
         rows.min(n.next_multiple_of(CHUNK_ALIGN))

@@ -27,6 +27,7 @@ struct Params {
     z_loss: f32,
     softcap: f32,
     grad_output: f32,
+    record_rows: u32, // rows between one shard's records and the next's (combine)
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -204,7 +205,7 @@ fn combine(
         var w_y = 0.0;
         var found = 0.0;
         for (var k = 0u; k < params.shards; k++) {
-            let r = (k * n + row) * RECORD;
+            let r = (k * params.record_rows + row) * RECORD;
             st = lse_merge(st, vec2<f32>(stats[r], stats[r + 1u]));
             let part = vec4<f32>(stats[r], 0.0, stats[r + 7u], 0.0);
             best = vec4<f32>(max(best.x, part.x), 0.0, first_max(best, part), 0.0);
@@ -230,7 +231,7 @@ fn combine(
                 var w_dx = 0.0; // Σ w·(x − m) over the vocabulary
                 var w_all = 0.0;
                 for (var k = 0u; k < params.shards; k++) {
-                    let r = (k * n + row) * RECORD;
+                    let r = (k * params.record_rows + row) * RECORD;
                     w_dx += stats[r + 5u] + (stats[r] - m) * stats[r + 6u];
                     w_all += stats[r + 6u];
                 }
