@@ -9,8 +9,8 @@ use common::{assert_close, check_case, engine, fresh_rng, own_engine};
 use wgpu_losses::cpu::{linear_cross_entropy, HostLinearInputs};
 use wgpu_losses::registry::{Case, HostArray};
 use wgpu_losses::{
-    DType, Engine, EngineOptions, Error, LinearCrossEntropy, LinearCrossEntropyInputs, Tolerance,
-    Upstream,
+    DType, Engine, EngineOptions, Error, LinearCrossEntropy, LinearCrossEntropyInputs, Reduction,
+    Tensor, Tolerance, Upstream,
 };
 
 fn to64(v: &[f32]) -> Vec<f64> {
@@ -485,4 +485,154 @@ fn eval_writes_row_stats() {
         }
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The f64 gradients of `F.cross_entropy(F.linear(x, w), y)` (no bias, weight, smoothing or
+/// cap) scaled per row by `scale`, with Cut Cross-Entropy's filter applied: each 16×16 block
+/// of the logit gradient whose every |g/s| is below `eps` counts as 0. Gives (hidden,
+/// classifier, bias) gradients, the blocks filtered, and the smallest distance of a block's
+/// largest |g/s| from `eps` relative to it (f32 may decide otherwise closer than ~1e-6).
+#[allow(clippy::type_complexity)]
+fn filtered_oracle(
+    (x, w): (&[f32], &[f32]),
+    y: &[i32],
+    (n, h, v): (usize, usize, usize),
+    scale: &[f64],
+    eps: f64,
+) -> ([Vec<f64>; 3], usize, f64) {
+    let mut g = vec![0.0f64; n * v];
+    for r in 0..n {
+        if y[r] < 0 {
+            continue;
+        }
+        let logits: Vec<f64> = (0..v)
+            .map(|c| {
+                (0..h)
+                    .map(|k| x[r * h + k] as f64 * w[c * h + k] as f64)
+                    .sum()
+            })
+            .collect();
+        let m = logits.iter().cloned().fold(f64::MIN, f64::max);
+        let z: f64 = logits.iter().map(|l| (l - m).exp()).sum();
+        for c in 0..v {
+            let hit = (c as i32 == y[r]) as u32 as f64;
+            g[r * v + c] = (logits[c] - m).exp() / z - hit;
+        }
+    }
+    let (mut filtered, mut closest) = (0, f64::INFINITY);
+    for r0 in (0..n).step_by(16) {
+        for c0 in (0..v).step_by(16) {
+            let largest = (r0..(r0 + 16).min(n))
+                .flat_map(|r| (c0..(c0 + 16).min(v)).map(move |c| (r, c)))
+                .map(|(r, c)| g[r * v + c].abs())
+                .fold(0.0f64, f64::max);
+            closest = closest.min((largest - eps).abs() / eps);
+            if largest < eps {
+                filtered += 1;
+                for r in r0..(r0 + 16).min(n) {
+                    g[r * v + c0..r * v + (c0 + 16).min(v)].fill(0.0);
+                }
+            }
+        }
+    }
+    let (mut gh, mut gw, mut gb) = (vec![0.0; n * h], vec![0.0; v * h], vec![0.0; v]);
+    for r in 0..n {
+        for c in 0..v {
+            let gs = g[r * v + c] * scale[r];
+            gb[c] += gs;
+            for k in 0..h {
+                gh[r * h + k] += gs * w[c * h + k] as f64;
+                gw[c * h + k] += gs * x[r * h + k] as f64;
+            }
+        }
+    }
+    ([gh, gw, gb], filtered, closest)
+}
+
+/// Gradient filtering (`grad_filter`, off by default): a threshold of 0 filters nothing
+/// (the same bits as off), one above every value filters everything; at 1e-3 over peaked logits the GPU (which skips the filtered
+/// blocks' products) and the CPU backend (which zeroes them) equal an f64 oracle that counts
+/// those blocks as 0, for mean with a scalar and none with per-row upstream gradients; and
+/// the gradients' deviation from the unfiltered ones stays within the skipped terms' bound.
+#[test]
+fn gradient_filtering_skips_only_the_blocks_below_its_threshold() {
+    let mut rng = fresh_rng("gradient_filtering");
+    let (n, h, v) = (150, 16, 700);
+    let e = engine();
+    for reduction in ["mean", "none"] {
+        let (x, w, y) = loop {
+            let (x, mut w, y) = problem("gradient_filtering", n, h, v);
+            // Peaked rows: most probabilities far below the threshold.
+            w.iter_mut().for_each(|c| *c *= 10.0);
+            let scale = vec![1.0; n];
+            if filtered_oracle((&x, &w), &y, (n, h, v), &scale, 1e-3).2 > 1e-4 {
+                break (x, w, y);
+            }
+        };
+        let kept = y.iter().filter(|&&t| t >= 0).count() as f64;
+        let (upstream, scale): (Upstream<'_, Tensor>, Vec<f64>);
+        let per_row = e.upload(&rng.normals(n, 1.0), &[n]).unwrap();
+        let per_row_host = e.download(&per_row).unwrap();
+        let opts = match reduction {
+            "mean" => {
+                upstream = Upstream::Scalar(1.5);
+                scale = vec![1.5 / kept; n];
+                LinearCrossEntropy::new()
+            }
+            _ => {
+                upstream = Upstream::PerItem(&per_row);
+                scale = per_row_host.iter().map(|&u| u as f64).collect();
+                LinearCrossEntropy::new().reduction(Reduction::None)
+            }
+        };
+        let (want, filtered, _) = filtered_oracle((&x, &w), &y, (n, h, v), &scale, 1e-3);
+        let blocks = n.div_ceil(16) * v.div_ceil(16);
+        eprintln!("{reduction}: {filtered} of {blocks} blocks below 1e-3");
+        // A block holding a row's target or largest logit is kept: 20–30% go here.
+        assert!(filtered > blocks / 10, "{filtered} of {blocks}");
+        let hidden = e.upload(&x, &[n, h]).unwrap();
+        let classifier = e.upload(&w, &[v, h]).unwrap();
+        let bias = e.upload(&vec![0.0; v], &[v]).unwrap();
+        let target = e.upload_i32(&y, &[n]).unwrap();
+        let inputs = LinearCrossEntropyInputs::new(&hidden, &classifier, &target)
+            .bias(&bias)
+            .upstream(upstream);
+        let host = HostLinearInputs {
+            hidden: &x,
+            classifier: &w,
+            bias: Some(&vec![0.0; v]),
+            shape: (n, h, v),
+            target: &y,
+            weight: None,
+            upstream: match reduction {
+                "mean" => Upstream::Scalar(1.5),
+                _ => Upstream::PerItem(&per_row_host),
+            },
+        };
+        let off = opts.run(e, &inputs).unwrap();
+
+        let zero = opts.clone().grad_filter(Some(0.0)).run(e, &inputs).unwrap();
+        assert_eq!(off.grads, zero.grads, "a threshold of 0 filters nothing");
+        // Above every |g/s| (at most 1): every block is skipped.
+        let all = opts.clone().grad_filter(Some(2.0)).run(e, &inputs).unwrap();
+        assert!(all.grads.iter().all(|(_, g)| g.iter().all(|&v| v == 0.0)));
+        let filter = opts.clone().grad_filter(Some(1e-3));
+        let gpu = filter.run(e, &inputs).unwrap();
+        let cpu = linear_cross_entropy(&filter, &host).unwrap();
+        assert_eq!(gpu.loss, off.loss, "the loss is not filtered");
+        for (backend, got) in [("cpu", &cpu), ("gpu", &gpu)] {
+            for ((name, g), want) in got.grads.iter().zip(&want) {
+                let what = format!("{backend} {reduction} filtered grad {name}");
+                assert_close(&what, g, want, Tolerance::default());
+            }
+        }
+        // What filtering costs: hidden's deviation from the unfiltered gradient is within
+        // Σ over the skipped terms |g|·|w| < 1e-3·|s|·Σ_c |w_c|.
+        let column: f64 = (0..v).map(|c| w[c * h].abs() as f64).sum();
+        for (r, s) in scale.iter().enumerate() {
+            let bound = 1e-3 * s.abs() * column;
+            let d = (gpu.grads[0].1[r * h] - off.grads[0].1[r * h]).abs() as f64;
+            assert!(d <= bound + 1e-6, "row {r}: {d} > {bound}");
+        }
+    }
 }

@@ -448,3 +448,39 @@ fn bf16_shards_match_the_reference_within_the_rounding_rule() {
         assert_close(&format!("bf16 shards, f32 grad {name}"), g, w, grad_tol);
     }
 }
+
+/// Gradient filtering reaches the shards' gradients: a threshold of 0 gives the unfiltered
+/// bits, one above every value zeroes every gradient (the loss unchanged), on both backends.
+#[test]
+fn shards_filter_their_gradients_as_the_unsharded_call() {
+    let mut rng = fresh_rng("shards_filter");
+    let mut p = Problem::random(&mut rng, 200);
+    p.opts = p.opts.clone().label_smoothing(0.0);
+    let ranges = shards(&mut rng, 200, 3);
+    type Sharded = fn(&Problem, &[std::ops::Range<usize>]) -> Vec<LossValues>;
+    let backends: [(&str, Sharded); 2] = [
+        ("gpu", |p, r| gpu_sharded(p, r).unwrap()),
+        ("cpu", cpu_sharded),
+    ];
+    for (backend, run) in backends {
+        let plain = run(&p, &ranges);
+        let with = |eps| {
+            let q = Problem {
+                opts: p.opts.clone().grad_filter(Some(eps)),
+                hidden: p.hidden.clone(),
+                classifier: p.classifier.clone(),
+                bias: p.bias.clone(),
+                weight: p.weight.clone(),
+                target: p.target.clone(),
+                upstream: p.upstream.clone(),
+                ..p
+            };
+            run(&q, &ranges)
+        };
+        assert_eq!(with(0.0), plain, "{backend}: a threshold of 0");
+        for (all, plain) in with(1e6).iter().zip(&plain) {
+            assert_eq!(all.loss, plain.loss, "{backend}");
+            assert!(all.grads.iter().all(|(_, g)| g.iter().all(|&v| v == 0.0)));
+        }
+    }
+}

@@ -50,6 +50,11 @@ impl HostProblem {
             opts = opts.chunk_rows(case.option("chunk_rows", 0usize)?);
         }
         opts = opts.row_stats(case.flag("row_stats", false)?);
+        opts = opts.grad_filter(match case.options.get("grad_filter").map(String::as_str) {
+            None | Some("off") => None,
+            Some("auto") => Some(LinearCrossEntropy::auto_filter(case.float_dtype("hidden"))),
+            Some(_) => Some(case.option("grad_filter", 0.0f32)?),
+        });
         let (hidden, hidden_shape) = case.floats("hidden").unwrap_or_default();
         let (classifier, classifier_shape) = case.floats("classifier").unwrap_or_default();
         let bias = case.floats("bias");
@@ -201,6 +206,7 @@ impl LossDef for LinearDef {
             "softcap",
             "chunk_rows",
             "row_stats",
+            "grad_filter",
         ]
     }
 
@@ -250,6 +256,13 @@ impl LossDef for LinearDef {
                 option: "row_stats",
                 value: "true".into(),
                 reason: "the f64 reference does not report lse and correct (gpu and cpu do)",
+            });
+        }
+        if let Some(eps) = p.opts.grad_filter {
+            return Err(Error::Option {
+                option: "grad_filter",
+                value: eps.to_string(),
+                reason: "the f64 reference computes every gradient term (gpu and cpu filter)",
             });
         }
         let to64 = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();

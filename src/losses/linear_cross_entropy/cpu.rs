@@ -229,6 +229,28 @@ impl Gradients {
     }
 }
 
+/// Gradient filtering (see [`LinearCrossEntropy::grad_filter`]): zeroes each 16×16 block of
+/// a chunk's gradient `grad` (`[rows, v]`) in which every value is below `eps` times its
+/// row's `scale` in magnitude (NaN is kept): what the GPU's skipped block products give.
+fn filter_blocks(grad: &mut [f32], v: usize, eps: f32, scale: impl Fn(usize) -> f32 + Sync) {
+    let bound = |r: usize| eps * scale(r).abs();
+    grad.par_chunks_mut(16 * v)
+        .enumerate()
+        .for_each(|(block_row, rows)| {
+            let r0 = block_row * 16;
+            for c0 in (0..v).step_by(16) {
+                let cols = c0..(c0 + 16).min(v);
+                let keep = rows.chunks(v).enumerate().any(|(r, row)| {
+                    let b = bound(r0 + r);
+                    row[cols.clone()].iter().any(|g| g.abs() >= b || g.is_nan())
+                });
+                if !keep {
+                    rows.chunks_mut(v).for_each(|row| row[cols.clone()].fill(0.0));
+                }
+            }
+        });
+}
+
 /// The loss from the rows' losses: themselves (none), or their f64 sum, divided by
 /// `denom` (0 when that is 0) for mean.
 fn reduced(loss_rows: Vec<f32>, reduction: Reduction, denom: f64) -> Vec<f32> {
@@ -293,6 +315,9 @@ fn linear_f32(opts: &LinearCrossEntropy, x: &HostLinearInputs<'_>) -> Result<Los
         // The per-row losses are unscaled: the upstream gradient only scales gradients.
         loss_rows[start..start + rows].copy_from_slice(&rows_loss);
         if want {
+            if let Some(eps) = opts.grad_filter {
+                filter_blocks(logits, v, eps, |r| row_scale(start + r));
+            }
             grads.fold(x, (start, rows), logits);
         }
     }
@@ -552,6 +577,9 @@ pub fn linear_shard_gradients<T: Element>(
                             *l = g;
                         }
                     });
+                if let Some(eps) = opts.grad_filter {
+                    filter_blocks(logits, v, eps, |r| scale(start + r));
+                }
                 grads.fold(x, (start, rows), logits);
             }
         }

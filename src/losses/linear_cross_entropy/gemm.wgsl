@@ -8,10 +8,14 @@
 // iterations, get the depth in several dispatches that add to c in order.
 // A workgroup computes a 64×64 tile of c, 4×4 per invocation, staging 16-deep blocks of a and
 // b in workgroup memory; each element's sum runs over k in order, so the bits are fixed.
+// Gradient filtering (FILTER, Cut Cross-Entropy's): a is a chunk's logit gradient g (1) or
+// its transpose (2), and `mask` marks its 16×16 blocks (rows × classes) holding a value
+// above the threshold; a depth block whose 64×16 slice of a is unmarked is skipped.
 
 override ACCUMULATE: bool = false; // c += a·b (else c = a·b)
 override BIAS: bool = false;       // adds bias[j]
 override B_ONES: bool = false;     // b is all ones: c gets the row sums of a
+override FILTER: u32 = 0u;         // 0: none; 1: a = g; 2: a = gᵀ (see above)
 
 struct Params {
     m: u32,
@@ -24,8 +28,8 @@ struct Params {
     k_base: u32,
     a_base: u32,
     b_base: u32,
-    _pad0: u32,
-    _pad1: u32,
+    mask_cols: u32, // class blocks per row block of `mask`
+    mask_rows: u32, // row blocks
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -33,12 +37,39 @@ struct Params {
 // element types, read through load_a(i) and load_b(i); c and the bias are f32.
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
+// [mask_rows, mask_cols]: 1 where a 16×16 block of g is kept.
+@group(0) @binding(5) var<storage, read> mask: array<u32>;
 
 const TILE: u32 = 64u;
 const DEPTH: u32 = 16u;
 // [DEPTH][TILE]: a_s[kk * TILE + i] = A(row0 + i, k0 + kk), b_s[kk * TILE + j] = B(k0 + kk, col0 + j).
 var<workgroup> a_s: array<f32, 1024>;
 var<workgroup> b_s: array<f32, 1024>;
+var<workgroup> skip_block: u32;
+
+// Whether the depth block from k (global) of the tile from row0 holds no kept block of g.
+fn filtered(row0: u32, k: u32) -> bool {
+    for (var t = 0u; t < 4u; t++) {
+        var at = 0u;
+        if (FILTER == 1u) {
+            let rb = row0 / 16u + t;
+            if (rb >= params.mask_rows) {
+                break;
+            }
+            at = rb * params.mask_cols + k / 16u;
+        } else {
+            let cb = row0 / 16u + t;
+            if (cb >= params.mask_cols) {
+                break;
+            }
+            at = (k / 16u) * params.mask_cols + cb;
+        }
+        if (mask[at] != 0u) {
+            return false;
+        }
+    }
+    return true;
+}
 
 @compute @workgroup_size(256)
 fn main(
@@ -54,6 +85,14 @@ fn main(
     let tc = lid % 16u; // columns col0 + tc * 4 ..
     var acc = array<vec4<f32>, 4>();
     for (var k0 = 0u; k0 < params.k; k0 += DEPTH) {
+        if (FILTER != 0u) {
+            if (lid == 0u) {
+                skip_block = select(0u, 1u, filtered(row0, params.k_base + k0));
+            }
+            if (workgroupUniformLoad(&skip_block) != 0u) {
+                continue;
+            }
+        }
         // Each invocation stages 4 values of each block; neighbours read neighbouring
         // addresses along whichever dimension is contiguous.
         for (var e = 0u; e < 4u; e++) {

@@ -12,6 +12,7 @@
 pub(crate) mod cli;
 pub(crate) mod cpu;
 pub(crate) mod gpu;
+pub(crate) mod products;
 pub(crate) mod reference;
 pub(crate) mod shard;
 pub(crate) mod shard_gpu;
@@ -53,6 +54,12 @@ pub struct LinearCrossEntropy {
     /// first index of its largest logit is its target as `correct` (token accuracy), 0 for
     /// ignored rows in both (default false). Computed while the logits are on hand.
     pub row_stats: bool,
+    /// Gradient filtering as Cut Cross-Entropy does it (default off): the gradient products
+    /// skip each 16×16 block (rows × classes) of a chunk's logit gradient in which every
+    /// value of the rows' own loss gradient (before the upstream gradient and the mean's
+    /// denominator) is below this threshold in magnitude: those values count as 0 in every
+    /// gradient. CCE's default is [`LinearCrossEntropy::auto_filter`] of the inputs' type.
+    pub grad_filter: Option<f32>,
 }
 
 impl Default for LinearCrossEntropy {
@@ -67,6 +74,7 @@ impl Default for LinearCrossEntropy {
             chunk_rows: None,
             grad_dtype: None,
             row_stats: false,
+            grad_filter: None,
         }
     }
 }
@@ -137,6 +145,23 @@ impl LinearCrossEntropy {
         self
     }
 
+    /// Sets the gradient filter's threshold (`None`: off).
+    pub fn grad_filter(mut self, eps: Option<f32>) -> Self {
+        self.grad_filter = eps;
+        self
+    }
+
+    /// Cut Cross-Entropy's `filter_eps="auto"` for inputs of `dtype`: its machine epsilon
+    /// over 32 (bf16 2⁻¹², f16 2⁻¹⁵, f32 2⁻²⁸), below which a gradient value is lost to
+    /// rounding in that type.
+    pub fn auto_filter(dtype: DType) -> f32 {
+        match dtype {
+            DType::BF16 => 2f32.powi(-12),
+            DType::F16 => 2f32.powi(-15),
+            _ => 2f32.powi(-28),
+        }
+    }
+
     /// The cross-entropy of one chunk: per-row losses, the gradient over the logits.
     pub(crate) fn row_kernel(&self) -> CrossEntropy {
         CrossEntropy::new()
@@ -160,6 +185,15 @@ impl LinearCrossEntropy {
         }
         .validate()?;
         check_grad_dtype(self.grad_dtype)?;
+        if let Some(eps) = self.grad_filter {
+            if !(eps.is_finite() && eps >= 0.0) {
+                return Err(Error::Option {
+                    option: "grad_filter",
+                    value: eps.to_string(),
+                    reason: "must be finite and >= 0",
+                });
+            }
+        }
         if let Some(rows) = self.chunk_rows {
             if rows == 0 || !rows.is_multiple_of(CHUNK_ALIGN) {
                 return Err(Error::Option {

@@ -1,7 +1,7 @@
 //! Vocabulary shards on the GPU (`shard.wgsl`; the protocol is shard.rs's), and the unsharded
 //! call over a classifier larger than one storage binding, run as shards of itself.
 
-use super::gpu::{fits, reduced, record_logits, Gradients, LinearCrossEntropyInputs};
+use super::products::{fits, reduced, record_logits, GradFilter, Gradients, LinearCrossEntropyInputs};
 use super::shard::{check_records, ShardGradients, ShardStatistics, VocabShard, SHARD_RECORD};
 use super::{LinearCrossEntropy, CHUNK_ALIGN};
 use crate::core::{LossValues, Reduction, Upstream};
@@ -240,6 +240,8 @@ fn record_gradients(
     let unused = rec.unused()?;
     let key = key(engine, "gradient", opts, x);
     let wg = engine.workgroup_size() as usize;
+    let denom = merged.view(engine, PLANE_DENOM, &[1])?.binding();
+    let filter = GradFilter::new(rec, opts, x, denom, (chunk.min(n), v))?;
     for (index, start) in (0..n).step_by(chunk).enumerate() {
         let rows = chunk.min(n - start);
         record_logits(rec, x, bias.as_ref(), (start, rows), (h, v), &logits)?;
@@ -267,7 +269,8 @@ fn record_gradients(
             unused.clone(),
         ];
         rec.dispatch(key.clone(), bindings, (rows * v).div_ceil(wg) as u32)?;
-        grads.record_chunk(rec, x, (start, rows), index == 0, &logits)?;
+        let filter = filter.as_ref();
+        grads.record_chunk(rec, x, (start, rows), index == 0, &logits, filter)?;
     }
     Ok(())
 }
