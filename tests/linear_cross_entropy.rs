@@ -75,6 +75,34 @@ fn a_gibibyte_of_logits_never_exists() {
     }
 }
 
+/// The issue's shape, N = 8192, H = 1024, V = 32768 (f32 logits of 1 GiB, 2 GiB with their
+/// gradient), recorded (not run: 1.6 TFLOP): the device memory a call creates beside its
+/// inputs, from the engine's counters, is its gradients (160 MiB) and one chunk of logits.
+#[test]
+fn the_issue_shape_creates_its_gradients_and_one_chunk() {
+    let (n, h, v) = (8192, 1024, 32768);
+    let e = own_engine();
+    let hidden = e.zeros(&[n, h], DType::F32).unwrap();
+    let classifier = e.zeros(&[v, h], DType::F32).unwrap();
+    let target = e.upload_i32(&vec![0; n], &[n]).unwrap();
+    let inputs = LinearCrossEntropyInputs::new(&hidden, &classifier, &target);
+    let before = e.counters();
+    let mut encoder = e.encoder();
+    LinearCrossEntropy::new()
+        .record(&e, &mut encoder, &inputs)
+        .unwrap();
+    let c = e.counters().since(&before);
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    eprintln!(
+        "{n}x{h}x{v}: {:.1} MiB created, the largest buffer {:.1} MiB",
+        mib(c.bytes_created),
+        mib(c.largest_buffer)
+    );
+    let gradients = ((n + v) * h * 4) as u64;
+    assert!(c.largest_buffer <= (v * h * 4) as u64, "{c:?}");
+    assert!(c.bytes_created <= gradients + (65 << 20), "{c:?}");
+}
+
 #[test]
 fn chunks_of_64_rows_give_the_one_chunk_result() {
     let (n, h, v) = (200, 24, 333);
