@@ -260,3 +260,73 @@ fn dice_past_a_binding_and_2_24_positions() {
         gpu_matches_cpu(&format!("dice {reduction}"), def, &case);
     }
 }
+
+/// Every ranking loss past 2²⁴ scores: 2²⁰ + 3 lists of 16 items (17 M scores, 67 MB, past
+/// 2²⁴ where an f32 index stops being exact), graded relevance in 0..4, NDCG reported; GPU
+/// against the CPU backend.
+#[test]
+fn every_ranking_loss_past_2_24_scores() {
+    let (q, l) = ((1 << 20) + 3, 16);
+    let mut rng = fresh_rng("every_ranking_loss_past_2_24_scores");
+    let scores = rng.normals(q * l, 2.0);
+    let relevance: Vec<f32> = (0..q * l).map(|_| rng.below(4) as f32).collect();
+    for name in [
+        "ranknet",
+        "pairwise-hinge",
+        "listnet",
+        "listmle",
+        "lambda-ndcg",
+    ] {
+        let def = wgpu_losses::losses::find(name).unwrap();
+        let case = Case::default()
+            .with("scores", HostArray::f32(&[q, l], scores.clone()))
+            .with("relevance", HostArray::f32(&[q, l], relevance.clone()))
+            .set("ndcg", true);
+        gpu_matches_cpu(name, def, &case);
+    }
+}
+
+/// CTC past 2²⁴ logits: T = 256 frames of 32 sequences over 2,049 classes (16.8 M logits, 67
+/// MB), targets of up to 40 labels with repeats, mixed lengths; GPU against the CPU backend.
+#[test]
+fn ctc_past_2_24_logits() {
+    let (t, n, c, s) = (256, 32, 2049, 40);
+    let mut rng = fresh_rng("ctc_past_2_24_logits");
+    let logits = rng.normals(t * n * c, 1.0);
+    let targets: Vec<i64> = (0..n * s).map(|_| 1 + rng.below(4) as i64).collect();
+    let input_lengths: Vec<i64> = (0..n).map(|_| (t - rng.below(64)) as i64).collect();
+    let target_lengths: Vec<i64> = (0..n).map(|_| rng.below(s + 1) as i64).collect();
+    let def = wgpu_losses::losses::find("ctc").unwrap();
+    for reduction in ["mean", "none"] {
+        let case = Case::default()
+            .with("logits", HostArray::f32(&[t, n, c], logits.clone()))
+            .with("targets", HostArray::i64(&[n, s], targets.clone()))
+            .with("input_lengths", HostArray::i64(&[n], input_lengths.clone()))
+            .with(
+                "target_lengths",
+                HostArray::i64(&[n], target_lengths.clone()),
+            )
+            .set("reduction", reduction);
+        gpu_matches_cpu(&format!("ctc {reduction}"), def, &case);
+    }
+}
+
+/// CTC over 65,537 sequences: its per-sequence kernel's grid passes 65,535 workgroups (the
+/// overshoot of the 2-D grid must do nothing); short sequences, GPU against the CPU backend.
+#[test]
+fn ctc_past_65535_sequences() {
+    let (t, n, c, s) = (3, 65_537, 4, 2);
+    let mut rng = fresh_rng("ctc_past_65535_sequences");
+    let targets: Vec<i64> = (0..n * s).map(|_| 1 + rng.below(c - 1) as i64).collect();
+    let target_lengths: Vec<i64> = (0..n).map(|_| rng.below(s + 1) as i64).collect();
+    let case = Case::default()
+        .with(
+            "logits",
+            HostArray::f32(&[t, n, c], rng.normals(t * n * c, 1.0)),
+        )
+        .with("targets", HostArray::i64(&[n, s], targets))
+        .with("input_lengths", HostArray::i64(&[n], vec![t as i64; n]))
+        .with("target_lengths", HostArray::i64(&[n], target_lengths))
+        .set("reduction", "sum");
+    gpu_matches_cpu("ctc", wgpu_losses::losses::find("ctc").unwrap(), &case);
+}

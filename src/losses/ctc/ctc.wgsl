@@ -222,6 +222,10 @@ fn recurse(
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
     let seq = group_index(wid, nwg);
+    // A 2-D grid's overshoot (past 65,535 sequences): the whole workgroup has none.
+    if (seq >= params.n) {
+        return;
+    }
     let frames = u32(seqs[seq].x);
     let len = u32(seqs[seq].y);
     let off = u32(seqs[seq].z);

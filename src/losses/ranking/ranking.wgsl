@@ -116,6 +116,10 @@ fn lists(
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
     let list = group_index(wid, nwg);
+    // A 2-D grid's overshoot (past 65,535 lists): the whole workgroup has no list.
+    if (list >= params.lists) {
+        return;
+    }
     let l = params.l;
     var len = l;
     if (HAS_LENGTHS) {
