@@ -229,6 +229,22 @@ impl Gradients {
     }
 }
 
+/// The factor of row `i`'s gradient: the upstream gradient (the scalar `g`, or one per row
+/// with reduction none), over the mean's denominator (0 when that is 0).
+fn row_scale(
+    reduction: Reduction,
+    upstream: Upstream<'_, [f32]>,
+    g: f32,
+    denom: f32,
+) -> impl Fn(usize) -> f32 + Sync + '_ {
+    move |i| match (reduction, upstream) {
+        (Reduction::Mean, _) if denom == 0.0 => 0.0,
+        (Reduction::Mean, _) => g / denom,
+        (_, Upstream::PerItem(u)) => u[i],
+        _ => g,
+    }
+}
+
 /// Gradient filtering (see [`LinearCrossEntropy::grad_filter`]): zeroes each 16×16 block of
 /// a chunk's gradient `grad` (`[rows, v]`) in which every value is below `eps` times its
 /// row's `scale` in magnitude (NaN is kept): what the GPU's skipped block products give.
@@ -274,12 +290,7 @@ fn linear_f32(opts: &LinearCrossEntropy, x: &HostLinearInputs<'_>) -> Result<Los
         }
     }
     let denom = denom as f32;
-    let row_scale = |i: usize| match (opts.reduction, x.upstream) {
-        (Reduction::Mean, _) if denom == 0.0 => 0.0,
-        (Reduction::Mean, _) => g / denom,
-        (_, Upstream::PerItem(u)) => u[i],
-        _ => g,
-    };
+    let row_scale = row_scale(opts.reduction, x.upstream, g, denom);
 
     // The in-place row kernel always writes the gradient; loss-only calls just skip the rest.
     let ce = opts.row_kernel().gradient(true);
@@ -300,7 +311,7 @@ fn linear_f32(opts: &LinearCrossEntropy, x: &HostLinearInputs<'_>) -> Result<Los
                 (lse[start + r], correct[start + r]) = row_stats(row, opts.softcap, y);
             }
         }
-        let upstream: Vec<f32> = (start..start + rows).map(row_scale).collect();
+        let upstream: Vec<f32> = (start..start + rows).map(&row_scale).collect();
         let rows_loss = cross_entropy_in_place(
             &ce,
             &HostRowInputs {
@@ -533,12 +544,7 @@ pub fn linear_shard_gradients<T: Element>(
             .map(|(row, &y)| merge_row(opts, step.shard, stats, (row, n), y))
             .collect::<Result<Vec<_>>>()?;
         let denom = merged.iter().flatten().map(|r| r.kept).sum::<f64>() as f32;
-        let scale = |i: usize| match (opts.reduction, x.upstream) {
-            (Reduction::Mean, _) if denom == 0.0 => 0.0,
-            (Reduction::Mean, _) => g / denom,
-            (_, Upstream::PerItem(u)) => u[i],
-            _ => g,
-        };
+        let scale = row_scale(opts.reduction, x.upstream, g, denom);
         let want = opts.gradient;
         let mut grads = Gradients::new(want, (n, h, v));
         if want {
