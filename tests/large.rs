@@ -336,3 +336,32 @@ fn ctc_past_65535_sequences() {
         .set("reduction", "sum");
     gpu_matches_cpu("ctc", wgpu_losses::losses::find("ctc").unwrap(), &case);
 }
+
+/// Issue 14's mining case: 6,000 standard-normal rows of 8 with labels in 0..10, about
+/// 600 positives per anchor, where the kernels of the time stopped early on lavapipe (NaN
+/// loss) and took minutes. Each anchor's row is now sorted (more than 256 positives).
+/// Batch-all there, GPU against the CPU backend (a pair decided differently within f32
+/// rounding moves one weight of millions); semi-hard, whose one negative per pair makes
+/// such a flip visible, on rows of the integer grid {0..3}⁸ with squared distances, where
+/// every distance is an exact integer and every decision exact.
+#[test]
+fn mining_6000_rows_of_ten_classes() {
+    let (n, d) = (6000, 8);
+    let mut rng = fresh_rng("mining_6000_rows_of_ten_classes");
+    let normal = HostArray::f32(&[n, d], rng.normals(n * d, 1.0));
+    let grid = HostArray::f32(&[n, d], (0..n * d).map(|_| rng.below(4) as f32).collect());
+    let l = HostArray::i64(&[n], (0..n).map(|_| rng.below(10) as i64).collect());
+    let def = wgpu_losses::losses::find("triplet-mined").unwrap();
+    for (mining, e, distance, margin) in [
+        ("batch-all", &normal, "euclidean", 0.2),
+        ("semi-hard", &grid, "squared", 0.5),
+    ] {
+        let case = Case::default()
+            .with("embeddings", e.clone())
+            .with("labels", l.clone())
+            .set("mining", mining)
+            .set("distance", distance)
+            .set("margin", margin);
+        gpu_matches_cpu(mining, def, &case);
+    }
+}

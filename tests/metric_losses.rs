@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{assert_evaluated, check_case, engine, fresh_rng};
+use common::{assert_evaluated, check_case, engine, fresh_rng, own_engine};
 use wgpu_losses::registry::random::Rng;
 use wgpu_losses::registry::{Case, HostArray, LossDef};
 use wgpu_losses::{Engine, EngineOptions, Error, InfoNce, NceInputs, NceKind, Tolerance};
@@ -257,6 +257,55 @@ fn nan_embeddings_propagate() {
     }
 }
 
+/// Anchors with more than 256 positives have their rows sorted, anchors with fewer their
+/// positives listed and sorted in workgroup memory; both at once here, with ties
+/// everywhere: rows drawn from the 27 points of {0, 1, 2}³, so squared distances are exact
+/// integers and euclidean ones square roots of them, and margin 0.3 keeps every hinge at
+/// least 0.017 from its kink. Every decision is exact in f32, so each backend must equal
+/// the reference (no case is set aside as ambiguous), also with the sort scratch split
+/// into windows by a 16 KiB binding cap.
+#[test]
+fn many_positives_sort_the_row_and_ties_pick_the_lowest_index() {
+    let mut rng = fresh_rng("many_positives_sort_the_row");
+    let n = 600;
+    let e: Vec<f32> = (0..n * 3).map(|_| rng.below(3) as f32).collect();
+    // Classes of 350, 150 and 100 rows, interleaved.
+    let l: Vec<i64> = (0..n)
+        .map(|i| match i % 12 {
+            0..=6 => 0,
+            7..=9 => 1,
+            _ => 2,
+        })
+        .collect();
+    let small = Engine::with_options(EngineOptions {
+        max_binding_bytes: Some(16 << 10),
+        ..Default::default()
+    })
+    .expect("GPU tests need a wgpu adapter");
+    let d = def("triplet-mined");
+    for mining in ["batch-all", "semi-hard", "batch-hard"] {
+        for distance in ["squared", "euclidean"] {
+            let case = Case::default()
+                .with("embeddings", HostArray::f32(&[n, 3], e.clone()))
+                .with("labels", labels(l.clone()))
+                .set("mining", mining)
+                .set("distance", distance)
+                .set("margin", 0.3);
+            let want = d.reference(&case).unwrap();
+            let what = format!("{mining} {distance}");
+            for eng in [engine(), &small] {
+                assert_evaluated(
+                    &what,
+                    &d.gpu(eng, &case).unwrap(),
+                    &want,
+                    Tolerance::default(),
+                );
+            }
+            assert_evaluated(&what, &d.cpu(&case).unwrap(), &want, Tolerance::default());
+        }
+    }
+}
+
 #[test]
 fn mined_matrices_split_across_bindings() {
     // A 16 KiB binding cap holds 32 rows of a 130×130 matrix: five row windows, and the
@@ -426,7 +475,8 @@ fn bad_input_is_an_error_naming_it() {
 #[test]
 fn nt_xent_at_16384_rows_allocates_no_n_by_n_buffer() {
     // D = 8 keeps this affordable on a software adapter; the memory bound does not depend on D.
-    let e = engine();
+    // Its own engine: the counters of the shared one count the other tests' buffers too.
+    let e = &own_engine();
     let mut rng = fresh_rng("nt_xent_at_16384_rows");
     let (m, dim) = (16_384, 8);
     let z = rng.normals(m * dim, 1.0);

@@ -439,6 +439,19 @@ impl Engine {
         row_bytes: &[u64],
         per_row_scalars: bool,
     ) -> Result<Vec<Range<usize>>> {
+        self.row_windows_within(rows, row_bytes, per_row_scalars, self.max_binding_bytes())
+    }
+
+    /// As [`Engine::row_windows_for`], with windows of at most `budget` bytes of the widest
+    /// array where the binding allows more (at least one aligned block of rows): for
+    /// scratch that one window at a time reuses.
+    pub(crate) fn row_windows_within(
+        &self,
+        rows: usize,
+        row_bytes: &[u64],
+        per_row_scalars: bool,
+        budget: u64,
+    ) -> Result<Vec<Range<usize>>> {
         let a = self.limits().min_storage_buffer_offset_alignment.max(4) as u64;
         let gcd = |mut x: u64, mut y: u64| {
             while y != 0 {
@@ -460,6 +473,8 @@ impl Engine {
                 self.max_binding_bytes()
             )));
         }
+        let within = (budget / widest.max(4)) as usize;
+        let per = per.min((within - within % align).max(align));
         Ok((0..rows.max(1))
             .step_by(per)
             .map(|s| s..(s + per).min(rows))

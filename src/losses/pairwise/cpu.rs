@@ -605,17 +605,31 @@ fn mined_triplet_f32(
                     w[q] -= 1;
                 }
             };
+            // Batch-all and semi-hard as the GPU kernel's listed path: the positives sorted
+            // by distance, then index, and binary-searched by each negative, O(N log P).
+            let mut pos: Vec<usize> = (0..n).filter(|&j| is_pos(j)).collect();
+            // (+ 0.0 makes −0 equal to +0, as the comparisons below see them.)
+            pos.sort_by(|&x, &y| (d[x] + 0.0).total_cmp(&(d[y] + 0.0)).then(x.cmp(&y)));
+            let negatives = (0..n).filter(|&j| is_neg(j));
             match opts.mining {
                 Mining::BatchAll => {
-                    for p in (0..n).filter(|&j| is_pos(j)) {
-                        for q in (0..n).filter(|&j| is_neg(j)) {
-                            let t = d[p] - d[q] + m;
-                            if t > 0.0 {
-                                loss += t as f64;
-                                count += 1.0;
-                                hit(p, q, t, &mut w);
-                            }
-                        }
+                    // A negative forms triplets with a suffix of the sorted positives (the
+                    // test d_ap − d_an + m > 0 is monotone in d_ap); a positive's weight
+                    // counts the negatives whose suffix reaches it.
+                    let mut starts = vec![0i32; pos.len() + 1];
+                    for q in negatives {
+                        let s = pos.partition_point(|&p| d[p] - d[q] + m <= 0.0);
+                        let uses = (pos.len() - s) as i32;
+                        w[q] -= uses;
+                        loss -= uses as f64 * d[q] as f64;
+                        starts[s] += 1;
+                    }
+                    let mut k = 0;
+                    for (&p, &s) in pos.iter().zip(&starts) {
+                        k += s;
+                        w[p] += k;
+                        loss += k as f64 * (d[p] as f64 + m as f64);
+                        count += k as f64;
                     }
                 }
                 Mining::BatchHard => {
@@ -629,10 +643,27 @@ fn mined_triplet_f32(
                     }
                 }
                 Mining::SemiHard => {
-                    for p in (0..n).filter(|&j| is_pos(j)) {
-                        let far = best(&mut (0..n).filter(|&j| is_neg(j) && d[j] > d[p]), false);
-                        let pick = far.or_else(|| best(&mut (0..n).filter(|&j| is_neg(j)), true));
-                        if let Some(q) = pick {
+                    // A negative is farther than the positives before place u; the nearest
+                    // of those at each u, then the nearest at or past each positive's place.
+                    let farthest = best(&mut (0..n).filter(|&j| is_neg(j)), true);
+                    let mut nearest: Vec<Option<usize>> = vec![None; pos.len()];
+                    for q in negatives {
+                        let u = pos.partition_point(|&p| d[p] < d[q]);
+                        if u > 0 {
+                            let b = &mut nearest[u - 1];
+                            if b.is_none_or(|b| d[q] < d[b] || (d[q] == d[b] && q < b)) {
+                                *b = Some(q);
+                            }
+                        }
+                    }
+                    let mut pick: Option<usize> = None;
+                    for (i, &p) in pos.iter().enumerate().rev() {
+                        if let Some(q) = nearest[i] {
+                            if pick.is_none_or(|b| d[q] < d[b] || (d[q] == d[b] && q < b)) {
+                                pick = Some(q);
+                            }
+                        }
+                        if let Some(q) = pick.or(farthest) {
                             let t = d[p] - d[q] + m;
                             loss += t.max(0.0) as f64;
                             count += 1.0;

@@ -51,6 +51,8 @@ const TILE: usize = 32;
 /// Per-row statistics are stored in planes at multiples of this many elements, so each
 /// plane can be bound at an offset every adapter accepts (256 bytes).
 const PLANE_ALIGN: usize = 64;
+/// Bytes of mining's sort scratch (one window of sorted rows) where bindings allow more.
+const SORT_SCRATCH: u64 = 64 << 20;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -62,7 +64,6 @@ struct Params {
     k_count: u32,
     n: u32,
     plane: u32,
-    blocks: u32,
     inv_tau: f32,
     margin: f32,
     scale: f32,
@@ -622,31 +623,39 @@ impl MinedTriplet {
                 groups,
             )?;
         }
-        // Batch-all and semi-hard give each anchor a workgroup per 256 of its candidate
-        // positives; the statistics hold one (loss, count) per (block, anchor).
-        let blocks = match self.mining {
-            Mining::BatchHard => 1,
-            _ => n.div_ceil(256),
+        // One workgroup per anchor; batch-all and semi-hard sort each anchor's row of
+        // (distance, tag) pairs in a scratch window, reused window after window.
+        let sorts = self.mining != Mining::BatchHard;
+        let row_bytes = n as u64 * 4;
+        let mining_windows = if sorts {
+            engine.row_windows_within(n, &[row_bytes, 2 * row_bytes], false, SORT_SCRATCH)?
+        } else {
+            windows.clone()
         };
-        let stat_plane = (blocks * n).next_multiple_of(PLANE_ALIGN);
+        let scratch = if sorts {
+            Some(rec.tensor(&[mining_windows[0].len() * n * 2], DType::F32)?)
+        } else {
+            None
+        };
+        let stat_plane = n.next_multiple_of(PLANE_ALIGN);
         let stats = rec.tensor(&[2 * stat_plane], DType::F32)?;
-        for w in &windows {
+        for w in &mining_windows {
             let slots = Slots {
                 labels_q: Some(labels.binding()),
                 labels_k: Some(labels.binding()),
                 dist_q: Some(dist.window(w.start * n, w.len() * n)),
+                out: scratch.as_ref().map(|s| s.window(0, w.len() * n * 2)),
                 out_stats: Some(stats.binding()),
                 out_cnt: Some(counts.window(w.start * n, w.len() * n)),
                 ..Slots::default()
             };
             let params = Params {
                 plane: stat_plane as u32,
-                blocks: blocks as u32,
                 ..params(w, &all)
             };
-            launch(rec, ("mine", &overrides), params, slots, blocks * w.len())?;
+            launch(rec, ("mine", &overrides), params, slots, w.len())?;
         }
-        let (loss, divisor) = mean_of_planes(rec, &stats, (0, stat_plane), blocks * n)?;
+        let (loss, divisor) = mean_of_planes(rec, &stats, (0, stat_plane), n)?;
         let mut grads = Vec::new();
         if self.gradient {
             // mined_backward accumulates into the gradient over key windows.

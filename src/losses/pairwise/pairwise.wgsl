@@ -13,8 +13,9 @@
 // fill a GPU and no invocation loops over every key: each split leaves a partial state
 // (forward) or a partial gradient (backward), merged in split order by `nce_merge` and
 // `finish`.
-// Mined triplets use the distance matrix (`distances`, `mine`), split into row windows,
-// with integer pair counts (exact, deterministic atomics) as gradient weights (`mined_backward`).
+// Mined triplets use the distance matrix (`distances`, `mine`: each anchor's row sorted and
+// binary-searched), split into row windows, with integer pair counts (exact, deterministic
+// atomics) as gradient weights (`mined_backward`).
 // `normalize` and `finish` (the normalization's Jacobian) are the per-row steps before and after.
 
 override WG_SIZE: u32 = 256u;
@@ -48,7 +49,6 @@ struct Params {
     k_count: u32,
     n: u32,          // row length of the N×N matrices
     plane: u32,      // stride between the planes of the per-row statistics
-    blocks: u32,     // mine: workgroups per anchor, each with WG_SIZE of its positives
     inv_tau: f32,
     margin: f32,
     scale: f32,      // upstream gradient; divided by divisor[0] on the device
@@ -569,38 +569,404 @@ fn distances(
     }
 }
 
-// Mines the rows of the window's anchors: workgroup (block, a) takes anchor a's positives
-// p in [block·WG_SIZE, (block + 1)·WG_SIZE), one per invocation, each scanning the row (so no
-// invocation loops more than N times: software adapters such as lavapipe stop a shader's
-// loops after 65,535 iterations in all). Batch-hard has one block per anchor. Adds the chosen
-// pairs' gradient weights to out_cnt (+1 per use as D_ap, −1 per use as D_an, only for
-// triplets with a positive loss; integer atomics, so the order does not matter) and writes
-// the block's loss sum and count to out_stats[block·n + a] of the two planes. A NaN distance
-// in the anchor's row makes the anchor's count NaN (block 0 checks).
+// An anchor's row sorted for mining: one (distance, tag) pair per element in `out`, the
+// tag (class << 28) | index as an f32 bit pattern (classes 1 to 3 keep it a normal float,
+// never flushed or canonicalized): negatives, then positives, then the anchor itself, each
+// ascending by distance and then by index, so the ties of docs/LOSSES.md (lowest index)
+// fall out of the order.
+const NEGATIVE: u32 = 1u;
+const POSITIVE: u32 = 2u;
+const ANCHOR: u32 = 3u;
+const TAG_INDEX: u32 = 0x0fffffffu;
+// Positives listed in workgroup memory by the miner for few positives (one per invocation
+// of a 256-wide workgroup): indices, distances, and per sorted place a histogram count
+// (batch-all) or the nearest negative's distance key and index (semi-hard).
+const LIST: u32 = 256u;
+var<workgroup> sh_list: array<u32, LIST>;
+var<workgroup> sh_dist: array<f32, LIST>;
+var<workgroup> sh_scan: array<u32, LIST>;
+var<workgroup> sh_bucket_key: array<atomic<u32>, LIST>;
+var<workgroup> sh_bucket_index: array<atomic<u32>, LIST>;
+var<workgroup> sh_chunk: u32;
+
+// The distance's bits as an unsigned key in the floats' order (−0 as +0, NaN last).
+fn distance_key(d: f32) -> u32 {
+    let b = bitcast<u32>(select(d, 0.0, d == 0.0));
+    return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
+}
+
+fn sorts_before(x: vec2<f32>, y: vec2<f32>) -> bool {
+    let tx = bitcast<u32>(x.y);
+    let ty = bitcast<u32>(y.y);
+    if ((tx >> 28u) != (ty >> 28u)) {
+        return tx < ty;
+    }
+    let kx = distance_key(x.x);
+    let ky = distance_key(y.x);
+    return kx < ky || (kx == ky && tx < ty);
+}
+
+fn sorted_at(base: u32, i: u32) -> vec2<f32> {
+    return vec2<f32>(out[base + 2u * i], out[base + 2u * i + 1u]);
+}
+
+fn sorted_index(e: vec2<f32>) -> u32 {
+    return bitcast<u32>(e.y) & TAG_INDEX;
+}
+
+// Sorts the `n` pairs at `base` ascending: a bitonic network in its all-ascending form
+// (each merge starts by comparing mirrored halves), over the next power of two with the
+// pairs past `n` virtual: they sort last and no comparator would move them, so comparators
+// that reach them are skipped. Whole workgroup; storage barriers order the stages.
+fn sort_row(lid: u32, base: u32, n: u32) {
+    let top = select(1u, 1u << (32u - countLeadingZeros(n - 1u)), n > 1u);
+    for (var k = 2u; k <= top; k <<= 1u) {
+        for (var j = k >> 1u; j > 0u; j >>= 1u) {
+            for (var t = lid; t < (top >> 1u); t += WG_SIZE) {
+                var lo = (t / j) * 2u * j + t % j;
+                var hi = lo + j;
+                if (j == k >> 1u) {
+                    hi = lo ^ (k - 1u);
+                }
+                if (hi < n) {
+                    let x = sorted_at(base, lo);
+                    let y = sorted_at(base, hi);
+                    if (sorts_before(y, x)) {
+                        out[base + 2u * lo] = y.x;
+                        out[base + 2u * lo + 1u] = y.y;
+                        out[base + 2u * hi] = x.x;
+                        out[base + 2u * hi + 1u] = x.y;
+                    }
+                }
+            }
+            storageBarrier();
+        }
+    }
+}
+
+// The first position in [lo, hi) of the sorted row whose class is above `kind`.
+fn class_end(base: u32, lo: u32, hi: u32, kind: u32) -> u32 {
+    var a = lo;
+    var b = hi;
+    while (a < b) {
+        let mid = (a + b) / 2u;
+        if ((bitcast<u32>(out[base + 2u * mid + 1u]) >> 28u) > kind) {
+            b = mid;
+        } else {
+            a = mid + 1u;
+        }
+    }
+    return a;
+}
+
+// Lists the first LIST positives of anchor `a` in index order: indices in sh_list,
+// distances in sh_dist. Each invocation counts the positives of its own run of candidates,
+// one workgroup scan places the runs. Returns how many positives the anchor has (uniform).
+fn list_positives(lid: u32, a: u32, label: i32) -> u32 {
+    let n = params.n;
+    let row = (a - params.q_begin) * n;
+    let per = (n + LIST - 1u) / LIST;
+    let begin = min(lid * per, n);
+    let end = min(begin + per, n);
+    var own = 0u;
+    for (var j = begin; j < end; j++) {
+        own += select(0u, 1u, j != a && labels_k[j] == label);
+    }
+    sh_scan[lid] = own;
+    for (var s = 1u; s < LIST; s <<= 1u) {
+        workgroupBarrier();
+        let v = select(0u, sh_scan[lid - s], lid >= s);
+        workgroupBarrier();
+        sh_scan[lid] += v;
+    }
+    var at = sh_scan[lid] - own;
+    for (var j = begin; j < end && at < LIST; j++) {
+        if (j != a && labels_k[j] == label) {
+            sh_list[at] = j;
+            sh_dist[at] = dist_q[row + j];
+            at++;
+        }
+    }
+    if (lid == LIST - 1u) {
+        sh_chunk = sh_scan[lid];
+    }
+    return workgroupUniformLoad(&sh_chunk);
+}
+
+// Sorts the `count` ≤ LIST listed positives by distance, then index (`sort_row`'s network
+// in workgroup memory).
+fn sort_listed(lid: u32, count: u32) {
+    let top = select(1u, 1u << (32u - countLeadingZeros(count - 1u)), count > 1u);
+    for (var k = 2u; k <= top; k <<= 1u) {
+        for (var j = k >> 1u; j > 0u; j >>= 1u) {
+            workgroupBarrier();
+            let lo = (lid / j) * 2u * j + lid % j;
+            var hi = lo + j;
+            if (j == k >> 1u) {
+                hi = lo ^ (k - 1u);
+            }
+            if (lid < (top >> 1u) && hi < count) {
+                let x = vec2<f32>(sh_dist[lo], bitcast<f32>((POSITIVE << 28u) | sh_list[lo]));
+                let y = vec2<f32>(sh_dist[hi], bitcast<f32>((POSITIVE << 28u) | sh_list[hi]));
+                if (sorts_before(y, x)) {
+                    sh_dist[lo] = y.x;
+                    sh_dist[hi] = x.x;
+                    sh_list[lo] = sorted_index(y);
+                    sh_list[hi] = sorted_index(x);
+                }
+            }
+        }
+    }
+    workgroupBarrier();
+}
+
+// Batch-all and semi-hard for an anchor with at most LIST positives: they are sorted in
+// workgroup memory and every negative binary-searches them, O(N log P) for the anchor.
+// Batch-all: a negative forms triplets with a suffix of the sorted positives (from s_n,
+// by the test d_ap − d_an + m > 0, monotone in d_ap), so its weight is −(P − s_n) and a
+// positive's is the number of negatives with s_n at or below its place (a histogram of s_n,
+// summed by a scan). Semi-hard: a negative is farther than a prefix of the sorted
+// positives (those below u_n); each bucket u keeps its nearest negative (ties to the
+// lowest index: an atomic min of the distance key, then of the index among those at it),
+// and a positive takes the nearest over the buckets at or past its place, else the
+// farthest negative. Returns the invocation's (loss, count).
+fn mine_listed(lid: u32, a: u32, label: i32, positives: u32) -> vec2<f32> {
+    let n = params.n;
+    let row = (a - params.q_begin) * n;
+    let m = params.margin;
+    var loss = 0.0;
+    var count = 0.0;
+    sort_listed(lid, positives);
+    atomicStore(&sh_bucket_key[lid], select(NONE, 0u, MINING == BATCH_ALL));
+    atomicStore(&sh_bucket_index[lid], NONE);
+    var farthest = vec2<f32>(0.0, bitcast<f32>(NONE));
+    workgroupBarrier();
+    for (var j = lid; j < n; j += WG_SIZE) {
+        let d = dist_q[row + j];
+        if (labels_k[j] == label) {
+            continue;
+        }
+        if (MINING == BATCH_ALL) {
+            var lo = 0u;
+            var hi = positives;
+            while (lo < hi) {
+                let mid = (lo + hi) / 2u;
+                if (sh_dist[mid] - d + m > 0.0) {
+                    hi = mid;
+                } else {
+                    lo = mid + 1u;
+                }
+            }
+            if (lo < positives) {
+                atomicAdd(&out_cnt[row + j], -i32(positives - lo));
+                loss -= f32(positives - lo) * d;
+                atomicAdd(&sh_bucket_key[lo], 1u);
+            }
+        } else {
+            if (better(d, j, farthest.x, bitcast<u32>(farthest.y), true)) {
+                farthest = vec2<f32>(d, bitcast<f32>(j));
+            }
+            let u = below(d, positives);
+            if (u > 0u) {
+                atomicMin(&sh_bucket_key[u - 1u], distance_key(d));
+            }
+        }
+    }
+    if (MINING == BATCH_ALL) {
+        workgroupBarrier();
+        sh_scan[lid] = atomicLoad(&sh_bucket_key[lid]);
+        for (var s = 1u; s < LIST; s <<= 1u) {
+            workgroupBarrier();
+            let v = select(0u, sh_scan[lid - s], lid >= s);
+            workgroupBarrier();
+            sh_scan[lid] += v;
+        }
+        let k = sh_scan[lid];
+        if (lid < positives && k > 0u) {
+            atomicAdd(&out_cnt[row + sh_list[lid]], i32(k));
+            loss += f32(k) * (sh_dist[lid] + m);
+            count += f32(k);
+        }
+    } else {
+        let far = workgroup_best(lid, farthest.x, bitcast<u32>(farthest.y), true);
+        for (var j = lid; j < n; j += WG_SIZE) {
+            let d = dist_q[row + j];
+            if (labels_k[j] != label) {
+                let u = below(d, positives);
+                if (u > 0u && atomicLoad(&sh_bucket_key[u - 1u]) == distance_key(d)) {
+                    atomicMin(&sh_bucket_index[u - 1u], j);
+                }
+            }
+        }
+        workgroupBarrier();
+        if (lid < positives && far.y != NONE) {
+            var pick = far;
+            var nearest = vec2<u32>(NONE, NONE);
+            for (var u = lid; u < positives; u++) {
+                let key = atomicLoad(&sh_bucket_key[u]);
+                let index = atomicLoad(&sh_bucket_index[u]);
+                if (key < nearest.x || (key == nearest.x && index < nearest.y)) {
+                    nearest = vec2<u32>(key, index);
+                }
+            }
+            if (nearest.y != NONE) {
+                pick = vec2<u32>(bitcast<u32>(dist_q[row + nearest.y]), nearest.y);
+            }
+            let t = sh_dist[lid] - bitcast<f32>(pick.x) + m;
+            loss += max(t, 0.0);
+            count += 1.0;
+            if (t > 0.0) {
+                atomicAdd(&out_cnt[row + sh_list[lid]], 1);
+                atomicAdd(&out_cnt[row + pick.y], -1);
+            }
+        }
+    }
+    return vec2<f32>(loss, count);
+}
+
+// How many of the sorted listed positives are nearer than `d`.
+fn below(d: f32, positives: u32) -> u32 {
+    var lo = 0u;
+    var hi = positives;
+    while (lo < hi) {
+        let mid = (lo + hi) / 2u;
+        if (sh_dist[mid] < d) {
+            lo = mid + 1u;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo;
+}
+
+// Batch-all and semi-hard for an anchor with many positives: its row sorted (`sort_row`,
+// in `out`) and binary-searched, O(N log² N) for the anchor however many positives it has.
+// A positive at d_ap forms a triplet with the negatives below d_ap + m (a prefix of the
+// sorted negatives), a negative with the positives above d_an − m (a suffix), both decided
+// by the one test d_ap − d_an + m > 0, monotone in either distance: batch-all's pair
+// weights are counts (k per positive, −c per negative) and its loss sum
+// Σ_p k_p·(d_ap + m) − Σ_n c_n·d_an; semi-hard's negative is the first past d_ap, else
+// the first of the largest distance. Returns the invocation's (loss, count).
+fn mine_sorted(lid: u32, a: u32, label: i32) -> vec2<f32> {
+    let n = params.n;
+    let row = (a - params.q_begin) * n;
+    let base = 2u * row;
+    let m = params.margin;
+    var loss = 0.0;
+    var count = 0.0;
+    for (var j = lid; j < n; j += WG_SIZE) {
+        let kind = select(select(NEGATIVE, POSITIVE, labels_k[j] == label), ANCHOR, j == a);
+        out[base + 2u * j] = dist_q[row + j];
+        out[base + 2u * j + 1u] = bitcast<f32>((kind << 28u) | j);
+    }
+    storageBarrier();
+    sort_row(lid, base, n);
+    let negatives = class_end(base, 0u, n, NEGATIVE);
+    let positives_end = class_end(base, negatives, n, POSITIVE);
+    for (var q = negatives + lid; q < positives_end; q += WG_SIZE) {
+        let e = sorted_at(base, q);
+        let d_ap = e.x;
+        var lo = 0u;
+        var hi = negatives;
+        if (MINING == BATCH_ALL) {
+            // The negatives forming a triplet with this positive: a prefix.
+            while (lo < hi) {
+                let mid = (lo + hi) / 2u;
+                if (d_ap - out[base + 2u * mid] + m > 0.0) {
+                    lo = mid + 1u;
+                } else {
+                    hi = mid;
+                }
+            }
+            if (lo > 0u) {
+                atomicAdd(&out_cnt[row + sorted_index(e)], i32(lo));
+                loss += f32(lo) * (d_ap + m);
+                count += f32(lo);
+            }
+        } else if (negatives > 0u) {
+            // The first negative farther than the positive, else the first of the farthest.
+            while (lo < hi) {
+                let mid = (lo + hi) / 2u;
+                if (out[base + 2u * mid] > d_ap) {
+                    hi = mid;
+                } else {
+                    lo = mid + 1u;
+                }
+            }
+            if (lo == negatives) {
+                let far = out[base + 2u * (negatives - 1u)];
+                lo = 0u;
+                hi = negatives - 1u;
+                while (lo < hi) {
+                    let mid = (lo + hi) / 2u;
+                    if (out[base + 2u * mid] >= far) {
+                        hi = mid;
+                    } else {
+                        lo = mid + 1u;
+                    }
+                }
+            }
+            let pick = sorted_at(base, lo);
+            let t = d_ap - pick.x + m;
+            loss += max(t, 0.0);
+            count += 1.0;
+            if (t > 0.0) {
+                atomicAdd(&out_cnt[row + sorted_index(e)], 1);
+                atomicAdd(&out_cnt[row + sorted_index(pick)], -1);
+            }
+        }
+    }
+    if (MINING == BATCH_ALL) {
+        for (var q = lid; q < negatives; q += WG_SIZE) {
+            let e = sorted_at(base, q);
+            // The positives forming a triplet with this negative: a suffix.
+            var lo = negatives;
+            var hi = positives_end;
+            while (lo < hi) {
+                let mid = (lo + hi) / 2u;
+                if (out[base + 2u * mid] - e.x + m > 0.0) {
+                    hi = mid;
+                } else {
+                    lo = mid + 1u;
+                }
+            }
+            let uses = positives_end - lo;
+            if (uses > 0u) {
+                atomicAdd(&out_cnt[row + sorted_index(e)], -i32(uses));
+                loss -= f32(uses) * e.x;
+            }
+        }
+    }
+    return vec2<f32>(loss, count);
+}
+
+// Mines the rows of the window's anchors, one workgroup each. Batch-hard takes the
+// farthest positive and the nearest negative in one pass. Batch-all and semi-hard never
+// scan the negatives per positive pair: an anchor's positives are listed, then sorted in
+// workgroup memory when at most LIST (`mine_listed`, O(N log P)), else the whole row is
+// sorted in `out` (`mine_sorted`, O(N log² N)). Adds the chosen pairs' gradient weights to
+// out_cnt (+1 per use as D_ap, −1 per use as D_an, only for triplets with a positive loss;
+// integer atomics, so the order does not matter) and writes the anchor's loss sum and
+// count to out_stats[a] of the two planes. A NaN distance in the anchor's row makes the
+// anchor's count NaN.
 @compute @workgroup_size(WG_SIZE)
 fn mine(
     @builtin(local_invocation_index) lid: u32,
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let g = group_index(wid, nwg);
-    let local_a = g % params.q_count;
-    let block = g / params.q_count;
-    if (block >= params.blocks) {
+    let local_a = group_index(wid, nwg);
+    if (local_a >= params.q_count) {
         return;
     }
     let a = params.q_begin + local_a;
     let n = params.n;
     let row = local_a * n;
     let label = labels_q[a];
-    let m = params.margin;
-    var loss = 0.0;
-    var count = 0.0;
+    var sums = vec2<f32>(0.0);
     var nan = false;
-    if (block == 0u) {
-        for (var j = lid; j < n; j += WG_SIZE) {
-            nan = nan || (j != a && is_nan(dist_q[row + j]));
-        }
+    for (var j = lid; j < n; j += WG_SIZE) {
+        nan = nan || (j != a && is_nan(dist_q[row + j]));
     }
     if (MINING == BATCH_HARD) {
         var p_best = vec2<f32>(0.0, bitcast<f32>(NONE));
@@ -618,69 +984,26 @@ fn mine(
         let p = workgroup_best(lid, p_best.x, bitcast<u32>(p_best.y), true);
         let q = workgroup_best(lid, n_best.x, bitcast<u32>(n_best.y), false);
         if (lid == 0u && p.y != NONE && q.y != NONE) {
-            let t = bitcast<f32>(p.x) - bitcast<f32>(q.x) + m;
-            loss = max(t, 0.0);
-            count = 1.0;
+            let t = bitcast<f32>(p.x) - bitcast<f32>(q.x) + params.margin;
+            sums = vec2<f32>(max(t, 0.0), 1.0);
             if (t > 0.0) {
                 atomicAdd(&out_cnt[row + p.y], 1);
                 atomicAdd(&out_cnt[row + q.y], -1);
             }
         }
     } else {
-        // One invocation per positive p of this block, scanning every negative.
-        let p = block * WG_SIZE + lid;
-        if (p < n && p != a && labels_k[p] == label) {
-            let d_ap = dist_q[row + p];
-            if (MINING == BATCH_ALL) {
-                var k = 0;
-                for (var j = 0u; j < n; j++) {
-                    let t = d_ap - dist_q[row + j] + m;
-                    if (labels_k[j] != label && t > 0.0) {
-                        loss += t;
-                        k += 1;
-                        atomicAdd(&out_cnt[row + j], -1);
-                    }
-                }
-                count += f32(k);
-                if (k > 0) {
-                    atomicAdd(&out_cnt[row + p], k);
-                }
-            } else {
-                // Semi-hard: the nearest negative farther than p, else the farthest.
-                var far = vec2<f32>(0.0, bitcast<f32>(NONE));
-                var farthest = vec2<f32>(0.0, bitcast<f32>(NONE));
-                for (var j = 0u; j < n; j++) {
-                    if (labels_k[j] == label) {
-                        continue;
-                    }
-                    let d = dist_q[row + j];
-                    if (d > d_ap && better(d, j, far.x, bitcast<u32>(far.y), false)) {
-                        far = vec2<f32>(d, bitcast<f32>(j));
-                    }
-                    if (better(d, j, farthest.x, bitcast<u32>(farthest.y), true)) {
-                        farthest = vec2<f32>(d, bitcast<f32>(j));
-                    }
-                }
-                let pick = select(far, farthest, bitcast<u32>(far.y) == NONE);
-                let chosen = bitcast<u32>(pick.y);
-                if (chosen != NONE) {
-                    let t = d_ap - pick.x + m;
-                    loss += max(t, 0.0);
-                    count += 1.0;
-                    if (t > 0.0) {
-                        atomicAdd(&out_cnt[row + p], 1);
-                        atomicAdd(&out_cnt[row + chosen], -1);
-                    }
-                }
-            }
+        let positives = list_positives(lid, a, label);
+        if (positives <= LIST) {
+            sums = mine_listed(lid, a, label, positives);
+        } else {
+            sums = mine_sorted(lid, a, label);
         }
     }
-    let sums = workgroup_sum2(lid, vec2<f32>(loss, count));
+    sums = workgroup_sum2(lid, sums);
     let any_nan = workgroup_sum2(lid, vec2<f32>(select(0.0, 1.0, nan), 0.0)).x > 0.0;
     if (lid == 0u) {
-        let at = block * n + a;
-        out_stats[at] = sums.x;
-        out_stats[params.plane + at] = select(sums.y, bitcast<f32>(0x7fc00000u), any_nan);
+        out_stats[a] = sums.x;
+        out_stats[params.plane + a] = select(sums.y, bitcast<f32>(0x7fc00000u), any_nan);
     }
 }
 
