@@ -72,3 +72,74 @@ fn a_validation_error_is_an_err_and_the_engine_keeps_working() {
     assert!((ok.loss[0] - 4f32.ln()).abs() < 1e-6, "{:?}", ok.loss);
     ours.health().unwrap();
 }
+
+/// Out of memory on purpose. A software adapter's device memory is the process's, so there
+/// the test runs itself again in a child process whose address space is capped at 3 GiB
+/// (`ulimit -v`); a GPU's device-local memory runs out by itself. Zero-filled tensors of
+/// 1.5 GiB (or the adapter's largest buffer) are allocated until one fails, at most 1 TiB:
+/// the failure must be an `Err` saying so, not a panic or an abort, and the engine must then
+/// still compute a loss once the held tensors are dropped, or report itself lost.
+#[test]
+fn out_of_memory_is_an_err_and_the_engine_keeps_working() {
+    const CHILD: &str = "WGPU_LOSSES_OOM_CHILD";
+    const NAME: &str = "out_of_memory_is_an_err_and_the_engine_keeps_working";
+    if std::env::var_os(CHILD).is_some()
+        || engine().adapter_info().device_type != wgpu::DeviceType::Cpu
+    {
+        return run_out_of_memory();
+    }
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -v 3145728 && exec \"$0\" --exact \"$1\" --nocapture --test-threads 1")
+        .arg(std::env::current_exe().unwrap())
+        .arg(NAME)
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "child failed: {text}");
+    // The child ran the test (a filter matching nothing would also succeed).
+    assert!(text.contains("out of memory reported:"), "{text}");
+}
+
+fn run_out_of_memory() {
+    use wgpu_losses::{CrossEntropy, CrossEntropyInputs, Target};
+    let e = engine();
+    let bytes = (3u64 << 29).min(e.limits().max_buffer_size) / 4 * 4;
+    let mut held = Vec::new();
+    let failure = loop {
+        assert!(
+            held.len() as u64 * bytes < 1 << 40,
+            "1 TiB allocated without running out"
+        );
+        match e.zeros(&[bytes as usize / 4], DType::F32) {
+            Ok(t) => held.push(t),
+            Err(err) => break err,
+        }
+    };
+    assert!(
+        matches!(&failure, Error::Wgpu(m) if m.to_lowercase().contains("memory")),
+        "{failure:?}"
+    );
+    println!(
+        "out of memory reported: {failure} (after {} tensors)",
+        held.len()
+    );
+    drop(held);
+    let logits = e.upload(&[0.5; 8], &[2, 4]);
+    let target = e.upload_i32(&[0, 3], &[2]);
+    match (logits, target) {
+        (Ok(logits), Ok(target)) => {
+            let inputs = CrossEntropyInputs::new(&logits, Target::Classes(&target));
+            match CrossEntropy::new().run(&e, &inputs) {
+                Ok(v) => assert!((v.loss[0] - 4f32.ln()).abs() < 1e-6, "{:?}", v.loss),
+                Err(err) => assert!(matches!(err, Error::DeviceLost(_)), "{err:?}"),
+            }
+        }
+        (l, t) => panic!("after the failure: {:?} {:?}", l.err(), t.err()),
+    }
+}
