@@ -365,3 +365,88 @@ fn mining_6000_rows_of_ten_classes() {
         gpu_matches_cpu(mining, def, &case);
     }
 }
+
+/// The all-pairs losses past 2²⁴ input elements: about 1,025 rows of 16,400 (a depth that
+/// is no multiple of the 32-deep chunks), where the tile kernels' depth loops are long. GPU
+/// against the CPU backend. On a software adapter the InfoNCE losses refuse this size with
+/// `Error::Limit` (their key splits, each holding a partial gradient of the whole input,
+/// cannot keep every invocation's loops short within one 128 MiB binding), which is checked
+/// instead; mined triplets run there too.
+#[test]
+fn all_pairs_losses_past_2_24_elements() {
+    let (n, d) = (1025, 16_400);
+    let mut rng = fresh_rng("all_pairs_losses_past_2_24_elements");
+    let mut rows = |n: usize| HostArray::f32(&[n, d], rng.normals(n * d, 0.01));
+    // nt-xent's two views: an even number of rows.
+    let (z, a, b, e) = (rows(n + 1), rows(n / 2 + 1), rows(n / 2 + 1), rows(n));
+    let labels = HostArray::i64(&[n], (0..n).map(|i| (i % 5) as i64).collect());
+    let software = engine().adapter_info().device_type == wgpu::DeviceType::Cpu;
+    for (name, case) in [
+        ("nt-xent", Case::default().with("z", z)),
+        ("clip", Case::default().with("a", a).with("b", b)),
+        (
+            "supcon",
+            Case::default()
+                .with("embeddings", e.clone())
+                .with("labels", labels.clone()),
+        ),
+        (
+            "triplet-mined",
+            Case::default()
+                .with("embeddings", e)
+                .with("labels", labels)
+                .set("mining", "batch-hard"),
+        ),
+    ] {
+        let def = wgpu_losses::losses::find(name).unwrap();
+        if software && name != "triplet-mined" {
+            let got = def.gpu(engine(), &case);
+            assert!(
+                matches!(&got, Err(wgpu_losses::Error::Limit(m)) if m.contains("key splits")),
+                "{name}: {:?}",
+                got.map(|g| g.loss)
+            );
+        } else {
+            gpu_matches_cpu(name, def, &case);
+        }
+    }
+}
+
+/// Rows deeper than a software adapter's loops allow (they stop after 65,535 iterations per
+/// invocation): mined triplets over 64 rows of 32,768 returned a gradient half of what it
+/// should be on lavapipe, silently. Such rows are now an `Err` there (every all-pairs loss);
+/// on a GPU they are compared with the CPU backend.
+#[test]
+fn all_pairs_rows_too_deep_for_a_software_adapter() {
+    let (n, d) = (64, 32_768);
+    let mut rng = fresh_rng("all_pairs_rows_too_deep_for_a_software_adapter");
+    let e = HostArray::f32(&[n, d], rng.normals(n * d, 0.01));
+    let labels = HostArray::i64(&[n], (0..n).map(|i| (i % 5) as i64).collect());
+    let software = engine().adapter_info().device_type == wgpu::DeviceType::Cpu;
+    for (name, case) in [
+        (
+            "triplet-mined",
+            Case::default()
+                .with("embeddings", e.clone())
+                .with("labels", labels.clone())
+                .set("mining", "batch-hard"),
+        ),
+        ("nt-xent", Case::default().with("z", e.clone())),
+        (
+            "supcon",
+            Case::default().with("embeddings", e).with("labels", labels),
+        ),
+    ] {
+        let def = wgpu_losses::losses::find(name).unwrap();
+        if software {
+            let got = def.gpu(engine(), &case);
+            assert!(
+                matches!(got, Err(wgpu_losses::Error::Limit(_))),
+                "{name}: {:?}",
+                got.map(|g| g.loss)
+            );
+        } else {
+            gpu_matches_cpu(name, def, &case);
+        }
+    }
+}

@@ -68,6 +68,8 @@ struct Params {
     margin: f32,
     scale: f32,
     splits: u32,
+    k_from: u32,
+    k_to: u32,
 }
 
 /// The 13 bindings of `pairwise.wgsl` after the uniform; unused ones get scratch.
@@ -128,14 +130,40 @@ fn launch(
     rec.dispatch(key, bindings, groups as u32)
 }
 
-/// Key ranges per query tile for the InfoNCE kernels: enough workgroups to fill a large GPU
-/// (about 512: H100-class parts have 132 multiprocessors), at most one split per key tile,
-/// and the splits' partial gradients in one binding of at most 1 GiB. Software adapters stop
-/// a shader's loops after 65,535 iterations in all (Mesa's LP_MAX_TGSI_LOOP_ITERATIONS), so
-/// on them the runs of key tiles are also kept short enough.
+/// Software adapters stop a shader's loops after 65,535 iterations in all, per invocation
+/// (Mesa's LP_MAX_TGSI_LOOP_ITERATIONS), silently. On them the tile kernels keep each
+/// invocation to at most this many, half of that limit: about 48 per 32-deep chunk of a key
+/// tile (the measured count of the gradient kernel's is 33 to 42).
+const SOFTWARE_LOOP_BUDGET: usize = 32_768;
+
+/// How many key tiles one invocation may take in one launch on a software adapter (`None`
+/// elsewhere): the tile kernels' loops per key tile grow with the depth `dim`.
 ///
 /// # Errors
-/// [`Error::Limit`] when a software adapter would need more splits than memory allows.
+/// [`Error::Limit`] when one key tile of rows of `dim` already exceeds the budget.
+fn software_key_tiles(engine: &Engine, dim: usize) -> Result<Option<usize>> {
+    if engine.adapter_info().device_type != wgpu::DeviceType::Cpu {
+        return Ok(None);
+    }
+    let per_tile = 16 + 48 * dim.div_ceil(32);
+    if per_tile > SOFTWARE_LOOP_BUDGET {
+        return Err(Error::Limit(format!(
+            "rows of {dim} exceed what a software adapter runs per invocation (its loops \
+             stop after 65,535 iterations); at most {} here",
+            (SOFTWARE_LOOP_BUDGET - 16) / 48 * 32
+        )));
+    }
+    Ok(Some(SOFTWARE_LOOP_BUDGET / per_tile))
+}
+
+/// Key ranges per query tile for the InfoNCE kernels: enough workgroups to fill a large GPU
+/// (about 512: H100-class parts have 132 multiprocessors), at most one split per key tile,
+/// and the splits' partial gradients in one binding of at most 1 GiB. On software adapters
+/// the runs of key tiles are also kept within [`software_key_tiles`].
+///
+/// # Errors
+/// [`Error::Limit`] when a software adapter would need more splits than memory allows, or
+/// the rows are too deep for it.
 fn key_splits(
     engine: &Engine,
     queries: usize,
@@ -148,12 +176,10 @@ fn key_splits(
     let room = engine.max_binding_bytes().min(1 << 30) / (m * dim * 4).max(1) as u64;
     let memory = (room as usize).max(1);
     let splits = fill.min(memory).min(key_tiles);
-    if engine.adapter_info().device_type != wgpu::DeviceType::Cpu {
+    let Some(tiles) = software_key_tiles(engine, dim)? else {
         return Ok(splits);
-    }
-    // Loop iterations per key tile: the coefficient block and the depth chunks' steps.
-    let per_tile = 16 + 48 * dim.div_ceil(32);
-    let needed = key_tiles.div_ceil((32_768 / per_tile).max(1));
+    };
+    let needed = key_tiles.div_ceil(tiles);
     if needed > memory {
         return Err(Error::Limit(format!(
             "{m} rows of {dim} need {needed} key splits on a software adapter (its loops stop \
@@ -571,6 +597,9 @@ impl MinedTriplet {
     ) -> Result<LossOutput> {
         let engine = rec.engine();
         let (n, dim) = (embeddings.shape()[0], embeddings.shape()[1]);
+        // Each tile kernel takes at least one key tile per invocation: too deep a row for
+        // a software adapter is an error before anything is recorded.
+        software_key_tiles(engine, dim)?;
         let cosine = self.distance == Distance::Cosine;
         let unit = if cosine {
             Some(normalized(rec, embeddings, (n, dim))?)
@@ -660,8 +689,13 @@ impl MinedTriplet {
         if self.gradient {
             // mined_backward accumulates into the gradient over key windows.
             let grad = rec.zeros(&[n, dim], DType::F32)?;
+            // On a software adapter, runs of at most `tiles` key tiles per launch.
+            let step = software_key_tiles(engine, dim)?.map_or(n, |t| t * TILE).max(1);
             for wq in &windows {
-                for wk in &windows {
+                for (wk, from) in windows
+                    .iter()
+                    .flat_map(|wk| (0..wk.len()).step_by(step).map(move |f| (wk, f)))
+                {
                     let slots = Slots {
                         rows_q: Some(rows.binding()),
                         rows_k: Some(rows.binding()),
@@ -674,7 +708,12 @@ impl MinedTriplet {
                     };
                     let groups = wq.len().div_ceil(TILE);
                     let job = ("mined_backward", &overrides[..]);
-                    launch(rec, job, params(wq, wk), slots, groups)?;
+                    let params = Params {
+                        k_from: from as u32,
+                        k_to: (from + step).min(wk.len()) as u32,
+                        ..params(wq, wk)
+                    };
+                    launch(rec, job, params, slots, groups)?;
                 }
             }
             if let Some((u, norms)) = &unit {

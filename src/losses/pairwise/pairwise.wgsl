@@ -53,6 +53,8 @@ struct Params {
     margin: f32,
     scale: f32,      // upstream gradient; divided by divisor[0] on the device
     splits: u32,     // InfoNCE: key ranges per query tile (one workgroup each)
+    k_from: u32,     // mined_backward: the key rows k_begin + [k_from, k_to) of this launch
+    k_to: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -1026,7 +1028,8 @@ fn mined_backward(
     let n = params.n;
     let div = divisor[0];
     let w = select(params.scale / div, 0.0, div == 0.0);
-    for (var k0 = params.k_begin; k0 < k_end; k0 += T) {
+    let k_stop = min(params.k_begin + params.k_to, k_end);
+    for (var k0 = params.k_begin + params.k_from; k0 < k_stop; k0 += T) {
         var coef: Block;
         for (var e = 0u; e < 16u; e++) {
             let i = q0 + block_row(lid, e);
