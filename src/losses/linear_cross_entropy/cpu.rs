@@ -1,7 +1,6 @@
 //! Fused linear cross-entropy on the CPU, chunk by chunk as on the GPU: matrix products by
-//! `matrixmultiply`, in blocks of 64 output rows spread over rayon's threads (the same
-//! blocks whatever the thread count, so the same bits), the cross-entropy row kernel of the
-//! CPU backend in between.
+//! `matrixmultiply`, in one block of output rows per rayon thread (the same bits whatever
+//! the blocks), the cross-entropy row kernel of the CPU backend in between.
 
 use rayon::prelude::*;
 
@@ -35,11 +34,10 @@ pub struct HostLinearInputs<'a, T: Element = f32> {
     pub upstream: Upstream<'a, [f32]>,
 }
 
-/// Output rows per parallel block of [`gemm`].
-const BLOCK_ROWS: usize = 64;
-
 /// `c = a·b` (`beta` 0) or `c += a·b` (`beta` 1) for strided views (see [`gemm_block`]),
-/// blocks of [`BLOCK_ROWS`] rows of c in parallel.
+/// one block of rows of c per thread. Every block packs all of b, so few large blocks
+/// (packing was as costly as the products with blocks of 64 rows). The bits do not depend
+/// on the blocks: each element's sum runs over k in the product's own fixed depth blocks.
 fn gemm(
     (m, k, n): (usize, usize, usize),
     (a, a_rs, a_cs): (&[f32], usize, usize),
@@ -47,12 +45,13 @@ fn gemm(
     beta: f32,
     c: &mut [f32],
 ) {
+    let block_rows = m.div_ceil(rayon::current_num_threads()).max(1);
     c[..m * n]
-        .par_chunks_mut(BLOCK_ROWS * n.max(1))
+        .par_chunks_mut(block_rows * n.max(1))
         .enumerate()
         .for_each(|(i, c)| {
             let rows = c.len() / n.max(1);
-            let a = &a[i * BLOCK_ROWS * a_rs..];
+            let a = &a[i * block_rows * a_rs..];
             gemm_block((rows, k, n), (a, a_rs, a_cs), b, beta, c);
         });
 }
