@@ -145,12 +145,12 @@ fn software_key_tiles(engine: &Engine, dim: usize) -> Result<Option<usize>> {
     if engine.adapter_info().device_type != wgpu::DeviceType::Cpu {
         return Ok(None);
     }
-    let per_tile = 16 + 48 * dim.div_ceil(32);
+    let per_tile = 32 + 48 * dim.div_ceil(32);
     if per_tile > SOFTWARE_LOOP_BUDGET {
         return Err(Error::Limit(format!(
             "rows of {dim} exceed what a software adapter runs per invocation (its loops \
              stop after 65,535 iterations); at most {} here",
-            (SOFTWARE_LOOP_BUDGET - 16) / 48 * 32
+            (SOFTWARE_LOOP_BUDGET - 32) / 48 * 32
         )));
     }
     Ok(Some(SOFTWARE_LOOP_BUDGET / per_tile))

@@ -77,6 +77,8 @@ var<workgroup> sh_q: array<vec4<f32>, 288>;
 var<workgroup> sh_k: array<vec4<f32>, 288>;
 // Coefficient tile; also the scratch of the workgroup reductions, which never overlap it.
 var<workgroup> sh_c: array<vec4<f32>, 288>;
+// mined_backward: the key window's counts C_ji of a tile, transposed (rows of T + 1).
+var<workgroup> sh_counts: array<i32, 1056>;
 
 // Elements c..c+3 of the query (key) row starting at `base`, zeros past the row's `dim`.
 fn load_q4(base: u32, c: u32, dim: u32) -> vec4<f32> {
@@ -124,17 +126,17 @@ fn tile_scores(lid: u32, q0: u32, q_end: u32, k0: u32, k_end: u32, sqdiff: bool)
                 kv = load_k4((k0 + r) * dim, c, dim);
             }
             sh_q[r * RS + idx % 8u] = qv;
-            sh_k[r * RS + idx % 8u] = kv;
+            sh_k[key_slot(r, idx % 8u)] = kv;
         }
         workgroupBarrier();
         let quads = (min(KC, dim - d0) + 3u) / 4u;
         for (var c = 0u; c < quads; c++) {
             // Columns: the 4 key rows' vec4s at this depth.
             let k = mat4x4<f32>(
-                sh_k[(4u * tx) * RS + c],
-                sh_k[(4u * tx + 1u) * RS + c],
-                sh_k[(4u * tx + 2u) * RS + c],
-                sh_k[(4u * tx + 3u) * RS + c],
+                sh_k[key_slot(4u * tx, c)],
+                sh_k[key_slot(4u * tx + 1u, c)],
+                sh_k[key_slot(4u * tx + 2u, c)],
+                sh_k[key_slot(4u * tx + 3u, c)],
             );
             acc0 += row_scores(sh_q[ty * RS + c], k, sqdiff);
             acc1 += row_scores(sh_q[(ty + SIDE) * RS + c], k, sqdiff);
@@ -144,6 +146,15 @@ fn tile_scores(lid: u32, q0: u32, q_end: u32, k0: u32, k_end: u32, sqdiff: bool)
         workgroupBarrier();
     }
     return Block(acc0, acc1, acc2, acc3);
+}
+
+// Where `tile_scores` keeps vec4 `c` of key row `r`: the eight invocations of a row group
+// read rows 4tx + b at one depth, which in rows of RS vec4s fall on two of the eight 16-byte
+// bank groups (a 4-way conflict on 32-bank GPUs); here rows 4t + b lie in block b at
+// t ⊕ c (rotated by the depth), so those reads hit eight distinct groups, and each store of
+// a row group's 32 vec4s hits every group four times.
+fn key_slot(r: u32, c: u32) -> u32 {
+    return (r % 4u) * 64u + c * 8u + (r / 4u + c) % 8u;
 }
 
 // (q·k_b) or Σ(q − k_b)² for the four columns k_b of `k`.
@@ -1030,6 +1041,20 @@ fn mined_backward(
     let w = select(params.scale / div, 0.0, div == 0.0);
     let k_stop = min(params.k_begin + params.k_to, k_end);
     for (var k0 = params.k_begin + params.k_from; k0 < k_stop; k0 += T) {
+        // C_ji for the tile, read along rows of the key window's counts (consecutive
+        // invocations, consecutive query columns) and transposed through workgroup memory.
+        workgroupBarrier();
+        for (var m = 0u; m < 16u; m++) {
+            let idx = lid + m * TW;
+            let j = k0 + idx / T;
+            let i = q0 + idx % T;
+            var count = 0;
+            if (i < q_end && j < k_stop) {
+                count = cnt_k[(j - params.k_begin) * n + i];
+            }
+            sh_counts[(idx % T) * (T + 1u) + idx / T] = count;
+        }
+        workgroupBarrier();
         var coef: Block;
         for (var e = 0u; e < 16u; e++) {
             let i = q0 + block_row(lid, e);
@@ -1037,7 +1062,8 @@ fn mined_backward(
             var c = 0.0;
             if (i < q_end && j < k_end && i != j) {
                 let at = (i - params.q_begin) * n + j;
-                let uses = f32(cnt_q[at] + cnt_k[(j - params.k_begin) * n + i]);
+                let transposed = sh_counts[block_row(lid, e) * (T + 1u) + block_col(lid, e)];
+                let uses = f32(cnt_q[at] + transposed);
                 var f = -1.0;
                 if (MODE == EUCLIDEAN) {
                     let d = dist_q[at];
