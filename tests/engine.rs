@@ -143,3 +143,25 @@ fn run_out_of_memory() {
         (l, t) => panic!("after the failure: {:?} {:?}", l.err(), t.err()),
     }
 }
+
+/// The subgroup size the kernels' teams are sized by is probed on the device: a power of
+/// two within the adapter's reported range wherever the adapter has subgroups (8 on
+/// lavapipe), and the width the kernels use.
+#[test]
+fn the_subgroup_size_is_probed_within_the_adapters_range() {
+    let e = engine();
+    let info = e.adapter_info();
+    if !e.device().features().contains(wgpu::Features::SUBGROUP) {
+        assert_eq!(e.probed_subgroup_size(), None);
+        return;
+    }
+    let probed = e.probed_subgroup_size().expect("the probe failed");
+    assert!(probed.is_power_of_two(), "{probed}");
+    assert!(
+        info.subgroup_min_size <= probed && probed <= info.subgroup_max_size,
+        "{probed} outside {}..{}",
+        info.subgroup_min_size,
+        info.subgroup_max_size
+    );
+    assert_eq!(e.subgroup_width(), probed.min(e.workgroup_size()));
+}

@@ -175,8 +175,12 @@ fn info() -> Result<()> {
         l.min_storage_buffer_offset_alignment
     );
     println!(
-        "  subgroup size {}..{}",
-        i.subgroup_min_size, i.subgroup_max_size
+        "  subgroup size {}..{}, probed {}",
+        i.subgroup_min_size,
+        i.subgroup_max_size,
+        engine
+            .probed_subgroup_size()
+            .map_or("none".to_string(), |s| s.to_string())
     );
     println!("  features {:?}", engine.features());
     Ok(())

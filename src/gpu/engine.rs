@@ -1,7 +1,7 @@
 //! Adapter choice, device creation, limits and the pipeline cache.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::error::{Error, Result};
 use crate::gpu::kernel::{Kernel, KernelKey};
@@ -88,6 +88,8 @@ struct Shared {
     uncaptured: Arc<Mutex<Option<String>>>,
     counters: Mutex<Counters>,
     profiler: Mutex<Option<Profiler>>,
+    /// The subgroup size a compute pipeline gets, probed on first use.
+    simd_width: OnceLock<Option<u32>>,
 }
 
 /// What the engine has done since the last [`Engine::reset_counters`] (or its creation),
@@ -264,6 +266,7 @@ impl Engine {
                 kernels: Mutex::new(HashMap::new()),
                 counters: Mutex::new(Counters::default()),
                 profiler: Mutex::new(None),
+                simd_width: OnceLock::new(),
                 lost,
                 uncaptured,
             }),
@@ -345,12 +348,92 @@ impl Engine {
             .min(self.shared.limits.max_compute_workgroup_size_x)
     }
 
-    /// Invocations that execute in lockstep (the smallest subgroup size), 8 when unknown.
+    /// Invocations that execute in lockstep: the subgroup size a compute pipeline gets on
+    /// this device, probed once (a one-workgroup kernel writes its `subgroup_size`); where
+    /// the adapter has no subgroups or the probe fails, its smallest subgroup size, or 8.
+    /// The adapter's range alone can mislead (Metal reports 4 for 32-wide SIMD groups).
     pub fn subgroup_width(&self) -> u32 {
-        match self.shared.info.subgroup_min_size {
-            0 => 8,
-            s => s.clamp(1, self.workgroup_size()),
+        let width =
+            self.probed_subgroup_size()
+                .unwrap_or(match self.shared.info.subgroup_min_size {
+                    0 => 8,
+                    s => s,
+                });
+        width.clamp(1, self.workgroup_size())
+    }
+
+    /// The `subgroup_size` a compute pipeline of this device sees (probed on the first
+    /// call), or `None` where the device has no subgroups or the probe failed.
+    pub fn probed_subgroup_size(&self) -> Option<u32> {
+        *self
+            .shared
+            .simd_width
+            .get_or_init(|| self.probe_subgroup_size())
+    }
+
+    fn probe_subgroup_size(&self) -> Option<u32> {
+        const PROBE: &str = "@group(0) @binding(0) var<storage, read_write> out: array<u32>;\n\
+            @compute @workgroup_size(64)\n\
+            fn main(@builtin(subgroup_size) size: u32, @builtin(local_invocation_index) i: u32) {\n\
+                if (i == 0u) { out[0] = size; }\n\
+            }\n";
+        let device = &self.shared.device;
+        if !device.features().contains(wgpu::Features::SUBGROUP) {
+            return None;
         }
+        let read = self
+            .scoped(|| {
+                let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some("subgroup probe"),
+                    source: wgpu::ShaderSource::Wgsl(PROBE.into()),
+                });
+                let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some("subgroup probe"),
+                    layout: None,
+                    module: &module,
+                    entry_point: Some("main"),
+                    compilation_options: Default::default(),
+                    cache: None,
+                });
+                let buffer = |usage| {
+                    device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("subgroup probe"),
+                        size: 4,
+                        usage,
+                        mapped_at_creation: false,
+                    })
+                };
+                let out = buffer(wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC);
+                let read = buffer(wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
+                let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some("subgroup probe"),
+                    layout: &pipeline.get_bind_group_layout(0),
+                    entries: &[wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: out.as_entire_binding(),
+                    }],
+                });
+                let mut encoder = self.encoder();
+                {
+                    let mut pass = encoder.begin_compute_pass(&Default::default());
+                    pass.set_pipeline(&pipeline);
+                    pass.set_bind_group(0, &bind, &[]);
+                    pass.dispatch_workgroups(1, 1, 1);
+                }
+                encoder.copy_buffer_to_buffer(&out, 0, &read, 0, 4);
+                self.shared.queue.submit([encoder.finish()]);
+                Ok(read)
+            })
+            .ok()?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        read.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait().ok()?;
+        rx.recv().ok()?.ok()?;
+        let bytes = read.get_mapped_range(..).ok()?.to_vec();
+        let size = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?);
+        (size.is_power_of_two() && size <= 1024).then_some(size)
     }
 
     /// The cached kernel for `key`, built on first use.
