@@ -81,7 +81,12 @@ fn placed(
                 tried += 1;
                 let want = def.reference(&case);
                 let got = backend.run(*def, &case);
-                let what = format!("{} {}[{at}] = {value}", def.name(), spec.name);
+                let what = format!(
+                    "{} {}[{at}] = {value} {:?}",
+                    def.name(),
+                    spec.name,
+                    case.options
+                );
                 match (&want, &got) {
                     (Ok(w), Ok(g)) => {
                         let (pw, pg) = (
@@ -156,5 +161,56 @@ on_every_backend! {
         );
         assert!(tried > 100, "{tried} cases");
         assert!(failures.is_empty(), "{} of {tried}:\n{}", failures.len(), failures.join("\n"));
+    }
+}
+
+on_every_backend! {
+    /// Softmax focal with γ = 0 and a −∞ target logit: the loss is +∞ and the gradient the
+    /// finite cross-entropy one, as the reference has it. The backends multiplied γ = 0 by
+    /// p·log p = 0·(−∞) and wrote a NaN row (found by the contract test above, on one seed).
+    /// With γ = 2 that product is NaN in the reference too, and so the row.
+    fn focal_gamma_0_with_a_minus_infinite_target_logit(backend) {
+        use wgpu_losses::registry::{Case, HostArray};
+        let def = wgpu_losses::losses::find("softmax-focal").unwrap();
+        let logits = vec![0.5, f32::NEG_INFINITY, -1.0, 2.0, 0.25, 1.0];
+        for gamma in [0.0, 2.0] {
+            let case = Case::default()
+                .with("logits", HostArray::f32(&[2, 3], logits.clone()))
+                .with("target", HostArray::i64(&[2], vec![1, 2]))
+                .set("gamma", gamma)
+                .set("reduction", "none");
+            let want = def.reference(&case).unwrap();
+            let got = backend.run(def, &case).unwrap();
+            common::assert_evaluated(&format!("gamma {gamma}"), &got, &want, Default::default());
+            let row = &got.grads[0].1[..3];
+            assert_eq!(row.iter().all(|g| g.is_finite()), gamma == 0.0, "{gamma}: {row:?}");
+        }
+    }
+}
+
+on_every_backend! {
+    /// Batch-all mining with an infinite embedding in a row of its own class: it is every
+    /// other anchor's negative at distance ∞, in no triplet, so the loss stays finite as in
+    /// the reference. The CPU backend's sum Σ c·D_an took it with c = 0, and 0·∞ made the loss
+    /// NaN (found by the contract test above, on one seed).
+    fn mining_past_an_infinite_negative(backend) {
+        use wgpu_losses::registry::{Case, HostArray};
+        let def = wgpu_losses::losses::find("triplet-mined").unwrap();
+        let mut rng = fresh_rng("mining_past_an_infinite_negative");
+        let mut e = rng.normals(12 * 3, 1.0);
+        e[3 * 5 + 1] = f32::INFINITY;
+        let labels = vec![0, 1, 0, 1, 0, 9, 1, 0, 1, 0, 1, 0];
+        for mining in ["batch-all", "semi-hard", "batch-hard"] {
+            let case = Case::default()
+                .with("embeddings", HostArray::f32(&[12, 3], e.clone()))
+                .with("labels", HostArray::i64(&[12], labels.clone()))
+                .set("mining", mining);
+            let want = def.reference(&case).unwrap();
+            let got = backend.run(def, &case).unwrap();
+            assert!(want.loss[0].is_finite(), "{mining}: {:?}", want.loss);
+            // The loss only, as INFINITE_LOSS_ONLY has it for mining: the GPU's gradient
+            // tiles multiply the pair's zero weight by the infinite difference.
+            common::assert_close(mining, &got.loss, &want.loss, Default::default());
+        }
     }
 }

@@ -417,14 +417,19 @@ fn row_portable(r: Row<'_, '_>, g: &mut [f32]) -> f64 {
             let gamma = gamma as f64;
             let log_p = -nll(y);
             let q = -log_p.exp_m1();
-            let qg = if gamma == 0.0 { 1.0 } else { q.powf(gamma) };
-            let r = if q > 0.0 {
-                log_p.exp() * log_p / q
+            // With γ = 0 the bracket is 1, even where p·log p is 0·(−∞) (a −∞ target logit).
+            let (qg, bracket) = if gamma == 0.0 {
+                (1.0, 1.0)
             } else {
-                -1.0
+                let r = if q > 0.0 {
+                    log_p.exp() * log_p / q
+                } else {
+                    -1.0
+                };
+                (q.powf(gamma), 1.0 - gamma * r)
             };
             loss = -w(y) * qg * log_p;
-            coef = w(y) * qg * (1.0 - gamma * r);
+            coef = w(y) * qg * bracket;
             hit = coef;
         }
         (Some(y), _, None) => {

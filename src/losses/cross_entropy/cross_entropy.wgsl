@@ -327,16 +327,19 @@ fn main(
             w_y = class_weight(u32(y));
             if (FOCAL) {
                 // l = -α q^γ log p with p = p_y, q = 1 - p; ∂l/∂x_c = F·(p_c - [c = y]) with
-                // F = α q^γ (1 - γ p log p / q), and p log p / q → -1 as q → 0.
+                // F = α q^γ (1 - γ p log p / q), and p log p / q → -1 as q → 0. With γ = 0
+                // the bracket is 1 even where p log p is 0·(−∞) (a −∞ target logit).
                 let log_p = (x_y - row_max) - log_sum;
                 let q = one_minus_exp(log_p);
                 var qg = 1.0;
+                var bracket = 1.0;
                 if (params.gamma != 0.0) {
                     qg = pow(q, params.gamma);
+                    let r = select(-1.0, exp(log_p) * log_p / q, q > 0.0);
+                    bracket = 1.0 - params.gamma * r;
                 }
-                let r = select(-1.0, exp(log_p) * log_p / q, q > 0.0);
                 loss = -w_y * qg * log_p;
-                coef = w_y * qg * (1.0 - params.gamma * r);
+                coef = w_y * qg * bracket;
                 hit = coef;
             } else {
                 loss = (1.0 - eps) * w_y * (log_sum - (x_y - row_max)) + eps_c * (lse_rel * acc.w - acc.z);

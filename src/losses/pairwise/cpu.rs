@@ -616,20 +616,25 @@ fn mined_triplet_f32(
                     // A negative forms triplets with a suffix of the sorted positives (the
                     // test d_ap − d_an + m > 0 is monotone in d_ap); a positive's weight
                     // counts the negatives whose suffix reaches it.
+                    // (Only pairs in a triplet enter the sums: 0·∞ would be NaN.)
                     let mut starts = vec![0i32; pos.len() + 1];
                     for q in negatives {
                         let s = pos.partition_point(|&p| d[p] - d[q] + m <= 0.0);
                         let uses = (pos.len() - s) as i32;
-                        w[q] -= uses;
-                        loss -= uses as f64 * d[q] as f64;
+                        if uses > 0 {
+                            w[q] -= uses;
+                            loss -= uses as f64 * d[q] as f64;
+                        }
                         starts[s] += 1;
                     }
                     let mut k = 0;
                     for (&p, &s) in pos.iter().zip(&starts) {
                         k += s;
-                        w[p] += k;
-                        loss += k as f64 * (d[p] as f64 + m as f64);
-                        count += k as f64;
+                        if k > 0 {
+                            w[p] += k;
+                            loss += k as f64 * (d[p] as f64 + m as f64);
+                            count += k as f64;
+                        }
                     }
                 }
                 Mining::BatchHard => {
