@@ -380,6 +380,11 @@ fn all_pairs_losses_past_2_24_elements() {
     // nt-xent's two views: an even number of rows.
     let (z, a, b, e) = (rows(n + 1), rows(n / 2 + 1), rows(n / 2 + 1), rows(n));
     let labels = HostArray::i64(&[n], (0..n).map(|i| (i % 5) as i64).collect());
+    // Mining decides discretely: on rows of the integer grid {0..3}^d with squared distances
+    // every distance is an exact integer below 2²⁴ in any summation order, so GPU and CPU
+    // decide alike (on normal rows a farthest positive within f32 rounding of the next one
+    // may be picked differently, legitimately).
+    let grid = HostArray::f32(&[n, d], (0..n * d).map(|_| rng.below(4) as f32).collect());
     let software = engine().adapter_info().device_type == wgpu::DeviceType::Cpu;
     for (name, case) in [
         ("nt-xent", Case::default().with("z", z)),
@@ -393,9 +398,10 @@ fn all_pairs_losses_past_2_24_elements() {
         (
             "triplet-mined",
             Case::default()
-                .with("embeddings", e)
+                .with("embeddings", grid)
                 .with("labels", labels)
-                .set("mining", "batch-hard"),
+                .set("mining", "batch-hard")
+                .set("distance", "squared"),
         ),
     ] {
         let def = wgpu_losses::losses::find(name).unwrap();
@@ -421,15 +427,18 @@ fn all_pairs_rows_too_deep_for_a_software_adapter() {
     let (n, d) = (64, 32_768);
     let mut rng = fresh_rng("all_pairs_rows_too_deep_for_a_software_adapter");
     let e = HostArray::f32(&[n, d], rng.normals(n * d, 0.01));
+    let grid = HostArray::f32(&[n, d], (0..n * d).map(|_| rng.below(4) as f32).collect());
     let labels = HostArray::i64(&[n], (0..n).map(|i| (i % 5) as i64).collect());
     let software = engine().adapter_info().device_type == wgpu::DeviceType::Cpu;
     for (name, case) in [
         (
+            // Exact distances, as in all_pairs_losses_past_2_24_elements.
             "triplet-mined",
             Case::default()
-                .with("embeddings", e.clone())
+                .with("embeddings", grid)
                 .with("labels", labels.clone())
-                .set("mining", "batch-hard"),
+                .set("mining", "batch-hard")
+                .set("distance", "squared"),
         ),
         ("nt-xent", Case::default().with("z", e.clone())),
         (
