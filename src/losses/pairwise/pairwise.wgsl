@@ -628,6 +628,23 @@ fn sorted_index(e: vec2<f32>) -> u32 {
     return bitcast<u32>(e.y) & TAG_INDEX;
 }
 
+// The positions (lo, hi) of comparator `t` of the stage (k, j) of a bitonic network in its
+// all-ascending form: each merge of k starts by comparing mirrored halves, then halves j.
+fn comparator(t: u32, j: u32, k: u32) -> vec2<u32> {
+    let lo = (t / j) * 2u * j + t % j;
+    return vec2<u32>(lo, select(lo + j, lo ^ (k - 1u), j == k >> 1u));
+}
+
+// Inclusive prefix sums of sh_scan over the LIST invocations, in place. Whole workgroup.
+fn scan_counts(lid: u32) {
+    for (var s = 1u; s < LIST; s <<= 1u) {
+        workgroupBarrier();
+        let v = select(0u, sh_scan[lid - s], lid >= s);
+        workgroupBarrier();
+        sh_scan[lid] += v;
+    }
+}
+
 // Sorts the `n` pairs at `base` ascending: a bitonic network in its all-ascending form
 // (each merge starts by comparing mirrored halves), over the next power of two with the
 // pairs past `n` virtual: they sort last and no comparator would move them, so comparators
@@ -637,11 +654,9 @@ fn sort_row(lid: u32, base: u32, n: u32) {
     for (var k = 2u; k <= top; k <<= 1u) {
         for (var j = k >> 1u; j > 0u; j >>= 1u) {
             for (var t = lid; t < (top >> 1u); t += WG_SIZE) {
-                var lo = (t / j) * 2u * j + t % j;
-                var hi = lo + j;
-                if (j == k >> 1u) {
-                    hi = lo ^ (k - 1u);
-                }
+                let pair = comparator(t, j, k);
+                let lo = pair.x;
+                let hi = pair.y;
                 if (hi < n) {
                     let x = sorted_at(base, lo);
                     let y = sorted_at(base, hi);
@@ -687,12 +702,7 @@ fn list_positives(lid: u32, a: u32, label: i32) -> u32 {
         own += select(0u, 1u, j != a && labels_k[j] == label);
     }
     sh_scan[lid] = own;
-    for (var s = 1u; s < LIST; s <<= 1u) {
-        workgroupBarrier();
-        let v = select(0u, sh_scan[lid - s], lid >= s);
-        workgroupBarrier();
-        sh_scan[lid] += v;
-    }
+    scan_counts(lid);
     var at = sh_scan[lid] - own;
     for (var j = begin; j < end && at < LIST; j++) {
         if (j != a && labels_k[j] == label) {
@@ -714,11 +724,9 @@ fn sort_listed(lid: u32, count: u32) {
     for (var k = 2u; k <= top; k <<= 1u) {
         for (var j = k >> 1u; j > 0u; j >>= 1u) {
             workgroupBarrier();
-            let lo = (lid / j) * 2u * j + lid % j;
-            var hi = lo + j;
-            if (j == k >> 1u) {
-                hi = lo ^ (k - 1u);
-            }
+            let pair = comparator(lid, j, k);
+            let lo = pair.x;
+            let hi = pair.y;
             if (lid < (top >> 1u) && hi < count) {
                 let x = vec2<f32>(sh_dist[lo], bitcast<f32>((POSITIVE << 28u) | sh_list[lo]));
                 let y = vec2<f32>(sh_dist[hi], bitcast<f32>((POSITIVE << 28u) | sh_list[hi]));
@@ -789,12 +797,7 @@ fn mine_listed(lid: u32, a: u32, label: i32, positives: u32) -> vec2<f32> {
     if (MINING == BATCH_ALL) {
         workgroupBarrier();
         sh_scan[lid] = atomicLoad(&sh_bucket_key[lid]);
-        for (var s = 1u; s < LIST; s <<= 1u) {
-            workgroupBarrier();
-            let v = select(0u, sh_scan[lid - s], lid >= s);
-            workgroupBarrier();
-            sh_scan[lid] += v;
-        }
+        scan_counts(lid);
         let k = sh_scan[lid];
         if (lid < positives && k > 0u) {
             atomicAdd(&out_cnt[row + sh_list[lid]], i32(k));
