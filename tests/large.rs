@@ -459,3 +459,35 @@ fn all_pairs_rows_too_deep_for_a_software_adapter() {
         }
     }
 }
+
+/// mse past 2³¹ elements (8 GiB per f32 input), where the f32 divisor of the mean and the
+/// kernels' element indices are at their widest: GPU against the CPU backend on adapters
+/// whose buffers hold that much. Elsewhere (lavapipe: 2 GiB buffers, on a 24 GiB machine)
+/// such a tensor must be refused, cleanly: `Error::Limit`, nothing allocated.
+#[test]
+fn mse_past_2_31_elements_where_buffers_allow() {
+    let len = (1usize << 31) + 1031;
+    let e = engine();
+    if (len as u64) * 4 > e.limits().max_buffer_size {
+        let got = e.zeros(&[len], wgpu_losses::DType::F32);
+        assert!(
+            matches!(&got, Err(wgpu_losses::Error::Limit(m)) if m.contains("max_buffer_size")),
+            "{:?}",
+            got.err()
+        );
+        return;
+    }
+    let mut rng = fresh_rng("mse_past_2_31_elements");
+    let small = |rng: &mut wgpu_losses::registry::random::Rng| {
+        wgpu_losses::registry::HostData::F32(rng.normals(4099, 1.0))
+    };
+    let (input, target) = (small(&mut rng), small(&mut rng));
+    let array = |d: &wgpu_losses::registry::HostData| HostArray {
+        shape: vec![len],
+        data: tiled(d, len),
+    };
+    let case = Case::default()
+        .with("input", array(&input))
+        .with("target", array(&target));
+    gpu_matches_cpu("mse", wgpu_losses::losses::find("mse").unwrap(), &case);
+}
