@@ -53,6 +53,9 @@ const TILE: usize = 32;
 const PLANE_ALIGN: usize = 64;
 /// Bytes of mining's sort scratch (one window of sorted rows) where bindings allow more.
 const SORT_SCRATCH: u64 = 64 << 20;
+/// Positives the mining kernel sorts in workgroup memory (`LIST` of `pairwise.wgsl`); an
+/// anchor with more sorts its whole row in the scratch.
+const LISTED_POSITIVES: usize = 256;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -652,9 +655,10 @@ impl MinedTriplet {
                 groups,
             )?;
         }
-        // One workgroup per anchor; batch-all and semi-hard sort each anchor's row of
+        // One workgroup per anchor. With batch-all and semi-hard an anchor of more than
+        // LISTED_POSITIVES positives (so only past that many rows) sorts its row of
         // (distance, tag) pairs in a scratch window, reused window after window.
-        let sorts = self.mining != Mining::BatchHard;
+        let sorts = self.mining != Mining::BatchHard && n > LISTED_POSITIVES + 1;
         let row_bytes = n as u64 * 4;
         let mining_windows = if sorts {
             engine.row_windows_within(n, &[row_bytes, 2 * row_bytes], false, SORT_SCRATCH)?

@@ -595,7 +595,7 @@ const TAG_INDEX: u32 = 0x0fffffffu;
 // Positives listed in workgroup memory by the miner for few positives (one per invocation
 // of a 256-wide workgroup): indices, distances, and per sorted place a histogram count
 // (batch-all) or the nearest negative's distance key and index (semi-hard).
-const LIST: u32 = 256u;
+const LIST: u32 = 256u; // LISTED_POSITIVES in gpu.rs
 var<workgroup> sh_list: array<u32, LIST>;
 var<workgroup> sh_dist: array<f32, LIST>;
 var<workgroup> sh_scan: array<u32, LIST>;
