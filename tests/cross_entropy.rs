@@ -717,3 +717,51 @@ fn both_kernel_layouts_match_the_reference() {
         }
     }
 }
+
+/// Rows merged across their invocations by subgroup shuffles (where the adapter has them)
+/// and through workgroup memory (the path of adapters without): both match the reference,
+/// in the GPU layout, with rows of fewer, as many and more invocations than a subgroup
+/// (1, 2, 8, 64 and 256 per row at 16 classes each), split rows included.
+#[test]
+fn subgroup_and_workgroup_row_merges_match_the_reference() {
+    let mut rng = fresh_rng("subgroup_and_workgroup_row_merges_match_the_reference");
+    for subgroup_ops in [None, Some(false)] {
+        let engine = Engine::with_options(EngineOptions {
+            gpu_layout: Some(true),
+            subgroup_ops,
+            ..EngineOptions::default()
+        })
+        .unwrap();
+        let has = engine.features().contains(wgpu::Features::SUBGROUP);
+        assert_eq!(
+            engine.subgroup_ops(),
+            has && subgroup_ops.is_none(),
+            "subgroup operations in use"
+        );
+        for (n, c) in [
+            (37, 3),
+            (40, 20),
+            (33, 125),
+            (20, 1024),
+            (9, 4099),
+            (2, 20_000),
+        ] {
+            let o = Opts {
+                probs: rng.chance(0.3),
+                weight: rng.chance(0.5),
+                smoothing: rng.chance(0.5).then_some(0.1),
+                z_loss: rng.chance(0.5),
+                softcap: rng.chance(0.3).then_some(20.0),
+                reduction: ["mean", "sum", "none"][rng.below(3)],
+                upstream: rng.chance(0.5),
+                scale: 3.0,
+            };
+            check_case(
+                ce(),
+                &engine,
+                &build_case(&mut rng, n, c, &o),
+                Tolerance::default(),
+            );
+        }
+    }
+}

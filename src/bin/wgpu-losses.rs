@@ -175,12 +175,13 @@ fn info() -> Result<()> {
         l.min_storage_buffer_offset_alignment
     );
     println!(
-        "  subgroup size {}..{}, probed {}",
+        "  subgroup size {}..{}, probed {}, subgroup operations in kernels: {}",
         i.subgroup_min_size,
         i.subgroup_max_size,
         engine
             .probed_subgroup_size()
-            .map_or("none".to_string(), |s| s.to_string())
+            .map_or("none".to_string(), |s| s.to_string()),
+        if engine.subgroup_ops() { "yes" } else { "no" }
     );
     println!("  features {:?}", engine.features());
     Ok(())

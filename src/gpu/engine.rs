@@ -19,6 +19,10 @@ pub struct EngineOptions {
     /// (`Some(false)`) whatever the adapter is; `None` follows the adapter. Tests run the GPU
     /// layout (many invocations per row, few rows split 256 ways) on lavapipe with it.
     pub gpu_layout: Option<bool>,
+    /// Turn the kernels' subgroup operations off (`Some(false)`) even where the device has
+    /// them; `None` or `Some(true)` uses them where [`Engine::subgroup_ops`] allows. Tests
+    /// run the workgroup-memory paths on adapters with subgroups with it.
+    pub subgroup_ops: Option<bool>,
 }
 
 impl Counters {
@@ -35,6 +39,14 @@ impl Counters {
             uniform_writes: self.uniform_writes - earlier.uniform_writes,
         }
     }
+}
+
+/// A compute pipeline's subgroups, as probed.
+#[derive(Debug, Clone, Copy)]
+struct Subgroups {
+    size: u32,
+    /// Invocation i of a workgroup is lane i mod `size`.
+    lanes_in_order: bool,
 }
 
 /// Optional features requested when the adapter has them.
@@ -83,13 +95,14 @@ struct Shared {
     limits: wgpu::Limits,
     max_binding: u64,
     gpu_layout: bool,
+    subgroup_ops_allowed: bool,
     kernels: Mutex<HashMap<KernelKey, Arc<Kernel>>>,
     lost: Arc<Mutex<Option<String>>>,
     uncaptured: Arc<Mutex<Option<String>>>,
     counters: Mutex<Counters>,
     profiler: Mutex<Option<Profiler>>,
-    /// The subgroup size a compute pipeline gets, probed on first use.
-    simd_width: OnceLock<Option<u32>>,
+    /// What a compute pipeline's subgroups look like, probed on first use.
+    simd: OnceLock<Option<Subgroups>>,
 }
 
 /// What the engine has done since the last [`Engine::reset_counters`] (or its creation),
@@ -164,14 +177,28 @@ pub fn adapters() -> Vec<wgpu::Adapter> {
 
 impl Engine {
     /// Opens the best adapter: see [`adapters`] for the order. `WGPU_BACKEND` restricts the
-    /// backends and `WGPU_ADAPTER_NAME` picks an adapter by name.
+    /// backends, `WGPU_ADAPTER_NAME` picks an adapter by name, and `WGPU_LOSSES_LAYOUT`
+    /// (`gpu` or `cpu`) sets [`EngineOptions::gpu_layout`].
     ///
     /// # Errors
     /// [`Error::NoAdapter`] when nothing matches, [`Error::RequestDevice`] when the device
     /// cannot be created.
     pub fn new() -> Result<Self> {
+        let gpu_layout = match std::env::var("WGPU_LOSSES_LAYOUT") {
+            Err(_) => None,
+            Ok(v) if v == "gpu" => Some(true),
+            Ok(v) if v == "cpu" => Some(false),
+            Ok(v) => {
+                return Err(Error::Option {
+                    option: "WGPU_LOSSES_LAYOUT",
+                    value: v,
+                    reason: "must be `gpu` or `cpu`",
+                })
+            }
+        };
         Self::with_options(EngineOptions {
             adapter_name: std::env::var("WGPU_ADAPTER_NAME").ok(),
+            gpu_layout,
             ..EngineOptions::default()
         })
     }
@@ -263,10 +290,11 @@ impl Engine {
                 limits,
                 max_binding,
                 gpu_layout,
+                subgroup_ops_allowed: options.subgroup_ops != Some(false),
                 kernels: Mutex::new(HashMap::new()),
                 counters: Mutex::new(Counters::default()),
                 profiler: Mutex::new(None),
-                simd_width: OnceLock::new(),
+                simd: OnceLock::new(),
                 lost,
                 uncaptured,
             }),
@@ -365,17 +393,28 @@ impl Engine {
     /// The `subgroup_size` a compute pipeline of this device sees (probed on the first
     /// call), or `None` where the device has no subgroups or the probe failed.
     pub fn probed_subgroup_size(&self) -> Option<u32> {
-        *self
-            .shared
-            .simd_width
-            .get_or_init(|| self.probe_subgroup_size())
+        self.subgroups().map(|s| s.size)
     }
 
-    fn probe_subgroup_size(&self) -> Option<u32> {
-        const PROBE: &str = "@group(0) @binding(0) var<storage, read_write> out: array<u32>;\n\
+    /// Whether kernels use subgroup operations: the device has them, they are not turned
+    /// off ([`EngineOptions::subgroup_ops`]), and the probe found invocation i of a
+    /// workgroup at lane i mod the subgroup size, as the kernels' row teams assume (Vulkan
+    /// does not promise it; every driver we know of does it).
+    pub fn subgroup_ops(&self) -> bool {
+        self.shared.subgroup_ops_allowed && self.subgroups().is_some_and(|s| s.lanes_in_order)
+    }
+
+    fn subgroups(&self) -> Option<Subgroups> {
+        *self.shared.simd.get_or_init(|| self.probe_subgroups())
+    }
+
+    fn probe_subgroups(&self) -> Option<Subgroups> {
+        const PROBE: &str = "@group(0) @binding(0) var<storage, read_write> out: array<atomic<u32>>;\n\
             @compute @workgroup_size(64)\n\
-            fn main(@builtin(subgroup_size) size: u32, @builtin(local_invocation_index) i: u32) {\n\
-                if (i == 0u) { out[0] = size; }\n\
+            fn main(@builtin(subgroup_size) size: u32, @builtin(subgroup_invocation_id) lane: u32,\n\
+                    @builtin(local_invocation_index) i: u32) {\n\
+                if (i == 0u) { atomicStore(&out[0], size); }\n\
+                if (lane != i % size) { atomicStore(&out[1], 1u); }\n\
             }\n";
         let device = &self.shared.device;
         if !device.features().contains(wgpu::Features::SUBGROUP) {
@@ -398,7 +437,7 @@ impl Engine {
                 let buffer = |usage| {
                     device.create_buffer(&wgpu::BufferDescriptor {
                         label: Some("subgroup probe"),
-                        size: 4,
+                        size: 8,
                         usage,
                         mapped_at_creation: false,
                     })
@@ -420,7 +459,7 @@ impl Engine {
                     pass.set_bind_group(0, &bind, &[]);
                     pass.dispatch_workgroups(1, 1, 1);
                 }
-                encoder.copy_buffer_to_buffer(&out, 0, &read, 0, 4);
+                encoder.copy_buffer_to_buffer(&out, 0, &read, 0, 8);
                 self.shared.queue.submit([encoder.finish()]);
                 Ok(read)
             })
@@ -432,8 +471,15 @@ impl Engine {
         self.wait().ok()?;
         rx.recv().ok()?.ok()?;
         let bytes = read.get_mapped_range(..).ok()?.to_vec();
-        let size = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?);
-        (size.is_power_of_two() && size <= 1024).then_some(size)
+        let word = |i: usize| {
+            let b = bytes.get(4 * i..4 * i + 4)?;
+            Some(u32::from_le_bytes(b.try_into().ok()?))
+        };
+        let (size, misplaced) = (word(0)?, word(1)?);
+        (size.is_power_of_two() && size <= 1024).then_some(Subgroups {
+            size,
+            lanes_in_order: misplaced == 0,
+        })
     }
 
     /// The cached kernel for `key`, built on first use.

@@ -201,8 +201,10 @@ impl RowDef {
         };
         let (ce, focal) = (CrossEntropy::new(), SoftmaxFocal::new());
         let (mut ce_plan, mut focal_plan) = (ce.plan(engine), focal.plan(engine));
-        // The row kernel reads each row twice (the log-sum-exp, then the gradient).
+        // The row kernel reads each row once or twice (the log-sum-exp, then the gradient,
+        // unless the row stayed on chip) and writes the gradient.
         let logits_bytes = n * c * T::DTYPE.size() as usize;
+        let reads = super::gpu::logit_reads(engine, n, c);
         let label = match T::DTYPE {
             DType::F32 => self.name().to_string(),
             d => format!("{} {}", self.name(), d.name()),
@@ -211,7 +213,7 @@ impl RowDef {
             label: &label,
             shape: vec![n, c],
             bytes_min: 2 * logits_bytes,
-            bytes_moved: 3 * logits_bytes,
+            bytes_moved: (reads + 1) * logits_bytes,
             flops: None,
             gpu: &mut |e| {
                 if self.focal {

@@ -8,7 +8,8 @@
 // `row_first_chunk`, `row_chunks`, `load_row_chunk`, `store_row_chunk` and `first_logit`
 // come from the I/O header; element k of the row is lane e of chunk j at k = k0(j) + e.
 // Pass 1 reads the row once for the online log-sum-exp and the sums that the loss needs;
-// pass 2 re-reads it (from cache for all but the largest rows) and writes the gradient.
+// pass 2 re-reads it (from cache for all but the largest rows; from registers where each
+// invocation holds at most ROW_CACHE chunks, ROW_ON_CHIP) and writes the gradient.
 // `denominator` is the pre-pass of the mean over class targets: each workgroup sums w[y_n]
 // (0 when ignored) over a block of rows into denom[group_base + g], in a fixed order. One
 // block is the denominator itself; more are summed by the reduce kernel before `main`.
@@ -32,6 +33,36 @@ override FOCAL: bool = false;      // softmax focal loss (class targets; weight 
 // each split's pass-1 state in `state`, phase 2 merges a row's states in split order and
 // writes its split's gradient. Phase 0: one workgroup per row, both passes.
 override PHASE: u32 = 0u;
+// Rows whose invocations each hold at most ROW_CACHE chunks (phase 0) keep them in registers
+// from pass 1 to pass 2: two transfers of the logits (read, write gradient) instead of three.
+// CACHED_STEPS (0: off) is then the most chunks an invocation holds: both passes take that
+// constant trip, which the compiler can unroll, so the cache is indexed by constants, only
+// the registers used are allocated, and an invocation's loads are all issued before use.
+override CACHED_STEPS: u32 = 0u;
+override ROW_ON_CHIP: bool = CACHED_STEPS > 0u; // not set by the host
+const ROW_CACHE: u32 = 16u;
+var<private> row_cache: array<vec4<f32>, ROW_CACHE>;
+
+// Steps of an invocation's chunk loop: j = start, start + TEAM, ... below end.
+fn chunk_steps(start: u32, end: u32) -> u32 {
+    if (ROW_ON_CHIP) {
+        return CACHED_STEPS;
+    }
+    return select(0u, (end - start + TEAM - 1u) / TEAM, end > start);
+}
+
+// Chunk j (step i of this invocation's loop) of the row: from registers in pass 2 when the
+// row is on chip.
+fn row_chunk(row: u32, j: u32, i: u32, second_pass: bool) -> vec4<f32> {
+    if (ROW_ON_CHIP && second_pass) {
+        return row_cache[i];
+    }
+    let v = load_row_chunk(row, j);
+    if (ROW_ON_CHIP) {
+        row_cache[i] = v;
+    }
+    return v;
+}
 
 struct Params {
     n: u32,
@@ -163,16 +194,45 @@ fn denominator(
     }
 }
 
+// A row's pass-1 state: (max, sum, x[target], first index of the max) and the weighted sums.
+struct RowState {
+    stat: vec4<f32>,
+    acc: vec4<f32>,
+}
+
+// a then b, in that order (the sums are not associative in floating point).
+fn merge_states(a: RowState, b: RowState) -> RowState {
+    var acc = a.acc;
+    if (SUMS) {
+        acc += b.acc;
+    }
+    let stat = vec4<f32>(lse_merge(a.stat.xy, b.stat.xy), a.stat.z + b.stat.z, first_max(a.stat, b.stat));
+    return RowState(stat, acc);
+}
+
+fn shared_state(i: u32) -> RowState {
+    var acc = vec4<f32>(0.0);
+    if (SUMS) {
+        acc = shared_acc[i];
+    }
+    return RowState(shared_stat[i], acc);
+}
+
+fn store_shared_state(i: u32, s: RowState) {
+    shared_stat[i] = s.stat;
+    if (SUMS) {
+        shared_acc[i] = s.acc;
+    }
+}
+
+// `Invocation` and `merge_row` (the reduction over a row's invocations) come from the
+// barrier or the subgroup header, whichever the adapter allows.
 @compute @workgroup_size(WG_SIZE)
-fn main(
-    @builtin(local_invocation_index) lid: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
+fn main(inv: Invocation) {
+    let lid = inv.lid;
     let lane = lid % ROW_THREADS;
-    let first = lid - lane;
     let rows_per_group = WG_SIZE / ROW_THREADS;
-    let g = group_index(wid, nwg);
+    let g = group_index(inv.wid, inv.nwg);
     // Split rows: workgroup g takes split g / row_groups of row group g mod row_groups.
     let row_groups = (params.n + rows_per_group - 1u) / rows_per_group;
     var split = 0u;
@@ -197,6 +257,7 @@ fn main(
     let team_start = (lane / TEAM) * block;
     let start = team_start + lane % TEAM;
     let end = min(team_start + block, chunks);
+    let steps = chunk_steps(start, end);
     let eps = params.smoothing;
     let eps_c = eps / f32(c);
 
@@ -219,8 +280,12 @@ fn main(
         x_ref = capped(first_logit(row));
     }
     if (live && keep && PHASE != 2u) {
-        for (var j = start; j < end; j += TEAM) {
-            let v = load_row_chunk(row, first_chunk + j);
+        for (var i = 0u; i < steps; i++) {
+            let j = start + i * TEAM;
+            if (j >= end) {
+                break;
+            }
+            let v = row_chunk(row, first_chunk + j, i, false);
             let k0 = chunk_start(row, first_chunk + j);
             for (var e = 0u; e < LANES; e++) {
                 let k = u32(k0 + i32(e));
@@ -248,45 +313,27 @@ fn main(
         }
     }
 
-    // Tree over the row's invocations, in a fixed order (phase 2 merges stored states).
+    // Merged over the row's invocations (phase 2 merges stored states instead).
+    var merged = RowState(vec4<f32>(F32_LOWEST, 0.0, 0.0, -1.0), vec4<f32>(0.0));
     if (PHASE != 2u) {
-        shared_stat[lid] = vec4<f32>(st, x_y, arg);
-        if (SUMS) {
-            shared_acc[lid] = acc;
-        }
-        for (var stride = ROW_THREADS / 2u; stride > 0u; stride /= 2u) {
-            workgroupBarrier();
-            if (lane < stride) {
-                let a = shared_stat[lid];
-                let b = shared_stat[lid + stride];
-                shared_stat[lid] = vec4<f32>(lse_merge(a.xy, b.xy), a.z + b.z, first_max(a, b));
-                if (SUMS) {
-                    shared_acc[lid] += shared_acc[lid + stride];
-                }
-            }
-        }
-        workgroupBarrier();
+        merged = merge_row(inv, lane, RowState(vec4<f32>(st, x_y, arg), acc));
     }
     if (!live) {
         return;
     }
-    var stat = vec4<f32>(F32_LOWEST, 0.0, 0.0, -1.0);
     let states = STATE_BASE + 8u * (params.row_base + row) * params.splits;
     if (PHASE == 2u) {
         for (var s = 0u; s < params.splits; s++) {
             let at = states + 8u * s;
-            let part = vec4<f32>(denom[at], denom[at + 1u], denom[at + 2u], denom[at + 3u]);
-            stat = vec4<f32>(lse_merge(stat.xy, part.xy), stat.z + part.z, first_max(stat, part));
-            if (SUMS) {
-                acc += vec4<f32>(denom[at + 4u], denom[at + 5u], denom[at + 6u], denom[at + 7u]);
-            }
-        }
-    } else {
-        stat = shared_stat[first];
-        if (SUMS) {
-            acc = shared_acc[first];
+            let part = RowState(
+                vec4<f32>(denom[at], denom[at + 1u], denom[at + 2u], denom[at + 3u]),
+                vec4<f32>(denom[at + 4u], denom[at + 5u], denom[at + 6u], denom[at + 7u]),
+            );
+            merged = merge_states(merged, part);
         }
     }
+    let stat = merged.stat;
+    acc = merged.acc;
     if (PHASE == 1u) {
         if (lane == 0u) {
             let at = states + 8u * split;
@@ -369,8 +416,12 @@ fn main(
         }
         return;
     }
-    for (var j = start; j < end; j += TEAM) {
-        let v = load_row_chunk(row, first_chunk + j);
+    for (var i = 0u; i < steps; i++) {
+        let j = start + i * TEAM;
+        if (j >= end) {
+            break;
+        }
+        let v = row_chunk(row, first_chunk + j, i, true);
         let k0 = chunk_start(row, first_chunk + j);
         var g = vec4<f32>(0.0);
         for (var e = 0u; e < LANES; e++) {

@@ -15,6 +15,8 @@ use crate::gpu::shader::{
 use crate::gpu::tensor::{DType, Tensor};
 
 const SOURCE: &str = include_str!("cross_entropy.wgsl");
+const ROW_MERGE_BARRIER: &str = include_str!("row_merge_barrier.wgsl");
+const ROW_MERGE_SUBGROUP: &str = include_str!("row_merge_subgroup.wgsl");
 
 /// How the row kernel reads logits and writes their gradient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -29,6 +31,9 @@ pub(crate) struct RowIo {
     pub grad: DType,
     /// Per-row statistics (`row_lse`, `row_correct`) are written, at the last two bindings.
     pub row_stats: bool,
+    /// Rows are merged across invocations with subgroup shuffles (else through workgroup
+    /// memory): see [`Engine::subgroup_ops`].
+    pub subgroups: bool,
 }
 
 /// Element access of the row kernel.
@@ -50,16 +55,17 @@ impl Lanes {
 impl RowIo {
     fn variant(self) -> u32 {
         let io = (float_digit(self.logits) * 3 + float_digit(self.grad)) * 2 + self.in_place as u32;
-        (io * 3 + self.lanes as u32) * 2 + self.row_stats as u32
+        ((io * 3 + self.lanes as u32) * 2 + self.row_stats as u32) * 2 + self.subgroups as u32
     }
 
     fn from_variant(v: u32) -> Self {
         Self {
-            row_stats: v % 2 == 1,
-            lanes: Lanes::ALL[(v / 2) as usize % 3],
-            in_place: (v / 6) % 2 == 1,
-            grad: FLOATS[(v / 12) as usize % 3],
-            logits: FLOATS[(v / 36) as usize],
+            subgroups: v % 2 == 1,
+            row_stats: (v / 2) % 2 == 1,
+            lanes: Lanes::ALL[(v / 4) as usize % 3],
+            in_place: (v / 12) % 2 == 1,
+            grad: FLOATS[(v / 24) as usize % 3],
+            logits: FLOATS[(v / 72) as usize],
         }
     }
 
@@ -69,14 +75,12 @@ impl RowIo {
             name: "cross_entropy",
             variant: self.variant(),
             source: |v| {
-                [
-                    MATH,
-                    WORKGROUP_SUM,
-                    HALF,
-                    &Self::from_variant(v).header(),
-                    SOURCE,
-                ]
-                .join("\n")
+                let io = Self::from_variant(v);
+                let merge = match io.subgroups {
+                    true => ROW_MERGE_SUBGROUP,
+                    false => ROW_MERGE_BARRIER,
+                };
+                [MATH, WORKGROUP_SUM, HALF, &io.header(), merge, SOURCE].join("\n")
             },
             bindings: |v| {
                 use Access::*;
@@ -223,7 +227,7 @@ impl RowIo {
 /// Every variant of the row kernel, for validation.
 #[cfg(test)]
 pub(crate) fn modules() -> Vec<ShaderModule> {
-    (0..108)
+    (0..216)
         .map(RowIo::from_variant)
         .filter(|io| !io.in_place || io.logits == io.grad)
         .map(RowIo::module)
@@ -333,6 +337,42 @@ const WANT_GRAD: u32 = 16;
 fn row_threads(engine: &Engine, c: usize) -> u32 {
     let per_thread = if engine.gpu_layout() { 16 } else { 1024 };
     (c.div_ceil(per_thread).next_power_of_two() as u32).min(engine.workgroup_size())
+}
+
+/// Chunks of a row one invocation can keep in registers between the passes (the kernel's
+/// `ROW_CACHE`).
+const ROW_CACHE: usize = 16;
+
+/// The most chunks of a row one invocation reads, ⌈⌈chunks / teams⌉ / TEAM⌉, where that is
+/// at most ROW_CACHE, so that an unsplit row stays in registers between the passes; else 0.
+fn cached_steps(engine: &Engine, lanes: Lanes, c: usize) -> usize {
+    let threads = row_threads(engine, c);
+    let team = engine.subgroup_width().min(threads) as usize;
+    let row_chunks = match lanes {
+        Lanes::Vec4 => c / 4,
+        Lanes::Ragged => c / 4 + 2,
+        Lanes::Scalar => c,
+    };
+    match row_chunks.div_ceil(threads as usize / team).div_ceil(team) {
+        steps if steps <= ROW_CACHE => steps,
+        _ => 0,
+    }
+}
+
+/// How many times a call reads each logit of N rows of C classes on this engine: once where
+/// rows stay on chip between the passes, else twice (for the benchmark's byte counts).
+#[cfg(feature = "cli")]
+pub(crate) fn logit_reads(engine: &Engine, n: usize, c: usize) -> usize {
+    let rows_per_group = (engine.workgroup_size() / row_threads(engine, c)) as usize;
+    let lanes = match c.is_multiple_of(4) {
+        true => Lanes::Vec4,
+        false => Lanes::Ragged,
+    };
+    let split = row_splits(engine, n.div_ceil(rows_per_group), c) > 1;
+    match !split && cached_steps(engine, lanes, c) > 0 {
+        true => 1,
+        false => 2,
+    }
 }
 
 /// Where the split rows' states start in the denominator buffer (a 16-byte boundary).
@@ -511,8 +551,13 @@ impl CrossEntropy {
             logits: inputs.logits.dtype(),
             grad: grad_dtype,
             row_stats: batch.row_stats.is_some(),
+            subgroups: engine.subgroup_ops(),
         };
         let module = io.module();
+        let cached_steps = match splits {
+            1 => cached_steps(engine, lanes, c),
+            _ => 0,
+        };
         let key = |entry, threads, phase| KernelKey {
             module,
             entry,
@@ -526,6 +571,7 @@ impl CrossEntropy {
                 ("SUMS", (probs || self.label_smoothing > 0.0) as u32),
                 ("CAPPED", self.softcap.is_some() as u32),
                 ("FOCAL", self.focal.is_some() as u32),
+                ("CACHED_STEPS", cached_steps as u32),
             ],
         };
         let row_elems = if probs { c } else { 1 };
