@@ -39,7 +39,19 @@ fn check_both(name: &str, case: &Case) {
 #[test]
 fn tile_and_chunk_boundaries() {
     let mut rng = fresh_rng("tile_and_chunk_boundaries");
-    for (n, dim) in [(1, 1), (31, 33), (32, 32), (33, 31), (65, 64), (97, 3)] {
+    // InfoNCE's gradient stays in registers up to 256 dimensions (8 depth chunks) and is
+    // added into memory per key tile beyond: both sides of that boundary.
+    for (n, dim) in [
+        (1, 1),
+        (31, 33),
+        (32, 32),
+        (33, 31),
+        (65, 64),
+        (97, 3),
+        (40, 256),
+        (33, 257),
+        (20, 200),
+    ] {
         let mut l: Vec<i64> = (0..n).map(|_| rng.below(4) as i64).collect();
         l[0] = l[n - 1];
         check_both(

@@ -42,6 +42,7 @@ fn budget(def: &dyn LossDef, case: &Case) -> (u64, u64) {
             .map_or(0, |a| a.shape.iter().product::<usize>() as u64 * 4)
     };
     let rows = |name: &str| case.inputs.get(name).map_or(0, |a| a.shape[0] as u64);
+    let cols = |name: &str| case.inputs.get(name).map_or(0, |a| a.shape[1]);
     let status = 16;
     match def.name() {
         // denominator, rows, sum (random cases have under 8192 classes: rows are not split).
@@ -75,12 +76,23 @@ fn budget(def: &dyn LossDef, case: &Case) -> (u64, u64) {
         "dice" | "tversky" => (4, status),
         // normalize, forward, merge of the key splits, two sums, backward, finish; clip
         // goes both ways. The backward pass accumulates one gradient per key split (at most
-        // one split per 32-row key tile).
+        // one split per 32-row key tile), zero-filled only for rows of more than 256
+        // dimensions: shorter ones stay in registers and are written once.
         "nt-xent" | "supcon" => {
             let key_tiles = rows("z").max(rows("embeddings")).div_ceil(32);
-            (7, (bytes("z") + bytes("embeddings")) * key_tiles)
+            let deep = cols("z").max(cols("embeddings")) > 256;
+            (
+                7,
+                deep as u64 * (bytes("z") + bytes("embeddings")) * key_tiles,
+            )
         }
-        "clip" => (9, (bytes("a") + bytes("b")) * rows("a").div_ceil(32)),
+        "clip" => {
+            let deep = cols("a") > 256;
+            (
+                9,
+                deep as u64 * (bytes("a") + bytes("b")) * rows("a").div_ceil(32),
+            )
+        }
         // normalize (cosine), distances, mining, two sums, backward, finish (cosine).
         "triplet-mined" => {
             // Plus the status flag; tiny buffers take at least 16 bytes (N = 1 zero-fills 32).

@@ -48,6 +48,10 @@ pub(crate) fn modules() -> Vec<ShaderModule> {
 }
 
 const TILE: usize = 32;
+/// The tile kernels' depth chunk (`KC`) and the most chunks of a gradient row that
+/// `nce_backward` keeps in registers (`MAX_GRAD_CHUNKS`): rows of up to 256 dimensions.
+const KC: usize = 32;
+const MAX_GRAD_CHUNKS: usize = 8;
 /// Per-row statistics are stored in planes at multiples of this many elements, so each
 /// plane can be bound at an offset every adapter accepts (256 bytes).
 const PLANE_ALIGN: usize = 64;
@@ -454,8 +458,18 @@ impl InfoNce {
         let mut grads = Vec::new();
         if self.gradient {
             // nce_backward accumulates into one copy of the gradient per split; finish adds
-            // them into the first.
-            let partial_grads = rec.zeros(&[splits * m, dim], DType::F32)?;
+            // them into the first. Rows of up to MAX_GRAD_CHUNKS depth chunks stay in
+            // registers across key tiles and are written once (no zero-fill needed); longer
+            // rows are added into `out` per key tile.
+            let grad_chunks = match dim.div_ceil(KC) {
+                chunks if chunks <= MAX_GRAD_CHUNKS => chunks,
+                _ => 0,
+            };
+            let partial_grads = match grad_chunks {
+                0 => rec.zeros(&[splits * m, dim], DType::F32)?,
+                _ => rec.tensor(&[splits * m, dim], DType::F32)?,
+            };
+            let backward_overrides = [overrides[0], ("GRAD_CHUNKS", grad_chunks as u32)];
             let grad = partial_grads.prefix(&[m, dim]);
             for &(q, k) in &directions {
                 let slots = Slots {
@@ -470,7 +484,7 @@ impl InfoNce {
                     ..Slots::default()
                 };
                 let groups = q.1.div_ceil(TILE) * splits;
-                let job = ("nce_backward", &overrides[..]);
+                let job = ("nce_backward", &backward_overrides[..]);
                 launch(rec, job, params(q, k), slots, groups)?;
             }
             finish(rec, (&unit, &norms), (&partial_grads, splits), (m, dim))?;

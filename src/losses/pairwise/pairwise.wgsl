@@ -189,6 +189,14 @@ fn store_coefficients(lid: u32, c: Block) {
 // Where this invocation's gradient rows start in `out` (a split's partial gradient).
 var<private> out_base: u32 = 0u;
 
+// Depth chunks of gradient rows that `accumulate` keeps in registers across key tiles (the
+// row length in chunks, at most MAX_GRAD_CHUNKS; `write_gradient` stores them once), or 0:
+// it adds each key tile's part into `out` (read-modify-write per tile). The sums are formed
+// in the same order either way.
+override GRAD_CHUNKS: u32 = 0u;
+const MAX_GRAD_CHUNKS: u32 = 8u;
+var<private> grad_regs: array<Block, MAX_GRAD_CHUNKS>;
+
 // out[i] += Σ_j sh_c[i][j]·rows_k[j] for the tile's query rows i (global) and key rows
 // k0.. (zeros past k_end); sh_c must hold the coefficient tile. With `diff`, the terms are
 // sh_c[i][j]·(rows_q[i] − rows_k[j]) instead: each difference is formed before it is
@@ -198,7 +206,11 @@ fn accumulate(lid: u32, q0: u32, q_end: u32, k0: u32, k_end: u32, diff: bool) {
     let ty = lid / SIDE;
     let tx = lid % SIDE;
     let dim = params.dim;
-    for (var d0 = 0u; d0 < dim; d0 += KC) {
+    // A constant trip where the gradient stays in registers, so that they are indexed by
+    // constants once the loop is unrolled.
+    let chunks = select((dim + KC - 1u) / KC, GRAD_CHUNKS, GRAD_CHUNKS > 0u);
+    for (var chunk = 0u; chunk < chunks; chunk++) {
+        let d0 = chunk * KC;
         for (var m = 0u; m < 4u; m++) {
             let idx = lid + m * TW;
             let r = idx / 8u;
@@ -242,16 +254,38 @@ fn accumulate(lid: u32, q0: u32, q_end: u32, k0: u32, k_end: u32, diff: bool) {
             }
             g = Block(g0, g1, g2, g3);
         }
-        for (var a = 0u; a < 4u; a++) {
-            let i = q0 + ty + SIDE * a;
-            for (var t = 0u; t < 4u; t++) {
-                let d = d0 + 4u * tx + t;
-                if (i < q_end && d < dim) {
-                    out[out_base + i * dim + d] += g[a][t];
+        if (GRAD_CHUNKS > 0u) {
+            for (var a = 0u; a < 4u; a++) {
+                grad_regs[chunk][a] += g[a];
+            }
+        } else {
+            for (var a = 0u; a < 4u; a++) {
+                let i = q0 + ty + SIDE * a;
+                for (var t = 0u; t < 4u; t++) {
+                    let d = d0 + 4u * tx + t;
+                    if (i < q_end && d < dim) {
+                        out[out_base + i * dim + d] += g[a][t];
+                    }
                 }
             }
         }
         workgroupBarrier();
+    }
+}
+
+// Stores the gradient rows `accumulate` kept in registers (GRAD_CHUNKS > 0) into `out`.
+fn write_gradient(lid: u32, q0: u32, q_end: u32) {
+    let dim = params.dim;
+    for (var chunk = 0u; chunk < GRAD_CHUNKS; chunk++) {
+        for (var a = 0u; a < 4u; a++) {
+            let i = q0 + lid / SIDE + SIDE * a;
+            for (var t = 0u; t < 4u; t++) {
+                let d = chunk * KC + 4u * (lid % SIDE) + t;
+                if (i < q_end && d < dim) {
+                    out[out_base + i * dim + d] = grad_regs[chunk][a][t];
+                }
+            }
+        }
     }
 }
 
@@ -546,6 +580,7 @@ fn nce_backward(
         store_coefficients(lid, coef);
         accumulate(lid, q0, q_end, k0, k_end, false);
     }
+    write_gradient(lid, q0, q_end);
 }
 
 // --- mined triplets ----------------------------------------------------------------------
