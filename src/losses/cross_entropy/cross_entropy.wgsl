@@ -20,6 +20,9 @@ override ROW_THREADS: u32 = 256u;
 // ROW_THREADS). Each such team streams its own contiguous block of the row: coalesced on
 // GPUs, and sequential per SIMD group on CPU adapters, whose caches a row-wide stride defeats.
 override TEAM: u32 = 8u;
+// The adapter's smallest subgroup size where rows are merged by subgroup shuffles (the
+// subgroup header), else 0: rows of at most this many invocations need no barrier.
+override MIN_SUBGROUP: u32 = 0u;
 // Specialization: each pipeline carries only the work its options need.
 override PROBS: bool = false;      // probability targets (else class indices)
 override WEIGHTED: bool = false;   // per-class weights

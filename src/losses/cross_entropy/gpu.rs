@@ -558,6 +558,13 @@ impl CrossEntropy {
             1 => cached_steps(engine, lanes, c),
             _ => 0,
         };
+        // The smallest subgroup any pipeline can get (the adapter's range, and the probe).
+        let min_subgroup = match io.subgroups {
+            true => engine
+                .probed_subgroup_size()
+                .map_or(0, |p| p.min(engine.adapter_info().subgroup_min_size)),
+            false => 0,
+        };
         let key = |entry, threads, phase| KernelKey {
             module,
             entry,
@@ -572,6 +579,7 @@ impl CrossEntropy {
                 ("CAPPED", self.softcap.is_some() as u32),
                 ("FOCAL", self.focal.is_some() as u32),
                 ("CACHED_STEPS", cached_steps as u32),
+                ("MIN_SUBGROUP", min_subgroup),
             ],
         };
         let row_elems = if probs { c } else { 1 };

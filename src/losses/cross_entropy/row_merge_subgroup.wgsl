@@ -10,13 +10,18 @@ struct Invocation {
     @builtin(subgroup_size) sg_size: u32,
 }
 
-// The row's state merged over its ROW_THREADS invocations (lane = index within the row),
-// in two levels: a butterfly of subgroup shuffles over each subgroup's part of the row, then
-// the parts (one per subgroup, in workgroup memory) merged by every subgroup of the row, each
-// lane first folding `per` consecutive parts where there are more parts than lanes. One
-// barrier instead of log2(ROW_THREADS), and a fixed order: deterministic, and every lane
-// forms the same bits. Called by the whole workgroup.
+// The row's state merged over its ROW_THREADS invocations (lane = index within the row):
+// a butterfly of subgroup shuffles over each subgroup's part of the row, then (where a row
+// may span subgroups) the parts, one per subgroup in workgroup memory, merged by every
+// subgroup of the row, each lane first folding `per` consecutive parts where there are more
+// parts than lanes. At most one barrier instead of log2(ROW_THREADS), and a fixed order:
+// deterministic, and every lane forms the same bits. Called by the whole workgroup.
 fn merge_row(inv: Invocation, lane: u32, st: RowState) -> RowState {
+    // A row within one subgroup on any pipeline (no wider than the adapter's smallest
+    // subgroup) merges by shuffles alone: no workgroup memory, no barrier.
+    if (ROW_THREADS <= MIN_SUBGROUP) {
+        return butterfly(inv, st, ROW_THREADS);
+    }
     let width = min(ROW_THREADS, inv.sg_size);
     let s = butterfly(inv, st, width);
     let first = inv.lid - lane;
