@@ -698,22 +698,7 @@ fn both_kernel_layouts_match_the_reference() {
             (256, 33_001),
             (3, 50_000),
         ] {
-            let o = Opts {
-                probs: rng.chance(0.3),
-                weight: rng.chance(0.5),
-                smoothing: rng.chance(0.5).then_some(0.1),
-                z_loss: rng.chance(0.5),
-                softcap: rng.chance(0.3).then_some(20.0),
-                reduction: ["mean", "sum", "none"][rng.below(3)],
-                upstream: rng.chance(0.5),
-                scale: 3.0,
-            };
-            check_case(
-                ce(),
-                &engine,
-                &build_case(&mut rng, n, c, &o),
-                Tolerance::default(),
-            );
+            check_random_options(&mut rng, &engine, n, c);
         }
     }
 }
@@ -746,22 +731,28 @@ fn subgroup_and_workgroup_row_merges_match_the_reference() {
             (9, 4099),
             (2, 20_000),
         ] {
-            let o = Opts {
-                probs: rng.chance(0.3),
-                weight: rng.chance(0.5),
-                smoothing: rng.chance(0.5).then_some(0.1),
-                z_loss: rng.chance(0.5),
-                softcap: rng.chance(0.3).then_some(20.0),
-                reduction: ["mean", "sum", "none"][rng.below(3)],
-                upstream: rng.chance(0.5),
-                scale: 3.0,
-            };
-            check_case(
-                ce(),
-                &engine,
-                &build_case(&mut rng, n, c, &o),
-                Tolerance::default(),
-            );
+            check_random_options(&mut rng, &engine, n, c);
         }
     }
+}
+
+/// Cross-entropy with random options (targets, weights, smoothing, z-loss, softcap,
+/// reduction, upstream) on `engine` at N×C against the reference.
+fn check_random_options(rng: &mut Rng, engine: &Engine, n: usize, c: usize) {
+    let o = Opts {
+        probs: rng.chance(0.3),
+        weight: rng.chance(0.5),
+        smoothing: rng.chance(0.5).then_some(0.1),
+        z_loss: rng.chance(0.5),
+        softcap: rng.chance(0.3).then_some(20.0),
+        reduction: ["mean", "sum", "none"][rng.below(3)],
+        upstream: rng.chance(0.5),
+        scale: 3.0,
+    };
+    check_case(
+        ce(),
+        engine,
+        &build_case(rng, n, c, &o),
+        Tolerance::default(),
+    );
 }
