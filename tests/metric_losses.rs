@@ -39,15 +39,21 @@ fn check_both(name: &str, case: &Case) {
 #[test]
 fn tile_and_chunk_boundaries() {
     let mut rng = fresh_rng("tile_and_chunk_boundaries");
-    // InfoNCE's gradient stays in registers up to 256 dimensions (8 depth chunks) and is
-    // added into memory per key tile beyond: both sides of that boundary.
+    // Tiles of 64 keys in halves of 32 and 64 query rows (both sides of each); InfoNCE's
+    // gradient stays in registers up to 256 dimensions (8 depth chunks) with 8 block rows
+    // up to 128 dimensions, 6 at 160, 4 at 200 and 256, and is added into memory per key
+    // half beyond: both sides of those boundaries.
     for (n, dim) in [
         (1, 1),
         (31, 33),
         (32, 32),
         (33, 31),
+        (64, 40),
         (65, 64),
         (97, 3),
+        (70, 128),
+        (70, 129),
+        (50, 160),
         (40, 256),
         (33, 257),
         (20, 200),

@@ -76,8 +76,10 @@ mod tests {
     use crate::gpu::shader::Access;
 
     /// Every module of every family passes naga's WGSL front end and validator with the
-    /// capabilities the engine requests, has its entry points, and declares exactly the
-    /// bindings of group 0 that its shader uses, with the same access. Needs no GPU.
+    /// capabilities the engine requests, has its entry points, declares exactly the
+    /// bindings of group 0 that its shader uses, with the same access, and keeps each entry
+    /// point's workgroup memory within WebGPU's default limit (16 KiB: a device created
+    /// elsewhere, e.g. by burn, may have no more). Needs no GPU.
     #[test]
     fn every_module_validates_and_declares_its_bindings() {
         let modules = super::shader_modules();
@@ -89,13 +91,24 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{label}: {}", e.emit_to_string(&source)));
             let caps =
                 naga::valid::Capabilities::SUBGROUP | naga::valid::Capabilities::SHADER_FLOAT16;
-            naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
+            let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
                 .validate(&module)
                 .unwrap_or_else(|e| panic!("{label}: {}", e.emit_to_string(&source)));
             for entry in m.entry_points {
+                let index = module.entry_points.iter().position(|e| e.name == *entry);
+                let index = index.unwrap_or_else(|| panic!("{label} lacks entry point {entry}"));
+                let uses = info.get_entry_point(index);
+                let workgroup_bytes: u32 = module
+                    .global_variables
+                    .iter()
+                    .filter(|&(h, var)| {
+                        var.space == naga::AddressSpace::WorkGroup && !uses[h].is_empty()
+                    })
+                    .map(|(_, var)| module.types[var.ty].inner.size(module.to_ctx()))
+                    .sum();
                 assert!(
-                    module.entry_points.iter().any(|e| e.name == *entry),
-                    "{label} lacks entry point {entry}"
+                    workgroup_bytes <= 16_384,
+                    "{label}: {entry} uses {workgroup_bytes} bytes of workgroup memory"
                 );
             }
             let mut reflected: Vec<(u32, Access)> = module

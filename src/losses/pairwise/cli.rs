@@ -2,7 +2,10 @@
 //! line's view.
 
 use super::cpu::{HostMinedTripletInputs, HostNceInputs, HostNceRows};
-use super::gpu::{MinedTripletInputs, NceInputs, NceRows};
+use super::gpu::{
+    backward_blocking, key_splits, query_tile, MinedTripletInputs, NceInputs, NceRows,
+    BLOCK_ROWS, KEY_TILE,
+};
 use super::{
     cpu, mined_reference, reference, Args, Distance, InfoNce, MinedTriplet, Mining, NceKind,
 };
@@ -315,16 +318,13 @@ impl LossDef for AllPairsDef {
     }
 }
 
-/// Tiles of rows the all-pairs kernels stream (bytes moved count their re-reads).
-const TILE: usize = 32;
-
 /// One InfoNCE bench row: `kind` over rows `z` (`2n` rows of `d`: nt-xent's two views, or
 /// clip's `a` then `b`) as `T`, supcon's `labels`.
 ///
-/// Bytes moved count the tile scheme's global reads (every query tile of 32 rows streams
-/// every key row) and the gradient's read-modify-writes; FLOPs count the similarity
-/// products (2·D per pair) of the forward pass, the backward pass's recomputation and its
-/// gradient accumulation.
+/// Bytes moved count the tile scheme's global reads (every query tile streams every key row,
+/// and re-reads its own rows per key tile) and the gradient's writes; FLOPs count the
+/// similarity products (2·D per pair) of the forward pass, the backward pass's
+/// recomputation and its gradient accumulation.
 fn bench_nce<T: Element>(
     engine: &Engine,
     (kind, z, labels, (n, d)): (NceKind, &[f32], &[i32], (usize, usize)),
@@ -371,7 +371,24 @@ fn bench_nce<T: Element>(
     } else {
         n * n
     };
-    let key_reads = 3 * pairs.div_ceil(TILE) * d * 4;
+    // Each direction has n queries and n keys.
+    let splits = key_splits(engine, n, n, (m, d))?;
+    let (grad_chunks, block_rows) = backward_blocking(d);
+    let row_bytes = d * 4;
+    // Per pass over the pairs: a tile of `qt` query rows streams every key row once and
+    // reads its own rows once per 64-key tile.
+    let tile_reads = |qt: usize| (pairs.div_ceil(qt) + pairs.div_ceil(KEY_TILE)) * row_bytes;
+    let backward_qt = query_tile(block_rows);
+    // Forward, backward's recomputation, its accumulation (key rows again per query tile).
+    let tiles = tile_reads(query_tile(BLOCK_ROWS))
+        + tile_reads(backward_qt)
+        + pairs.div_ceil(backward_qt) * row_bytes;
+    // Each split's partial gradient: written once from registers, or zero-filled and then
+    // read and written per 32-key half; the splits past the first are read by finish.
+    let gradient = match grad_chunks {
+        0 => splits * m * row_bytes + 2 * pairs.div_ceil(KEY_TILE / 2) * row_bytes,
+        _ => splits * m * row_bytes,
+    } + (splits - 1) * m * row_bytes;
     // 16-bit rows are widened once and the gradient narrowed once.
     let edges = if size == 4 { 0 } else { m * d * (2 + 4) * 2 };
     let host = HostNceInputs {
@@ -387,14 +404,9 @@ fn bench_nce<T: Element>(
         label: &label,
         shape: vec![n, d],
         bytes_min: bytes,
-        // Normalize (read, write), the tiles' key reads (forward, backward's recomputation
-        // and accumulation), the gradient's per-key-tile read-modify-write, and the final
-        // Jacobian pass (read rows, RMW grad).
-        bytes_moved: 2 * m * d * 4
-            + key_reads
-            + 2 * pairs.div_ceil(TILE) * d * 4
-            + 3 * m * d * 4
-            + edges,
+        // Normalize (read, write), the tiles, the gradient, and the final Jacobian pass
+        // (read rows, read and write the gradient).
+        bytes_moved: 2 * m * row_bytes + tiles + gradient + 3 * m * row_bytes + edges,
         flops: Some(6.0 * pairs as f64 * d as f64),
         gpu: &mut |e| plan.record(e, &inputs).map(|_| ()),
         cpu: &mut || cpu::info_nce(&loss, &host).map(|_| ()),
@@ -432,14 +444,21 @@ impl AllPairsDef {
             let loss = MinedTriplet::new().mining(mining);
             let mut plan = loss.plan(engine);
             let (pairs, matrix) = (n * n, n * n * 4);
+            let qt = query_tile(BLOCK_ROWS);
             run(BenchJob {
                 label,
                 shape: vec![n, d],
                 bytes_min: 2 * n * d * 4,
-                // Distance tiles' key reads (forward and backward), the distance
-                // matrix (written, read by mining and backward), the counts
-                // (zeroed, read twice by backward; mining's atomics not counted).
-                bytes_moved: 2 * pairs.div_ceil(TILE) * d * 4 + 3 * matrix + 3 * matrix,
+                // Distance tiles' reads (each query tile streams every key row and re-reads
+                // its own per key tile), backward's key rows per query tile and query rows
+                // per 32-key half (the differences), the gradient (zeroed, read and written
+                // per half), the distance matrix (written, read by mining and backward),
+                // the counts (zeroed, read twice by backward; mining's atomics not counted).
+                bytes_moved: (pairs.div_ceil(qt) + pairs.div_ceil(KEY_TILE)) * d * 4
+                    + (pairs.div_ceil(qt) + pairs.div_ceil(KEY_TILE / 2)) * d * 4
+                    + (n + 2 * pairs.div_ceil(KEY_TILE / 2)) * d * 4
+                    + 3 * matrix
+                    + 3 * matrix,
                 flops: Some(4.0 * pairs as f64 * d as f64),
                 gpu: &mut |enc| plan.record(enc, &inputs).map(|_| ()),
                 cpu: &mut || cpu::mined_triplet(&loss, &host).map(|_| ()),

@@ -47,11 +47,32 @@ pub(crate) fn modules() -> Vec<ShaderModule> {
     vec![MODULE]
 }
 
-const TILE: usize = 32;
-/// The tile kernels' depth chunk (`KC`) and the most chunks of a gradient row that
-/// `nce_backward` keeps in registers (`MAX_GRAD_CHUNKS`): rows of up to 256 dimensions.
+/// Key rows of a tile (`KT`); its query rows are 8 per block row of an invocation
+/// (`BLOCK_ROWS`, 8 unless `nce_backward` needs the registers).
+pub(super) const KEY_TILE: usize = 64;
+pub(super) const BLOCK_ROWS: usize = 8;
+/// The tile kernels' depth chunk (`KC`); the most chunks of a gradient row that
+/// `nce_backward` keeps in registers (rows of up to 256 dimensions), and the most vec4s of
+/// them per invocation (`grad_regs`: 8 block rows of 4 chunks, down to 4 of 8).
 const KC: usize = 32;
 const MAX_GRAD_CHUNKS: usize = 8;
+const MAX_GRAD_VEC4S: usize = 32;
+
+/// Query rows of a tile at `block_rows` rows per invocation.
+pub(super) fn query_tile(block_rows: usize) -> usize {
+    8 * block_rows
+}
+
+/// `nce_backward`'s shape for rows of `dim`: (depth chunks of the gradient rows kept in
+/// registers across key tiles and written once, or 0 where they are added into memory per
+/// key half; block rows per invocation). Past 4 chunks fewer block rows leave the registers.
+pub(super) fn backward_blocking(dim: usize) -> (usize, usize) {
+    match dim.div_ceil(KC) {
+        chunks if chunks * BLOCK_ROWS <= MAX_GRAD_VEC4S => (chunks, BLOCK_ROWS),
+        chunks if chunks <= MAX_GRAD_CHUNKS => (chunks, MAX_GRAD_VEC4S / chunks),
+        _ => (0, BLOCK_ROWS),
+    }
+}
 /// Per-row statistics are stored in planes at multiples of this many elements, so each
 /// plane can be bound at an offset every adapter accepts (256 bytes).
 const PLANE_ALIGN: usize = 64;
@@ -139,51 +160,60 @@ fn launch(
 
 /// Software adapters stop a shader's loops after 65,535 iterations in all, per invocation
 /// (Mesa's LP_MAX_TGSI_LOOP_ITERATIONS), silently. On them the tile kernels keep each
-/// invocation to at most this many, half of that limit: about 48 per 32-deep chunk of a key
-/// tile (the measured count of the gradient kernel's is 33 to 42).
+/// invocation to at most this many, half of that limit.
 const SOFTWARE_LOOP_BUDGET: usize = 32_768;
 
-/// How many key tiles one invocation may take in one launch on a software adapter (`None`
-/// elsewhere): the tile kernels' loops per key tile grow with the depth `dim`.
+/// Loop iterations per invocation for one block of keys a tile kernel takes, as (fixed, per
+/// 32-deep chunk of the rows): `nce_backward` per 64-key tile (lavapipe stopped it between
+/// 46 and 48 per chunk), `mined_backward` per 32-key half (between 33 and 35 per chunk).
+const NCE_TILE_LOOPS: (usize, usize) = (64, 48);
+const MINED_HALF_LOOPS: (usize, usize) = (32, 48);
+
+/// How many key blocks of `loops` one invocation may take in one launch on a software
+/// adapter (`None` elsewhere): the tile kernels' loops per block grow with the depth `dim`.
 ///
 /// # Errors
-/// [`Error::Limit`] when one key tile of rows of `dim` already exceeds the budget.
-fn software_key_tiles(engine: &Engine, dim: usize) -> Result<Option<usize>> {
+/// [`Error::Limit`] when one block of rows of `dim` already exceeds the budget.
+fn software_key_blocks(
+    engine: &Engine,
+    dim: usize,
+    (fixed, per_chunk): (usize, usize),
+) -> Result<Option<usize>> {
     if engine.adapter_info().device_type != wgpu::DeviceType::Cpu {
         return Ok(None);
     }
-    let per_tile = 32 + 48 * dim.div_ceil(32);
-    if per_tile > SOFTWARE_LOOP_BUDGET {
+    let per_block = fixed + per_chunk * dim.div_ceil(KC);
+    if per_block > SOFTWARE_LOOP_BUDGET {
         return Err(Error::Limit(format!(
             "rows of {dim} exceed what a software adapter runs per invocation (its loops \
              stop after 65,535 iterations); at most {} here",
-            (SOFTWARE_LOOP_BUDGET - 32) / 48 * 32
+            (SOFTWARE_LOOP_BUDGET - fixed) / per_chunk * KC
         )));
     }
-    Ok(Some(SOFTWARE_LOOP_BUDGET / per_tile))
+    Ok(Some(SOFTWARE_LOOP_BUDGET / per_block))
 }
 
 /// Key ranges per query tile for the InfoNCE kernels: enough workgroups to fill a large GPU
 /// (about 512: H100-class parts have 132 multiprocessors), at most one split per key tile,
 /// and the splits' partial gradients in one binding of at most 1 GiB. On software adapters
-/// the runs of key tiles are also kept within [`software_key_tiles`].
+/// the runs of key tiles are also kept within [`software_key_blocks`].
 ///
 /// # Errors
 /// [`Error::Limit`] when a software adapter would need more splits than memory allows, or
 /// the rows are too deep for it.
-fn key_splits(
+pub(super) fn key_splits(
     engine: &Engine,
     queries: usize,
     keys: usize,
     (m, dim): (usize, usize),
 ) -> Result<usize> {
     const FILL: usize = 512;
-    let key_tiles = keys.div_ceil(TILE).max(1);
-    let fill = FILL.div_ceil(queries.div_ceil(TILE).max(1));
+    let key_tiles = keys.div_ceil(KEY_TILE).max(1);
+    let fill = FILL.div_ceil(queries.div_ceil(query_tile(BLOCK_ROWS)).max(1));
     let room = engine.max_binding_bytes().min(1 << 30) / (m * dim * 4).max(1) as u64;
     let memory = (room as usize).max(1);
     let splits = fill.min(memory).min(key_tiles);
-    let Some(tiles) = software_key_tiles(engine, dim)? else {
+    let Some(tiles) = software_key_blocks(engine, dim, NCE_TILE_LOOPS)? else {
         return Ok(splits);
     };
     let needed = key_tiles.div_ceil(tiles);
@@ -430,7 +460,7 @@ impl InfoNce {
                 out: partial_stats.as_ref().map(Tensor::binding),
                 ..Slots::default()
             };
-            let groups = q.1.div_ceil(TILE) * splits;
+            let groups = q.1.div_ceil(query_tile(BLOCK_ROWS)) * splits;
             launch(
                 rec,
                 ("nce_forward", &overrides),
@@ -458,18 +488,17 @@ impl InfoNce {
         let mut grads = Vec::new();
         if self.gradient {
             // nce_backward accumulates into one copy of the gradient per split; finish adds
-            // them into the first. Rows of up to MAX_GRAD_CHUNKS depth chunks stay in
-            // registers across key tiles and are written once (no zero-fill needed); longer
-            // rows are added into `out` per key tile.
-            let grad_chunks = match dim.div_ceil(KC) {
-                chunks if chunks <= MAX_GRAD_CHUNKS => chunks,
-                _ => 0,
-            };
+            // them into the first. Gradient rows kept in registers need no zero-fill.
+            let (grad_chunks, block_rows) = backward_blocking(dim);
             let partial_grads = match grad_chunks {
                 0 => rec.zeros(&[splits * m, dim], DType::F32)?,
                 _ => rec.tensor(&[splits * m, dim], DType::F32)?,
             };
-            let backward_overrides = [overrides[0], ("GRAD_CHUNKS", grad_chunks as u32)];
+            let backward_overrides = [
+                overrides[0],
+                ("GRAD_CHUNKS", grad_chunks as u32),
+                ("BLOCK_ROWS", block_rows as u32),
+            ];
             let grad = partial_grads.prefix(&[m, dim]);
             for &(q, k) in &directions {
                 let slots = Slots {
@@ -483,7 +512,7 @@ impl InfoNce {
                     out: Some(partial_grads.binding()),
                     ..Slots::default()
                 };
-                let groups = q.1.div_ceil(TILE) * splits;
+                let groups = q.1.div_ceil(query_tile(block_rows)) * splits;
                 let job = ("nce_backward", &backward_overrides[..]);
                 launch(rec, job, params(q, k), slots, groups)?;
             }
@@ -614,9 +643,9 @@ impl MinedTriplet {
     ) -> Result<LossOutput> {
         let engine = rec.engine();
         let (n, dim) = (embeddings.shape()[0], embeddings.shape()[1]);
-        // Each tile kernel takes at least one key tile per invocation: too deep a row for
+        // mined_backward takes at least one key half per invocation: too deep a row for
         // a software adapter is an error before anything is recorded.
-        software_key_tiles(engine, dim)?;
+        software_key_blocks(engine, dim, MINED_HALF_LOOPS)?;
         let cosine = self.distance == Distance::Cosine;
         let unit = if cosine {
             Some(normalized(rec, embeddings, (n, dim))?)
@@ -660,7 +689,7 @@ impl MinedTriplet {
                 out: Some(dist.window(w.start * n, w.len() * n)),
                 ..Slots::default()
             };
-            let groups = w.len().div_ceil(TILE) * n.div_ceil(TILE);
+            let groups = w.len().div_ceil(query_tile(BLOCK_ROWS)) * n.div_ceil(KEY_TILE);
             launch(
                 rec,
                 ("distances", &overrides),
@@ -707,8 +736,10 @@ impl MinedTriplet {
         if self.gradient {
             // mined_backward accumulates into the gradient over key windows.
             let grad = rec.zeros(&[n, dim], DType::F32)?;
-            // On a software adapter, runs of at most `tiles` key tiles per launch.
-            let step = software_key_tiles(engine, dim)?.map_or(n, |t| t * TILE).max(1);
+            // On a software adapter, runs of at most `halves` key halves per launch.
+            let step = software_key_blocks(engine, dim, MINED_HALF_LOOPS)?
+                .map_or(n, |halves| halves * KEY_TILE / 2)
+                .max(1);
             for wq in &windows {
                 for (wk, from) in windows
                     .iter()
@@ -724,7 +755,7 @@ impl MinedTriplet {
                         out: Some(grad.binding()),
                         ..Slots::default()
                     };
-                    let groups = wq.len().div_ceil(TILE);
+                    let groups = wq.len().div_ceil(query_tile(BLOCK_ROWS));
                     let job = ("mined_backward", &overrides[..]);
                     let params = Params {
                         k_from: from as u32,

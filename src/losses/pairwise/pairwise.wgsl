@@ -1,10 +1,11 @@
 // Batch losses over all pairs of rows (metric learning; semantics: docs/LOSSES.md).
 //
-// A 32×32 tile engine through workgroup memory: 64 invocations (8×8), each owning a 4×4
-// block of the tile (rows ty + 8a, columns 4tx + b), stream 32-wide depth chunks of the
-// query and key rows as vec4s. It computes similarity/distance tiles (`tile_scores`) and
-// accumulates gradient rows from a coefficient tile (`accumulate`, G += C·K). Every inner
-// step reads eight vec4s from workgroup memory for 64 multiply-adds.
+// A tile engine through workgroup memory: 64 invocations (8×8) share a tile of QT query
+// rows × 64 key rows; each owns a block of BLOCK_ROWS × 8 scores (query rows ty + 8a, key
+// columns 4tx + b and 32 + 4tx + b) and streams 32-wide depth chunks of the rows as vec4s.
+// It computes similarity/distance tiles (`tile_scores`: 8 + BLOCK_ROWS vec4s read from
+// workgroup memory per 32·BLOCK_ROWS multiply-adds, 16 per vec4 at 8 rows) and accumulates
+// gradient rows from a coefficient tile, one 32-key half at a time (`accumulate`, G += C·K).
 //
 // InfoNCE (nt-xent, clip, supcon) never stores the N×N matrix: `nce_forward` streams key
 // tiles through an online log-sum-exp per query row; `nce_backward` recomputes each tile and
@@ -22,6 +23,10 @@ override WG_SIZE: u32 = 256u;
 override MODE: u32 = 0u;          // distances: EUCLIDEAN, SQUARED or COSINE (rows pre-normalized)
 override MINING: u32 = 0u;        // BATCH_ALL, BATCH_HARD or SEMI_HARD
 override EXCLUDE_SELF: bool = true;
+// Query rows of a tile per invocation, 4 or 8 (`BLOCK_ROWS` in gpu.rs); the tile's query
+// rows. Fewer rows leave registers for `nce_backward`'s gradient rows.
+override BLOCK_ROWS: u32 = 8u;
+override QT: u32 = SIDE * BLOCK_ROWS;
 
 const EUCLIDEAN: u32 = 0u;
 const SQUARED: u32 = 1u;
@@ -32,14 +37,18 @@ const SEMI_HARD: u32 = 2u;
 const NORM_EPS: f32 = 1e-12;
 const NONE: u32 = 0xffffffffu;
 
-const T: u32 = 32u;      // tile rows and columns
-const KC: u32 = 32u;     // depth chunk
-const RS: u32 = 9u;      // row stride of the vec4 tiles in workgroup memory (8 + 1 padding)
+const KT: u32 = 64u;     // key rows of a tile (its columns)
+const HALF: u32 = 32u;   // key columns per half of a tile
+const KC: u32 = 32u;     // depth chunk: 8 vec4s
 const TW: u32 = 64u;     // invocations of the tile kernels (8×8)
 const SIDE: u32 = 8u;    // invocations along each side of the tile
+const MAX_BLOCK_ROWS: u32 = 8u;
 
-// An invocation's 4×4 block: [a][b] for row ty + 8a, column 4tx + b.
-alias Block = array<vec4<f32>, 4>;
+// An invocation's block of a tile: [2a + h][b] for query row ty + 8a (a < BLOCK_ROWS) and
+// key column 32h + 4tx + b.
+alias Block = array<vec4<f32>, 16>;
+// One vec4 per query row of an invocation (a < BLOCK_ROWS).
+alias Rows = array<vec4<f32>, MAX_BLOCK_ROWS>;
 
 struct Params {
     dim: u32,
@@ -72,13 +81,12 @@ struct Params {
 @group(0) @binding(12) var<storage, read_write> out_stats: array<f32>;
 @group(0) @binding(13) var<storage, read_write> out_cnt: array<atomic<i32>>;
 
-// Tiles of 32 rows × 8 vec4s: query (or coefficient) rows, key rows, coefficients.
-var<workgroup> sh_q: array<vec4<f32>, 288>;
-var<workgroup> sh_k: array<vec4<f32>, 288>;
-// Coefficient tile; also the scratch of the workgroup reductions, which never overlap it.
-var<workgroup> sh_c: array<vec4<f32>, 288>;
-// mined_backward: the key window's counts C_ji of a tile, transposed (rows of T + 1).
-var<workgroup> sh_counts: array<i32, 1056>;
+// 16 KiB in all, the least every adapter allows. `sh_a`: a tile's query rows (QT × 8 vec4s
+// of depth), then a coefficient tile of one key half (QT × 8 vec4s of columns, see
+// `coef_slot`), and the scratch of the workgroup reductions. `sh_b`: a tile's key rows
+// (64 × 8 vec4s, see `key_slot`), or one key half's (32 × 8 vec4s) in `accumulate`.
+var<workgroup> sh_a: array<vec4<f32>, 512>;
+var<workgroup> sh_b: array<vec4<f32>, 512>;
 
 // Elements c..c+3 of the query (key) row starting at `base`, zeros past the row's `dim`.
 fn load_q4(base: u32, c: u32, dim: u32) -> vec4<f32> {
@@ -101,61 +109,71 @@ fn load_k4(base: u32, c: u32, dim: u32) -> vec4<f32> {
     return v;
 }
 
-// Scores of this invocation's 4×4 block of the tile at (q0, k0): Σ q·k, or Σ(q − k)² when
+// Scores of this invocation's block of the tile at (q0, k0): Σ q·k, or Σ(q − k)² when
 // `sqdiff`; rows past q_end / k_end read zeros. Called by the whole workgroup (barriers).
 fn tile_scores(lid: u32, q0: u32, q_end: u32, k0: u32, k_end: u32, sqdiff: bool) -> Block {
     let ty = lid / SIDE;
     let tx = lid % SIDE;
     let dim = params.dim;
-    // One accumulator per row, unrolled, so every index is a constant.
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
+    var acc: Block;
     for (var d0 = 0u; d0 < dim; d0 += KC) {
-        for (var m = 0u; m < 4u; m++) {
+        // QT query rows and 64 key rows of 8 vec4s each; eight consecutive invocations
+        // load one row's 128 bytes.
+        for (var m = 0u; m < BLOCK_ROWS; m++) {
             let idx = lid + m * TW;
             let r = idx / 8u;
-            let c = d0 + 4u * (idx % 8u);
             var qv = vec4<f32>(0.0);
-            var kv = vec4<f32>(0.0);
             if (q0 + r < q_end) {
-                qv = load_q4((q0 + r) * dim, c, dim);
+                qv = load_q4((q0 + r) * dim, d0 + 4u * (idx % 8u), dim);
             }
+            sh_a[idx] = qv;
+        }
+        for (var m = 0u; m < KT / 8u; m++) {
+            let idx = lid + m * TW;
+            let r = idx / 8u;
+            var kv = vec4<f32>(0.0);
             if (k0 + r < k_end) {
-                kv = load_k4((k0 + r) * dim, c, dim);
+                kv = load_k4((k0 + r) * dim, d0 + 4u * (idx % 8u), dim);
             }
-            sh_q[r * RS + idx % 8u] = qv;
-            sh_k[key_slot(r, idx % 8u)] = kv;
+            sh_b[key_slot(r, idx % 8u)] = kv;
         }
         workgroupBarrier();
         // Every chunk takes KC / 4 steps, a constant trip the compiler can unroll: past the
-        // row's end both tiles hold zeros, which add nothing (0·0, (0 − 0)²).
+        // row's end both tiles hold zeros, which add nothing (0·0, (0 − 0)²). Each step
+        // reads the 8 key columns' vec4s once and every query row's once.
         for (var c = 0u; c < KC / 4u; c++) {
-            // Columns: the 4 key rows' vec4s at this depth.
-            let k = mat4x4<f32>(
-                sh_k[key_slot(4u * tx, c)],
-                sh_k[key_slot(4u * tx + 1u, c)],
-                sh_k[key_slot(4u * tx + 2u, c)],
-                sh_k[key_slot(4u * tx + 3u, c)],
-            );
-            acc0 += row_scores(sh_q[ty * RS + c], k, sqdiff);
-            acc1 += row_scores(sh_q[(ty + SIDE) * RS + c], k, sqdiff);
-            acc2 += row_scores(sh_q[(ty + 2u * SIDE) * RS + c], k, sqdiff);
-            acc3 += row_scores(sh_q[(ty + 3u * SIDE) * RS + c], k, sqdiff);
+            let low = key_columns(tx, c, 0u);
+            let high = key_columns(tx, c, 1u);
+            for (var a = 0u; a < BLOCK_ROWS; a++) {
+                let q = sh_a[(ty + SIDE * a) * 8u + c];
+                acc[2u * a] += row_scores(q, low, sqdiff);
+                acc[2u * a + 1u] += row_scores(q, high, sqdiff);
+            }
         }
         workgroupBarrier();
     }
-    return Block(acc0, acc1, acc2, acc3);
+    return acc;
 }
 
-// Where `tile_scores` keeps vec4 `c` of key row `r`: the eight invocations of a row group
-// read rows 4tx + b at one depth, which in rows of RS vec4s fall on two of the eight 16-byte
-// bank groups (a 4-way conflict on 32-bank GPUs); here rows 4t + b lie in block b at
-// t ⊕ c (rotated by the depth), so those reads hit eight distinct groups, and each store of
-// a row group's 32 vec4s hits every group four times.
+// Where `tile_scores` keeps vec4 `c` of key row `r` (0..64): an invocation reads rows
+// 32h + 4tx + b at one depth, which in plain rows of 8 vec4s would fall in one of the eight
+// 16-byte bank groups for all eight tx (an 8-way conflict on 32-bank GPUs); here rows
+// 32h + 4t + b lie in block (h, b) at t ⊕ c (rotated by the depth), so the eight tx of a
+// read hit eight distinct groups, and so do the eight vec4s of a row that eight invocations
+// store.
 fn key_slot(r: u32, c: u32) -> u32 {
-    return (r % 4u) * 64u + c * 8u + (r / 4u + c) % 8u;
+    return (r / HALF) * 256u + (r % 4u) * 64u + c * 8u + ((r / 4u) % 8u + c) % 8u;
+}
+
+// Columns: the vec4s at depth step `c` of key rows 32h + 4tx + 0..3.
+fn key_columns(tx: u32, c: u32, h: u32) -> mat4x4<f32> {
+    let r = HALF * h + 4u * tx;
+    return mat4x4<f32>(
+        sh_b[key_slot(r, c)],
+        sh_b[key_slot(r + 1u, c)],
+        sh_b[key_slot(r + 2u, c)],
+        sh_b[key_slot(r + 3u, c)],
+    );
 }
 
 // (q·k_b) or Σ(q − k_b)² for the four columns k_b of `k`.
@@ -170,38 +188,56 @@ fn row_scores(q: vec4<f32>, k: mat4x4<f32>, sqdiff: bool) -> vec4<f32> {
     return q * k;
 }
 
-// Row and column (within the tile) of block element e.
+// Query row and key column (within the tile) of block element e = 4(2a + h) + b.
 fn block_row(lid: u32, e: u32) -> u32 {
-    return lid / SIDE + SIDE * (e / 4u);
+    return lid / SIDE + SIDE * (e / 8u);
 }
 
 fn block_col(lid: u32, e: u32) -> u32 {
-    return 4u * (lid % SIDE) + e % 4u;
+    return HALF * ((e / 4u) % 2u) + 4u * (lid % SIDE) + e % 4u;
 }
 
-// Stores this invocation's coefficients into sh_c (rows × vec4s of columns).
-fn store_coefficients(lid: u32, c: Block) {
-    for (var a = 0u; a < 4u; a++) {
-        sh_c[(lid / SIDE + SIDE * a) * RS + lid % SIDE] = c[a];
+// Where the coefficient tile of a key half keeps vec4 `c4` (columns 4c4..) of row `r`:
+// rotated by the row, so that the 32 rows' values of one column, stored by consecutive
+// invocations (`mined_backward`'s counts), spread over eight bank groups.
+fn coef_slot(r: u32, c4: u32) -> u32 {
+    return r * 8u + (c4 + r) % 8u;
+}
+
+// Stores this invocation's coefficients of a key half (4 columns of each of its rows) into
+// sh_a. Whole workgroup.
+fn store_coefficients(lid: u32, c: Rows) {
+    workgroupBarrier();
+    for (var a = 0u; a < BLOCK_ROWS; a++) {
+        sh_a[coef_slot(lid / SIDE + SIDE * a, lid % SIDE)] = c[a];
     }
+}
+
+// The columns of key half `h` of a block.
+fn half_columns(b: Block, h: u32) -> Rows {
+    var c: Rows;
+    for (var a = 0u; a < BLOCK_ROWS; a++) {
+        c[a] = b[2u * a + h];
+    }
+    return c;
 }
 
 // Where this invocation's gradient rows start in `out` (a split's partial gradient).
 var<private> out_base: u32 = 0u;
 
 // Depth chunks of gradient rows that `accumulate` keeps in registers across key tiles (the
-// row length in chunks, at most MAX_GRAD_CHUNKS; `write_gradient` stores them once), or 0:
-// it adds each key tile's part into `out` (read-modify-write per tile). The sums are formed
-// in the same order either way.
+// row length in chunks; GRAD_CHUNKS · BLOCK_ROWS ≤ 32 vec4s, `grad_regs[chunk · BLOCK_ROWS
+// + a]`; `write_gradient` stores them once), or 0: it adds each key half's part into `out`
+// (read-modify-write). The sums are formed in the same order either way.
 override GRAD_CHUNKS: u32 = 0u;
-const MAX_GRAD_CHUNKS: u32 = 8u;
-var<private> grad_regs: array<Block, MAX_GRAD_CHUNKS>;
+var<private> grad_regs: array<vec4<f32>, 32>;
 
-// out[i] += Σ_j sh_c[i][j]·rows_k[j] for the tile's query rows i (global) and key rows
-// k0.. (zeros past k_end); sh_c must hold the coefficient tile. With `diff`, the terms are
-// sh_c[i][j]·(rows_q[i] − rows_k[j]) instead: each difference is formed before it is
-// scaled, so a large coefficient of a close pair cannot cancel in f32. Whole workgroup.
-fn accumulate(lid: u32, q0: u32, q_end: u32, k0: u32, k_end: u32, diff: bool) {
+// out[i] += Σ_j sh_a[i][j]·rows_k[j] for the tile's query rows i (global) and the 32 key
+// rows kh.. of a half (zeros past k_end); sh_a must hold the half's coefficient tile. With
+// `diff`, the terms are sh_a[i][j]·(rows_q[i] − rows_k[j]) instead: each difference is
+// formed before it is scaled, so a large coefficient of a close pair cannot cancel in f32.
+// Whole workgroup.
+fn accumulate(lid: u32, q0: u32, q_end: u32, kh: u32, k_end: u32, diff: bool) {
     workgroupBarrier();
     let ty = lid / SIDE;
     let tx = lid % SIDE;
@@ -211,55 +247,51 @@ fn accumulate(lid: u32, q0: u32, q_end: u32, k0: u32, k_end: u32, diff: bool) {
     let chunks = select((dim + KC - 1u) / KC, GRAD_CHUNKS, GRAD_CHUNKS > 0u);
     for (var chunk = 0u; chunk < chunks; chunk++) {
         let d0 = chunk * KC;
-        for (var m = 0u; m < 4u; m++) {
+        for (var m = 0u; m < HALF / 8u; m++) {
             let idx = lid + m * TW;
             let r = idx / 8u;
             var kv = vec4<f32>(0.0);
-            if (k0 + r < k_end) {
-                kv = load_k4((k0 + r) * dim, d0 + 4u * (idx % 8u), dim);
+            if (kh + r < k_end) {
+                kv = load_k4((kh + r) * dim, d0 + 4u * (idx % 8u), dim);
             }
-            sh_k[r * RS + idx % 8u] = kv;
+            sh_b[idx] = kv;
         }
         workgroupBarrier();
-        // Rows ty + 8a, dimensions d0 + 4tx .. +3; columns of `k`: four consecutive keys.
-        var g = Block(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+        // Rows ty + 8a, dimensions d0 + 4tx .. +3.
+        var g: Rows;
         if (diff) {
-            var q: Block;
-            for (var a = 0u; a < 4u; a++) {
+            var q: Rows;
+            for (var a = 0u; a < BLOCK_ROWS; a++) {
                 let i = q0 + ty + SIDE * a;
                 q[a] = select(vec4<f32>(0.0), load_q4(i * dim, d0 + 4u * tx, dim), i < q_end);
             }
-            for (var j = 0u; j < T; j++) {
-                let k = sh_k[j * RS + tx];
-                for (var a = 0u; a < 4u; a++) {
-                    g[a] += sh_c[(ty + SIDE * a) * RS + j / 4u][j % 4u] * (q[a] - k);
+            for (var j = 0u; j < HALF; j++) {
+                let k = sh_b[j * 8u + tx];
+                for (var a = 0u; a < BLOCK_ROWS; a++) {
+                    let c = sh_a[coef_slot(ty + SIDE * a, j / 4u)][j % 4u];
+                    g[a] += c * (q[a] - k);
                 }
             }
         } else {
-            var g0 = vec4<f32>(0.0);
-            var g1 = vec4<f32>(0.0);
-            var g2 = vec4<f32>(0.0);
-            var g3 = vec4<f32>(0.0);
-            for (var j4 = 0u; j4 < 8u; j4++) {
+            // Columns of `k`: four consecutive keys.
+            for (var j4 = 0u; j4 < HALF / 4u; j4++) {
                 let k = mat4x4<f32>(
-                    sh_k[(4u * j4) * RS + tx],
-                    sh_k[(4u * j4 + 1u) * RS + tx],
-                    sh_k[(4u * j4 + 2u) * RS + tx],
-                    sh_k[(4u * j4 + 3u) * RS + tx],
+                    sh_b[(4u * j4) * 8u + tx],
+                    sh_b[(4u * j4 + 1u) * 8u + tx],
+                    sh_b[(4u * j4 + 2u) * 8u + tx],
+                    sh_b[(4u * j4 + 3u) * 8u + tx],
                 );
-                g0 += k * sh_c[ty * RS + j4];
-                g1 += k * sh_c[(ty + SIDE) * RS + j4];
-                g2 += k * sh_c[(ty + 2u * SIDE) * RS + j4];
-                g3 += k * sh_c[(ty + 3u * SIDE) * RS + j4];
+                for (var a = 0u; a < BLOCK_ROWS; a++) {
+                    g[a] += k * sh_a[coef_slot(ty + SIDE * a, j4)];
+                }
             }
-            g = Block(g0, g1, g2, g3);
         }
         if (GRAD_CHUNKS > 0u) {
-            for (var a = 0u; a < 4u; a++) {
-                grad_regs[chunk][a] += g[a];
+            for (var a = 0u; a < BLOCK_ROWS; a++) {
+                grad_regs[chunk * BLOCK_ROWS + a] += g[a];
             }
         } else {
-            for (var a = 0u; a < 4u; a++) {
+            for (var a = 0u; a < BLOCK_ROWS; a++) {
                 let i = q0 + ty + SIDE * a;
                 for (var t = 0u; t < 4u; t++) {
                     let d = d0 + 4u * tx + t;
@@ -277,12 +309,12 @@ fn accumulate(lid: u32, q0: u32, q_end: u32, k0: u32, k_end: u32, diff: bool) {
 fn write_gradient(lid: u32, q0: u32, q_end: u32) {
     let dim = params.dim;
     for (var chunk = 0u; chunk < GRAD_CHUNKS; chunk++) {
-        for (var a = 0u; a < 4u; a++) {
+        for (var a = 0u; a < BLOCK_ROWS; a++) {
             let i = q0 + lid / SIDE + SIDE * a;
             for (var t = 0u; t < 4u; t++) {
                 let d = chunk * KC + 4u * (lid % SIDE) + t;
                 if (i < q_end && d < dim) {
-                    out[out_base + i * dim + d] = grad_regs[chunk][a][t];
+                    out[out_base + i * dim + d] = grad_regs[chunk * BLOCK_ROWS + a][t];
                 }
             }
         }
@@ -292,48 +324,48 @@ fn write_gradient(lid: u32, q0: u32, q_end: u32) {
 // Sums over the workgroup of two values, in a fixed order. Whole workgroup.
 fn workgroup_sum2(lid: u32, v: vec2<f32>) -> vec2<f32> {
     workgroupBarrier();
-    sh_c[lid] = vec4<f32>(v, 0.0, 0.0);
+    sh_a[lid] = vec4<f32>(v, 0.0, 0.0);
     for (var stride = WG_SIZE / 2u; stride > 0u; stride /= 2u) {
         workgroupBarrier();
         if (lid < stride) {
-            sh_c[lid] += sh_c[lid + stride];
+            sh_a[lid] += sh_a[lid + stride];
         }
     }
     workgroupBarrier();
-    return sh_c[0].xy;
+    return sh_a[0].xy;
 }
 
 // The largest of one value per invocation over the workgroup. Whole workgroup.
 fn workgroup_max(lid: u32, v: f32) -> f32 {
     workgroupBarrier();
-    sh_c[lid] = vec4<f32>(v, 0.0, 0.0, 0.0);
+    sh_a[lid] = vec4<f32>(v, 0.0, 0.0, 0.0);
     for (var stride = WG_SIZE / 2u; stride > 0u; stride /= 2u) {
         workgroupBarrier();
         if (lid < stride) {
-            sh_c[lid].x = max(sh_c[lid].x, sh_c[lid + stride].x);
+            sh_a[lid].x = max(sh_a[lid].x, sh_a[lid + stride].x);
         }
     }
     workgroupBarrier();
-    return sh_c[0].x;
+    return sh_a[0].x;
 }
 
 // The best (value, index) over the workgroup: largest value when `largest`, else smallest;
 // ties to the lower index; index NONE for no candidate. Whole workgroup.
 fn workgroup_best(lid: u32, v: f32, idx: u32, largest: bool) -> vec2<u32> {
     workgroupBarrier();
-    sh_c[lid] = vec4<f32>(v, bitcast<f32>(idx), 0.0, 0.0);
+    sh_a[lid] = vec4<f32>(v, bitcast<f32>(idx), 0.0, 0.0);
     for (var stride = WG_SIZE / 2u; stride > 0u; stride /= 2u) {
         workgroupBarrier();
         if (lid < stride) {
-            let o = sh_c[lid + stride];
-            let me = sh_c[lid];
+            let o = sh_a[lid + stride];
+            let me = sh_a[lid];
             if (better(o.x, bitcast<u32>(o.y), me.x, bitcast<u32>(me.y), largest)) {
-                sh_c[lid] = o;
+                sh_a[lid] = o;
             }
         }
     }
     workgroupBarrier();
-    return bitcast<vec2<u32>>(sh_c[0].xy);
+    return bitcast<vec2<u32>>(sh_a[0].xy);
 }
 
 fn better(v: f32, i: u32, best_v: f32, best_i: u32, largest: bool) -> bool {
@@ -443,16 +475,16 @@ fn nce_forward(
     let k_begin = keys.y;
     let k_end = keys.z;
     // Per row a of the block: running log-sum-exp and (Σ s, count) over positives.
-    var st: array<vec2<f32>, 4>;
-    var pos: array<vec2<f32>, 4>;
-    for (var a = 0u; a < 4u; a++) {
+    var st: array<vec2<f32>, MAX_BLOCK_ROWS>;
+    var pos: array<vec2<f32>, MAX_BLOCK_ROWS>;
+    for (var a = 0u; a < BLOCK_ROWS; a++) {
         st[a] = vec2<f32>(F32_LOWEST, 0.0);
         pos[a] = vec2<f32>(0.0);
     }
-    for (var k0 = k_begin; k0 < k_end; k0 += T) {
+    for (var k0 = k_begin; k0 < k_end; k0 += KT) {
         let s = tile_scores(lid, q0, q_end, k0, k_end, false);
-        for (var e = 0u; e < 16u; e++) {
-            let a = e / 4u;
+        for (var e = 0u; e < 8u * BLOCK_ROWS; e++) {
+            let a = e / 8u;
             let i = q0 + block_row(lid, e);
             let j = k0 + block_col(lid, e);
             if (i < q_end && j < k_end && !(EXCLUDE_SELF && i == j)) {
@@ -464,16 +496,16 @@ fn nce_forward(
             }
         }
     }
-    // Merge the 8 invocations of each row, in order: sh_c[row·8 + tx].
-    for (var a = 0u; a < 4u; a++) {
-        sh_c[block_row(lid, a * 4u) * SIDE + lid % SIDE] = vec4<f32>(st[a], pos[a]);
+    // Merge the 8 invocations of each row, in order: sh_a[row·8 + tx].
+    for (var a = 0u; a < BLOCK_ROWS; a++) {
+        sh_a[block_row(lid, a * 8u) * SIDE + lid % SIDE] = vec4<f32>(st[a], pos[a]);
     }
     workgroupBarrier();
-    if (lid < T && q0 + lid < q_end) {
+    if (lid < QT && q0 + lid < q_end) {
         var total = vec2<f32>(F32_LOWEST, 0.0);
         var p = vec2<f32>(0.0);
         for (var t = 0u; t < SIDE; t++) {
-            let v = sh_c[lid * SIDE + t];
+            let v = sh_a[lid * SIDE + t];
             total = lse_merge(total, v.xy);
             p += v.zw;
         }
@@ -493,13 +525,13 @@ fn nce_forward(
 // (first query row, first key, key end, split) of workgroup g: query tile g mod tiles,
 // split g / tiles, each split a run of whole key tiles.
 fn split_keys(g: u32) -> vec4<u32> {
-    let tiles = (params.q_count + T - 1u) / T;
+    let tiles = (params.q_count + QT - 1u) / QT;
     let split = g / tiles;
-    let key_tiles = (params.k_count + T - 1u) / T;
-    let span = ((key_tiles + params.splits - 1u) / params.splits) * T;
+    let key_tiles = (params.k_count + KT - 1u) / KT;
+    let span = ((key_tiles + params.splits - 1u) / params.splits) * KT;
     let k_end = params.k_begin + params.k_count;
     let begin = min(params.k_begin + split * span, k_end);
-    let q0 = select(params.q_begin + (g % tiles) * T, NONE, split >= params.splits);
+    let q0 = select(params.q_begin + (g % tiles) * QT, NONE, split >= params.splits);
     return vec4<u32>(q0, begin, min(begin + span, k_end), split);
 }
 
@@ -559,10 +591,10 @@ fn nce_backward(
     let div = divisor[0];
     let w = select(params.scale / div * params.inv_tau, 0.0, div == 0.0);
     let plane = params.plane;
-    for (var k0 = keys.y; k0 < k_end; k0 += T) {
+    for (var k0 = keys.y; k0 < k_end; k0 += KT) {
         let s = tile_scores(lid, q0, q_end, k0, k_end, false);
         var coef: Block;
-        for (var e = 0u; e < 16u; e++) {
+        for (var e = 0u; e < 8u * BLOCK_ROWS; e++) {
             let i = q0 + block_row(lid, e);
             let j = k0 + block_col(lid, e);
             var c = 0.0;
@@ -577,8 +609,10 @@ fn nce_backward(
             }
             coef[e / 4u][e % 4u] = c;
         }
-        store_coefficients(lid, coef);
-        accumulate(lid, q0, q_end, k0, k_end, false);
+        for (var h = 0u; h < 2u && k0 + HALF * h < k_end; h++) {
+            store_coefficients(lid, half_columns(coef, h));
+            accumulate(lid, q0, q_end, k0 + HALF * h, k_end, false);
+        }
     }
     write_gradient(lid, q0, q_end);
 }
@@ -593,17 +627,17 @@ fn distances(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let key_tiles = (params.k_count + T - 1u) / T;
+    let key_tiles = (params.k_count + KT - 1u) / KT;
     let g = group_index(wid, nwg);
-    let q0 = params.q_begin + (g / key_tiles) * T;
-    let k0 = params.k_begin + (g % key_tiles) * T;
+    let q0 = params.q_begin + (g / key_tiles) * QT;
+    let k0 = params.k_begin + (g % key_tiles) * KT;
     let q_end = params.q_begin + params.q_count;
     let k_end = params.k_begin + params.k_count;
     if (q0 >= q_end) {
         return;
     }
     let s = tile_scores(lid, q0, q_end, k0, k_end, MODE != COSINE);
-    for (var e = 0u; e < 16u; e++) {
+    for (var e = 0u; e < 8u * BLOCK_ROWS; e++) {
         let i = q0 + block_row(lid, e);
         let j = k0 + block_col(lid, e);
         if (i < q_end && j < k_end) {
@@ -1069,7 +1103,7 @@ fn mined_backward(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let q0 = params.q_begin + group_index(wid, nwg) * T;
+    let q0 = params.q_begin + group_index(wid, nwg) * QT;
     let q_end = params.q_begin + params.q_count;
     if (q0 >= q_end) {
         return;
@@ -1079,43 +1113,48 @@ fn mined_backward(
     let div = divisor[0];
     let w = select(params.scale / div, 0.0, div == 0.0);
     let k_stop = min(params.k_begin + params.k_to, k_end);
-    for (var k0 = params.k_begin + params.k_from; k0 < k_stop; k0 += T) {
-        // C_ji for the tile, read along rows of the key window's counts (consecutive
-        // invocations, consecutive query columns) and transposed through workgroup memory.
+    // Key halves of 32 columns: the coefficient tile of one half fills sh_a.
+    for (var kh = params.k_begin + params.k_from; kh < k_stop; kh += HALF) {
+        // C_ji for the half, read along rows of the key window's counts (consecutive
+        // invocations, consecutive query columns) and transposed through workgroup memory
+        // (as f32: exact, counts stay far below 2^24).
         workgroupBarrier();
-        for (var m = 0u; m < 16u; m++) {
+        for (var m = 0u; m < QT / 2u; m++) {
             let idx = lid + m * TW;
-            let j = k0 + idx / T;
-            let i = q0 + idx % T;
+            let j = kh + idx / QT;
+            let i = q0 + idx % QT;
             var count = 0;
             if (i < q_end && j < k_stop) {
                 count = cnt_k[(j - params.k_begin) * n + i];
             }
-            sh_counts[(idx % T) * (T + 1u) + idx / T] = count;
+            sh_a[coef_slot(idx % QT, idx / QT / 4u)][(idx / QT) % 4u] = f32(count);
         }
         workgroupBarrier();
-        var coef: Block;
-        for (var e = 0u; e < 16u; e++) {
-            let i = q0 + block_row(lid, e);
-            let j = k0 + block_col(lid, e);
-            var c = 0.0;
-            if (i < q_end && j < k_end && i != j) {
-                let at = (i - params.q_begin) * n + j;
-                let transposed = sh_counts[block_row(lid, e) * (T + 1u) + block_col(lid, e)];
-                let uses = f32(cnt_q[at] + transposed);
-                var f = -1.0;
-                if (MODE == EUCLIDEAN) {
-                    let d = dist_q[at];
-                    f = select(0.0, 1.0 / d, d > 0.0);
-                } else if (MODE == SQUARED) {
-                    f = 2.0;
+        var coef: Rows;
+        for (var a = 0u; a < BLOCK_ROWS; a++) {
+            let r = lid / SIDE + SIDE * a;
+            let transposed = sh_a[coef_slot(r, lid % SIDE)];
+            for (var b = 0u; b < 4u; b++) {
+                let i = q0 + r;
+                let j = kh + 4u * (lid % SIDE) + b;
+                var c = 0.0;
+                if (i < q_end && j < k_end && i != j) {
+                    let at = (i - params.q_begin) * n + j;
+                    let uses = f32(cnt_q[at]) + transposed[b];
+                    var f = -1.0;
+                    if (MODE == EUCLIDEAN) {
+                        let d = dist_q[at];
+                        f = select(0.0, 1.0 / d, d > 0.0);
+                    } else if (MODE == SQUARED) {
+                        f = 2.0;
+                    }
+                    c = uses * f * w;
                 }
-                c = uses * f * w;
+                coef[a][b] = c;
             }
-            coef[e / 4u][e % 4u] = c;
         }
         store_coefficients(lid, coef);
         // Distances: c·(e_i − e_j); cosine: c·n_j into G, then the normalization's Jacobian.
-        accumulate(lid, q0, q_end, k0, k_end, MODE != COSINE);
+        accumulate(lid, q0, q_end, kh, k_end, MODE != COSINE);
     }
 }
