@@ -41,8 +41,8 @@ fn tile_and_chunk_boundaries() {
     let mut rng = fresh_rng("tile_and_chunk_boundaries");
     // Tiles of 64 keys in halves of 32 and 64 query rows (both sides of each); InfoNCE's
     // gradient stays in registers up to 256 dimensions (8 depth chunks) with 8 block rows
-    // up to 128 dimensions, 6 at 160, 4 at 200 and 256, and is added into memory per key
-    // half beyond: both sides of those boundaries.
+    // up to 64 dimensions, then 7 (96), 6 (128), 5 (129, 160), 4 (200) and 3 (256), and is
+    // added into memory per key half beyond: both sides of those boundaries.
     for (n, dim) in [
         (1, 1),
         (31, 33),
@@ -51,6 +51,7 @@ fn tile_and_chunk_boundaries() {
         (64, 40),
         (65, 64),
         (97, 3),
+        (50, 96),
         (70, 128),
         (70, 129),
         (50, 160),

@@ -51,12 +51,15 @@ pub(crate) fn modules() -> Vec<ShaderModule> {
 /// (`BLOCK_ROWS`, 8 unless `nce_backward` needs the registers).
 pub(super) const KEY_TILE: usize = 64;
 pub(super) const BLOCK_ROWS: usize = 8;
-/// The tile kernels' depth chunk (`KC`); the most chunks of a gradient row that
-/// `nce_backward` keeps in registers (rows of up to 256 dimensions), and the most vec4s of
-/// them per invocation (`grad_regs`: 8 block rows of 4 chunks, down to 4 of 8).
+/// The tile kernels' depth chunk (`KC`), and the most chunks of a gradient row that
+/// `nce_backward` keeps in registers (rows of up to 256 dimensions).
 const KC: usize = 32;
 const MAX_GRAD_CHUNKS: usize = 8;
-const MAX_GRAD_VEC4S: usize = 32;
+/// The `vec4` registers `nce_backward` holds through a key tile where it keeps the gradient
+/// rows: those rows (block rows × chunks) and the score block (2 × block rows). 36, what
+/// the 4×4 blocks held at 8 chunks, keeps an invocation clear of spilling on GPUs with 255
+/// registers per thread (with the key columns and addresses beside them).
+const BACKWARD_VEC4S: usize = 36;
 
 /// Query rows of a tile at `block_rows` rows per invocation.
 pub(super) fn query_tile(block_rows: usize) -> usize {
@@ -65,11 +68,13 @@ pub(super) fn query_tile(block_rows: usize) -> usize {
 
 /// `nce_backward`'s shape for rows of `dim`: (depth chunks of the gradient rows kept in
 /// registers across key tiles and written once, or 0 where they are added into memory per
-/// key half; block rows per invocation). Past 4 chunks fewer block rows leave the registers.
+/// key half; block rows per invocation): 8 block rows up to 2 chunks, then fewer, down to
+/// 3 at 8 chunks, within [`BACKWARD_VEC4S`].
 pub(super) fn backward_blocking(dim: usize) -> (usize, usize) {
     match dim.div_ceil(KC) {
-        chunks if chunks * BLOCK_ROWS <= MAX_GRAD_VEC4S => (chunks, BLOCK_ROWS),
-        chunks if chunks <= MAX_GRAD_CHUNKS => (chunks, MAX_GRAD_VEC4S / chunks),
+        chunks if chunks <= MAX_GRAD_CHUNKS => {
+            (chunks, (BACKWARD_VEC4S / (chunks + 2)).min(BLOCK_ROWS))
+        }
         _ => (0, BLOCK_ROWS),
     }
 }

@@ -227,8 +227,9 @@ var<private> out_base: u32 = 0u;
 
 // Depth chunks of gradient rows that `accumulate` keeps in registers across key tiles (the
 // row length in chunks; GRAD_CHUNKS · BLOCK_ROWS ≤ 32 vec4s, `grad_regs[chunk · BLOCK_ROWS
-// + a]`; `write_gradient` stores them once), or 0: it adds each key half's part into `out`
-// (read-modify-write). The sums are formed in the same order either way.
+// + a]`, fewer block rows for more chunks: `backward_blocking` in gpu.rs; `write_gradient`
+// stores them once), or 0: it adds each key half's part into `out` (read-modify-write). The
+// sums are formed in the same order either way.
 override GRAD_CHUNKS: u32 = 0u;
 var<private> grad_regs: array<vec4<f32>, 32>;
 
