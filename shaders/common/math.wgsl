@@ -2,6 +2,17 @@
 
 const F32_LOWEST: f32 = -3.40282347e38;
 
+// NaN by its bits: compilers that assume no NaN (Mesa's GLSL path) may fold a float
+// comparison such as v != v, or a select on v < 0.0 into max, but not integer tests.
+fn is_nan(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
+}
+
+// max(0, v) that keeps NaN on every backend (see is_nan).
+fn relu(v: f32) -> f32 {
+    return select(max(v, 0.0), v, is_nan(v));
+}
+
 // Running log-sum-exp state: x = running max, y = sum of exp(v - max).
 // One exp per element: the smaller of (max, v) is scaled into the larger.
 // A NaN input makes the sum NaN and so propagates to the row's result.
@@ -30,9 +41,10 @@ fn lse_merge(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
 }
 
 // tanh that never overflows: some drivers evaluate tanh through exp(2v) and return NaN for
-// large |v|; beyond |v| = 10 tanh is ±1 in f32. NaN fails the comparison and goes to tanh.
+// large |v|; beyond |v| = 10 tanh is ±1 in f32. NaN stays NaN, tested by its bits: Mesa's
+// GL path clamps tanh's argument (tanh(NaN) = ±1 there) and may fold the comparison.
 fn safe_tanh(v: f32) -> f32 {
-    return select(tanh(v), sign(v), abs(v) >= 10.0);
+    return select(select(tanh(v), sign(v), abs(v) >= 10.0), v, is_nan(v));
 }
 
 // 1 - exp(v) for v <= 0, without cancellation near 0 (WGSL has no expm1).

@@ -81,15 +81,16 @@ fn smooth_l1(x: f32, y: f32, beta: f32) -> Term {
 }
 
 // input x is a log-probability; target y a probability (0 contributes 0).
-// 0 where y <= 0; a NaN target fails both tests and propagates, as PyTorch's xlogy.
+// 0 where y <= 0; a NaN target propagates, as PyTorch's xlogy (tested by its bits: see
+// is_nan).
 fn kl_div(x: f32, y: f32) -> Term {
+    if (is_nan(y)) {
+        return Term(y, y, 0.0);
+    }
     if (y > 0.0) {
         return Term(y * (log(y) - x), -y, 0.0);
     }
-    if (y <= 0.0) {
-        return Term(0.0, 0.0, 0.0);
-    }
-    return Term(y, y, 0.0);
+    return Term(0.0, 0.0, 0.0);
 }
 
 // target y is a log-probability.
@@ -98,28 +99,28 @@ fn kl_div_log_target(x: f32, y: f32) -> Term {
     return Term(e * (y - x), -e, 0.0);
 }
 
-// max(0, m) as PyTorch's clamp_min: a NaN m fails both tests and stays the loss, with a zero
+// max(0, m) as PyTorch's clamp_min: a NaN m stays the loss, with a zero
 // gradient (clamp's backward mask is false at NaN).
 fn hinge(x: f32, y: f32) -> Term {
     let m = 1.0 - y * x;
+    if (is_nan(m)) {
+        return Term(m, 0.0, 0.0);
+    }
     if (m > 0.0) {
         return Term(m, -y, 0.0);
     }
-    if (m <= 0.0) {
-        return Term(0.0, 0.0, 0.0);
-    }
-    return Term(m, 0.0, 0.0);
+    return Term(0.0, 0.0, 0.0);
 }
 
 fn margin_ranking(x1: f32, x2: f32, y: f32, margin: f32) -> Term {
     let m = -y * (x1 - x2) + margin;
+    if (is_nan(m)) {
+        return Term(m, 0.0, 0.0);
+    }
     if (m > 0.0) {
         return Term(m, -y, y);
     }
-    if (m <= 0.0) {
-        return Term(0.0, 0.0, 0.0);
-    }
-    return Term(m, 0.0, 0.0);
+    return Term(0.0, 0.0, 0.0);
 }
 
 // w·[(1 - y)·x + (1 + (pw - 1)·y)·softplus(-x)]; w and pw are applied by the caller.
@@ -201,7 +202,7 @@ fn hinge_embedding(x: f32, y: f32, margin: f32) -> Term {
         return Term(x, 1.0, 0.0);
     }
     let m = margin - x;
-    return Term(select(m, 0.0, m < 0.0), select(0.0, -1.0, m > 0.0), 0.0);
+    return Term(relu(m), select(0.0, -1.0, m > 0.0), 0.0);
 }
 
 // Stirling's y·log y − y + ½·log(2πy) where y > 1, else 0 (`full`).

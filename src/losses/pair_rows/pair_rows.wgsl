@@ -83,11 +83,6 @@ fn cos_grad(x: f32, y: f32, n_x: f32, n_y: f32, len_x: f32, cos: f32) -> f32 {
     return y / (n_x * n_y) - select(cos * x / (n_x * len_x), 0.0, len_x == 0.0);
 }
 
-// max(0, v) that keeps NaN.
-fn relu(v: f32) -> f32 {
-    return select(v, 0.0, v < 0.0);
-}
-
 @compute @workgroup_size(WG_SIZE)
 fn main(
     @builtin(local_invocation_index) lid: u32,

@@ -380,10 +380,6 @@ fn better(v: f32, i: u32, best_v: f32, best_i: u32, largest: bool) -> bool {
     return strictly || (v == best_v && i < best_i);
 }
 
-fn is_nan(v: f32) -> bool {
-    return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
-}
-
 // --- per-row steps -------------------------------------------------------------------
 
 // out = rows_q / max(‖row‖, 1e-12), out_stats = ‖row‖; one workgroup per row.
