@@ -338,8 +338,9 @@ pub struct BenchJob<'a> {
     pub shape: Vec<usize>,
     /// The least bytes one call can move: inputs read once, gradients written once.
     pub bytes_min: usize,
-    /// The bytes the GPU kernels of one call read and write (re-reads, intermediate arrays,
-    /// zero-fills included), from their structure.
+    /// The bytes the GPU kernels of one call read and write (re-reads, intermediate arrays),
+    /// from their structure; zero-fills are not kernels (`bench --json` adds the engine's
+    /// count of them).
     pub bytes_moved: usize,
     /// Floating-point operations of one call, for the all-pairs losses' FLOP rate.
     pub flops: Option<f64>,

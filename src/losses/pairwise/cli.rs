@@ -383,10 +383,11 @@ fn bench_nce<T: Element>(
     let tiles = tile_reads(query_tile(BLOCK_ROWS))
         + tile_reads(backward_qt)
         + pairs.div_ceil(backward_qt) * row_bytes;
-    // Each split's partial gradient: written once from registers, or zero-filled and then
-    // read and written per 32-key half; the splits past the first are read by finish.
+    // Each split's partial gradient: written once from registers, or read and written per
+    // 32-key half (into a zero-fill the engine counts); the splits past the first are read
+    // by finish.
     let gradient = match grad_chunks {
-        0 => splits * m * row_bytes + 2 * pairs.div_ceil(KEY_TILE / 2) * row_bytes,
+        0 => 2 * pairs.div_ceil(KEY_TILE / 2) * row_bytes,
         _ => splits * m * row_bytes,
     } + (splits - 1) * m * row_bytes;
     // 16-bit rows are widened once and the gradient narrowed once.
@@ -451,14 +452,15 @@ impl AllPairsDef {
                 bytes_min: 2 * n * d * 4,
                 // Distance tiles' reads (each query tile streams every key row and re-reads
                 // its own per key tile), backward's key rows per query tile and query rows
-                // per 32-key half (the differences), the gradient (zeroed, read and written
-                // per half), the distance matrix (written, read by mining and backward),
-                // the counts (zeroed, read twice by backward; mining's atomics not counted).
+                // per 32-key half (the differences), the gradient (read and written per
+                // half), the distance matrix (written, read by mining and backward), the
+                // counts (read twice by backward; mining's atomics not counted). The
+                // gradient's and counts' zero-fills are the engine's count.
                 bytes_moved: (pairs.div_ceil(qt) + pairs.div_ceil(KEY_TILE)) * d * 4
                     + (pairs.div_ceil(qt) + pairs.div_ceil(KEY_TILE / 2)) * d * 4
-                    + (n + 2 * pairs.div_ceil(KEY_TILE / 2)) * d * 4
+                    + 2 * pairs.div_ceil(KEY_TILE / 2) * d * 4
                     + 3 * matrix
-                    + 3 * matrix,
+                    + 2 * matrix,
                 flops: Some(4.0 * pairs as f64 * d as f64),
                 gpu: &mut |enc| plan.record(enc, &inputs).map(|_| ()),
                 cpu: &mut || cpu::mined_triplet(&loss, &host).map(|_| ()),
