@@ -23,8 +23,8 @@ override WG_SIZE: u32 = 256u;
 override MODE: u32 = 0u;          // distances: EUCLIDEAN, SQUARED or COSINE (rows pre-normalized)
 override MINING: u32 = 0u;        // BATCH_ALL, BATCH_HARD or SEMI_HARD
 override EXCLUDE_SELF: bool = true;
-// Query rows of a tile per invocation, 4 or 8 (`BLOCK_ROWS` in gpu.rs); the tile's query
-// rows. Fewer rows leave registers for `nce_backward`'s gradient rows.
+// Query rows of a tile per invocation, 1 to 8 (8 but where `backward_blocking` in gpu.rs
+// picks fewer to leave registers for `nce_backward`'s gradient rows); the tile's query rows.
 override BLOCK_ROWS: u32 = 8u;
 override QT: u32 = SIDE * BLOCK_ROWS;
 
